@@ -1,0 +1,32 @@
+# The two commands a new user needs:  make run   and   make test
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+UV    := $(VENV)/bin/uv
+
+.PHONY: run test install test-deps lock bench
+
+$(UV):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q uv==0.13.9
+
+install: $(UV)
+	$(UV) pip sync -q --python $(PY) requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
+
+# System packages for the integration tests (PostgreSQL server binaries).
+test-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
+
+run: install
+	$(VENV)/bin/ingest run
+
+test: install test-deps
+	$(PY) -m pytest -m "not slow or slow" -q
+
+lock: $(UV)
+	$(UV) pip compile -q pyproject.toml --extra test --python-version 3.11 -o requirements.lock
+
+bench: install
+	$(PY) bench/run_all.py

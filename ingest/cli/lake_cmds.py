@@ -1,0 +1,120 @@
+"""Commands that look at the lake: ls, sql, history."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Literal, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ingest.cli.common import emit, state
+
+
+def list_tables(lake) -> list[dict]:
+    out = []
+    for tid in lake.list_tables():
+        dt = lake.delta_table(tid)
+        hist = dt.history(1)
+        ts = hist[0].get("timestamp") if hist else None
+        from datetime import datetime, timezone
+
+        out.append(
+            {
+                "table": str(tid),
+                "version": dt.version(),
+                "rows": dt.count(),
+                "last_update": datetime.fromtimestamp(ts / 1000, timezone.utc).isoformat() if ts else None,
+            }
+        )
+    return out
+
+
+def table_history(lake, table: str, limit: int | None = None) -> list[dict]:
+    from datetime import datetime, timezone
+
+    dt = lake.delta_table(table)
+    out = []
+    for h in dt.history(limit):
+        metrics = h.get("operationMetrics") or {}
+        out.append(
+            {
+                "version": h.get("version"),
+                "timestamp": datetime.fromtimestamp(h["timestamp"] / 1000, timezone.utc).isoformat()
+                if h.get("timestamp")
+                else None,
+                "operation": h.get("operation"),
+                "rows_added": _int(metrics.get("num_added_rows", metrics.get("numOutputRows"))),
+                "rows_removed": _int(metrics.get("num_removed_rows", metrics.get("numTargetRowsDeleted"))),
+                "run_id": h.get("run_id") or (h.get("userMetadata") or None),
+            }
+        )
+    return out
+
+
+def _int(v):
+    try:
+        return int(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _print_table(rows: list[dict], title: str | None = None) -> None:
+    console = Console()
+    if not rows:
+        console.print("(no rows)")
+        return
+    t = Table(title=title)
+    for k in rows[0]:
+        t.add_column(str(k))
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r.values()])
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("ls")
+    def ls_cmd(ctx: typer.Context) -> None:
+        """List every lake table with its Delta version, row count and last update."""
+        rows = list_tables(state(ctx).lake_obj)
+        emit(ctx, rows, lambda: _print_table(rows, title=f"tables in {state(ctx).lake_obj.uri}"))
+
+    @app.command("sql")
+    def sql_cmd(
+        ctx: typer.Context,
+        query: str = typer.Argument(..., help='Read-only SQL; name tables layer.name, e.g. "select * from gold.photo_features".'),
+        as_of: Optional[str] = typer.Option(None, "--as-of", help="Read every table as of a Delta version number, an ISO timestamp or a snapshot name."),
+        fmt: str = typer.Option("table", "--format", help="table, csv or json (--json implies json)."),
+    ) -> None:
+        """Run read-only SQL over lake tables (DuckDB dialect)."""
+        from ingest.query import run_sql
+
+        if fmt not in ("table", "csv", "json"):
+            raise typer.BadParameter("use table, csv or json", param_hint="--format")
+        result = run_sql(state(ctx).lake_obj, query, as_of=as_of)
+        rows = result.to_pylist()
+        if state(ctx).json or fmt == "json":
+            from ingest.cli.common import to_json
+
+            typer.echo(to_json(rows))
+        elif fmt == "csv":
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(result.column_names)
+            for r in rows:
+                w.writerow(["" if v is None else v for v in r.values()])
+            typer.echo(buf.getvalue().rstrip("\n"))
+        else:
+            _print_table(rows)
+
+    @app.command("history")
+    def history_cmd(
+        ctx: typer.Context,
+        table: str = typer.Argument(..., help="layer.name"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Only the newest N versions."),
+    ) -> None:
+        """A table's Delta versions: time, operation, rows added/removed and the run that wrote it."""
+        rows = table_history(state(ctx).lake_obj, table, limit)
+        emit(ctx, rows, lambda: _print_table(rows, title=f"history of {table}"))

@@ -1,0 +1,359 @@
+"""The one place that knows where tables live and how each engine reaches the lake.
+
+A table identifier is ``layer.name``; it lives at ``<lake>/<layer>/<name>``.  The lake URI is a
+local directory or ``s3://bucket/prefix``; this module turns it into options for deltalake,
+DuckDB, Spark (s3a) and boto3, so nothing else decides local-vs-S3.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlparse
+
+from ingest.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+    import pyarrow.fs
+    from deltalake import DeltaTable
+
+    from ingest.settings import S3Settings, Settings
+
+Layer = Literal["bronze", "silver", "gold", "_meta"]
+LAYERS: tuple[str, ...] = ("bronze", "silver", "gold", "_meta")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Spark's hadoop-aws must match the Hadoop bundled with pyspark (pyspark 4.2 -> Hadoop 3.5.0).
+HADOOP_AWS_PACKAGE = "org.apache.hadoop:hadoop-aws:3.5.0"
+
+
+@dataclass(frozen=True)
+class TableId:
+    """A lake table: ``layer.name``."""
+
+    layer: str
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.layer not in LAYERS:
+            raise ConfigError(
+                f"unknown layer {self.layer!r} in table '{self.layer}.{self.name}': "
+                f"use one of {', '.join(LAYERS[:3])} (e.g. bronze.images)"
+            )
+        if not _NAME_RE.match(self.name):
+            raise ConfigError(
+                f"bad table name {self.name!r}: use letters, digits and underscores (e.g. bronze.images)"
+            )
+
+    @classmethod
+    def parse(cls, ident: "str | TableId") -> "TableId":
+        if isinstance(ident, TableId):
+            return ident
+        parts = str(ident).strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(
+                f"bad table identifier {ident!r}: write it as layer.name (e.g. bronze.images, gold.photo_features)"
+            )
+        return cls(parts[0], parts[1])
+
+    def __str__(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+
+@dataclass(frozen=True)
+class LakeLocation:
+    scheme: Literal["file", "s3"]
+    bucket: str | None
+    prefix: str  # for file: absolute path; for s3: key prefix without slashes at the ends
+
+    @property
+    def uri(self) -> str:
+        if self.scheme == "s3":
+            return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        return self.prefix
+
+
+def parse_lake_uri(uri: str) -> LakeLocation:
+    """Validate a lake URI; raises ``ConfigError`` (a ValueError) with the fix."""
+    if not uri or not uri.strip():
+        raise ConfigError("lake URI is empty: pass --lake ./lake or --lake s3://bucket/prefix")
+    uri = uri.strip()
+    if "://" not in uri:
+        return LakeLocation("file", None, str(Path(uri).expanduser().resolve()))
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return LakeLocation("file", None, str(Path(parsed.path).resolve()))
+    if parsed.scheme in ("s3", "s3a"):
+        bucket = parsed.netloc
+        if not bucket or not re.match(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$", bucket):
+            raise ConfigError(
+                f"malformed lake URI {uri!r}: the bucket name is missing or invalid (write s3://bucket/prefix)"
+            )
+        return LakeLocation("s3", bucket, parsed.path.strip("/"))
+    raise ConfigError(
+        f"malformed lake URI {uri!r}: unsupported scheme {parsed.scheme!r}; use a local path or s3://bucket/prefix"
+    )
+
+
+class Lake:
+    """A lake root plus the credentials to reach it."""
+
+    def __init__(self, uri: str, *, s3: "S3Settings | None" = None) -> None:
+        from ingest.settings import S3Settings
+
+        self.location = parse_lake_uri(uri)
+        self.s3 = s3 if s3 is not None else S3Settings.from_env()
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Lake":
+        return cls(settings.lake, s3=settings.s3)
+
+    # -- locations --------------------------------------------------------------------------
+    @property
+    def uri(self) -> str:
+        return self.location.uri
+
+    @property
+    def is_s3(self) -> bool:
+        return self.location.scheme == "s3"
+
+    def path(self, *parts: str) -> str:
+        """A lake-relative location (e.g. ``shards/ds/snap``) as a URI or local path."""
+        clean = [p.strip("/") for p in parts if p and p.strip("/")]
+        for p in clean:
+            if ".." in p.split("/"):
+                raise ConfigError(f"path {p!r} escapes the lake: '..' is not allowed")
+        if self.is_s3:
+            return "/".join([self.uri.rstrip("/"), *clean])
+        return str(Path(self.location.prefix, *clean))
+
+    def table_uri(self, table: "str | TableId") -> str:
+        t = TableId.parse(table)
+        return self.path(t.layer, t.name)
+
+    def spark_path(self, table_or_path: str) -> str:
+        """The same location as Spark (s3a) sees it."""
+        try:
+            uri = self.table_uri(table_or_path)
+        except ConfigError:
+            uri = table_or_path
+        if uri.startswith("s3://"):
+            return "s3a://" + uri[len("s3://") :]
+        return uri
+
+    def key(self, *parts: str) -> str:
+        """An S3 object key under the lake prefix (S3 lakes only)."""
+        if not self.is_s3:
+            raise ConfigError("object keys only exist for s3:// lakes")
+        return "/".join(p.strip("/") for p in (self.location.prefix, *parts) if p and p.strip("/"))
+
+    # -- engine options ---------------------------------------------------------------------
+    def storage_options(self) -> dict[str, str]:
+        """deltalake (object_store) options: conditional put, never an unsafe rename."""
+        if not self.is_s3:
+            return {}
+        opts: dict[str, str] = {"AWS_REGION": self.s3.region, "conditional_put": "etag"}
+        if self.s3.endpoint_url:
+            opts["AWS_ENDPOINT_URL"] = self.s3.endpoint_url
+            opts["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "false"
+        if self.s3.allow_http:
+            opts["AWS_ALLOW_HTTP"] = "true"
+        if self.s3.access_key_id:
+            opts["AWS_ACCESS_KEY_ID"] = self.s3.access_key_id.get_secret_value()
+        if self.s3.secret_access_key:
+            opts["AWS_SECRET_ACCESS_KEY"] = self.s3.secret_access_key.get_secret_value()
+        if self.s3.session_token:
+            opts["AWS_SESSION_TOKEN"] = self.s3.session_token.get_secret_value()
+        return opts
+
+    def spark_conf(self) -> dict[str, str]:
+        """Spark settings for Delta plus s3a (packages resolved by the session builder)."""
+        conf = {
+            "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+            "spark.sql.session.timeZone": "UTC",
+            "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        }
+        if self.is_s3:
+            conf.update(
+                {
+                    "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+                    "spark.hadoop.fs.s3a.path.style.access": "true",
+                    "spark.hadoop.fs.s3a.endpoint.region": self.s3.region,
+                    "spark.hadoop.fs.s3a.change.detection.mode": "none",
+                }
+            )
+            if self.s3.endpoint_url:
+                conf["spark.hadoop.fs.s3a.endpoint"] = self.s3.endpoint_url
+                conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
+                    not self.s3.allow_http
+                ).lower()
+            if self.s3.access_key_id and self.s3.secret_access_key:
+                conf["spark.hadoop.fs.s3a.access.key"] = self.s3.access_key_id.get_secret_value()
+                conf["spark.hadoop.fs.s3a.secret.key"] = (
+                    self.s3.secret_access_key.get_secret_value()
+                )
+                conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
+                    "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+                )
+        return conf
+
+    def spark_packages(self) -> list[str]:
+        return [HADOOP_AWS_PACKAGE] if self.is_s3 else []
+
+    def boto3_client(self, **config: Any):
+        """A boto3 S3 client for this lake's endpoint (credentials from settings or instance role)."""
+        import boto3
+        from botocore.config import Config
+
+        kwargs: dict[str, Any] = {"region_name": self.s3.region}
+        if self.s3.endpoint_url:
+            kwargs["endpoint_url"] = self.s3.endpoint_url
+        if self.s3.access_key_id and self.s3.secret_access_key:
+            kwargs["aws_access_key_id"] = self.s3.access_key_id.get_secret_value()
+            kwargs["aws_secret_access_key"] = self.s3.secret_access_key.get_secret_value()
+            if self.s3.session_token:
+                kwargs["aws_session_token"] = self.s3.session_token.get_secret_value()
+        cfg = Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 5, "mode": "adaptive"},
+            **config,
+        )
+        return boto3.client("s3", config=cfg, **kwargs)
+
+    def pyarrow_filesystem(self) -> "pyarrow.fs.FileSystem":
+        import pyarrow.fs as pafs
+
+        if not self.is_s3:
+            return pafs.LocalFileSystem()
+        kw: dict[str, Any] = {"region": self.s3.region}
+        if self.s3.endpoint_url:
+            parsed = urlparse(self.s3.endpoint_url)
+            kw["endpoint_override"] = parsed.netloc
+            kw["scheme"] = parsed.scheme or "https"
+        if self.s3.access_key_id and self.s3.secret_access_key:
+            kw["access_key"] = self.s3.access_key_id.get_secret_value()
+            kw["secret_key"] = self.s3.secret_access_key.get_secret_value()
+            if self.s3.session_token:
+                kw["session_token"] = self.s3.session_token.get_secret_value()
+        return pafs.S3FileSystem(**kw)
+
+    def fs_path(self, uri: str) -> str:
+        """A location as the pyarrow filesystem expects it (no scheme)."""
+        return uri[len("s3://") :] if uri.startswith("s3://") else uri
+
+    # -- Delta access -----------------------------------------------------------------------
+    def table_exists(self, table: "str | TableId") -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.table_uri(table), storage_options=self.storage_options())
+
+    def delta_table(
+        self, table: "str | TableId", *, version: int | str | None = None
+    ) -> "DeltaTable":
+        """Open a table, optionally as of a version number or an ISO timestamp."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        t = TableId.parse(table)
+        try:
+            dt = DeltaTable(self.table_uri(t), storage_options=self.storage_options())
+        except TableNotFoundError:
+            raise ConfigError(
+                f"table {t} does not exist in lake {self.uri}: run `ingest ls` to see the tables"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(self.describe_error(exc, f"cannot open {t}")) from None
+        if version is not None:
+            try:
+                if isinstance(version, int):
+                    dt.load_as_version(version)
+                else:
+                    dt.load_as_version(version)  # deltalake accepts datetime/ISO strings here
+            except Exception as exc:  # noqa: BLE001 - turned into one line for the user
+                raise ConfigError(
+                    f"{t} has no version {version!r}: see `ingest history {t}` ({_first_line(exc)})"
+                ) from None
+        return dt
+
+    def list_tables(self) -> list[TableId]:
+        """Every Delta table in the lake, in layer order."""
+        fs = self.pyarrow_filesystem()
+        import pyarrow.fs as pafs
+
+        found: list[TableId] = []
+        for layer in LAYERS:
+            base = self.fs_path(self.path(layer))
+            try:
+                infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+            except OSError as exc:
+                raise ConfigError(self.describe_error(exc, "cannot list the lake")) from None
+            for info in sorted(infos, key=lambda i: i.base_name):
+                if info.type != pafs.FileType.Directory or not _NAME_RE.match(info.base_name):
+                    continue
+                log = fs.get_file_info(f"{info.path}/_delta_log")
+                if log.type == pafs.FileType.Directory or self.is_s3:
+                    try:
+                        tid = TableId(layer, info.base_name)
+                    except ConfigError:
+                        continue
+                    if self.is_s3 and not self.table_exists(tid):
+                        continue
+                    found.append(tid)
+        return found
+
+    def duckdb(self, *, tables: list[TableId] | None = None, version: dict[str, int] | None = None) -> "duckdb.DuckDBPyConnection":
+        """An in-memory DuckDB with one schema per layer and one view per lake table.
+
+        Delta is read through deltalake -> Arrow (no DuckDB extension needed offline).
+        ``version`` maps ``layer.name`` to a pinned Delta version.
+        """
+        import duckdb
+
+        con = duckdb.connect()
+        version = version or {}
+        for tid in tables if tables is not None else self.list_tables():
+            dt = self.delta_table(tid, version=version.get(str(tid)))
+            ds = dt.to_pyarrow_dataset()
+            con.execute(f'create schema if not exists "{tid.layer}"')
+            con.register(f"__arrow_{tid.layer}_{tid.name}", ds)
+            con.execute(
+                f'create view "{tid.layer}"."{tid.name}" as select * from "__arrow_{tid.layer}_{tid.name}"'
+            )
+        return con
+
+    # -- errors -----------------------------------------------------------------------------
+    def describe_error(self, exc: BaseException, what: str) -> str:
+        """One line, without secrets, that says what to check."""
+        msg = redact(_first_line(exc), self)
+        hint = ""
+        if self.is_s3:
+            low = msg.lower()
+            if "nosuchbucket" in low or "bucket" in low and "not" in low:
+                hint = f" - check that bucket {self.location.bucket!r} exists"
+            elif "connect" in low or "dns" in low or "timed out" in low or "error sending request" in low:
+                hint = f" - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable"
+            elif "403" in low or "forbidden" in low or "accessdenied" in low or "signature" in low:
+                hint = " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        return f"{what}: {msg}{hint}"
+
+
+def redact(text: str, lake: "Lake | None" = None) -> str:
+    """Remove secret values from a message."""
+    from ingest.settings import S3Settings
+
+    s3 = lake.s3 if lake else S3Settings.from_env()
+    for secret in (s3.secret_access_key, s3.session_token, s3.access_key_id):
+        if secret is not None:
+            value = secret.get_secret_value()
+            if value and len(value) >= 4:
+                text = text.replace(value, "***")
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:400]

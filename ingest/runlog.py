@@ -1,0 +1,102 @@
+"""The run log: one row per command run in ``_meta.runs``.
+
+Freshness and volume checks, lineage and `ingest history` read it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+from ingest.lake import Lake
+
+RUNS_TABLE = "_meta.runs"
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("command", pa.string()),
+        ("source", pa.string()),
+        ("target", pa.string()),
+        ("version_before", pa.int64()),
+        ("version_after", pa.int64()),
+        ("rows_written", pa.int64()),
+        ("rows_quarantined", pa.int64()),
+        ("skipped", pa.int64()),
+        ("bytes_read", pa.int64()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("duration_s", pa.float64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("details", pa.string()),
+    ]
+)
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class Run:
+    command: str
+    source: str
+    target: str
+    run_id: str = field(default_factory=new_run_id)
+    version_before: int | None = None
+    version_after: int | None = None
+    rows_written: int = 0
+    rows_quarantined: int = 0
+    skipped: int = 0
+    bytes_read: int = 0
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    duration_s: float = 0.0
+    status: str = "running"
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["details"] = json.dumps(self.details, default=str, sort_keys=True)
+        return d
+
+
+def record(lake: Lake, run: Run) -> None:
+    from ingest.delta import write_batch
+
+    write_batch(lake, RUNS_TABLE, pa.Table.from_pylist([run.row()], schema=RUNS_SCHEMA))
+
+
+@contextmanager
+def track(lake: Lake, *, command: str, source: str, target: str) -> Iterator[Run]:
+    """Record a run in ``_meta.runs`` whether it succeeds or fails."""
+    from ingest.delta import current_version
+    from ingest.lake import redact
+
+    run = Run(command=command, source=redact(source, lake), target=target)
+    t0 = time.monotonic()
+    try:
+        if "." in target:
+            try:
+                run.version_before = current_version(lake, target)
+            except Exception:  # noqa: BLE001 - a target that is not a table (e.g. a shard set)
+                run.version_before = None
+        yield run
+        run.status = "success"
+    except BaseException as exc:
+        run.status = "failed"
+        run.error = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, lake)
+        raise
+    finally:
+        run.duration_s = time.monotonic() - t0
+        try:
+            record(lake, run)
+        except Exception:  # noqa: BLE001 - never mask the run's own outcome
+            pass

@@ -1,0 +1,148 @@
+"""Typed settings, read in one place.
+
+Precedence (highest first): CLI flag > environment (``LAKEHOUSE_*`` and the standard ``AWS_*``
+variables) > ``lakehouse.yaml`` > defaults.  Secrets are ``SecretStr`` so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "LAKEHOUSE_CONFIG"
+DEFAULT_CONFIG_FILE = "lakehouse.yaml"
+
+
+class S3Settings(BaseModel):
+    """S3-compatible object storage, configured by the standard AWS variables."""
+
+    endpoint_url: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "S3Settings":
+        env = os.environ if environ is None else environ
+        return cls(
+            endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        )
+
+    @property
+    def allow_http(self) -> bool:
+        return bool(self.endpoint_url and self.endpoint_url.startswith("http://"))
+
+
+class ImageSource(BaseModel):
+    kind: Literal["images"] = "images"
+    path: str
+    table: str = "bronze.images"
+
+
+class LogSource(BaseModel):
+    kind: Literal["logs"] = "logs"
+    path: str
+    table: str = "bronze.events"
+    format: Literal["jsonl", "text"] = "jsonl"
+    pattern: str | None = None
+
+
+class TableSource(BaseModel):
+    kind: Literal["tables"] = "tables"
+    url: str
+    source_table: str
+    table: str
+    primary_key: list[str] = Field(default_factory=list)
+    cursor: str | None = None
+
+
+SourceConfig = ImageSource | LogSource | TableSource
+
+
+class ShardSettings(BaseModel):
+    dataset: str = "photo_popularity"
+    table: str = "gold.photo_features"
+    format: Literal["webdataset", "mds", "parquet"] = "webdataset"
+    key: str = "photo_id"
+    shard_size: str = "256MB"
+
+
+class PrefectSettings(BaseModel):
+    api_url: str | None = None
+    work_pool: str = "lakehouse-process"
+
+
+class HealthThresholds(BaseModel):
+    max_age_hours: float = 36.0
+    min_volume_ratio: float = 0.5
+    max_null_rate_drift: float = 0.2
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LAKEHOUSE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    lake: str = "./lake"
+    spark_master: str = "local[2]"
+    sample_dir: str | None = Field(
+        default=None, description="Where `ingest run` generates the bundled sample sources."
+    )
+    sources: list[SourceConfig] | None = None
+    shards: ShardSettings = Field(default_factory=ShardSettings)
+    sync_dest: str | None = None
+    prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    health: HealthThresholds = Field(default_factory=HealthThresholds)
+    s3: S3Settings = Field(default_factory=S3Settings.from_env)
+
+    @field_validator("lake")
+    @classmethod
+    def _lake_uri(cls, v: str) -> str:
+        from ingest.lake import parse_lake_uri
+
+        parse_lake_uri(v)  # raises ValueError with a useful message
+        return v
+
+    @field_validator("spark_master")
+    @classmethod
+    def _spark_master(cls, v: str) -> str:
+        if not (v.startswith(("local", "spark://", "k8s://", "yarn"))):
+            raise ValueError(
+                f"spark_master {v!r} is not a Spark master URL: use local[N], spark://HOST:PORT or k8s://..."
+            )
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file)
+        return (init_settings, env_settings, yaml_source)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; ``overrides`` are CLI flags (None means 'not given')."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**given)
