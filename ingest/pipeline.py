@@ -1,0 +1,176 @@
+"""The whole pipeline as plain functions: ingest -> transform -> snapshot -> shards -> sync.
+
+`ingest run` and the Prefect pipeline flow both call these stage functions, so the flow stays
+thin and every stage is tested directly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, Field
+
+from ingest.lake import Lake
+from ingest.settings import ImageSource, LogSource, Settings, SourceConfig, TableSource
+
+Echo = Callable[[str], Any] | None
+
+
+class StageResult(BaseModel):
+    stage: str
+    ok: bool = True
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineSummary(BaseModel):
+    """What a pipeline run produced: tables and versions written, snapshot, shard set, sync."""
+
+    lake: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    tables: dict[str, int | None] = Field(default_factory=dict)
+    ingested: list[dict[str, Any]] = Field(default_factory=list)
+    transformed: list[dict[str, Any]] = Field(default_factory=list)
+    snapshot: str | None = None
+    shard_set: str | None = None
+    shards: int = 0
+    synced_to: str | None = None
+    synced_files: int = 0
+
+    def human(self) -> str:
+        lines = [f"lake: {self.lake}"]
+        for r in self.ingested:
+            lines.append(
+                f"  ingested {r['table']}: v{r.get('version')} +{r.get('rows_written', 0)} rows, "
+                f"{r.get('rows_quarantined', 0)} quarantined, {r.get('skipped', 0)} skipped"
+            )
+        for m in self.transformed:
+            lines.append(f"  built {m.get('table') or m.get('name')}: {m.get('status')} ({m.get('rows')} rows, v{m.get('version')})")
+        if self.snapshot:
+            lines.append(f"  snapshot {self.snapshot} pins {len(self.tables)} tables")
+        if self.shard_set:
+            lines.append(f"  shard set {self.shard_set} ({self.shards} shards)")
+        if self.synced_to:
+            lines.append(f"  synced {self.synced_files} files to {self.synced_to}")
+        return "\n".join(lines)
+
+
+def default_sources(settings: Settings) -> list[SourceConfig]:
+    """The bundled demo sources, generated on first use (no server needed)."""
+    from ingest.sample import generate_sample
+
+    root = Path(settings.sample_dir or "sample_data").resolve()
+    if not (root / "photos.db").exists():
+        generate_sample(root)
+    return [
+        ImageSource(path=str(root / "images"), table="bronze.images"),
+        LogSource(path=str(root / "logs"), table="bronze.events", format="jsonl"),
+        TableSource(
+            url=f"sqlite:///{root / 'photos.db'}",
+            source_table="photos",
+            table="bronze.photos",
+            primary_key=["photo_id"],
+            cursor="updated_at",
+        ),
+    ]
+
+
+def sources_of(settings: Settings) -> list[SourceConfig]:
+    return list(settings.sources) if settings.sources else default_sources(settings)
+
+
+def ingest_source(lake: Lake, source: SourceConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Load one configured source; the same call the CLI commands make."""
+    if isinstance(source, ImageSource):
+        from ingest.sources.images import ingest_images
+
+        res = ingest_images(lake, source.path, table=source.table, progress=progress)
+    elif isinstance(source, LogSource):
+        from ingest.sources.logs import ingest_logs
+
+        res = ingest_logs(
+            lake, source.path, table=source.table, format=source.format, pattern=source.pattern,
+            progress=progress,
+        )
+    else:
+        from ingest.sources.tables import ingest_table
+
+        res = ingest_table(
+            lake, source.url, source_table=source.source_table, table=source.table,
+            primary_key=tuple(source.primary_key), cursor=source.cursor, progress=progress,
+        )
+    return res.model_dump(mode="json")
+
+
+def transform_stage(settings: Settings, *, progress: bool = False) -> list[dict[str, Any]]:
+    from transforms.dbt_runner import run_transform
+
+    result = run_transform(settings, progress=progress)
+    return [m.model_dump(mode="json") if hasattr(m, "model_dump") else dict(m) for m in result.models]
+
+
+def snapshot_name(dataset: str, now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{dataset}-{now:%Y%m%dT%H%M%SZ}"
+
+
+def snapshot_stage(settings: Settings, *, name: str | None = None) -> dict[str, Any]:
+    from ingest.snapshots import create_snapshot
+
+    lake = Lake.from_settings(settings)
+    snap = create_snapshot(lake, name or snapshot_name(settings.shards.dataset))
+    return snap.model_dump(mode="json")
+
+
+def shards_stage(settings: Settings, snapshot: str, *, progress: bool = False) -> dict[str, Any]:
+    from transforms.shards import build_shards
+
+    lake = Lake.from_settings(settings)
+    s = settings.shards
+    res = build_shards(
+        lake, s.dataset, table=s.table, snapshot=snapshot, format=s.format, key=s.key,
+        shard_size=s.shard_size, progress=progress,
+    )
+    return res.model_dump(mode="json")
+
+
+def sync_stage(settings: Settings, shard_set_uri: str, *, progress: bool = False) -> dict[str, Any]:
+    from ingest.sync import sync_shards
+
+    lake = Lake.from_settings(settings)
+    dest = Path(settings.sync_dest or "synced").resolve()
+    parts = shard_set_uri.rstrip("/").split("/")
+    res = sync_shards(shard_set_uri, dest / parts[-2] / parts[-1], lake=lake, progress=progress)
+    return res.model_dump(mode="json")
+
+
+def run_pipeline(settings: Settings, *, progress: bool = False, echo: Echo = None) -> PipelineSummary:
+    """Run every stage in order; a failing stage raises and stops its dependants."""
+    say = echo or (lambda _msg: None)
+    lake = Lake.from_settings(settings)
+    summary = PipelineSummary(lake=lake.uri, started_at=datetime.now(timezone.utc))
+    for source in sources_of(settings):
+        say(f"ingest {source.kind} -> {source.table}")
+        res = ingest_source(lake, source, progress=progress)
+        summary.ingested.append(res)
+        summary.tables[res["table"]] = res.get("version")
+    say("transform (dbt + Spark)")
+    summary.transformed = transform_stage(settings, progress=progress)
+    for m in summary.transformed:
+        if m.get("table"):
+            summary.tables[m["table"]] = m.get("version")
+    say("snapshot")
+    snap = snapshot_stage(settings)
+    summary.snapshot = snap["name"]
+    say(f"shards from {settings.shards.table} @ {summary.snapshot}")
+    shards = shards_stage(settings, summary.snapshot, progress=progress)
+    summary.shard_set = shards["uri"]
+    summary.shards = shards.get("shards", 0)
+    say(f"sync {summary.shard_set}")
+    synced = sync_stage(settings, summary.shard_set, progress=progress)
+    summary.synced_to = synced.get("dest")
+    summary.synced_files = synced.get("files", 0)
+    summary.finished_at = datetime.now(timezone.utc)
+    return summary
