@@ -15,3 +15,25 @@ class SourceError(IngestError):
     """A source could not be read at all (bad credentials, missing bucket, missing path)."""
 
     exit_code = 3
+
+
+class TransientError(IngestError):
+    """A failure that may succeed on retry (connection reset, endpoint briefly unreachable)."""
+
+    exit_code = 4
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an orchestrator should retry: network and commit-conflict errors yes, data errors no."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, IngestError):
+        return bool(getattr(exc, "transient", False))
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    name = type(exc).__name__
+    transient_names = {
+        "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+        "OperationalError", "CommitFailedError", "InterfaceError",
+    }
+    return name in transient_names or any(c.__name__ in transient_names for c in type(exc).__mro__)

@@ -6,6 +6,7 @@ thin and every stage is tested directly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -104,10 +105,12 @@ def ingest_source(lake: Lake, source: SourceConfig, *, progress: bool = False) -
     return res.model_dump(mode="json")
 
 
-def transform_stage(settings: Settings, *, progress: bool = False) -> list[dict[str, Any]]:
+def transform_stage(
+    settings: Settings, *, select: str | None = None, full_refresh: bool = False, progress: bool = False
+) -> list[dict[str, Any]]:
     from transforms.dbt_runner import run_transform
 
-    result = run_transform(settings, progress=progress)
+    result = run_transform(settings, select=select, full_refresh=full_refresh, progress=progress)
     return [m.model_dump(mode="json") if hasattr(m, "model_dump") else dict(m) for m in result.models]
 
 
@@ -146,31 +149,51 @@ def sync_stage(settings: Settings, shard_set_uri: str, *, progress: bool = False
     return res.model_dump(mode="json")
 
 
-def run_pipeline(settings: Settings, *, progress: bool = False, echo: Echo = None) -> PipelineSummary:
+def _ingest_all(settings: Settings, sources: list[SourceConfig], progress: bool) -> list[dict[str, Any]]:
+    lake = Lake.from_settings(settings)
+    return [ingest_source(lake, src, progress=progress) for src in sources]
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The callables a pipeline run uses; Prefect swaps in tasks that wrap the same functions."""
+
+    ingest_all: Callable[[Settings, list[SourceConfig], bool], list[dict[str, Any]]] = _ingest_all
+    transform: Callable[..., list[dict[str, Any]]] = transform_stage
+    snapshot: Callable[..., dict[str, Any]] = snapshot_stage
+    shards: Callable[..., dict[str, Any]] = shards_stage
+    sync: Callable[..., dict[str, Any]] = sync_stage
+
+
+def run_pipeline(
+    settings: Settings,
+    *,
+    progress: bool = False,
+    echo: Echo = None,
+    stages: Stages = Stages(),
+    sync: bool = True,
+) -> PipelineSummary:
     """Run every stage in order; a failing stage raises and stops its dependants."""
     say = echo or (lambda _msg: None)
     lake = Lake.from_settings(settings)
     summary = PipelineSummary(lake=lake.uri, started_at=datetime.now(timezone.utc))
-    for source in sources_of(settings):
-        say(f"ingest {source.kind} -> {source.table}")
-        res = ingest_source(lake, source, progress=progress)
+    sources = sources_of(settings)
+    say(f"ingest {len(sources)} sources: " + ", ".join(f"{s.kind} -> {s.table}" for s in sources))
+    for res in stages.ingest_all(settings, sources, progress):
         summary.ingested.append(res)
         summary.tables[res["table"]] = res.get("version")
     say("transform (dbt + Spark)")
-    summary.transformed = transform_stage(settings, progress=progress)
+    summary.transformed = stages.transform(settings, progress=progress)
     for m in summary.transformed:
         if m.get("table"):
             summary.tables[m["table"]] = m.get("version")
-    say("snapshot")
-    snap = snapshot_stage(settings)
-    summary.snapshot = snap["name"]
-    say(f"shards from {settings.shards.table} @ {summary.snapshot}")
-    shards = shards_stage(settings, summary.snapshot, progress=progress)
-    summary.shard_set = shards["uri"]
-    summary.shards = shards.get("shards", 0)
-    say(f"sync {summary.shard_set}")
-    synced = sync_stage(settings, summary.shard_set, progress=progress)
-    summary.synced_to = synced.get("dest")
-    summary.synced_files = synced.get("files", 0)
+    summary.snapshot = stages.snapshot(settings, name=snapshot_name(settings.shards.dataset))["name"]
+    say(f"snapshot {summary.snapshot}; shards from {settings.shards.table}")
+    shards = stages.shards(settings, summary.snapshot, progress=progress)
+    summary.shard_set, summary.shards = shards["uri"], shards.get("shards", 0)
+    if sync:
+        say(f"sync {summary.shard_set}")
+        synced = stages.sync(settings, summary.shard_set, progress=progress)
+        summary.synced_to, summary.synced_files = synced.get("dest"), synced.get("files", 0)
     summary.finished_at = datetime.now(timezone.utc)
     return summary
