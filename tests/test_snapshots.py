@@ -1,0 +1,162 @@
+"""Snapshots pin Delta versions; as-of reads use them; vacuum never breaks a pin."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from ingest.delta import write_batch
+from ingest.errors import ConfigError
+from ingest.lake import Lake
+from ingest.query import run_sql
+from ingest.snapshots import (
+    SnapshotExists,
+    create_snapshot,
+    drop_snapshot,
+    get_snapshot,
+    list_snapshots,
+    pinned_versions,
+    vacuum,
+)
+
+
+def _photos(ids: list[int], tag: str) -> pa.Table:
+    return pa.table(
+        {
+            "photo_id": pa.array(ids, pa.int64()),
+            "title": [f"{tag}-{i}" for i in ids],
+            "image": [f"{tag}-bytes-{i}".encode() * 50 for i in ids],
+        }
+    )
+
+
+def _seed(lake: Lake) -> None:
+    write_batch(lake, "gold.photo_features", _photos([1, 2, 3], "v0"))  # version 0
+    write_batch(lake, "gold.daily_activity", pa.table({"day": ["2024-01-01"], "events": [5]}))
+
+
+def _check_lifecycle(lake: Lake) -> None:
+    _seed(lake)
+    snap = create_snapshot(lake, "train-1")
+    assert snap.tables == {"gold.daily_activity": 0, "gold.photo_features": 0}
+    with pytest.raises(SnapshotExists):
+        create_snapshot(lake, "train-1")
+    # the table moves on: overwrite replaces every row
+    write_batch(lake, "gold.photo_features", _photos([7, 8], "v1"), mode="overwrite")
+
+    assert get_snapshot(lake, "train-1").tables == snap.tables
+    assert [s.name for s in list_snapshots(lake)] == ["train-1"]
+    now = run_sql(lake, "select photo_id from gold.photo_features order by 1").column(0).to_pylist()
+    pinned = run_sql(lake, "select photo_id from gold.photo_features order by 1", as_of="train-1")
+    assert now == [7, 8]
+    assert pinned.column(0).to_pylist() == [1, 2, 3]
+
+    only = create_snapshot(lake, "just-photos", tables=["gold.photo_features"])
+    assert list(only.tables) == ["gold.photo_features"]
+    assert only.tables["gold.photo_features"] >= 1
+    with pytest.raises(ConfigError, match="does not pin gold.daily_activity"):
+        run_sql(lake, "select * from gold.daily_activity", as_of="just-photos")
+
+    dropped = drop_snapshot(lake, "train-1")
+    assert dropped.name == "train-1"
+    with pytest.raises(ConfigError, match="ingest snapshot list"):
+        get_snapshot(lake, "train-1")
+    # a dropped name can be used again
+    again = create_snapshot(lake, "train-1", tables=["gold.daily_activity"])
+    # version 1 is the metadata-only commit that extended the log retention for the first pin
+    assert again.tables == {"gold.daily_activity": 1}
+    assert sorted(s.name for s in list_snapshots(lake)) == ["just-photos", "train-1"]
+
+
+def test_snapshot_lifecycle_local(local_lake: Lake) -> None:
+    _check_lifecycle(local_lake)
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_snapshot_lifecycle_s3(s3_lake: Lake) -> None:
+    _check_lifecycle(s3_lake)
+
+
+def test_bad_names_and_missing_tables(local_lake: Lake) -> None:
+    with pytest.raises(ConfigError, match="no gold tables"):
+        create_snapshot(local_lake, "empty")
+    _seed(local_lake)
+    for bad in ("12", "2024-06-01", "has space", "../x", ""):
+        with pytest.raises(ConfigError, match="bad snapshot name"):
+            create_snapshot(local_lake, bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        create_snapshot(local_lake, "ok", tables=["gold.nope"])
+    with pytest.raises(ConfigError, match="no snapshot named"):
+        drop_snapshot(local_lake, "never")
+
+
+def _check_vacuum_keeps_pins(lake: Lake) -> None:
+    write_batch(lake, "gold.photo_features", _photos([1, 2, 3], "v0"))
+    pinned_rows = lake.delta_table("gold.photo_features").to_pyarrow_table().sort_by("photo_id")
+    create_snapshot(lake, "keep-me")
+    write_batch(lake, "gold.photo_features", _photos([4], "v1"), mode="overwrite")  # unpinned
+    v1_files = set(lake.delta_table("gold.photo_features").file_uris())
+    write_batch(lake, "gold.photo_features", _photos([5], "v2"), mode="overwrite")  # current
+
+    dry = vacuum(lake, retain_hours=0, dry_run=True)
+    photos = next(t for t in dry.tables if t.table == "gold.photo_features")
+    assert len(photos.deleted) == 1  # only v1's file; v0 is pinned, v2 is current
+
+    result = vacuum(lake, retain_hours=0)
+    assert result.files_deleted >= 1
+    fs = lake.pyarrow_filesystem()
+    for uri in v1_files:
+        assert fs.get_file_info(lake.fs_path(uri)).type.name == "NotFound"
+    # the pinned snapshot reads exactly what it pinned
+    again = run_sql(lake, "select * from gold.photo_features order by photo_id", as_of="keep-me")
+    assert again.equals(pinned_rows.select(again.column_names))
+    assert run_sql(lake, "select count(*) from gold.photo_features").column(0).to_pylist() == [1]
+    # the pinned table keeps its log long enough for time travel
+    cfg = lake.delta_table("gold.photo_features").metadata().configuration
+    assert cfg.get("delta.logRetentionDuration", "").startswith("interval 36500")
+
+    # once dropped, the pin's files are fair game
+    drop_snapshot(lake, "keep-me")
+    assert "gold.photo_features" not in pinned_versions(lake)
+    vacuum(lake, retain_hours=0)
+    with pytest.raises(Exception):
+        lake.delta_table("gold.photo_features", version=0).to_pyarrow_table()
+
+
+def test_vacuum_keeps_pinned_snapshot_readable_local(local_lake: Lake) -> None:
+    _check_vacuum_keeps_pins(local_lake)
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_vacuum_keeps_pinned_snapshot_readable_s3(s3_lake: Lake) -> None:
+    _check_vacuum_keeps_pins(s3_lake)
+
+
+def test_vacuum_rejects_negative_hours(local_lake: Lake) -> None:
+    with pytest.raises(ValueError, match="retain_hours"):
+        vacuum(local_lake, retain_hours=-1)
+
+
+def test_cli_snapshot_commands(local_lake: Lake) -> None:
+    from ingest.cli import app
+
+    _seed(local_lake)
+    runner = CliRunner()
+    base = ["--lake", local_lake.uri, "--json"]
+    res = runner.invoke(app, [*base, "snapshot", "create", "cli-snap", "--tables", "gold.photo_features"])
+    assert res.exit_code == 0, res.output
+    shown = json.loads(runner.invoke(app, [*base, "snapshot", "show", "cli-snap"]).output)
+    assert shown["name"] == "cli-snap" and shown["tables"] == {"gold.photo_features": 0}
+    assert "created_at" in shown
+    listed = json.loads(runner.invoke(app, [*base, "snapshot", "list"]).output)
+    assert [s["name"] for s in listed] == ["cli-snap"]
+    vac = json.loads(runner.invoke(app, [*base, "vacuum", "--retain-hours", "0", "--dry-run"]).output)
+    assert vac["dry_run"] is True
+    res = runner.invoke(app, [*base, "snapshot", "drop", "cli-snap"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(runner.invoke(app, [*base, "snapshot", "list"]).output) == []
