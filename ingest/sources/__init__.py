@@ -1,0 +1,516 @@
+"""Shared parts of the source ingesters: the result model, quarantine, commit retries, reading
+local or S3 sources, and fitting rows to a table's column types.
+
+Every ingester follows one shape: list inputs, skip what the lake already holds (Delta app
+transactions), write bad records to ``<layer>.<name>_quarantine`` first and good rows second, each
+write exactly once per batch id, and record the run in ``_meta.runs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator, TypeVar
+from urllib.parse import urlparse
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+from ingest.delta import SchemaConflict, conform, write_batch
+from ingest.errors import SourceError
+from ingest.lake import Lake, TableId
+
+T = TypeVar("T")
+
+
+class IngestResult(BaseModel):
+    """What one ingest run did; printed by ``--json`` and returned to the pipeline/flows."""
+
+    table: str
+    version: int | None
+    rows_written: int = 0
+    rows_quarantined: int = 0
+    skipped: int = 0  # inputs (files, images, batches) already in the lake
+    run_id: str
+    bytes_read: int = 0
+
+
+# -- quarantine ---------------------------------------------------------------------------------
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),  # file / object URI or redacted DB URL + table
+        ("source_ref", pa.string()),  # line number, byte offset, primary key ...
+        ("reason", pa.string()),
+        ("raw", pa.binary()),  # the record as it arrived
+        ("run_id", pa.string()),
+        ("quarantined_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One record that could not be loaded."""
+
+    source: str
+    source_ref: str
+    reason: str
+    raw: bytes
+
+
+def quarantine_table(table: str | TableId) -> TableId:
+    """``bronze.events`` -> ``bronze.events_quarantine`` (beside the target)."""
+    t = TableId.parse(table)
+    return TableId(t.layer, f"{t.name}_quarantine")
+
+
+def write_quarantine(
+    lake: Lake,
+    table: str | TableId,
+    bad: list[Bad],
+    *,
+    run_id: str,
+    app_id: str,
+    batch_version: int,
+) -> int:
+    """Append ``bad`` to the quarantine table once per ``(app_id, batch_version)``; returns rows written."""
+    if not bad:
+        return 0
+    now = datetime.now(timezone.utc)
+    data = pa.Table.from_pylist(
+        [
+            {
+                "source": b.source,
+                "source_ref": b.source_ref,
+                "reason": b.reason[:2000],
+                "raw": b.raw,
+                "run_id": run_id,
+                "quarantined_at": now,
+            }
+            for b in bad
+        ],
+        schema=QUARANTINE_SCHEMA,
+    )
+    res = write_batch(
+        lake, quarantine_table(table), data, app_id=app_id, batch_version=batch_version
+    )
+    return 0 if res.skipped else res.rows
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+def is_commit_conflict(exc: BaseException) -> bool:
+    """A concurrent writer won the race (retry), as opposed to a real failure."""
+    name = type(exc).__name__
+    text = str(exc).lower()
+    if name in ("CommitFailedError",):
+        return True
+    return name in ("DeltaError", "DeltaProtocolError", "OSError", "Generic") and (
+        "already exists" in text or "version" in text and "exists" in text or "concurrent" in text
+    )
+
+
+def with_commit_retry(fn: Callable[[], T], *, attempts: int = 12) -> T:
+    """Run ``fn`` again when a concurrent commit conflicts; ``fn`` re-reads the table each time,
+    so its exactly-once checks see what the other writer committed."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - filtered below
+            if not is_commit_conflict(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def next_sequence(lake: Lake, table: str | TableId, app_id: str) -> int:
+    """The next batch number for a writer that serialises on one app id.
+
+    Two runs that read the same number and both commit would conflict in Delta (same app id),
+    so the loser retries, re-reads the table and never writes the same rows twice.
+    """
+    if not lake.table_exists(table):
+        return 1
+    done = lake.delta_table(table).transaction_version(app_id)
+    return (done or 0) + 1
+
+
+# -- sources: local paths and s3:// prefixes ----------------------------------------------------
+@dataclass(frozen=True)
+class SourceFile:
+    uri: str  # absolute local path or s3://bucket/key
+    size: int
+    mtime: datetime
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def is_s3(src: str) -> bool:
+    return src.startswith(("s3://", "s3a://"))
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    p = urlparse(uri)
+    if not p.netloc:
+        raise SourceError(f"malformed source {uri!r}: write s3://bucket/prefix")
+    return p.netloc, p.path.lstrip("/")
+
+
+def s3_client(lake: Lake, pool: int = 32):
+    """A boto3 client for sources, from the same S3 settings as the lake (one credential source)."""
+    return lake.boto3_client(max_pool_connections=pool)
+
+
+def source_error(lake: Lake, exc: BaseException, src: str) -> SourceError:
+    """One line that says which source failed and what to check."""
+    msg = lake.describe_error(exc, f"cannot read source {src}")
+    low = msg.lower()
+    if "nosuchbucket" in low:
+        msg += " - check that the bucket exists"
+    elif any(s in low for s in ("accessdenied", "forbidden", "403", "signature", "invalidaccesskey")):
+        if "AWS_ACCESS_KEY_ID" not in msg:
+            msg += " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+    elif any(s in low for s in ("could not connect", "connect timeout", "endpoint")):
+        if "AWS_ENDPOINT_URL" not in msg:
+            msg += " - check AWS_ENDPOINT_URL is reachable"
+    return SourceError(msg)
+
+
+def list_source(lake: Lake, src: str) -> list[SourceFile]:
+    """Every non-hidden file under a local directory or S3 prefix (recursively), sorted by URI."""
+    if is_s3(src):
+        bucket, prefix = _split_s3(src)
+        client = s3_client(lake)
+        out: list[SourceFile] = []
+        try:
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if key.endswith("/") or _hidden(key[len(prefix):]):
+                        continue
+                    mtime = obj["LastModified"]
+                    out.append(SourceFile(f"s3://{bucket}/{key}", int(obj["Size"]), mtime.astimezone(timezone.utc)))
+        except Exception as exc:  # noqa: BLE001 - any failure to list is an unreadable source
+            raise source_error(lake, exc, src) from None
+        return sorted(out, key=lambda f: f.uri)
+    root = Path(src).expanduser()
+    if not root.exists():
+        raise SourceError(f"source {src!r} does not exist: pass an existing directory, file or s3://bucket/prefix")
+    paths = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and not _hidden(str(p.relative_to(root)))]
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append(SourceFile(str(p.resolve()), st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc)))
+    return sorted(out, key=lambda f: f.uri)
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith((".", "_")) for part in rel.strip("/").split("/") if part)
+
+
+def read_bytes(lake: Lake, f: SourceFile, client: Any = None) -> bytes:
+    """The whole content of one source file."""
+    if is_s3(f.uri):
+        bucket, key = _split_s3(f.uri)
+        try:
+            return (client or s3_client(lake)).get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:  # noqa: BLE001
+            raise source_error(lake, exc, f.uri) from None
+    with open(f.uri, "rb") as fh:
+        return fh.read()
+
+
+@contextlib.contextmanager
+def open_range(lake: Lake, f: SourceFile, start: int = 0, end: int | None = None) -> Iterator[BinaryIO]:
+    """A binary stream of bytes ``[start, end)`` of a source file (ranged GET on S3)."""
+    if is_s3(f.uri):
+        bucket, key = _split_s3(f.uri)
+        rng = f"bytes={start}-" + ("" if end is None else str(end - 1))
+        try:
+            body = s3_client(lake, pool=4).get_object(Bucket=bucket, Key=key, Range=rng)["Body"]
+        except Exception as exc:  # noqa: BLE001
+            raise source_error(lake, exc, f.uri) from None
+        try:
+            yield body  # type: ignore[misc]
+        finally:
+            body.close()
+        return
+    fh = open(f.uri, "rb")
+    try:
+        fh.seek(start)
+        yield fh if end is None else _Limited(fh, end - start)  # type: ignore[misc]
+    finally:
+        fh.close()
+
+
+class _Limited:
+    """A read-only view of the next ``n`` bytes of a stream."""
+
+    def __init__(self, fh: BinaryIO, n: int) -> None:
+        self.fh, self.left = fh, n
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.fh.read(size)
+        self.left -= len(data)
+        return data
+
+
+# -- fitting records to column types --------------------------------------------------------------
+_ISO_TS = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
+)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class _Misfit(ValueError):
+    pass
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "ts" if _ISO_TS.match(v) else "str"
+    if isinstance(v, (dict, list)):
+        return "json"
+    if isinstance(v, datetime):
+        return "ts"
+    return "str"
+
+
+_KIND_TYPES: dict[str, pa.DataType] = {
+    "bool": pa.bool_(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "ts": pa.timestamp("us", tz="UTC"),
+    "str": pa.string(),
+    "json": pa.string(),
+}
+
+
+def infer_type(values: list[Any]) -> pa.DataType:
+    """The type most values of a new column have (int+float is float); the rest are quarantined."""
+    counts: dict[str, int] = {}
+    for v in values:
+        if v is not None:
+            k = _kind(v)
+            counts[k] = counts.get(k, 0) + 1
+    if not counts:
+        return pa.string()
+    if "int" in counts and "float" in counts:
+        counts["float"] += counts.pop("int")
+    return _KIND_TYPES[max(counts, key=lambda k: (counts[k], k))]
+
+
+def parse_ts(v: Any) -> datetime:
+    if isinstance(v, datetime):
+        dt = v
+    elif isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v.strip())
+        except ValueError:
+            raise _Misfit(f"{v!r} is not an ISO-8601 timestamp") from None
+    else:
+        raise _Misfit(f"{v!r} is not a timestamp")
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
+def coerce(v: Any, t: pa.DataType) -> Any:
+    """``v`` as a value of arrow type ``t``, or ``_Misfit`` - never a lossy conversion."""
+    if v is None:
+        return None
+    if pa.types.is_integer(t):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _Misfit(f"{v!r} is not an integer")
+        info = (INT64_MIN, INT64_MAX) if t == pa.int64() else None
+        if info and not (info[0] <= v <= info[1]):
+            raise _Misfit(f"{v} does not fit {t}")
+        if not info:
+            try:
+                pa.scalar(v, type=t)
+            except (pa.ArrowInvalid, OverflowError):
+                raise _Misfit(f"{v} does not fit {t}") from None
+        return v
+    if pa.types.is_floating(t):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _Misfit(f"{v!r} is not a number")
+        if isinstance(v, int) and abs(v) > 2**53:
+            raise _Misfit(f"{v} loses precision as a float")
+        return float(v)
+    if pa.types.is_boolean(t):
+        if not isinstance(v, bool):
+            raise _Misfit(f"{v!r} is not a boolean")
+        return v
+    if pa.types.is_timestamp(t):
+        return parse_ts(v)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        if isinstance(v, str):
+            return v
+        if isinstance(v, (dict, list)):
+            return json.dumps(v, sort_keys=True)
+        raise _Misfit(f"{v!r} is not a string")
+    try:
+        pa.scalar(v, type=t)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
+        raise _Misfit(f"{v!r} does not fit {t}") from None
+    return v
+
+
+def fit_rows(
+    rows: list[dict[str, Any]], existing: pa.Schema | None, *, fixed: dict[str, pa.DataType] | None = None
+) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """Records -> an Arrow table typed like the target table; records that do not fit are returned
+    as ``(index, reason)`` instead of being cast (new columns take the type most values have)."""
+    fixed = fixed or {}
+    names: list[str] = []
+    seen: set[str] = set()
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                names.append(k)
+    types: dict[str, pa.DataType] = {}
+    for n in names:
+        if n in fixed:
+            types[n] = fixed[n]
+        elif existing is not None and existing.get_field_index(n) >= 0:
+            types[n] = existing.field(n).type
+        else:
+            types[n] = infer_type([r.get(n) for r in rows])
+    good: list[dict[str, Any]] = []
+    bad: list[tuple[int, str]] = []
+    for i, r in enumerate(rows):
+        out = {}
+        try:
+            for n in names:
+                try:
+                    out[n] = coerce(r.get(n), types[n])
+                except _Misfit as exc:
+                    raise _Misfit(f"column {n!r} ({types[n]}): {exc}") from None
+        except _Misfit as exc:
+            bad.append((i, str(exc)))
+            continue
+        good.append(out)
+    schema = pa.schema([(n, types[n]) for n in names])
+    return pa.Table.from_pylist(good, schema=schema), bad
+
+
+def fit_table(lake: Lake, table: str | TableId, data: pa.Table) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """An Arrow batch cast to the target's column types; rows whose values cannot be cast safely
+    (e.g. int64 beyond int32, text into a number column) are returned as ``(index, reason)``."""
+    try:
+        return conform(lake, table, data), []
+    except SchemaConflict as exc:
+        conflicts = exc.columns
+    existing = pa.schema(lake.delta_table(table).schema().to_arrow())
+    bad: dict[int, str] = {}
+    cols = {}
+    for name in conflicts:
+        target = existing.field(name).type
+        values = data[name].to_pylist()
+        fixed = []
+        for i, v in enumerate(values):
+            try:
+                fixed.append(_coerce_cell(v, target))
+            except _Misfit as e:
+                bad.setdefault(i, f"column {name!r} ({target}): {e}")
+                fixed.append(None)
+        cols[name] = fixed
+    keep = [i for i in range(data.num_rows) if i not in bad]
+    out = data.take(pa.array(keep, pa.int64()))
+    for name, fixed in cols.items():
+        idx = out.column_names.index(name)
+        out = out.set_column(idx, name, pa.array([fixed[i] for i in keep], type=existing.field(name).type))
+    return conform(lake, table, out), sorted(bad.items())
+
+
+def _coerce_cell(v: Any, t: pa.DataType) -> Any:
+    """Like ``coerce`` but for values that came from a typed source (numbers, dates, decimals)."""
+    if isinstance(v, Decimal):
+        if pa.types.is_integer(t) and v == v.to_integral_value():
+            v = int(v)
+        elif pa.types.is_floating(t):
+            if float(v) != v:
+                raise _Misfit(f"{v} loses precision as {t}")
+            return float(v)
+    if isinstance(v, date) and not isinstance(v, datetime) and pa.types.is_timestamp(t):
+        v = datetime(v.year, v.month, v.day, tzinfo=timezone.utc)
+    return coerce(v, t)
+
+
+def row_json(row: dict[str, Any]) -> bytes:
+    """A record as JSON bytes for the quarantine's ``raw`` column."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, (datetime, date)):
+            return o.isoformat()
+        if isinstance(o, (bytes, bytearray)):
+            return o.hex()
+        return str(o)
+
+    return json.dumps(row, default=default, sort_keys=True).encode()
+
+
+# -- progress ----------------------------------------------------------------------------------
+class _NoProgress:
+    def advance(self, n: float = 1) -> None:  # noqa: D401 - no-op
+        pass
+
+    def total(self, n: float | None) -> None:
+        pass
+
+
+class _RichProgress:
+    def __init__(self, progress: Any, task: Any) -> None:
+        self._p, self._t = progress, task
+
+    def advance(self, n: float = 1) -> None:
+        self._p.advance(self._t, n)
+
+    def total(self, n: float | None) -> None:
+        self._p.update(self._t, total=n)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, description: str, total: float | None = None) -> Iterator[Any]:
+    """A rich progress bar on stderr when ``enabled`` (a terminal, not --json); otherwise nothing."""
+    if not enabled:
+        yield _NoProgress()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as p:
+        yield _RichProgress(p, p.add_task(description, total=total))
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def env_int(name: str, default: int) -> int:
+    """Batch-size knobs (bounded memory), overridable for tests and tuning."""
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
