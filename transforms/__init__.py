@@ -1,0 +1,1 @@
+"""Transformations that build silver/gold tables (dbt models and Spark models)."""
