@@ -206,23 +206,7 @@ class Lake:
 
     def boto3_client(self, **config: Any):
         """A boto3 S3 client for this lake's endpoint (credentials from settings or instance role)."""
-        import boto3
-        from botocore.config import Config
-
-        kwargs: dict[str, Any] = {"region_name": self.s3.region}
-        if self.s3.endpoint_url:
-            kwargs["endpoint_url"] = self.s3.endpoint_url
-        if self.s3.access_key_id and self.s3.secret_access_key:
-            kwargs["aws_access_key_id"] = self.s3.access_key_id.get_secret_value()
-            kwargs["aws_secret_access_key"] = self.s3.secret_access_key.get_secret_value()
-            if self.s3.session_token:
-                kwargs["aws_session_token"] = self.s3.session_token.get_secret_value()
-        cfg = Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 5, "mode": "adaptive"},
-            **config,
-        )
-        return boto3.client("s3", config=cfg, **kwargs)
+        return s3_client(self.s3, **config)
 
     def pyarrow_filesystem(self) -> "pyarrow.fs.FileSystem":
         import pyarrow.fs as pafs
@@ -339,6 +323,28 @@ class Lake:
             elif "403" in low or "forbidden" in low or "accessdenied" in low or "signature" in low:
                 hint = " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
         return f"{what}: {msg}{hint}"
+
+
+def s3_client(s3: "S3Settings", **config: Any):
+    """A boto3 S3 client from S3Settings alone (no lake URI needed, e.g. ``ingest sync s3://...``).
+
+    Credentials come from the settings (the standard AWS_* variables) or, when absent, from
+    boto3's chain (profile, instance role).  ``config`` goes to ``botocore.config.Config``.
+    """
+    import boto3
+    from botocore.config import Config
+
+    kwargs: dict[str, Any] = {"region_name": s3.region}
+    if s3.endpoint_url:
+        kwargs["endpoint_url"] = s3.endpoint_url
+    if s3.access_key_id and s3.secret_access_key:
+        kwargs["aws_access_key_id"] = s3.access_key_id.get_secret_value()
+        kwargs["aws_secret_access_key"] = s3.secret_access_key.get_secret_value()
+        if s3.session_token:
+            kwargs["aws_session_token"] = s3.session_token.get_secret_value()
+    config.setdefault("s3", {"addressing_style": "path"})
+    config.setdefault("retries", {"max_attempts": 5, "mode": "adaptive"})
+    return boto3.client("s3", config=Config(**config), **kwargs)
 
 
 def redact(text: str, lake: "Lake | None" = None) -> str:
