@@ -1,0 +1,64 @@
+{{
+    config(
+        materialized='delta',
+        schema='silver',
+        alias='events',
+        incremental_strategy='merge',
+        unique_key='event_id',
+    )
+}}
+
+with
+
+events as (
+
+    select * from {{ ref('stg_bronze__events') }}
+
+),
+
+{% if is_incremental() %}
+already_loaded as (
+
+    select event_id, ingested_at from {{ this }}
+
+),
+{% endif %}
+
+new_events as (
+
+    select * from events
+    {% if is_incremental() %}
+    where ingested_at > (select coalesce(max(ingested_at), '-infinity'::timestamptz) from already_loaded)
+      and event_id not in (select event_id from already_loaded)
+    {% endif %}
+
+),
+
+first_copy as (
+
+    -- a log shipped twice repeats event ids: keep the first copy that was loaded
+    select * from new_events
+    qualify row_number() over (
+        partition by event_id order by ingested_at, source_file, source_line
+    ) = 1
+
+),
+
+final as (
+
+    select
+        event_id,
+        event_at,
+        event_date,
+        user_id,
+        event_type,
+        photo_id,
+        source_file,
+        source_line,
+        ingested_at
+
+    from first_copy
+
+)
+
+select * from final

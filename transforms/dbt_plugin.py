@@ -1,0 +1,206 @@
+"""A dbt-duckdb plugin that reads and writes Delta tables in the lake.
+
+Why not the stock ``delta`` plugin: it skips ``as_of_version: 0`` (``if as_of_version:``) and
+cannot write Delta.  This plugin
+
+* loads sources (``meta: {plugin: lake, table: bronze.images}``) through ``ingest.lake.Lake``, with
+  time travel by ``as_of_version`` (0 included), ``as_of_timestamp`` or a run-wide pin map;
+* stores models materialized as ``delta`` (``dbt_project/macros/materializations/delta.sql``) into
+  the lake with ``ingest.delta.write_batch`` (overwrite, one atomic commit) or ``merge_batch``
+  (incremental upsert by ``unique_key``);
+* exposes every existing ``silver.*``/``gold.*`` Delta table as a DuckDB view of the same name, so
+  ``{{ this }}`` of an incremental model and upstream models outside ``--select`` resolve to the
+  lake, and data tests run against what was actually written.
+
+DuckDB reads Delta through deltalake -> Arrow; an Arrow object registered on one DuckDB cursor
+is invisible to the others, so the plugin re-registers its datasets on every cursor it sees.
+
+Run-wide settings come from :func:`configure` (called by ``transforms.dbt_runner``) or, when dbt
+is run by hand, from the plugin config in ``dbt_project/profiles.yml`` (env ``LAKEHOUSE_LAKE``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dbt.adapters.duckdb.plugins import BasePlugin
+from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
+
+from ingest.errors import ConfigError
+from ingest.lake import Lake, TableId
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+
+MODEL_LAYERS = ("silver", "gold")
+
+
+@dataclass
+class RunContext:
+    """What ``run_transform`` hands the plugin for one dbt invocation (same process)."""
+
+    lake: Lake | None = None
+    # pinned source versions, ``{"bronze.events": 3}`` (from --as-of / a snapshot)
+    source_versions: dict[str, int | str] = field(default_factory=dict)
+    # filled by the plugin: one entry per model table written
+    writes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_CONTEXT = RunContext()
+_LOCK = threading.Lock()
+
+
+def configure(lake: Lake | None, *, source_versions: dict[str, int | str] | None = None) -> RunContext:
+    """Set the lake (and source pins) for the next dbt invocation; returns the fresh context."""
+    global _CONTEXT
+    with _LOCK:
+        _CONTEXT = RunContext(lake=lake, source_versions=dict(source_versions or {}))
+        return _CONTEXT
+
+
+def current_context() -> RunContext:
+    return _CONTEXT
+
+
+def dataset_name(table: TableId) -> str:
+    """The name the Arrow dataset of a lake table is registered under in DuckDB."""
+    return f"__lake__{table.layer}__{table.name}"
+
+
+class Plugin(BasePlugin):
+    """Registered in profiles.yml as ``module: transforms.dbt_plugin``, ``alias: lake``."""
+
+    def initialize(self, plugin_config: dict[str, Any]) -> None:
+        self._config = dict(plugin_config or {})
+        self._datasets: dict[str, Any] = {}
+        self._cursors: list[Any] = []
+        self._conn: "duckdb.DuckDBPyConnection | None" = None
+        self._lake: Lake | None = None
+
+    # -- where ------------------------------------------------------------------------------
+    @property
+    def lake(self) -> Lake:
+        if self._lake is None:
+            if _CONTEXT.lake is not None:
+                self._lake = _CONTEXT.lake
+            else:
+                uri = self._config.get("lake")
+                if not uri:
+                    raise ConfigError(
+                        "the dbt lake plugin has no lake: run `ingest transform`, or set LAKEHOUSE_LAKE"
+                    )
+                self._lake = Lake(str(uri))
+        return self._lake
+
+    # -- DuckDB wiring ----------------------------------------------------------------------
+    def configure_connection(self, conn: "duckdb.DuckDBPyConnection") -> None:
+        """Expose the lake's current silver/gold tables before dbt looks at the catalog."""
+        self._conn = conn
+        conn.execute("set TimeZone = 'UTC'")
+        for tid in self.lake.list_tables():
+            if tid.layer in MODEL_LAYERS:
+                self._expose(tid, conn)
+
+    def configure_cursor(self, cursor: "duckdb.DuckDBPyConnection") -> None:
+        cursor.execute("set TimeZone = 'UTC'")
+        for name, ds in self._datasets.items():
+            cursor.register(name, ds)
+        self._cursors.append(cursor)
+
+    def _register_everywhere(self, name: str, ds: Any) -> None:
+        self._datasets[name] = ds
+        live = []
+        for cur in self._cursors:
+            try:
+                cur.register(name, ds)
+            except Exception:  # noqa: BLE001 - the cursor was closed by dbt; forget it
+                continue
+            live.append(cur)
+        self._cursors = live
+
+    def _expose(self, tid: TableId, conn: "duckdb.DuckDBPyConnection | None" = None) -> int:
+        """(Re)point the DuckDB view ``layer.name`` at the table's current Delta version."""
+        dt = self.lake.delta_table(tid)
+        name = dataset_name(tid)
+        self._register_everywhere(name, dt.to_pyarrow_dataset())
+        cur = (conn or self._conn).cursor()  # type: ignore[union-attr]
+        try:
+            cur.register(name, self._datasets[name])
+            cur.execute(f'create schema if not exists "{tid.layer}"')
+            cur.execute(f'create or replace view "{tid.layer}"."{tid.name}" as select * from "{name}"')
+        finally:
+            cur.close()
+        return dt.version()
+
+    # -- sources ----------------------------------------------------------------------------
+    def load(self, source_config: SourceConfig) -> Any:
+        """A bronze (or any lake) table as an Arrow dataset, optionally as of a version."""
+        table = TableId.parse(source_config.get("table") or f"{source_config.schema}.{source_config.identifier}")
+        version: int | str | None = _CONTEXT.source_versions.get(str(table))
+        if version is None:
+            raw = source_config.get("as_of_version")
+            if raw is not None and str(raw).strip() != "":  # 0 is a real version
+                try:
+                    version = int(raw)
+                except (TypeError, ValueError):
+                    raise ConfigError(
+                        f"source {table}: as_of_version must be an integer, got {raw!r}"
+                    ) from None
+            elif source_config.get("as_of_timestamp"):
+                version = str(source_config.get("as_of_timestamp"))
+        return self.lake.delta_table(table, version=version).to_pyarrow_dataset()
+
+    def default_materialization(self) -> str:
+        return "view"
+
+    # -- models -----------------------------------------------------------------------------
+    def store(self, target_config: TargetConfig) -> None:
+        """Write a staged DuckDB relation to its lake table, then point the view at it.
+
+        ``location.format`` is the write mode: ``overwrite`` (one atomic Delta commit replacing
+        the table) or ``merge`` (upsert by the model's ``unique_key``).
+        """
+        from ingest.delta import merge_batch, write_batch
+
+        if target_config.location is None:
+            raise ConfigError("the lake plugin needs a target table (location.path)")
+        tid = TableId.parse(target_config.location.path)
+        if tid.layer not in MODEL_LAYERS:
+            raise ConfigError(f"dbt models write silver.* or gold.* tables, not {tid}")
+        mode = target_config.location.format
+        config = target_config.config
+        rel = target_config.relation
+        cur = self._conn.cursor()  # type: ignore[union-attr]
+        try:
+            data = cur.execute(f"select * from {rel.render()}").fetch_arrow_table()
+        finally:
+            cur.close()
+        model_meta = {"writer": "dbt", "model": str(getattr(rel, "identifier", ""))}
+        if mode == "overwrite":
+            res = write_batch(self.lake, tid, data, mode="overwrite", metadata=model_meta)
+        elif mode == "merge":
+            keys = _keys(config.get("unique_key") if config is not None else None)
+            if not keys:
+                raise ConfigError(f"{tid}: incremental merge needs unique_key in the model config")
+            res = merge_batch(self.lake, tid, data, keys=keys, metadata=model_meta)
+        else:
+            raise ConfigError(f"{tid}: unknown write mode {mode!r} (use overwrite or merge)")
+        version = self._expose(tid)
+        total = self.lake.delta_table(tid).count()
+        _CONTEXT.writes[str(tid)] = {
+            "table": str(tid),
+            "version": version if res.version is None else res.version,
+            "rows_written": data.num_rows,
+            "rows": total,
+            "mode": mode,
+        }
+
+
+def _keys(raw: Any) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [k.strip() for k in raw.split(",") if k.strip()]
+    return [str(k) for k in raw]

@@ -1,0 +1,291 @@
+"""Run the dbt project (models and tests) and then the Spark models, and say what was written.
+
+dbt runs in-process (``dbtRunner``) against an in-memory DuckDB; the lake plugin
+(``transforms.dbt_plugin``) reads bronze Delta tables and stores the ``delta`` models in the
+lake.  Its target/ and logs/ go to a temp dir so a read-only checkout works.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ingest.errors import IngestError
+from ingest.lake import Lake
+from ingest.settings import Settings
+
+PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
+LAKE_ENV = "LAKEHOUSE_LAKE"
+
+
+class ModelResult(BaseModel):
+    name: str
+    kind: Literal["dbt", "spark"]
+    status: str
+    rows: int | None = None  # rows in the table after the run
+    rows_written: int | None = None  # rows this run wrote (merge: the upserted ones)
+    table: str | None = None  # lake table (None for DuckDB-only views)
+    version: int | None = None  # Delta version this run wrote
+    mode: str | None = None  # overwrite | merge | view
+    message: str | None = None
+
+
+class TestSummary(BaseModel):
+    passed: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list)
+    warned: list[str] = Field(default_factory=list)
+
+
+class TransformResult(BaseModel):
+    ok: bool
+    models: list[ModelResult] = Field(default_factory=list)
+    tests: TestSummary = Field(default_factory=TestSummary)
+    duration_s: float = 0.0
+
+
+class TransformFailed(IngestError):
+    """dbt (a model or a test) failed; ``result`` holds everything that did run."""
+
+    def __init__(self, message: str, result: TransformResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def dbt_args(
+    command: str,
+    *,
+    target_dir: Path,
+    select: str | None = None,
+    full_refresh: bool = False,
+) -> list[str]:
+    """The dbt CLI arguments for ``command`` against the bundled project."""
+    args = [
+        command,
+        "--project-dir", str(PROJECT_DIR),
+        "--profiles-dir", str(PROJECT_DIR),
+        "--target-path", str(target_dir / "target"),
+        "--log-path", str(target_dir / "logs"),
+        "--quiet",
+        "--no-use-colors",
+        "--no-partial-parse",
+        "--no-write-json",
+    ]
+    if select:
+        args += ["--select", *select.split()]
+    if full_refresh:
+        args.append("--full-refresh")
+    return args
+
+
+def _reset_duckdb_env() -> None:
+    """dbt-duckdb keeps one DuckDB per process; start each run from a fresh one."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager._ENV = None
+        if env is not None:
+            try:
+                env.close()
+            except Exception:  # noqa: BLE001 - a broken old env must not block the new run
+                pass
+
+
+def _status(raw: Any) -> str:
+    return str(getattr(raw, "value", raw)).lower()
+
+
+def _collect(results: list[Any], writes: dict[str, dict[str, Any]]) -> tuple[list[ModelResult], TestSummary, list[str]]:
+    models: list[ModelResult] = []
+    tests = TestSummary()
+    errors: list[str] = []
+    for r in results:
+        node = r.node
+        status = _status(r.status)
+        rtype = _status(node.resource_type)
+        if rtype in ("test", "unit_test"):
+            name = node.name
+            if status == "pass":
+                tests.passed.append(name)
+            elif status == "warn":
+                tests.warned.append(name)
+            elif status in ("fail", "error"):
+                tests.failed.append(name)
+                if status == "error":
+                    errors.append(f"test {name}: {_one_line(r.message)}")
+            continue
+        if rtype not in ("model", "seed", "snapshot"):
+            continue
+        materialized = node.config.materialized
+        table = None
+        info: dict[str, Any] = {}
+        if materialized == "delta":
+            table = node.config.get("lake_table") or f"{node.schema}.{node.alias}"
+            info = writes.get(table, {})
+        models.append(
+            ModelResult(
+                name=node.name,
+                kind="dbt",
+                status=status,
+                table=table,
+                rows=info.get("rows"),
+                rows_written=info.get("rows_written"),
+                version=info.get("version"),
+                mode=info.get("mode") or (materialized if materialized != "delta" else None),
+                message=None if status == "success" else _one_line(r.message),
+            )
+        )
+        if status == "error":
+            errors.append(f"model {node.name}: {_one_line(r.message)}")
+    return models, tests, errors
+
+
+def _one_line(msg: Any) -> str:
+    text = str(msg or "").strip()
+    return " ".join(text.split())[:500] if text else ""
+
+
+def run_dbt(
+    lake: Lake,
+    *,
+    select: str | None = None,
+    full_refresh: bool = False,
+    source_versions: dict[str, int | str] | None = None,
+    progress: bool = False,
+) -> TransformResult:
+    """``dbt build`` over the lake; raises ``TransformFailed`` naming failed models/tests."""
+    from dbt.cli.main import dbtRunner
+
+    from transforms import dbt_plugin
+
+    t0 = time.monotonic()
+    ctx = dbt_plugin.configure(lake, source_versions=source_versions)
+    tmp = Path(tempfile.mkdtemp(prefix="lakehouse-dbt-"))
+    callbacks = [_progress_callback()] if progress else []
+    old_env = os.environ.get(LAKE_ENV)
+    os.environ[LAKE_ENV] = lake.uri  # only for profiles.yml rendering; the plugin uses ctx.lake
+    _reset_duckdb_env()
+    try:
+        res = dbtRunner(callbacks=callbacks).invoke(
+            dbt_args("build", target_dir=tmp, select=select, full_refresh=full_refresh)
+        )
+    finally:
+        _reset_duckdb_env()
+        dbt_plugin.configure(None)
+        if old_env is None:
+            os.environ.pop(LAKE_ENV, None)
+        else:
+            os.environ[LAKE_ENV] = old_env
+        shutil.rmtree(tmp, ignore_errors=True)
+    if res.exception is not None and res.result is None:
+        exc = res.exception
+        if isinstance(exc, IngestError):
+            raise exc
+        raise IngestError(f"dbt could not run: {_one_line(exc)}")
+    results = list(getattr(res.result, "results", None) or [])
+    models, tests, errors = _collect(results, ctx.writes)
+    result = TransformResult(
+        ok=bool(res.success) and not tests.failed and not errors,
+        models=models,
+        tests=tests,
+        duration_s=round(time.monotonic() - t0, 3),
+    )
+    if tests.failed:
+        raise TransformFailed(
+            f"dbt tests failed: {', '.join(tests.failed)} - fix the data or the model, then rerun `ingest transform`",
+            result,
+        )
+    if errors:
+        raise TransformFailed(f"dbt failed: {errors[0]}", result)
+    if not res.success:
+        raise TransformFailed(f"dbt build failed: {_one_line(res.exception) or 'see the models above'}", result)
+    return result
+
+
+def _progress_callback():
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    def on_event(event: Any) -> None:
+        name = event.info.name
+        if name == "NodeFinished":
+            node = event.data.node_info
+            console.print(f"  {node.node_status:>7}  {node.resource_type} {node.node_name}")
+
+    return on_event
+
+
+# -- Spark models ------------------------------------------------------------------------------
+def spark_models_available() -> bool:
+    """True once transforms.spark exposes ``run_spark_models``."""
+    try:
+        import transforms.spark as spark_pkg
+    except ImportError:
+        return False
+    return hasattr(spark_pkg, "run_spark_models")
+
+
+def run_spark_stage(settings: Settings, lake: Lake, *, select: str | None = None) -> list[ModelResult]:
+    """The Spark models (after dbt: they read its gold tables); nothing if none are selected."""
+    if not spark_models_available():
+        return []
+    import transforms.spark as spark_pkg
+    from transforms.spark.session import build_spark
+
+    names = getattr(spark_pkg, "SPARK_MODELS", None)
+    if select and names is not None:
+        wanted = {s.strip("+").split(":")[-1] for s in select.split()}
+        if not wanted & set(names):
+            return []
+    spark = build_spark(settings)
+    out = []
+    for row in spark_pkg.run_spark_models(spark, lake, select=select):
+        out.append(ModelResult(kind="spark", **{k: v for k, v in row.items() if k != "kind"}))
+    return out
+
+
+def run_transform(
+    settings: Settings,
+    *,
+    select: str | None = None,
+    full_refresh: bool = False,
+    progress: bool = False,
+    source_versions: dict[str, int | str] | None = None,
+) -> TransformResult:
+    """dbt build (models + data/unit tests), then the Spark models; recorded in ``_meta.runs``.
+
+    Raises ``TransformFailed`` (an ``IngestError``) naming the failing models/tests.
+    """
+    from ingest.runlog import track
+
+    lake = Lake.from_settings(settings)
+    t0 = time.monotonic()
+    with track(lake, command="transform", source="dbt_project", target=select or "all") as run:
+        try:
+            result = run_dbt(
+                lake, select=select, full_refresh=full_refresh,
+                source_versions=source_versions, progress=progress,
+            )
+        except TransformFailed as exc:
+            run.details = exc.result.model_dump(mode="json")
+            raise
+        spark_results = run_spark_stage(settings, lake, select=select)
+        result.models.extend(spark_results)
+        result.duration_s = round(time.monotonic() - t0, 3)
+        run.rows_written = sum(m.rows_written or 0 for m in result.models)
+        run.details = result.model_dump(mode="json")
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m transforms.dbt_runner` for debugging
+    from ingest.settings import load_settings
+
+    print(run_transform(load_settings(), select=" ".join(sys.argv[1:]) or None).model_dump_json(indent=2))
