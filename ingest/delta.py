@@ -77,8 +77,8 @@ def conform(lake: Lake, table: str | TableId, data: pa.Table) -> pa.Table:
             target = existing.field(idx).type
             try:
                 col = col.cast(target, safe=True)
-                # widening casts (int64 -> int32) are "safe" only when values fit; verify round-trip
-                if not col.cast(data[name].type).equals(data[name]):
+                # narrowing casts (int64 -> int32) are "safe" only when values fit; verify round-trip
+                if not pa.types.is_null(data[name].type) and not col.cast(data[name].type).equals(data[name]):
                     raise pa.ArrowInvalid("lossy")
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 conflicts[name] = (str(target), str(data[name].type))

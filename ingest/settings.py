@@ -87,9 +87,21 @@ class PrefectSettings(BaseModel):
 
 
 class HealthThresholds(BaseModel):
-    max_age_hours: float = 36.0
-    min_volume_ratio: float = 0.5
-    max_null_rate_drift: float = 0.2
+    """When `ingest health` calls a table unhealthy (exit code 1)."""
+
+    max_age_hours: float = Field(default=36.0, gt=0, description="Freshness: hours since the last successful load")
+    min_volume_ratio: float = Field(default=0.5, ge=0, description="Volume: last run's rows / recent average")
+    volume_window: int = Field(default=7, ge=1, description="How many earlier runs form the average")
+    max_null_rate_drift: float = Field(default=0.2, ge=0, le=1, description="Absolute change in a column's null rate")
+    max_distinct_drift: float = Field(default=0.5, ge=0, description="Relative change in a column's distinct count")
+    max_quarantined: int = Field(default=-1, description="Quarantined rows allowed; -1 means report only")
+    columns: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "bronze.events": ["user_id", "event_type", "photo_id"],
+            "bronze.photos": ["user_id", "place"],
+        },
+        description="Columns whose null rate and distinct count are watched, per table",
+    )
 
 
 class Settings(BaseSettings):

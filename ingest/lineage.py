@@ -1,0 +1,134 @@
+"""Lineage: shard set -> snapshot -> table versions -> transform runs -> ingest runs -> sources.
+
+Everything comes from what the stages already record: the shard manifest, the snapshot, Delta
+versions and `_meta.runs` (whose `details.inputs` name the table versions a transform read).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ingest.errors import ConfigError
+from ingest.lake import Lake, TableId
+from ingest.runlog import RUNS_TABLE
+
+
+class Node(BaseModel):
+    kind: str  # shard_set | snapshot | table | run | source
+    name: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+    children: list["Node"] = Field(default_factory=list)
+
+    def render(self, indent: int = 0) -> list[str]:
+        extra = ", ".join(f"{k}={v}" for k, v in self.detail.items() if v not in (None, "", [], {}))
+        lines = ["  " * indent + f"{self.kind} {self.name}" + (f" ({extra})" if extra else "")]
+        for c in self.children:
+            lines.extend(c.render(indent + 1))
+        return lines
+
+
+def _runs(lake: Lake) -> list[dict[str, Any]]:
+    if not lake.table_exists(RUNS_TABLE):
+        return []
+    rows = lake.delta_table(RUNS_TABLE).to_pyarrow_table().to_pylist()
+    for r in rows:
+        try:
+            r["details"] = json.loads(r.get("details") or "{}")
+        except ValueError:
+            r["details"] = {}
+    return sorted(rows, key=lambda r: r["started_at"])
+
+
+def _writer_run(runs: list[dict[str, Any]], table: str, version: int) -> dict[str, Any] | None:
+    """The successful run that produced ``version`` (or the newest one before it)."""
+    best = None
+    for r in runs:
+        if r["target"] != table or r["status"] != "success" or r["version_after"] is None:
+            continue
+        if r["version_after"] <= version:
+            best = r
+    return best
+
+
+def trace_table(lake: Lake, table: str, version: int, runs: list[dict[str, Any]], *, _seen: set | None = None) -> Node:
+    seen = _seen if _seen is not None else set()
+    node = Node(kind="table", name=f"{table}@v{version}")
+    key = (table, version)
+    if key in seen:
+        return node
+    seen.add(key)
+    run = _writer_run(runs, table, version)
+    if run is None:
+        node.detail["note"] = "no run recorded for this version"
+        return node
+    run_node = Node(
+        kind="run",
+        name=run["run_id"],
+        detail={"command": run["command"], "started_at": str(run["started_at"]), "rows_written": run["rows_written"]},
+    )
+    node.children.append(run_node)
+    inputs: dict[str, int] = run["details"].get("inputs") or {}
+    for in_table, in_version in sorted(inputs.items()):
+        run_node.children.append(trace_table(lake, in_table, int(in_version), runs, _seen=seen))
+    if not inputs and run["source"]:
+        run_node.children.append(Node(kind="source", name=run["source"]))
+    return node
+
+
+def _read_manifest(lake: Lake, ref: str) -> dict[str, Any] | None:
+    fs = lake.pyarrow_filesystem() if ref.startswith("s3://") or not ref.startswith("/") and lake.is_s3 else None
+    if ref.startswith("shards/"):
+        uri = lake.path(ref)
+    else:
+        uri = ref
+    uri = uri.rstrip("/") + "/manifest.json"
+    try:
+        if uri.startswith("s3://"):
+            import pyarrow.fs as pafs
+
+            fs = fs or lake.pyarrow_filesystem()
+            if fs.get_file_info(lake.fs_path(uri)).type == pafs.FileType.NotFound:
+                return None
+            with fs.open_input_stream(lake.fs_path(uri)) as fh:
+                return json.loads(fh.read())
+        from pathlib import Path
+
+        p = Path(uri)
+        return json.loads(p.read_text()) if p.exists() else None
+    except OSError as exc:
+        raise ConfigError(lake.describe_error(exc, f"cannot read {uri}")) from None
+
+
+def lineage(lake: Lake, ref: str) -> Node:
+    """Trace a shard set (path, URI or `shards/DATASET/SNAPSHOT`) or a table (`layer.name[@version]`)."""
+    runs = _runs(lake)
+    manifest = None if _looks_like_table(ref) else _read_manifest(lake, ref)
+    if manifest is not None:
+        root = Node(
+            kind="shard_set",
+            name=ref,
+            detail={"dataset": manifest.get("dataset"), "format": manifest.get("format"),
+                    "shards": len(manifest.get("shards", [])), "code_version": manifest.get("code_version")},
+        )
+        snap = Node(kind="snapshot", name=str(manifest.get("snapshot")), detail={})
+        root.children.append(snap)
+        for table, version in sorted((manifest.get("tables") or {}).items()):
+            snap.children.append(trace_table(lake, table, int(version), runs))
+        return root
+    table, _, at = ref.partition("@")
+    if not _looks_like_table(table):
+        raise ConfigError(f"{ref!r} is neither a shard set with a manifest.json nor a table layer.name[@version]")
+    version = int(at.lstrip("v")) if at else lake.delta_table(table).version()
+    return trace_table(lake, str(TableId.parse(table)), version, runs)
+
+
+def _looks_like_table(ref: str) -> bool:
+    base = ref.partition("@")[0]
+    try:
+        TableId.parse(base)
+        return "/" not in base
+    except ValueError:
+        return False
