@@ -1,0 +1,305 @@
+"""Byte-exact sample and shard encodings for WebDataset (tar), MDS and Parquet.
+
+Every engine encodes through these functions, so a shard's bytes depend only on the rows, the
+spec and the snapshot: fixed member order, mtime (the snapshot's creation time), owner and mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+import tarfile
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, BinaryIO, Iterator, Literal
+
+import pyarrow as pa
+
+from transforms.shards.plan import key_text
+
+Format = Literal["webdataset", "mds", "parquet"]
+FORMATS: tuple[str, ...] = ("webdataset", "mds", "parquet")
+_SAFE = re.compile(r"[^A-Za-z0-9_\-]")
+_EXT_OK = re.compile(r"^[a-z0-9]{1,8}$")
+_EXT_ALIASES = {"jpeg": "jpg", "tiff": "tif"}
+TAR_END = b"\0" * 1024  # two zero blocks end a tar archive
+
+
+def escape_key(key: str) -> str:
+    """A WebDataset member prefix: the key is the name up to the first dot, so dots (and anything
+    else that is not a letter, digit, '_' or '-') are percent-escaped; escaping is reversible."""
+    return _SAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group(0).encode("utf-8")), key)
+
+
+def sniff_ext(data: bytes | None) -> str:
+    head = bytes(data[:12]) if data else b""
+    if head.startswith(b"\x89PNG"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if head.startswith(b"GIF8"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return "bin"
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    return value
+
+
+def canonical_json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+
+
+def _mds_encoding(t: pa.DataType, nullable: bool) -> str:
+    if _is_binary(t):
+        return "bytes"
+    if nullable:
+        return "json"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "str"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float64"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "str"
+    return "json"
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """How rows become samples; computed once from the table schema and shipped to every worker."""
+
+    format: Format
+    key: str
+    columns: tuple[str, ...]
+    binary: tuple[str, ...]
+    ext_source: dict[str, str | None] = field(default_factory=dict)  # binary col -> format column
+    mds_encodings: dict[str, str] = field(default_factory=dict)
+    mtime: int = 0
+    size_limit: int = 0
+
+    @classmethod
+    def from_schema(
+        cls,
+        schema: pa.Schema,
+        *,
+        format: Format,
+        key: str,
+        mtime: int,
+        size_limit: int,
+        nullable: set[str] | frozenset[str] = frozenset(),
+    ) -> "ShardSpec":
+        if format not in FORMATS:
+            raise ValueError(f"unknown shard format {format!r}: use one of {', '.join(FORMATS)}")
+        names = tuple(schema.names)
+        if key not in names:
+            raise ValueError(f"key column {key!r} is not in the table (columns: {', '.join(names)})")
+        binary = tuple(n for n in names if _is_binary(schema.field(n).type))
+        if key in binary:
+            raise ValueError(f"key column {key!r} is binary: choose an id or text column")
+        ext_source: dict[str, str | None] = {}
+        for b in binary:
+            cands = [f"{b}_format", f"{b}_type"] + (["image_format", "format"] if len(binary) == 1 else [])
+            ext_source[b] = next((c for c in cands if c in names and c not in binary), None)
+        enc = {}
+        if format == "mds":
+            for n in names:
+                if n in binary and n in nullable:
+                    raise ValueError(
+                        f"column {n!r} has nulls and MDS 'bytes' cannot store null: filter those rows or use --format webdataset"
+                    )
+                enc[n] = _mds_encoding(schema.field(n).type, n in nullable)
+        return cls(format, key, names, binary, ext_source, enc, mtime, size_limit)
+
+    @property
+    def scalar_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in self.columns if c not in self.binary)
+
+    # -- WebDataset -------------------------------------------------------------------------
+    def _ext(self, col: str, row: dict[str, Any], data: bytes) -> str:
+        src = self.ext_source.get(col)
+        if src is not None and row.get(src):
+            ext = str(row[src]).strip().lower().lstrip(".")
+            ext = _EXT_ALIASES.get(ext, ext)
+            if _EXT_OK.match(ext) and ext != "json":
+                return ext
+        return sniff_ext(data)
+
+    def wds_members(self, row: dict[str, Any]) -> list[tuple[str, bytes]]:
+        """``<key>.json`` then one member per non-null binary column, in column order."""
+        prefix = escape_key(key_text(row[self.key]))
+        scalars = {c: row[c] for c in self.scalar_columns}
+        members = [(f"{prefix}.json", canonical_json(scalars))]
+        for col in self.binary:
+            data = row[col]
+            if data is None:
+                continue
+            ext = self._ext(col, row, data)
+            name = f"{prefix}.{ext}" if len(self.binary) == 1 else f"{prefix}.{escape_key(col)}.{ext}"
+            members.append((name, data))
+        return members
+
+    def tar_header(self, name: str, size: int) -> bytes:
+        ti = tarfile.TarInfo(name)
+        ti.size = size
+        ti.mtime = self.mtime
+        ti.mode = 0o644
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = ""
+        ti.type = tarfile.REGTYPE
+        return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+    def wds_sample(self, row: dict[str, Any]) -> list[bytes]:
+        parts: list[bytes] = []
+        for name, data in self.wds_members(row):
+            parts.append(self.tar_header(name, len(data)))
+            parts.append(data)
+            pad = (-len(data)) % 512
+            if pad:
+                parts.append(b"\0" * pad)
+        return parts
+
+    # -- MDS ----------------------------------------------------------------------------------
+    @property
+    def mds_columns(self) -> list[str]:
+        return sorted(self.columns)
+
+    def mds_config(self) -> dict[str, Any]:
+        cols = self.mds_columns
+        return {
+            "column_encodings": [self.mds_encodings[c] for c in cols],
+            "column_names": cols,
+            "column_sizes": [8 if self.mds_encodings[c] in ("int", "float64") else None for c in cols],
+            "compression": None,
+            "format": "mds",
+            "hashes": [],
+            "size_limit": self.size_limit,
+            "version": 2,
+        }
+
+    def mds_config_bytes(self) -> bytes:
+        return json.dumps(self.mds_config(), sort_keys=True).encode("utf-8")
+
+    def mds_sample(self, row: dict[str, Any]) -> bytes:
+        """MDS sample layout: uint32 sizes of the variable-size columns, then each column's bytes."""
+        import struct
+
+        sizes: list[int] = []
+        body: list[bytes] = []
+        for col in self.mds_columns:
+            enc = self.mds_encodings[col]
+            value = row[col]
+            if enc == "bytes":
+                datum = bytes(value)
+            elif enc == "str":
+                datum = (value.isoformat() if isinstance(value, (datetime, date)) else str(value)).encode("utf-8")
+            elif enc == "int":
+                datum = struct.pack("<q", int(value))
+            elif enc == "float64":
+                datum = struct.pack("<d", float(value))
+            else:
+                datum = json.dumps(jsonable(value), sort_keys=True).encode("utf-8")
+            if enc not in ("int", "float64"):
+                sizes.append(len(datum))
+            body.append(datum)
+        return struct.pack(f"<{len(sizes)}I", *sizes) + b"".join(body)
+
+    # -- sizes ----------------------------------------------------------------------------------
+    def shard_overhead(self) -> int:
+        if self.format == "webdataset":
+            return len(TAR_END)
+        if self.format == "mds":
+            return 4 + 4 + len(self.mds_config_bytes())  # sample count, first offset, config
+        return 1024  # parquet footer, roughly
+
+    def sample_size(self, row: dict[str, Any]) -> int:
+        if self.format == "webdataset":
+            total = 0
+            for name, data in self.wds_members(row):
+                total += len(self.tar_header(name, len(data))) + len(data) + (-len(data)) % 512
+            return total
+        if self.format == "mds":
+            return len(self.mds_sample(row)) + 4  # plus its offset entry
+        return len(canonical_json({c: row[c] for c in self.scalar_columns})) + sum(
+            len(row[c] or b"") for c in self.binary
+        )
+
+
+def iter_rows(table: pa.Table, batch_rows: int = 1024) -> Iterator[dict[str, Any]]:
+    """Rows as dicts, a batch at a time (binary values as bytes)."""
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        cols = {name: batch.column(i).to_pylist() for i, name in enumerate(batch.schema.names)}
+        names = list(cols)
+        for i in range(batch.num_rows):
+            yield {n: cols[n][i] for n in names}
+
+
+class HashingWriter:
+    """Counts and hashes every byte on its way to the output stream."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.sha = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self.sha.update(data)
+        self.out.write(data)
+        self.bytes += len(data)
+
+
+def write_shard_rows(spec: ShardSpec, rows: pa.Table, out: HashingWriter) -> int:
+    """Write one shard from rows already in shard order; returns the sample count."""
+    n = 0
+    if spec.format == "webdataset":
+        for row in iter_rows(rows):
+            out.write(b"".join(spec.wds_sample(row)))
+            n += 1
+        out.write(TAR_END)
+    elif spec.format == "mds":
+        import struct
+
+        samples = [spec.mds_sample(row) for row in iter_rows(rows)]
+        n = len(samples)
+        config = spec.mds_config_bytes()
+        start = 4 + 4 * (n + 1) + len(config)
+        offsets = [start]
+        for s in samples:
+            offsets.append(offsets[-1] + len(s))
+        out.write(struct.pack(f"<I{n + 1}I", n, *offsets))
+        out.write(config)
+        for s in samples:
+            out.write(s)
+    else:
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(rows.select(list(spec.columns)), buf, compression="snappy")
+        out.write(buf.getvalue())
+        n = rows.num_rows
+    return n
