@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 
 from ingest.cli.common import emit, state
@@ -9,14 +11,46 @@ from ingest.cli.common import emit, state
 
 def register(app: typer.Typer) -> None:
     @app.command("run")
-    def run_cmd(ctx: typer.Context) -> None:
+    def run_cmd(
+        ctx: typer.Context,
+        orchestrator: str = typer.Option(
+            "prefect", "--orchestrator",
+            help="prefect: run the Prefect pipeline flow (a temporary local server if PREFECT_API_URL is unset); "
+            "local: the same stages in this process without Prefect.",
+        ),
+        sync: bool = typer.Option(True, "--sync/--no-sync", help="Stage the shard set to sync_dest (default ./synced)."),
+    ) -> None:
         """Run the whole pipeline: ingest every source, transform, snapshot, build shards, sync.
 
         With no sources configured it runs on bundled sample data (generated images, JSONL logs
-        and a SQLite table), so it works on a fresh machine with no server.
+        and a SQLite table under ./sample_data), so it works on a fresh machine with no server.
         """
-        from ingest.pipeline import run_pipeline
-
         st = state(ctx)
-        summary = run_pipeline(st.settings, progress=st.progress, echo=None if st.json else typer.echo)
+        mode: Literal["prefect", "local"]
+        if orchestrator not in ("prefect", "local"):
+            raise typer.BadParameter("use prefect or local", param_hint="--orchestrator")
+        mode = orchestrator  # type: ignore[assignment]
+        if mode == "prefect":
+            summary = _run_with_prefect(st.settings, sync=sync, quiet=st.json)
+        else:
+            from ingest.pipeline import run_pipeline
+
+            summary = run_pipeline(
+                st.settings, progress=st.progress, echo=None if st.json else typer.echo, sync=sync
+            )
         emit(ctx, summary.model_dump(mode="json"), lambda: typer.echo(summary.human()))
+
+
+def _run_with_prefect(settings, *, sync: bool, quiet: bool):
+    import logging
+    import os
+
+    if quiet:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.params import PipelineParams
+    from flows.pipeline import pipeline_flow
+
+    if quiet:
+        logging.getLogger("prefect").setLevel(logging.WARNING)
+    state = pipeline_flow(PipelineParams(lake=settings.lake, sync=sync), return_state=True)
+    return state.result()  # re-raises the failing stage's error
