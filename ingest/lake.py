@@ -311,15 +311,20 @@ class Lake:
 
     # -- errors -----------------------------------------------------------------------------
     def describe_error(self, exc: BaseException, what: str) -> str:
-        """One line, without secrets, that says what to check."""
-        msg = redact(_first_line(exc), self)
+        """One line, without secrets, that says what to check.
+
+        Classifies on the whole (multi-line) error chain but prints only its first line plus the
+        root cause, e.g. ``Generic S3 error: Connection refused (os error 111)``.
+        """
+        full = _plain(str(exc))
+        msg = redact(_summary(exc), self)
         hint = ""
         if self.is_s3:
-            low = msg.lower()
-            if "nosuchbucket" in low or "bucket" in low and "not" in low:
-                hint = f" - check that bucket {self.location.bucket!r} exists"
-            elif "connect" in low or "dns" in low or "timed out" in low or "error sending request" in low:
+            low = full.lower()
+            if any(k in low for k in ("connect", "dns", "timed out", "error sending request", "resolve host")):
                 hint = f" - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable"
+            elif "nosuchbucket" in low or ("bucket" in low and ("not exist" in low or "not found" in low)):
+                hint = f" - check that bucket {self.location.bucket!r} exists"
             elif "403" in low or "forbidden" in low or "accessdenied" in low or "signature" in low:
                 hint = " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
         return f"{what}: {msg}{hint}"
@@ -363,3 +368,21 @@ def redact(text: str, lake: "Lake | None" = None) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:400]
+
+
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _plain(text: str) -> str:
+    return _ANSI_RE.sub("", text)
+
+
+def _summary(exc: BaseException) -> str:
+    """First line of an error plus its root cause (delta-rs/object_store chain errors with ``↳``)."""
+    lines = [ln.strip().lstrip("↳").strip() for ln in _plain(str(exc)).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    head = lines[0].removeprefix("Kernel error -> ")
+    if len(lines) > 1 and lines[-1] not in head:
+        head = f"{head}: {lines[-1]}"
+    return head[:400]
