@@ -23,7 +23,7 @@ run: install
 	$(VENV)/bin/ingest run
 
 test: install test-deps
-	$(PY) -m pytest -m "not slow or slow" -q
+	$(PY) -m pytest -q
 
 lock: $(UV)
 	$(UV) pip compile -q pyproject.toml --extra test --python-version 3.11 -o requirements.lock
