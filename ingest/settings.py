@@ -7,6 +7,7 @@ variables) > ``lakehouse.yaml`` > defaults.  Secrets are ``SecretStr`` so they n
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,7 +135,7 @@ class Settings(BaseSettings):
     @field_validator("spark_master")
     @classmethod
     def _spark_master(cls, v: str) -> str:
-        if not (v.startswith(("local", "spark://", "k8s://", "yarn"))):
+        if not (re.fullmatch(r"local(\[(\d+|\*)(,\d+)?\])?", v) or v.startswith(("spark://", "k8s://")) or v == "yarn"):
             raise ValueError(
                 f"spark_master {v!r} is not a Spark master URL: use local[N], spark://HOST:PORT or k8s://..."
             )
