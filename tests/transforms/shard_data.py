@@ -13,9 +13,16 @@ from ingest.runlog import track
 
 
 def image_bytes(i: int, fmt: str, size: int = 16) -> bytes:
+    """A real PNG/JPEG; ``size`` > 16 gives incompressible noise."""
     from PIL import Image
 
-    img = Image.new("RGB", (size + i % 7, size), ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
+    w, h = size + i % 7, size
+    if size > 16:  # noise does not compress: a genuinely big image
+        import random
+
+        img = Image.frombytes("RGB", (w, h), random.Random(i).randbytes(w * h * 3))
+    else:
+        img = Image.new("RGB", (w, h), ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
     buf = io.BytesIO()
     img.save(buf, format="PNG" if fmt == "png" else "JPEG", quality=90)
     return buf.getvalue()

@@ -270,7 +270,7 @@ def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: F
         plans = plan_shards(sample_infos(spec, data, splits, seed), splits=splits, target=target,
                             overhead=spec.shard_overhead())
     except ValueError as exc:
-        raise IngestError(f"{tid}@{version}: {exc}") from None
+        raise ConfigError(f"{tid}@{version}: {exc}") from None
     fs = lake.pyarrow_filesystem()
     _clear(fs, lake.fs_path(root))
     if progress:
