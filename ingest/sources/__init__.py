@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 from pydantic import BaseModel
 
-from ingest.delta import SchemaConflict, conform, write_batch
+from ingest.delta import write_batch
 from ingest.errors import SourceError
 from ingest.lake import Lake, TableId
 
@@ -412,33 +412,49 @@ def fit_rows(
     return pa.Table.from_pylist(good, schema=schema), bad
 
 
-def fit_table(lake: Lake, table: str | TableId, data: pa.Table) -> tuple[pa.Table, list[tuple[int, str]]]:
-    """An Arrow batch cast to the target's column types; rows whose values cannot be cast safely
-    (e.g. int64 beyond int32, text into a number column) are returned as ``(index, reason)``."""
-    try:
-        return conform(lake, table, data), []
-    except SchemaConflict as exc:
-        conflicts = exc.columns
-    existing = pa.schema(lake.delta_table(table).schema().to_arrow())
+def fit_table(data: pa.Table, existing: pa.Schema | None) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """An Arrow batch cast to the target's column types where that is lossless; rows whose values
+    cannot be cast (int64 beyond int32, text into a number column) come back as ``(index, reason)``
+    instead of being narrowed.  Columns the target lacks pass through (schema merge adds them)."""
+    if existing is None:
+        return data, []
+    cols: list[pa.ChunkedArray | pa.Array] = []
+    conflicts: list[str] = []
+    for name in data.column_names:
+        col = data[name]
+        idx = existing.get_field_index(name)
+        if idx >= 0 and not col.type.equals(existing.field(idx).type):
+            try:
+                cast = col.cast(existing.field(idx).type, safe=True)
+                if not cast.cast(col.type).equals(col):  # a "safe" cast that still lost information
+                    raise pa.ArrowInvalid("lossy")
+                col = cast
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                conflicts.append(name)
+        cols.append(col)
+    out = pa.table(cols, names=data.column_names)
+    if not conflicts:
+        return out, []
     bad: dict[int, str] = {}
-    cols = {}
+    fixed_cols: dict[str, list[Any]] = {}
     for name in conflicts:
         target = existing.field(name).type
-        values = data[name].to_pylist()
-        fixed = []
-        for i, v in enumerate(values):
+        fixed: list[Any] = []
+        for i, v in enumerate(data[name].to_pylist()):
             try:
                 fixed.append(_coerce_cell(v, target))
             except _Misfit as e:
                 bad.setdefault(i, f"column {name!r} ({target}): {e}")
                 fixed.append(None)
-        cols[name] = fixed
+        fixed_cols[name] = fixed
     keep = [i for i in range(data.num_rows) if i not in bad]
-    out = data.take(pa.array(keep, pa.int64()))
-    for name, fixed in cols.items():
-        idx = out.column_names.index(name)
-        out = out.set_column(idx, name, pa.array([fixed[i] for i in keep], type=existing.field(name).type))
-    return conform(lake, table, out), sorted(bad.items())
+    out = out.take(pa.array(keep, pa.int64()))
+    for name, fixed in fixed_cols.items():
+        out = out.set_column(
+            out.column_names.index(name), name,
+            pa.array([fixed[i] for i in keep], type=existing.field(name).type),
+        )
+    return out, sorted(bad.items())
 
 
 def _coerce_cell(v: Any, t: pa.DataType) -> Any:

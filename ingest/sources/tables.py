@@ -1,0 +1,446 @@
+"""Database tables (PostgreSQL, MySQL, SQLite by SQLAlchemy URL) -> a bronze Delta table.
+
+Three modes, chosen by the options:
+* ``--cursor COL``: incremental.  The next run reads ``COL >= max(COL in the lake) - lag`` in cursor
+  order, so rows committed late with an older cursor value inside the lag window are picked up;
+  rows already in the lake are removed from each batch (multiset difference) before the append.
+* ``--primary-key COLS``: rows are merged on the key (updates replace, no duplicates); unchanged
+  rows are not rewritten.  Combined with ``--cursor`` only the cursor window is read.
+* neither: a full snapshot replaces the table in one atomic commit.
+
+Reads are columnar (connectorx -> Arrow in bounded batches) with a SQLAlchemy fallback.  SQL is
+built with SQLAlchemy's dialect quoting: identifiers are always quoted, values are literals.
+Every batch commits under the app id ``tables:<table>`` (a counter), so concurrent runs conflict
+in Delta and the loser retries against what the winner wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Iterator, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from ingest.delta import _utc, current_version, merge_batch, write_batch
+from ingest.errors import ConfigError, SourceError
+from ingest.lake import Lake, TableId, redact
+from ingest.runlog import track
+from ingest.sources import (
+    Bad,
+    IngestResult,
+    env_int,
+    fit_rows,
+    fit_table,
+    next_sequence,
+    progress_bar,
+    quarantine_table,
+    row_json,
+    utcnow,
+    with_commit_retry,
+    write_quarantine,
+)
+
+Mode = Literal["snapshot", "incremental", "merge"]
+META_COLUMNS = ("_run_id", "_ingested_at")
+_DIALECTS = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
+
+
+@dataclass(frozen=True)
+class DbSource:
+    """A parsed SQLAlchemy URL plus the quoted table it reads."""
+
+    url: Any  # sqlalchemy.engine.URL
+    dialect: str
+    schema: str | None
+    name: str
+
+    @property
+    def label(self) -> str:
+        """The source as recorded in the run log and the quarantine (no password)."""
+        shown = self.url.render_as_string(hide_password=True)
+        return f"{shown}#{self.schema + '.' if self.schema else ''}{self.name}"
+
+    def sa_dialect(self):
+        return self.url.get_dialect()()
+
+    def connectorx_url(self) -> str:
+        if self.dialect == "sqlite":
+            import os
+
+            db = self.url.database or ""
+            return "sqlite://" + os.path.abspath(db)
+        scheme = "postgresql" if self.dialect == "postgresql" else "mysql"
+        return self.url.set(drivername=scheme).render_as_string(hide_password=False)
+
+
+def parse_source(url: str, source_table: str) -> DbSource:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "malformed database URL: write e.g. postgresql://user:pass@host:5432/db, "
+            "mysql://user:pass@host/db or sqlite:///path/to.db"
+        ) from None
+    backend = u.get_backend_name()
+    if backend not in _DIALECTS:
+        raise ConfigError(f"unsupported database {backend!r}: use a postgresql, mysql or sqlite URL")
+    if not source_table or not source_table.strip():
+        raise ConfigError("--source-table is empty: name the table to read, e.g. --source-table public.photos")
+    parts = source_table.strip().split(".")
+    if len(parts) > 2 or not all(parts):
+        raise ConfigError(f"bad --source-table {source_table!r}: write table or schema.table")
+    schema, name = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+    return DbSource(u, _DIALECTS[backend], schema, name)
+
+
+def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None) -> str:
+    """``SELECT * FROM "schema"."table" [WHERE "cursor" >= <literal> ORDER BY "cursor"]``."""
+    import sqlalchemy as sa
+    from sqlalchemy.sql import quoted_name
+
+    q = sa.select(sa.text("*")).select_from(
+        sa.table(quoted_name(src.name, True), schema=quoted_name(src.schema, True) if src.schema else None)
+    )
+    if cursor is not None:
+        col = sa.column(quoted_name(cursor, True))
+        if low is not None:
+            q = q.where(col >= sa.literal(low))
+        q = q.order_by(col)
+    return str(q.compile(dialect=src.sa_dialect(), compile_kwargs={"literal_binds": True}))
+
+
+# -- reading -------------------------------------------------------------------------------------
+def read_batches(src: DbSource, query: str, batch_rows: int) -> Iterator[pa.Table | list[dict[str, Any]]]:
+    """Arrow batches via connectorx; if connectorx cannot read the table (e.g. SQLite values that
+    do not match the declared type), Python records via SQLAlchemy, in batches of ``batch_rows``."""
+    import connectorx as cx
+
+    try:
+        reader = cx.read_sql(src.connectorx_url(), query, return_type="arrow_stream", batch_size=batch_rows)
+    except BaseException as exc:  # noqa: BLE001 - connectorx raises pyo3 panics for odd data
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        yield from _sqlalchemy_batches(src, query, batch_rows, first_error=exc)
+        return
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for rb in reader:
+        pending.append(rb)
+        rows += rb.num_rows
+        if rows >= batch_rows:
+            yield pa.Table.from_batches(pending, schema=reader.schema)
+            pending, rows = [], 0
+    if pending or rows == 0:
+        yield pa.Table.from_batches(pending, schema=reader.schema)
+
+
+def _sqlalchemy_batches(src: DbSource, query: str, batch_rows: int, *, first_error: BaseException) -> Iterator[list[dict[str, Any]]]:
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(src.url)
+        conn = engine.connect()
+    except Exception as exc:  # noqa: BLE001 - cannot reach the database at all
+        raise _db_error(src, exc if "No module named" not in str(exc) else first_error) from None
+    try:
+        try:
+            result = conn.execution_options(stream_results=True).execute(sa.text(query))
+        except Exception as exc:  # noqa: BLE001
+            raise _db_error(src, exc) from None
+        names = list(result.keys())
+        yielded = False
+        while True:
+            chunk = result.fetchmany(batch_rows)
+            if not chunk:
+                break
+            yielded = True
+            yield [dict(zip(names, r)) for r in chunk]
+        if not yielded:
+            yield []
+    finally:
+        conn.close()
+        engine.dispose()
+
+
+def _db_error(src: DbSource, exc: BaseException) -> SourceError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = redact(text)
+    if src.url.password:
+        text = text.replace(str(src.url.password), "***")
+    low = text.lower()
+    hint = ""
+    if "does not exist" in low or "no such table" in low or "doesn't exist" in low:
+        hint = " - check --source-table"
+    elif "password" in low or "authentication" in low or "access denied" in low:
+        hint = " - check the user and password in the URL"
+    elif "connect" in low or "timeout" in low or "refused" in low:
+        hint = " - check the host and port in the URL"
+    return SourceError(f"cannot read {src.label}: {text[:300]}{hint}")
+
+
+# -- lake side -----------------------------------------------------------------------------------
+def _existing_schema(lake: Lake, tid: TableId) -> pa.Schema | None:
+    return pa.schema(lake.delta_table(tid).schema().to_arrow()) if lake.table_exists(tid) else None
+
+
+def high_water_mark(lake: Lake, tid: TableId, cursor: str) -> Any:
+    """max(cursor) over the rows already in the lake (None if the table is empty or missing)."""
+    schema = _existing_schema(lake, tid)
+    if schema is None or cursor not in schema.names:
+        return None
+    col = lake.delta_table(tid).to_pyarrow_dataset().to_table(columns=[cursor])[cursor]
+    return pc.max(col).as_py() if len(col) else None
+
+
+def lower_bound(hwm: Any, lag: float | timedelta) -> Any:
+    """hwm - lag, in the cursor's own type (numbers, dates/timestamps, ISO-8601 strings)."""
+    if hwm is None:
+        return None
+    secs = lag.total_seconds() if isinstance(lag, timedelta) else float(lag)
+    if secs == 0:
+        return hwm
+    if isinstance(hwm, bool):
+        raise ConfigError("a boolean column cannot be a cursor: use a number or timestamp column")
+    if isinstance(hwm, int):
+        return hwm - int(secs)
+    if isinstance(hwm, (float, Decimal)):
+        return hwm - type(hwm)(secs)
+    if isinstance(hwm, datetime):
+        return hwm - timedelta(seconds=secs)
+    if isinstance(hwm, date):
+        return hwm - timedelta(days=max(1, int(secs // 86400)))
+    if isinstance(hwm, str):
+        try:
+            dt = datetime.fromisoformat(hwm)
+        except ValueError:
+            raise ConfigError(
+                f"--cursor-lag needs a numeric or timestamp cursor; the cursor holds text like {hwm!r}"
+            ) from None
+        low = dt - timedelta(seconds=secs)
+        text = low.isoformat(sep="T" if "T" in hwm else " ")
+        if hwm.endswith("Z"):
+            text = text.replace("+00:00", "Z")
+        return text
+    raise ConfigError(f"cannot apply --cursor-lag to cursor values of type {type(hwm).__name__}")
+
+
+def _rows_already_stored(
+    lake: Lake, tid: TableId, batch: pa.Table, *, cursor: str | None, keys: tuple[str, ...]
+) -> pa.Table:
+    """``batch`` minus the rows the table already holds with the same values (multiset EXCEPT ALL).
+
+    With a cursor only the rows at or above the batch's lowest cursor value are compared.
+    """
+    if batch.num_rows == 0 or not lake.table_exists(tid):
+        return batch
+    import duckdb
+
+    schema = _existing_schema(lake, tid)
+    if schema is None:
+        return batch
+    filt = None
+    if cursor is not None and cursor in schema.names:
+        low = pc.min(batch[cursor]).as_py()
+        if low is not None:
+            filt = pads.field(cursor) >= pa.scalar(low, type=schema.field(cursor).type)
+    shared = [c for c in batch.column_names if c in schema.names]
+    existing = lake.delta_table(tid).to_pyarrow_dataset().to_table(columns=shared, filter=filt)
+    if existing.num_rows == 0:
+        return batch
+    for c in batch.column_names:
+        if c not in shared:
+            existing = existing.append_column(c, pa.nulls(existing.num_rows, batch.schema.field(c).type))
+    existing = existing.select(batch.column_names)
+    con = duckdb.connect()
+    try:
+        con.register("incoming", batch)
+        con.register("stored", existing)
+        cols = ", ".join('"' + c.replace('"', '""') + '"' for c in batch.column_names)
+        out = con.sql(f"select {cols} from incoming except all select {cols} from stored").arrow()
+        if isinstance(out, pa.RecordBatchReader):
+            out = out.read_all()
+        return out.cast(batch.schema)
+    finally:
+        con.close()
+
+
+@dataclass
+class _Counts:
+    rows: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    bytes_read: int = 0
+    batches: int = 0
+
+
+def ingest_table(
+    lake: Lake,
+    url: str,
+    *,
+    source_table: str,
+    table: str,
+    primary_key: tuple[str, ...] | list[str] = (),
+    cursor: str | None = None,
+    cursor_lag: float | timedelta = 0,
+    progress: bool = False,
+) -> IngestResult:
+    """Load ``source_table`` from the database at ``url`` into ``table`` (see the module doc for modes)."""
+    tid = TableId.parse(table)
+    src = parse_source(url, source_table)
+    keys = tuple(k.strip() for k in primary_key if k and k.strip())
+    if cursor is not None and not cursor.strip():
+        raise ConfigError("--cursor is empty: name a column that grows, e.g. --cursor updated_at")
+    lag_s = cursor_lag.total_seconds() if isinstance(cursor_lag, timedelta) else float(cursor_lag)
+    if lag_s < 0:
+        raise ConfigError(f"--cursor-lag must be >= 0, got {cursor_lag}")
+    mode: Mode = "merge" if keys else "incremental" if cursor else "snapshot"
+    counts = _Counts()
+    batch_rows = env_int("INGEST_TABLE_BATCH_ROWS", 250_000)
+    with track(lake, command="tables", source=src.label, target=str(tid)) as run:
+        low = lower_bound(high_water_mark(lake, tid, cursor), cursor_lag) if cursor else None
+        query = build_query(src, cursor=cursor, low=low)
+        with progress_bar(progress, f"{src.name} -> {tid}") as bar:
+            if mode == "snapshot":
+                _snapshot(lake, tid, src, query, batch_rows, run.run_id, counts, bar)
+            else:
+                for batch in read_batches(src, query, batch_rows):
+                    _load_batch(lake, tid, src, batch, mode=mode, keys=keys, cursor=cursor, run_id=run.run_id, counts=counts)
+                    bar.advance(_len(batch))
+        run.rows_written, run.rows_quarantined, run.skipped = counts.rows, counts.quarantined, counts.skipped
+        run.bytes_read = counts.bytes_read
+        run.version_after = current_version(lake, tid)
+        run.details = {"mode": mode, "query": query, "batches": counts.batches, "cursor_low": low}
+    return IngestResult(
+        table=str(tid), version=run.version_after, rows_written=counts.rows,
+        rows_quarantined=counts.quarantined, skipped=counts.skipped, run_id=run.run_id,
+        bytes_read=counts.bytes_read,
+    )
+
+
+def _len(batch: pa.Table | list) -> int:
+    return batch.num_rows if isinstance(batch, pa.Table) else len(batch)
+
+
+def _fit(src: DbSource, batch: pa.Table | list[dict[str, Any]], against: pa.Schema | None,
+         counts: _Counts) -> tuple[pa.Table, list[Bad]]:
+    """A source batch typed like ``against`` (the target's schema) plus the rows that do not fit,
+    as quarantine records.  Columns ``against`` lacks pass through (schema merge adds them)."""
+    if isinstance(batch, pa.Table):
+        counts.bytes_read += batch.nbytes
+        batch = batch.cast(_utc(batch.schema))
+        good, misfits = fit_table(batch, against)
+        rows = batch.take(pa.array([i for i, _ in misfits], pa.int64())).to_pylist() if misfits else []
+        bad = [Bad(src.label, f"row {i}", reason, row_json(r)) for (i, reason), r in zip(misfits, rows)]
+        return good, bad
+    counts.bytes_read += sum(len(str(r)) for r in batch)
+    good, misfits = fit_rows(batch, against)
+    return good, [Bad(src.label, f"row {i}", reason, row_json(batch[i])) for i, reason in misfits]
+
+
+def _with_meta(t: pa.Table, run_id: str, now: datetime) -> pa.Table:
+    t = t.append_column("_run_id", pa.array([run_id] * t.num_rows, pa.string()))
+    return t.append_column("_ingested_at", pa.array([now] * t.num_rows, pa.timestamp("us", tz="UTC")))
+
+
+def _new_bad(lake: Lake, tid: TableId, bad: list[Bad]) -> list[Bad]:
+    """Drop quarantine records already recorded for this source (re-reads of a window or snapshot)."""
+    q = quarantine_table(tid)
+    if not bad or not lake.table_exists(q):
+        return bad
+    stored = lake.delta_table(q).to_pyarrow_dataset().to_table(
+        columns=["raw", "reason"], filter=pads.field("source") == bad[0].source
+    )
+    seen = set(zip(stored["raw"].to_pylist(), stored["reason"].to_pylist()))
+    return [b for b in bad if (b.raw, b.reason[:2000]) not in seen]
+
+
+def _load_batch(lake: Lake, tid: TableId, src: DbSource, batch, *, mode: Mode, keys: tuple[str, ...],
+                cursor: str | None, run_id: str, counts: _Counts) -> None:
+    """Quarantine, then append or merge one batch; the whole step re-runs after a commit conflict."""
+    app_id = f"tables:{tid}"
+
+    def attempt() -> None:
+        good, bad = _fit(src, batch, _existing_schema(lake, tid), counts)
+        missing = [c for c in (*keys, *([cursor] if cursor else [])) if c not in good.column_names]
+        if missing and good.num_rows:
+            raise ConfigError(f"column(s) {missing} not in {src.name}: check --primary-key / --cursor")
+        fresh = _rows_already_stored(lake, tid, good, cursor=cursor, keys=keys)
+        counts.skipped += good.num_rows - fresh.num_rows
+        seq = next_sequence(lake, tid, app_id)
+        counts.quarantined += write_quarantine(
+            lake, tid, _new_bad(lake, tid, bad), run_id=run_id, app_id=app_id, batch_version=seq
+        )
+        if fresh.num_rows == 0 and lake.table_exists(tid):
+            return
+        fresh = _with_meta(fresh, run_id, utcnow())
+        meta = {"run_id": run_id, "source": src.label}
+        if mode == "merge":
+            res = merge_batch(lake, tid, fresh, keys=list(keys), app_id=app_id, batch_version=seq, metadata=meta)
+        else:
+            res = write_batch(lake, tid, fresh, app_id=app_id, batch_version=seq, metadata=meta)
+        counts.rows += 0 if res.skipped else res.rows
+        counts.batches += 1
+
+    with_commit_retry(attempt)
+
+
+def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: int, run_id: str,
+              counts: _Counts, bar) -> None:
+    """Replace the table with the source's rows in one commit, streaming bounded batches."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    existing = _existing_schema(lake, tid)
+    bad_all: list[Bad] = []
+    first: dict[str, Any] = {}
+
+    now = utcnow()
+
+    def typed() -> Iterator[pa.RecordBatch]:
+        for batch in read_batches(src, query, batch_rows):
+            good, bad = _fit(src, batch, first.get("schema", existing), counts)
+            good = _with_meta(good, run_id, now)
+            bad_all.extend(bad)
+            if "schema" not in first:
+                first["schema"] = good.schema
+            elif not good.schema.equals(first["schema"]):
+                good = good.select(first["schema"].names).cast(first["schema"])
+            counts.rows += good.num_rows
+            bar.advance(good.num_rows)
+            yield from good.to_batches()
+
+    gen = typed()
+    head = next(gen, None)
+    if head is None:  # pragma: no cover - read_batches always yields at least one batch
+        return
+    schema = first["schema"]
+
+    def all_batches() -> Iterator[pa.RecordBatch]:
+        yield head
+        yield from gen
+
+    seq = next_sequence(lake, tid, f"tables:{tid}")
+    props = CommitProperties(
+        custom_metadata={"run_id": run_id, "source": src.label, "mode": "snapshot"},
+        app_transactions=[Transaction(f"tables:{tid}", seq)],
+        max_commit_retries=25,
+    )
+    reader = pa.RecordBatchReader.from_batches(schema, all_batches())
+    # existing columns keep their types (fit_table); new ones are added, dropped ones go
+    write_deltalake(
+        lake.table_uri(tid), reader, mode="overwrite",
+        schema_mode="overwrite" if existing is not None else None,
+        storage_options=lake.storage_options(), commit_properties=props,
+    )
+    counts.batches += 1
+    bad = _new_bad(lake, tid, bad_all)
+    counts.quarantined += with_commit_retry(
+        lambda: write_quarantine(lake, tid, bad, run_id=run_id, app_id=f"tables:{tid}", batch_version=seq)
+    )
