@@ -31,6 +31,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "ingest.cli.lake_cmds",
     "ingest.cli.run_cmd",
+    "ingest.cli.source_cmds",
     "ingest.cli.ops_cmds",
     "ingest.cli.snapshot_cmds",
 ]
