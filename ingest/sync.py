@@ -1,0 +1,796 @@
+"""Stage a shard set onto a GPU node's local disk: this rank's shards, verified, resumable.
+
+Why not ``aws s3 sync``/``s5cmd``: they verify nothing against the shard manifest, do not know
+ranks, and an interrupted copy can leave a truncated file under its final name.  Here every byte
+is hashed (sha256, from the manifest) while it streams to a temporary name; only a verified file
+is renamed into place.  A small state file in DEST records what was verified (size, sha256,
+mtime), so a re-sync of a complete DEST only stats files instead of re-hashing them.
+
+Transfer path (chosen by ``bench/bench_sync.py``): one locally presigned GET per shard over a plain
+``http.client`` connection per worker thread, ``readinto`` a reused buffer, ``hashlib`` (releases
+the GIL) and ``os.write``; parallel across files, since sha256 is sequential within a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ingest.errors import ConfigError, IngestError, SourceError
+from ingest.lake import presign_get
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ingest.lake import Lake
+
+MANIFEST_NAME = "manifest.json"
+STATE_NAME = ".ingest-sync-state.json"
+TMP_SUFFIX = ".ingest-tmp"
+CHUNK = 1 << 20  # 1 MiB: large enough that hashlib/os.write release the GIL and per-call cost vanishes
+DEFAULT_WORKERS = 8
+ATTEMPTS = 3
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+# (rank variable, world-size variable) pairs, most specific first.
+RANK_ENV_PAIRS: tuple[tuple[str, str], ...] = (
+    ("RANK", "WORLD_SIZE"),  # torchrun / torch.distributed
+    ("GROUP_RANK", "GROUP_WORLD_SIZE"),  # torchelastic node (agent) rank
+    ("NODE_RANK", "NNODES"),  # one sync per node (Lightning, torchrun --node_rank)
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),  # Open MPI / Horovod
+    ("PMI_RANK", "PMI_SIZE"),  # MPICH / Intel MPI
+    ("SLURM_PROCID", "SLURM_NTASKS"),  # srun
+)
+
+
+class SyncError(IngestError):
+    """A shard could not be staged (checksum mismatch after retries, missing object, no space)."""
+
+    exit_code = 4
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest
+# ---------------------------------------------------------------------------------------------
+class ShardEntry(BaseModel):
+    """One shard as the manifest lists it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    path: str
+    bytes: int = Field(ge=0)
+    sha256: str
+    split: str | None = None
+    samples: int | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        v = v.strip().lower()
+        if not _SHA_RE.match(v):
+            raise ValueError(f"sha256 {v[:80]!r} is not 64 hex digits")
+        return v
+
+
+class ShardManifest(BaseModel):
+    """``manifest.json`` at a shard-set root (written by ``ingest shards``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    dataset: str | None = None
+    snapshot: str | None = None
+    format: str | None = None
+    created_at: str | None = None
+    tables: Any = None
+    source_runs: Any = None
+    code_version: str | None = None
+    shards: list[ShardEntry]
+
+    @classmethod
+    def parse_bytes(cls, raw: bytes, where: str) -> "ShardManifest":
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise SyncError(f"{where} is not valid JSON ({exc}): rebuild the shard set with `ingest shards`") from None
+        try:
+            return cls.model_validate(data)
+        except ValueError as exc:
+            first = str(exc).splitlines()
+            detail = "; ".join(line.strip() for line in first[1:3]) or str(exc)
+            raise SyncError(f"{where} is not a shard manifest ({detail}): rebuild it with `ingest shards`") from None
+
+
+class SyncResult(BaseModel):
+    """What a sync did; ``--json`` prints exactly this."""
+
+    files: int = Field(description="shards this rank holds after the sync")
+    downloaded: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    retried: int = 0
+    bytes: int = Field(0, description="bytes transferred")
+    total_bytes: int = Field(0, description="bytes of this rank's shards")
+    seconds: float = 0.0
+    dest: str
+    source: str
+    rank: int = 0
+    world_size: int = 1
+    dataset: str | None = None
+    snapshot: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# planning: safe paths, rank assignment, splits
+# ---------------------------------------------------------------------------------------------
+def safe_relpath(path: str, dest: Path) -> PurePosixPath:
+    """The manifest path as a relative path that stays inside DEST, or ``SyncError``.
+
+    Refuses absolute paths, ``..``, backslashes/NULs, our own bookkeeping names and anything
+    that resolves (through symlinks already in DEST) outside DEST.
+    """
+    bad = None
+    if not path or "\x00" in path or "\\" in path:
+        bad = "empty or contains a NUL/backslash"
+    elif path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        bad = "is absolute"
+    else:
+        parts = path.split("/")
+        if ".." in parts:
+            bad = "contains '..'"
+        elif any(p in ("", ".") for p in parts):
+            bad = "has empty or '.' components"
+        elif path in (MANIFEST_NAME, STATE_NAME) or path.endswith(TMP_SUFFIX):
+            bad = "collides with a sync bookkeeping file"
+    if bad is None:
+        root = os.path.realpath(dest)
+        target = os.path.realpath(os.path.join(root, path))
+        if os.path.commonpath([root, target]) != root or target == root:
+            bad = f"resolves outside DEST ({target})"
+    if bad:
+        raise SyncError(f"unsafe shard path {path!r} in manifest: {bad}; refusing to write anything to {dest}")
+    return PurePosixPath(path)
+
+
+def assign_ranks(shards: list[ShardEntry], world_size: int) -> list[list[ShardEntry]]:
+    """Split shards into ``world_size`` disjoint lists balanced by bytes (deterministic).
+
+    Largest first, each to the least-loaded rank: any two ranks then differ by at most the size
+    of one shard, and every rank computes the same assignment from the same manifest.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    loads = [0] * world_size
+    out: list[list[ShardEntry]] = [[] for _ in range(world_size)]
+    for sh in sorted(shards, key=lambda s: (-s.bytes, s.path)):
+        r = min(range(world_size), key=lambda i: (loads[i], len(out[i]), i))
+        out[r].append(sh)
+        loads[r] += sh.bytes
+    for lst in out:
+        lst.sort(key=lambda s: s.path)
+    return out
+
+
+def resolve_rank(rank: int | None, world_size: int | None, environ: dict[str, str] | None = None) -> tuple[int, int]:
+    """Explicit values win; otherwise the launcher's variables (``RANK``/``WORLD_SIZE``, ...)."""
+    env = os.environ if environ is None else environ
+    source = "--rank/--world-size"
+    if rank is None and world_size is None:
+        for rv, wv in RANK_ENV_PAIRS:
+            if env.get(rv, "").strip() and env.get(wv, "").strip():
+                source = f"{rv}/{wv}"
+                try:
+                    rank, world_size = int(env[rv]), int(env[wv])
+                except ValueError:
+                    raise ConfigError(f"{rv}={env[rv]!r} / {wv}={env[wv]!r} are not integers: fix the launcher environment or pass --rank/--world-size") from None
+                break
+    if world_size is None:
+        world_size = 1 if rank in (None, 0) else None
+    if rank is None:
+        rank = 0
+    if world_size is None:
+        raise ConfigError(f"--rank {rank} given without --world-size: pass both (e.g. --rank {rank} --world-size N)")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} is not in [0, {world_size}) (from {source}): use 0 <= rank < world size")
+    return rank, world_size
+
+
+def select_shards(
+    manifest: ShardManifest, *, rank: int, world_size: int, splits: list[str] | None
+) -> list[ShardEntry]:
+    shards = manifest.shards
+    if splits:
+        known = sorted({s.split or "" for s in shards})
+        missing = [s for s in splits if s not in known]
+        if missing:
+            raise ConfigError(
+                f"split(s) {', '.join(missing)} not in the manifest: use --split with {', '.join(k or '(none)' for k in known)}"
+            )
+        shards = [s for s in shards if (s.split or "") in splits]
+    return assign_ranks(shards, world_size)[rank]
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+# ---------------------------------------------------------------------------------------------
+class _Stream(Protocol):
+    def readinto(self, buf: memoryview) -> int: ...
+    def close(self) -> None: ...
+
+
+class Source(Protocol):
+    uri: str
+
+    def read_manifest(self) -> bytes: ...
+    def open(self, path: str) -> tuple[_Stream, int | None]: ...
+    def describe(self, path: str) -> str: ...
+
+
+class LocalSource:
+    """A shard set on a local (or network-mounted) directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def describe(self, path: str) -> str:
+        return str(self.root / path)
+
+    def read_manifest(self) -> bytes:
+        p = self.root / MANIFEST_NAME
+        try:
+            return p.read_bytes()
+        except FileNotFoundError:
+            raise SourceError(f"no {MANIFEST_NAME} in {self.root}: pass a shard-set root (e.g. <lake>/shards/DATASET/SNAPSHOT)") from None
+
+    def open(self, path: str) -> tuple[_Stream, int | None]:
+        p = self.root / path
+        try:
+            fh = open(p, "rb", buffering=0)
+        except FileNotFoundError:
+            raise SyncError(f"shard {path} is listed in the manifest but missing at {p}") from None
+        return fh, os.fstat(fh.fileno()).st_size
+
+
+class _HttpBody:
+    """A response body that releases its connection back to the worker when done."""
+
+    def __init__(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection, pool: "S3Source") -> None:
+        self._resp, self._conn, self._pool = resp, conn, pool
+
+    def readinto(self, buf: memoryview) -> int:
+        return self._resp.readinto(buf)
+
+    def close(self) -> None:
+        complete = self._resp.isclosed()
+        self._resp.close()
+        if complete:
+            self._pool._release(self._conn)
+        else:
+            self._conn.close()
+
+
+class S3Source:
+    """A shard set under ``s3://bucket/prefix``.
+
+    Each GET is presigned by ``ingest.lake.presign_get`` (endpoint, region and credentials incl.
+    instance roles come from there; no boto3 import, so a no-op re-sync starts fast); bytes move
+    over one keep-alive ``http.client`` connection per worker thread with ``readinto``, which
+    avoids botocore's per-chunk copies.
+    """
+
+    def __init__(self, uri: str, *, lake: "Lake | None" = None) -> None:
+        from ingest.settings import S3Settings
+
+        parts = urlsplit(uri)
+        if not parts.netloc:
+            raise ConfigError(f"bad S3 source {uri!r}: write s3://bucket/prefix/")
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.s3 = lake.s3 if lake is not None else S3Settings.from_env()
+        self._local = threading.local()
+
+    def key(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def describe(self, path: str) -> str:
+        return f"s3://{self.bucket}/{self.key(path)}"
+
+    def _connection(self, url: str) -> tuple[http.client.HTTPConnection, str]:
+        u = urlsplit(url)
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+            conn = cls(u.hostname, u.port, timeout=60)
+        else:
+            self._local.conn = None
+        return conn, f"{u.path}?{u.query}" if u.query else u.path
+
+    def _release(self, conn: http.client.HTTPConnection) -> None:
+        old = getattr(self._local, "conn", None)
+        if old is not None and old is not conn:
+            old.close()
+        self._local.conn = conn
+
+    def _get(self, path: str) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+        url = presign_get(self.s3, self.bucket, self.key(path))
+        conn, target = self._connection(url)
+        try:
+            conn.request("GET", target)
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            # A kept-alive connection may have been closed by the server: one fresh try.
+            conn, target = self._connection(url)
+            try:
+                conn.request("GET", target)
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise _Transient(f"{self.describe(path)}: {type(exc).__name__}: {exc}") from None
+        if resp.status != 200:
+            body = resp.read(4096).decode("utf-8", "replace")
+            conn.close()
+            code = re.search(r"<Code>([^<]+)</Code>", body)
+            what = code.group(1) if code else f"HTTP {resp.status}"
+            if resp.status == 404 or what in ("NoSuchKey", "NoSuchBucket"):
+                raise SyncError(f"{self.describe(path)} not found ({what}): the shard set is incomplete; rebuild it or check the prefix")
+            if resp.status in (401, 403):
+                raise SourceError(f"{self.describe(path)}: access denied ({what}) - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the instance role")
+            raise _Transient(f"{self.describe(path)}: {what}")
+        return resp, conn
+
+    def read_manifest(self) -> bytes:
+        try:
+            resp, conn = self._get(MANIFEST_NAME)
+        except SyncError:
+            raise SourceError(f"no {MANIFEST_NAME} at {self.uri}/: pass a shard-set root (s3://bucket/prefix/ with manifest.json)") from None
+        except _Transient as exc:
+            raise SourceError(f"cannot read {self.uri}/{MANIFEST_NAME}: {exc} - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable") from None
+        data = resp.read()
+        self._release(conn)
+        return data
+
+    def open(self, path: str) -> tuple[_Stream, int | None]:
+        resp, conn = self._get(path)
+        length = resp.getheader("Content-Length")
+        return _HttpBody(resp, conn, self), int(length) if length is not None else None
+
+
+class _Transient(Exception):
+    """A network error worth retrying."""
+
+
+def open_source(src: str, *, lake: "Lake | None" = None) -> Source:
+    """``s3://bucket/prefix/``, a local path, or lake-relative ``shards/DATASET/SNAPSHOT``."""
+    src = str(src).strip()
+    if not src:
+        raise ConfigError("SRC is empty: pass s3://bucket/prefix/, a local directory or shards/DATASET/SNAPSHOT")
+    if src.startswith(("s3://", "s3a://")):
+        return S3Source("s3://" + src.split("://", 1)[1], lake=lake)
+    if src.startswith("file://"):
+        return LocalSource(urlsplit(src).path)
+    if "://" in src:
+        raise ConfigError(f"unsupported SRC {src!r}: use s3://bucket/prefix/, a local directory or shards/DATASET/SNAPSHOT")
+    if src.startswith("shards/") and (lake is not None or not Path(src).exists()):
+        # Lake-relative (write ./shards/... for a local directory of that name).
+        if lake is None:
+            from ingest.lake import Lake
+            from ingest.settings import load_settings
+
+            lake = Lake.from_settings(load_settings())
+        return open_source(lake.path(src), lake=lake)
+    return LocalSource(src)
+
+
+# ---------------------------------------------------------------------------------------------
+# DEST state
+# ---------------------------------------------------------------------------------------------
+def _load_state(dest: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads((dest / STATE_NAME).read_bytes())
+        files = data.get("files", {})
+        return files if isinstance(files, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class _StateWriter:
+    """Records verified files; flushed at most every second (a kill loses at most one second of
+    records, and unrecorded files of the right size are re-hashed locally, not re-downloaded)."""
+
+    def __init__(self, dest: Path, files: dict[str, dict[str, Any]]) -> None:
+        self.dest, self.files = dest, dict(files)
+        self._lock = threading.Lock()
+        self._last = time.monotonic()
+        self._dirty = False
+
+    def record(self, entry: ShardEntry, st: os.stat_result) -> None:
+        with self._lock:
+            self.files[entry.path] = {"bytes": entry.bytes, "sha256": entry.sha256, "mtime_ns": st.st_mtime_ns}
+            self._dirty = True
+            if time.monotonic() - self._last > 1.0:
+                self._flush_locked()
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            if self.files.pop(path, None) is not None:
+                self._dirty = True
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._dirty:
+            _atomic_write(self.dest / STATE_NAME, json.dumps({"version": 1, "files": self.files}, separators=(",", ":")).encode())
+            self._dirty = False
+        self._last = time.monotonic()
+
+
+def _hash_file(path: Path, buf: memoryview) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(buf[:n])
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# the transfer
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Worker:
+    source: Source
+    dest: Path
+    state: _StateWriter
+    on_bytes: Callable[[int], None]
+    stop: threading.Event
+    retried: int = 0
+
+    def __post_init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def buf(self) -> memoryview:
+        b = getattr(self._local, "buf", None)
+        if b is None:
+            b = self._local.buf = memoryview(bytearray(CHUNK))
+        return b
+
+    def fetch(self, entry: ShardEntry) -> int:
+        """Download, hash while streaming, rename when verified; retries then fails naming the file."""
+        final = self.dest / entry.path
+        final.parent.mkdir(parents=True, exist_ok=True)
+        last = ""
+        for attempt in range(1, ATTEMPTS + 1):
+            if self.stop.is_set():
+                raise _Cancelled()
+            try:
+                digest, n = self._fetch_once(entry, final)
+            except _Transient as exc:
+                last = str(exc)
+            else:
+                if n == entry.bytes and digest == entry.sha256:
+                    return n
+                last = (
+                    f"size {n} != {entry.bytes}" if n != entry.bytes else f"sha256 {digest} != manifest {entry.sha256}"
+                )
+            if attempt < ATTEMPTS:
+                with self._lock:
+                    self.retried += 1
+                time.sleep(0.2 * attempt)
+        raise SyncError(
+            f"shard {entry.path} failed verification after {ATTEMPTS} attempts ({last}) from "
+            f"{self.source.describe(entry.path)}: the source does not match manifest.json - rebuild or re-upload the shard set"
+        )
+
+    def _fetch_once(self, entry: ShardEntry, final: Path) -> tuple[str, int]:
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+        buf = self.buf()
+        h = hashlib.sha256()
+        n = 0
+        stream, length = self.source.open(entry.path)
+        ok = False
+        try:
+            if length is not None and length != entry.bytes:
+                return "", length
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                if entry.bytes >= CHUNK:
+                    with contextlib.suppress(OSError, AttributeError):
+                        os.posix_fallocate(fd, 0, entry.bytes)
+                while True:
+                    try:
+                        k = stream.readinto(buf)
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise _Transient(f"{type(exc).__name__}: {exc}") from None
+                    if not k:
+                        break
+                    if n + k > entry.bytes:  # longer than the manifest says: stop early
+                        n += k
+                        return "", n
+                    h.update(buf[:k])
+                    view = buf[:k]
+                    while view:
+                        view = view[os.write(fd, view):]
+                    n += k
+                    self.on_bytes(k)
+                    if self.stop.is_set():
+                        raise _Cancelled()
+            finally:
+                os.close(fd)
+            digest = h.hexdigest()
+            if n == entry.bytes and digest == entry.sha256:
+                os.replace(tmp, final)
+                ok = True
+                self.state.record(entry, os.stat(final))
+            return digest, n
+        finally:
+            stream.close()
+            if not ok:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _clean_stale_tmp(dest: Path, dirs: set[Path]) -> None:
+    """Remove temp files an interrupted sync left (they never look complete: hidden + suffix)."""
+    for d in dirs:
+        with contextlib.suppress(OSError):
+            for p in d.iterdir():
+                if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file():
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+
+
+def sync_shards(
+    src: str,
+    dest: str | Path,
+    *,
+    lake: "Lake | None" = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    splits: list[str] | None = None,
+    workers: int | None = None,
+    verify_local: bool = False,
+    delete: bool = False,
+    progress: bool = False,
+) -> SyncResult:
+    """Stage this rank's shards of the shard set at ``src`` into local ``dest``, verified.
+
+    After success ``dest`` holds ``manifest.json`` and exactly this rank's shards at their
+    manifest paths (plus stale files unless ``delete``).  Safe to re-run after a kill.
+    """
+    t0 = time.perf_counter()
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    rank, world_size = resolve_rank(rank, world_size)
+    splits = [s.strip() for s in splits or [] if s and s.strip()] or None
+    dest = Path(dest).expanduser().resolve()
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"DEST {dest} exists and is not a directory: pass a directory")
+
+    source = open_source(src, lake=lake)
+    raw = source.read_manifest()
+    manifest = ShardManifest.parse_bytes(raw, f"{source.uri}/{MANIFEST_NAME}")
+    seen: set[str] = set()
+    for sh in manifest.shards:  # every path checked before anything is written
+        safe_relpath(sh.path, dest)
+        if sh.path in seen:
+            raise SyncError(f"shard path {sh.path!r} is listed twice in the manifest: rebuild the shard set")
+        seen.add(sh.path)
+    mine = select_shards(manifest, rank=rank, world_size=world_size, splits=splits)
+
+    # Decide what is already there: trust size + recorded checksum + mtime (or re-hash).
+    state_files = _load_state(dest) if dest.exists() else {}
+    todo: list[ShardEntry] = []
+    rehash: list[ShardEntry] = []
+    for sh in mine:
+        try:
+            st = os.stat(dest / sh.path)
+        except OSError:
+            todo.append(sh)
+            continue
+        rec = state_files.get(sh.path)
+        if st.st_size != sh.bytes:
+            todo.append(sh)
+        elif (
+            not verify_local
+            and isinstance(rec, dict)
+            and rec.get("sha256") == sh.sha256
+            and rec.get("bytes") == sh.bytes
+            and rec.get("mtime_ns") == st.st_mtime_ns
+        ):
+            continue
+        else:
+            rehash.append(sh)
+
+    need = sum(s.bytes for s in todo) + sum(s.bytes for s in rehash) + len(raw)
+    probe = dest
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise SyncError(
+            f"not enough disk space in {dest}: this sync may need {_human(need)} but {_human(free)} is free - "
+            "free space, choose another DEST, or sync fewer shards (--split, --world-size)"
+        )
+
+    dest.mkdir(parents=True, exist_ok=True)
+    # A DEST manifest that no longer matches the source must not vouch for a half-updated DEST.
+    old_manifest = dest / MANIFEST_NAME
+    if old_manifest.exists() and (todo or rehash) and old_manifest.read_bytes() != raw:
+        old_manifest.unlink()
+    state = _StateWriter(dest, {k: v for k, v in state_files.items() if isinstance(v, dict)})
+    _clean_stale_tmp(dest, {(dest / s.path).parent for s in todo + rehash})
+
+    stop = threading.Event()
+    bar = _Progress(progress, sum(s.bytes for s in todo + rehash), f"sync {len(todo) + len(rehash)} shards")
+    worker = _Worker(source, dest, state, bar.advance, stop)
+    nworkers = workers or DEFAULT_WORKERS
+    downloaded = skipped_rehash = 0
+    transferred = 0
+
+    def local_check(sh: ShardEntry) -> int:
+        """Returns bytes downloaded (0 when the local copy verified)."""
+        p = dest / sh.path
+        before = os.stat(p)
+        if _hash_file(p, worker.buf()) == sh.sha256:
+            state.record(sh, before)
+            bar.advance(sh.bytes)
+            return -1
+        state.forget(sh.path)
+        return worker.fetch(sh)
+
+    try:
+        with bar, ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="sync") as pool:
+            futs = [pool.submit(worker.fetch, sh) for sh in sorted(todo, key=lambda s: -s.bytes)]
+            futs += [pool.submit(local_check, sh) for sh in rehash]
+            try:
+                done, pending = wait(futs, return_when=FIRST_EXCEPTION)
+            except BaseException:  # Ctrl-C: let running transfers stop at their next chunk
+                stop.set()
+                raise
+            if pending:
+                stop.set()
+                for f in pending:
+                    f.cancel()
+                wait(pending)
+            for f in futs:
+                if f.cancelled():
+                    continue
+                exc = f.exception()
+                if exc is not None and not isinstance(exc, _Cancelled):
+                    raise exc
+                n = f.result()
+                if n < 0:
+                    skipped_rehash += 1
+                else:
+                    downloaded += 1
+                    transferred += n
+    except _Transient as exc:
+        raise SyncError(f"transfer failed: {exc}") from None
+    finally:
+        state.flush()
+
+    deleted = 0
+    if delete:
+        deleted = _delete_unlisted(dest, {s.path for s in mine})
+        if deleted:
+            for p in list(state.files):
+                if p not in {s.path for s in mine}:
+                    state.forget(p)
+            state.flush()
+
+    if not (old_manifest.exists() and old_manifest.read_bytes() == raw):
+        _atomic_write(old_manifest, raw)
+    return SyncResult(
+        files=len(mine),
+        downloaded=downloaded,
+        skipped=len(mine) - downloaded,
+        deleted=deleted,
+        retried=worker.retried,
+        bytes=transferred,
+        total_bytes=sum(s.bytes for s in mine),
+        seconds=round(time.perf_counter() - t0, 4),
+        dest=str(dest),
+        source=source.uri,
+        rank=rank,
+        world_size=world_size,
+        dataset=manifest.dataset,
+        snapshot=manifest.snapshot,
+    )
+
+
+def _delete_unlisted(dest: Path, keep: set[str]) -> int:
+    """Remove files under DEST that this rank's selection does not list (``--delete``)."""
+    n = 0
+    for root, dirs, files in os.walk(dest, topdown=False):
+        for name in files:
+            p = Path(root, name)
+            rel = p.relative_to(dest).as_posix()
+            if rel in (MANIFEST_NAME, STATE_NAME) or rel in keep:
+                continue
+            p.unlink()
+            n += 1
+        for d in dirs:
+            with contextlib.suppress(OSError):
+                Path(root, d).rmdir()  # only empties
+    return n
+
+
+class _Progress:
+    """A rich bar with bytes/s and ETA on a terminal; a no-op otherwise."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled = enabled and total > 0
+        self._bar = None
+        self._task = None
+        self.total, self.label = total, label
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.label, total=self.total)
+        return self
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
