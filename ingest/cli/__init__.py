@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "ingest.cli.source_cmds",
     "ingest.cli.ops_cmds",
     "ingest.cli.snapshot_cmds",
+    "ingest.cli.sync_cmd",
 ]
 
 
