@@ -84,6 +84,15 @@ def dbt_args(
     return args
 
 
+def upstream_views_selector(select: str) -> str:
+    """The view models upstream of ``select`` (dbt selector syntax, space-separated unions)."""
+    parts = []
+    for sel in select.split():
+        base = sel.lstrip("+")
+        parts.append(f"+{base},config.materialized:view")
+    return " ".join(parts)
+
+
 def _reset_duckdb_env() -> None:
     """dbt-duckdb keeps one DuckDB per process; start each run from a fresh one."""
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
@@ -173,9 +182,14 @@ def run_dbt(
     os.environ[LAKE_ENV] = lake.uri  # only for profiles.yml rendering; the plugin uses ctx.lake
     _reset_duckdb_env()
     try:
-        res = dbtRunner(callbacks=callbacks).invoke(
-            dbt_args("build", target_dir=tmp, select=select, full_refresh=full_refresh)
-        )
+        runner = dbtRunner(callbacks=callbacks)
+        if select:
+            # the DuckDB views upstream of a partial selection (staging/intermediate) live only in
+            # this process's in-memory DuckDB: create them first (lake tables are already exposed)
+            pre = runner.invoke(dbt_args("run", target_dir=tmp, select=upstream_views_selector(select)))
+            if pre.exception is not None and pre.result is None:
+                raise IngestError(f"dbt could not run: {_one_line(pre.exception)}")
+        res = runner.invoke(dbt_args("build", target_dir=tmp, select=select, full_refresh=full_refresh))
     finally:
         _reset_duckdb_env()
         dbt_plugin.configure(None)
@@ -259,20 +273,33 @@ def run_transform(
     full_refresh: bool = False,
     progress: bool = False,
     source_versions: dict[str, int | str] | None = None,
+    snapshot: str | None = None,
 ) -> TransformResult:
     """dbt build (models + data/unit tests), then the Spark models; recorded in ``_meta.runs``.
 
+    ``source_versions`` (``{"bronze.events": 0}``) or ``snapshot`` (a snapshot name) pin the bronze
+    inputs; pinned runs are full refreshes, since incremental watermarks assume newer inputs.
     Raises ``TransformFailed`` (an ``IngestError``) naming the failing models/tests.
     """
     from ingest.runlog import track
 
     lake = Lake.from_settings(settings)
+    pins = dict(source_versions or {})
+    if snapshot:
+        from ingest.snapshots import get_snapshot
+
+        snap = get_snapshot(lake, snapshot)
+        pins.update({t: v for t, v in snap.tables.items() if t.startswith("bronze.")})
+        if not pins:
+            raise IngestError(f"snapshot {snapshot!r} pins no bronze table; it pins {', '.join(sorted(snap.tables)) or 'nothing'}")
+    if pins:
+        full_refresh = True
     t0 = time.monotonic()
     with track(lake, command="transform", source="dbt_project", target=select or "all") as run:
         try:
             result = run_dbt(
                 lake, select=select, full_refresh=full_refresh,
-                source_versions=source_versions, progress=progress,
+                source_versions=pins, progress=progress,
             )
         except TransformFailed as exc:
             run.details = exc.result.model_dump(mode="json")

@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "ingest.cli.ops_cmds",
     "ingest.cli.snapshot_cmds",
     "ingest.cli.sync_cmd",
+    "ingest.cli.transform_cmds",
 ]
 
 
