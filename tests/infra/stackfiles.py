@@ -1,0 +1,133 @@
+"""Readers for the stack files (docker-compose.yml, Dockerfile, env files, requirements.lock).
+
+They resolve a service's environment the way Compose does (env_file, then ``environment``,
+with ``${VAR:-default}`` interpolation), so tests check what a container would really see.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+from dotenv import dotenv_values
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+PROJECT_IMAGE_SERVICES = (
+    "minio-init",
+    "seed-sources",
+    "prefect-deploy",
+    "prefect-worker",
+    "spark-master",
+    "spark-worker",
+)
+
+_VAR = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def interpolate(value: str, shell: Mapping[str, str]) -> str:
+    """Compose's variable substitution: ${X}, ${X:-default}, ${X-default}, ${X:?err}, $X, $$."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group("name") or m.group("bare")
+        op, arg = m.group("op"), m.group("arg")
+        val = shell.get(name)
+        if op in (":-", ":?") and not val:
+            if op == ":?":
+                raise ValueError(f"compose requires ${name}: {arg}")
+            return arg
+        if op in ("-", "?") and val is None:
+            if op == "?":
+                raise ValueError(f"compose requires ${name}: {arg}")
+            return arg
+        return val or ""
+
+    return _VAR.sub(sub, value)
+
+
+def _interpolate_tree(node, shell: Mapping[str, str]):
+    if isinstance(node, str):
+        return interpolate(node, shell)
+    if isinstance(node, list):
+        return [_interpolate_tree(n, shell) for n in node]
+    if isinstance(node, dict):
+        return {k: _interpolate_tree(v, shell) for k, v in node.items()}
+    return node
+
+
+@dataclass
+class Compose:
+    raw: dict
+    shell: dict[str, str]
+
+    @property
+    def services(self) -> dict[str, dict]:
+        return _interpolate_tree(self.raw["services"], self.shell)
+
+    def service(self, name: str) -> dict:
+        return self.services[name]
+
+    def env(self, name: str) -> dict[str, str]:
+        """The container environment of a service: env_file values, overridden by ``environment``."""
+        svc = self.service(name)
+        env: dict[str, str] = {}
+        files = svc.get("env_file") or []
+        for f in [files] if isinstance(files, str) else files:
+            path = f if isinstance(f, str) else f["path"]
+            env.update({k: v or "" for k, v in dotenv_values(ROOT / path, interpolate=False).items()})
+        environment = svc.get("environment") or {}
+        if isinstance(environment, list):
+            environment = dict(item.split("=", 1) for item in environment)
+        env.update({k: "" if v is None else str(v) for k, v in environment.items()})
+        return env
+
+    def command(self, name: str) -> list[str]:
+        cmd = self.service(name).get("command")
+        return shlex.split(cmd) if isinstance(cmd, str) else list(cmd or [])
+
+
+def load_compose(shell: Mapping[str, str] | None = None) -> Compose:
+    return Compose(yaml.safe_load(COMPOSE_FILE.read_text()), dict(shell or {}))
+
+
+def lock_versions() -> dict[str, str]:
+    """Package -> pinned version from requirements.lock."""
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;]+)", line)
+        if m:
+            pins[re.sub(r"\[.*\]", "", m.group(1)).lower().replace("_", "-")] = m.group(2)
+    return pins
+
+
+@dataclass
+class Instruction:
+    op: str
+    args: str
+
+
+def dockerfile_instructions(path: Path = DOCKERFILE) -> list[Instruction]:
+    """Dockerfile instructions with continuation lines joined and comments dropped."""
+    out: list[Instruction] = []
+    buf = ""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not buf and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            buf += stripped[:-1] + " "
+            continue
+        buf += stripped
+        op, _, args = buf.partition(" ")
+        out.append(Instruction(op.upper(), args.strip()))
+        buf = ""
+    return out
