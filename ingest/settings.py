@@ -23,6 +23,19 @@ CONFIG_FILE_ENV = "LAKEHOUSE_CONFIG"
 DEFAULT_CONFIG_FILE = "lakehouse.yaml"
 
 
+def check_spark_master(master: str) -> str:
+    """A Spark master URL (local, local[N], spark://, k8s://, yarn) or ValueError with the fix."""
+    if not (
+        re.fullmatch(r"local(\[(\d+|\*)(,\d+)?\])?", master)
+        or master.startswith(("spark://", "k8s://"))
+        or master == "yarn"
+    ):
+        raise ValueError(
+            f"spark_master {master!r} is not a Spark master URL: use local[N], spark://HOST:PORT or k8s://..."
+        )
+    return master
+
+
 class S3Settings(BaseModel):
     """S3-compatible object storage, configured by the standard AWS variables."""
 
@@ -135,11 +148,7 @@ class Settings(BaseSettings):
     @field_validator("spark_master")
     @classmethod
     def _spark_master(cls, v: str) -> str:
-        if not (re.fullmatch(r"local(\[(\d+|\*)(,\d+)?\])?", v) or v.startswith(("spark://", "k8s://")) or v == "yarn"):
-            raise ValueError(
-                f"spark_master {v!r} is not a Spark master URL: use local[N], spark://HOST:PORT or k8s://..."
-            )
-        return v
+        return check_spark_master(v)
 
     @classmethod
     def settings_customise_sources(

@@ -151,9 +151,13 @@ def _weed_binary() -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """SeaweedFS master+volume+filer+S3 in one process; every port named, all on 127.0.0.1."""
-    base = tmp_path_factory.mktemp("seaweedfs")
+def s3_server() -> Iterator[S3Server]:
+    """SeaweedFS master+volume+filer+S3 in one process; every port named, all on 127.0.0.1.
+
+    Its data lives in our own temp dir (not pytest's basetemp, which a concurrent pytest run
+    may rotate away under a running server).
+    """
+    base = Path(tempfile.mkdtemp(prefix="lakehouse-weed-"))
     data = base / "data"
     data.mkdir()
     access_key, secret_key = "lakehouse-test", "s3cr3t-" + uuid.uuid4().hex
@@ -215,6 +219,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         _stop(proc)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

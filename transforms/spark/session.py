@@ -62,7 +62,7 @@ def build_spark(
     from delta.pip_utils import configure_spark_with_delta_pip
     from pyspark.sql import SparkSession
 
-    from ingest.settings import Settings
+    from ingest.settings import Settings, check_spark_master
 
     if isinstance(settings_or_lake, Settings):
         lake = Lake.from_settings(settings_or_lake)
@@ -74,10 +74,7 @@ def build_spark(
             f"build_spark needs Settings or a Lake, got {type(settings_or_lake).__name__}"
         )
     master = master or DEFAULT_MASTER
-    if not master.startswith(("local", "spark://", "k8s://", "yarn")):
-        raise ValueError(
-            f"spark master {master!r} is not a Spark master URL: use local[N], spark://HOST:PORT or k8s://..."
-        )
+    check_spark_master(master)
     conf, packages = spark_session_conf(lake, s3a=s3a, extra_conf=extra_conf)
     ivy_dir().mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.master(master).appName(app_name)
