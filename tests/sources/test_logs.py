@@ -1,0 +1,159 @@
+"""ingest logs: JSON lines and regex text, gzip, resume by offset, quarantine, drift, exactly-once."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from ingest.lake import Lake
+from ingest.sources.logs import ingest_logs
+from tests.sources.conftest import kill_after_commits, read, run_json, sorted_rows, spawn_cli
+
+KEY = ["event_id", "_source_file", "_source_line"]
+
+
+def _events(n: int, start: int = 0) -> str:
+    return "".join(
+        json.dumps({"event_id": f"e{i}", "ts": "2026-11-01T10:00:00Z", "user_id": i % 7, "event_type": "view", "photo_id": i})
+        + "\n"
+        for i in range(start, start + n)
+    )
+
+
+def test_sample_logs_load_once(local_lake: Lake, sample) -> None:
+    first = ingest_logs(local_lake, str(sample.logs))
+    assert first.rows_written > 100
+    assert first.rows_quarantined == 1  # the malformed line
+    assert first.skipped == 0
+    again = ingest_logs(local_lake, str(sample.logs))
+    assert (again.rows_written, again.rows_quarantined, again.skipped) == (0, 0, 3)
+    assert again.bytes_read == 0  # files already loaded are not read again
+    rows = read(local_lake, "bronze.events")
+    assert len(rows) == first.rows_written == len({r["event_id"] for r in rows})
+    # the .gz file was read too; timestamps are UTC
+    assert any(r["_source_file"].endswith(".jsonl.gz") for r in rows)
+    assert str(rows[0]["ts"].tzinfo) == "UTC"
+    q = read(local_lake, "bronze.events_quarantine")
+    assert len(q) == 1 and q[0]["source_ref"] == "line 6" and q[0]["raw"].startswith(b'{"event_id": "broken"')
+    assert "malformed JSON" in q[0]["reason"]
+
+
+def test_grown_file_is_read_from_last_offset(local_lake: Lake, tmp_path: Path) -> None:
+    f = tmp_path / "logs" / "app.jsonl"
+    f.parent.mkdir()
+    f.write_text(_events(10) + '{"event_id": "e10", "ts"')  # last line still being written
+    r1 = ingest_logs(local_lake, str(f.parent))
+    assert r1.rows_written == 10 and r1.rows_quarantined == 0
+    with f.open("a") as fh:
+        fh.write(': "2026-11-01T11:00:00Z", "user_id": 1, "event_type": "like", "photo_id": 3}\n' + _events(5, 11))
+    r2 = ingest_logs(local_lake, str(f.parent))
+    assert r2.rows_written == 6 and r2.skipped == 0
+    assert r2.bytes_read == f.stat().st_size - (len(_events(10).encode()))  # only the new bytes
+    rows = sorted(read(local_lake, "bronze.events", ["event_id", "_source_line"]), key=lambda r: r["_source_line"])
+    assert [r["_source_line"] for r in rows] == list(range(1, 17))
+    assert [r["event_id"] for r in rows] == [f"e{i}" for i in range(16)]
+
+
+def test_gzip_and_text_pattern(local_lake: Lake, tmp_path: Path) -> None:
+    d = tmp_path / "txt"
+    d.mkdir()
+    lines = "2026-11-01T10:00:00Z INFO started\n2026-11-01T10:00:01Z WARN slow disk\ngarbage line\n"
+    with gzip.open(d / "app.log.gz", "wt") as fh:
+        fh.write(lines)
+    pattern = r"^(?P<ts>\S+) (?P<level>[A-Z]+) (?P<message>.*)$"
+    res = ingest_logs(local_lake, str(d), table="bronze.applog", format="text", pattern=pattern)
+    assert (res.rows_written, res.rows_quarantined) == (2, 1)
+    rows = sorted(read(local_lake, "bronze.applog", ["level", "message"]), key=lambda r: r["level"])
+    assert rows == [{"level": "INFO", "message": "started"}, {"level": "WARN", "message": "slow disk"}]
+    q = read(local_lake, "bronze.applog_quarantine")
+    assert q[0]["raw"] == b"garbage line" and q[0]["source_ref"] == "line 3"
+    again = ingest_logs(local_lake, str(d), table="bronze.applog", format="text", pattern=pattern)
+    assert (again.rows_written, again.rows_quarantined, again.skipped) == (0, 0, 1)
+
+
+def test_schema_drift_adds_columns_and_quarantines_type_changes(local_lake: Lake, tmp_path: Path) -> None:
+    d = tmp_path / "drift"
+    d.mkdir()
+    (d / "a.jsonl").write_text(_events(3))
+    ingest_logs(local_lake, str(d))
+    (d / "b.jsonl").write_text(
+        json.dumps({"event_id": "n1", "user_id": 1, "device": "ios"}) + "\n"  # new column
+        + json.dumps({"event_id": "n2", "user_id": "not-a-number"}) + "\n"  # type change
+        + json.dumps({"event_id": "n3", "user_id": 2**40}) + "\n"  # still fits int64
+    )
+    res = ingest_logs(local_lake, str(d))
+    assert (res.rows_written, res.rows_quarantined, res.skipped) == (2, 1, 1)
+    dt = local_lake.delta_table("bronze.events")
+    import pyarrow as pa
+
+    schema = pa.schema(dt.schema().to_arrow())
+    assert "device" in schema.names
+    assert str(schema.field("user_id").type) == "int64"
+    by_id = {r["event_id"]: r for r in read(local_lake, "bronze.events")}
+    assert by_id["n1"]["device"] == "ios" and by_id["e0"]["device"] is None
+    assert by_id["n3"]["user_id"] == 2**40
+    q = read(local_lake, "bronze.events_quarantine")
+    assert len(q) == 1 and "user_id" in q[0]["reason"] and b"not-a-number" in q[0]["raw"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kill_at", [2, 7])
+def test_killed_run_then_rerun_equals_one_clean_run(tmp_path: Path, kill_at: int) -> None:
+    src = tmp_path / "logs"
+    src.mkdir()
+    (src / "a.jsonl").write_text(_events(400) + "{broken\n" + _events(100, 400))
+    with gzip.open(src / "b.jsonl.gz", "wt") as fh:
+        fh.write(_events(300, 1000))
+    clean = Lake(str(tmp_path / "clean"))
+    run_json(clean, "logs", str(src))
+    lake = Lake(str(tmp_path / "killed"))
+    proc = spawn_cli(lake, "logs", str(src), INGEST_LOG_BATCH_LINES="25")
+    assert kill_after_commits(proc, lake, "bronze.events", kill_at), "the run finished before it could be killed"
+    assert len(read(lake, "bronze.events", ["event_id"])) < 800
+    out = run_json(lake, "logs", str(src), INGEST_LOG_BATCH_LINES="25")
+    assert out["rows_written"] > 0
+    assert sorted_rows(lake, "bronze.events", KEY) == sorted_rows(clean, "bronze.events", KEY)
+    assert len(read(lake, "bronze.events_quarantine")) == len(read(clean, "bronze.events_quarantine")) == 1
+    again = run_json(lake, "logs", str(src))
+    assert (again["rows_written"], again["rows_quarantined"], again["skipped"]) == (0, 0, 2)
+
+
+@pytest.mark.integration
+def test_concurrent_ingests_into_one_table(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "x.jsonl").write_text(_events(300))
+    (b / "y.jsonl").write_text(_events(300, 300))
+    lake = Lake(str(tmp_path / "lake"))
+    env = {"INGEST_LOG_BATCH_LINES": "20"}
+    procs = [spawn_cli(lake, "logs", str(p), **env) for p in (a, b, a, b)]  # same sources twice, at once
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    rows = read(lake, "bronze.events", ["event_id"])
+    assert len(rows) == 600 and len({r["event_id"] for r in rows}) == 600
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_logs_from_s3_into_s3_lake(s3_server, s3_lake: Lake, sample) -> None:
+    bucket = s3_server.make_bucket()
+    client = s3_server.client()
+    for p in sorted(sample.logs.iterdir()):
+        client.upload_file(str(p), bucket, f"raw/logs/{p.name}")
+    res = ingest_logs(s3_lake, f"s3://{bucket}/raw/logs")
+    assert res.rows_written > 100 and res.rows_quarantined == 1
+    local = Lake(str(sample.root / "lake-local"))
+    ref = ingest_logs(local, str(sample.logs))
+    assert res.rows_written == ref.rows_written
+    again = ingest_logs(s3_lake, f"s3://{bucket}/raw/logs")
+    assert (again.rows_written, again.skipped) == (0, 3)
+    # a file that grew on S3 is read from the last offset
+    key = "raw/logs/events-2026-11-01.jsonl"
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=bucket, Key=key, Body=body + _events(4, 9000).encode())
+    grown = ingest_logs(s3_lake, f"s3://{bucket}/raw/logs")
+    assert (grown.rows_written, grown.skipped, grown.bytes_read) == (4, 2, len(_events(4, 9000).encode()))
