@@ -694,7 +694,9 @@ def sync_shards(
                 if f.cancelled():
                     continue
                 exc = f.exception()
-                if exc is not None and not isinstance(exc, _Cancelled):
+                if isinstance(exc, _Cancelled):
+                    continue
+                if exc is not None:
                     raise exc
                 n = f.result()
                 if n < 0:

@@ -1,0 +1,542 @@
+"""`ingest sync`: each guarantee of issue #6, against a local source and SeaweedFS S3.
+
+Shard sets here are random-bytes files plus a manifest (the format `ingest shards` writes), so
+these tests do not depend on the shard builder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ingest import sync as sync_mod
+from ingest.errors import ConfigError, SourceError
+from ingest.lake import Lake
+from ingest.sync import (
+    MANIFEST_NAME,
+    STATE_NAME,
+    TMP_SUFFIX,
+    ShardEntry,
+    SyncError,
+    assign_ranks,
+    resolve_rank,
+    safe_relpath,
+    sync_shards,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+INGEST = str(Path(sys.executable).parent / "ingest")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def make_shard_set(
+    root: Path,
+    sizes: list[int],
+    *,
+    splits: list[str] | None = None,
+    seed: int = 0,
+    extra: list[dict] | None = None,
+) -> dict:
+    """Write ``len(sizes)`` random shards under ``root/<split>/`` and a manifest; return it."""
+    import random
+
+    rnd = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for i, size in enumerate(sizes):
+        split = (splits or ["train"])[i % len(splits or ["train"])]
+        rel = f"{split}/shard-{i:05d}.tar"
+        data = rnd.randbytes(size)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        shards.append(
+            {"path": rel, "bytes": size, "sha256": hashlib.sha256(data).hexdigest(), "split": split, "samples": 10}
+        )
+    manifest = {
+        "dataset": "ds",
+        "snapshot": "snap1",
+        "format": "webdataset",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "tables": {"gold.photo_features": 3},
+        "source_runs": [],
+        "code_version": "test",
+        "shards": shards + (extra or []),
+    }
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return manifest
+
+
+def upload_dir(client, bucket: str, prefix: str, root: Path) -> None:
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            client.put_object(Bucket=bucket, Key=f"{prefix}/{p.relative_to(root).as_posix()}", Body=p.read_bytes())
+
+
+def listed(dest: Path) -> set[str]:
+    """Files in DEST that look complete (not hidden bookkeeping)."""
+    return {
+        p.relative_to(dest).as_posix()
+        for p in dest.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def assert_verified(dest: Path, manifest: dict, paths: set[str]) -> None:
+    by_path = {s["path"]: s for s in manifest["shards"]}
+    for rel in paths:
+        data = (dest / rel).read_bytes()
+        assert len(data) == by_path[rel]["bytes"], rel
+        assert hashlib.sha256(data).hexdigest() == by_path[rel]["sha256"], rel
+
+
+class CountingOpens:
+    """Counts source opens per shard path (a download = one open)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counts: Counter[str] = Counter()
+        for cls in (sync_mod.LocalSource, sync_mod.S3Source):
+            orig = cls.open
+
+            def wrapped(self_, path, _orig=orig):
+                self.counts[path] += 1
+                return _orig(self_, path)
+
+            monkeypatch.setattr(cls, "open", wrapped)
+
+
+def no_rehash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*a, **k):
+        raise AssertionError("a local file was re-read for hashing")
+
+    monkeypatch.setattr(sync_mod, "_hash_file", boom)
+
+
+SIZES = [300_000, 1_500_000, 70_000, 2_200_000, 1, 0, 900_000, 1_048_576, 640_000, 123_457]
+
+
+# ---------------------------------------------------------------------------------------------
+# planning (fast unit tests)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 7, 12, 15])
+def test_rank_subsets_are_disjoint_complete_and_balanced_by_bytes(world: int) -> None:
+    import random
+
+    rnd = random.Random(world)
+    shards = [
+        ShardEntry(path=f"s/{i}.tar", bytes=rnd.choice([1, 10, 1000, rnd.randint(0, 10**6)]), sha256="0" * 64)
+        for i in range(37)
+    ]
+    parts = assign_ranks(shards, world)
+    assert len(parts) == world
+    paths = [s.path for part in parts for s in part]
+    assert sorted(paths) == sorted(s.path for s in shards)  # union is the whole set
+    assert len(paths) == len(set(paths))  # disjoint
+    loads = [sum(s.bytes for s in part) for part in parts]
+    assert max(loads) - min(loads) <= max(s.bytes for s in shards)
+    assert assign_ranks(list(reversed(shards)), world) == parts  # every rank computes the same split
+
+
+def test_rank_defaults_come_from_launcher_variables() -> None:
+    assert resolve_rank(None, None, {}) == (0, 1)
+    assert resolve_rank(None, None, {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == (3, 8)
+    assert resolve_rank(None, None, {"NODE_RANK": "1", "NNODES": "2"}) == (1, 2)
+    assert resolve_rank(None, None, {"SLURM_PROCID": "5", "SLURM_NTASKS": "6"}) == (5, 6)
+    assert resolve_rank(1, 2, {"RANK": "3", "WORLD_SIZE": "8"}) == (1, 2)  # flags win
+    with pytest.raises(ConfigError, match="not in"):
+        resolve_rank(None, None, {"RANK": "8", "WORLD_SIZE": "8"})
+    with pytest.raises(ConfigError, match="without --world-size"):
+        resolve_rank(2, None, {})
+    with pytest.raises(ConfigError, match="not integers"):
+        resolve_rank(None, None, {"RANK": "x", "WORLD_SIZE": "2"})
+
+
+@pytest.mark.parametrize(
+    "bad", ["/etc/passwd", "../escape.tar", "train/../../x", "a//b", "./a", "C:/x", "a\\b", MANIFEST_NAME, STATE_NAME, ""]
+)
+def test_unsafe_manifest_paths_are_refused(bad: str, tmp_path: Path) -> None:
+    with pytest.raises(SyncError, match="unsafe shard path"):
+        safe_relpath(bad, tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["/abs/shard.tar", "../outside.tar", "train/../../outside.tar", "link/shard.tar"])
+def test_unsafe_path_refused_before_anything_is_written(bad: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    manifest = make_shard_set(src, [1000, 2000])
+    manifest["shards"].append({"path": bad, "bytes": 3, "sha256": hashlib.sha256(b"abc").hexdigest()})
+    (src / MANIFEST_NAME).write_text(json.dumps(manifest))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "link").symlink_to(tmp_path / "elsewhere")  # a symlink out of DEST
+    before = sorted(p.name for p in dest.iterdir())
+    with pytest.raises(SyncError, match="unsafe shard path"):
+        sync_shards(str(src), dest)
+    assert sorted(p.name for p in dest.iterdir()) == before
+    assert not (tmp_path / "outside.tar").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_free_space_is_checked_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    make_shard_set(src, [400_000, 500_000])
+    import shutil
+
+    monkeypatch.setattr(sync_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    dest = tmp_path / "dest"
+    with pytest.raises(SyncError, match="not enough disk space"):
+        sync_shards(str(src), dest)
+    assert not dest.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# local source
+# ---------------------------------------------------------------------------------------------
+def test_local_sync_stages_every_shard_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    manifest = make_shard_set(src, SIZES, splits=["train", "val"])
+    opens = CountingOpens(monkeypatch)
+    no_rehash(monkeypatch)  # verification happens while streaming: no second read
+
+    res = sync_shards(str(src), dest, workers=3)
+
+    paths = {s["path"] for s in manifest["shards"]}
+    assert listed(dest) == paths | {MANIFEST_NAME}
+    assert_verified(dest, manifest, paths)
+    assert (dest / MANIFEST_NAME).read_bytes() == (src / MANIFEST_NAME).read_bytes()
+    assert set(opens.counts) == paths and set(opens.counts.values()) == {1}
+    assert (res.files, res.downloaded, res.skipped, res.bytes) == (len(SIZES), len(SIZES), 0, sum(SIZES))
+    assert not list(dest.rglob(f"*{TMP_SUFFIX}"))
+    state = json.loads((dest / STATE_NAME).read_text())["files"]
+    assert set(state) == paths
+
+
+def test_split_filter_and_ranks_partition_the_set(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    manifest = make_shard_set(src, SIZES, splits=["train", "val", "test"])
+    train_val = {s["path"] for s in manifest["shards"] if s["split"] in ("train", "val")}
+    got: list[set[str]] = []
+    for r in range(3):
+        dest = tmp_path / f"rank{r}"
+        res = sync_shards(str(src), dest, rank=r, world_size=3, splits=["train", "val"])
+        files = listed(dest) - {MANIFEST_NAME}
+        assert res.files == len(files) and res.rank == r and res.world_size == 3
+        assert_verified(dest, manifest, files)
+        got.append(files)
+    assert set().union(*got) == train_val
+    assert sum(len(g) for g in got) == len(train_val)
+    with pytest.raises(ConfigError, match="split.*holdout"):
+        sync_shards(str(src), tmp_path / "x", splits=["holdout"])
+
+
+def test_launcher_environment_picks_the_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    manifest = make_shard_set(src, SIZES)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    res = sync_shards(str(src), tmp_path / "d")
+    expected = assign_ranks([ShardEntry(**s) for s in manifest["shards"]], 2)[1]
+    assert (res.rank, res.world_size) == (1, 2)
+    assert listed(tmp_path / "d") - {MANIFEST_NAME} == {s.path for s in expected}
+
+
+def test_checksum_mismatch_is_retried_then_fails_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    manifest = make_shard_set(src, [50_000, 60_000, 70_000])
+    bad = manifest["shards"][1]["path"]
+    (src / bad).write_bytes(b"\0" * 60_000)  # same size, different content
+    opens = CountingOpens(monkeypatch)
+    monkeypatch.setattr(sync_mod.time, "sleep", lambda s: None)
+    with pytest.raises(SyncError, match=f"shard {bad} failed verification after 3 attempts.*sha256"):
+        sync_shards(str(src), dest, workers=1)
+    assert opens.counts[bad] == sync_mod.ATTEMPTS
+    assert not (dest / bad).exists()  # never renamed into place
+    assert not list(dest.rglob(f"*{TMP_SUFFIX}"))
+    assert not (dest / MANIFEST_NAME).exists()  # an incomplete DEST has no manifest vouching for it
+
+
+def test_transient_corruption_is_retried_and_succeeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    manifest = make_shard_set(src, [200_000, 300_000])
+    target = manifest["shards"][1]["path"]
+    orig = sync_mod.LocalSource.open
+    flipped: list[str] = []
+
+    class Flip:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def readinto(self, buf):
+            n = self.inner.readinto(buf)
+            if n:
+                buf[0] ^= 0xFF
+            return n
+
+        def close(self):
+            self.inner.close()
+
+    def flaky(self, path):
+        stream, length = orig(self, path)
+        if path == target and not flipped:
+            flipped.append(path)
+            return Flip(stream), length
+        return stream, length
+
+    monkeypatch.setattr(sync_mod.LocalSource, "open", flaky)
+    monkeypatch.setattr(sync_mod.time, "sleep", lambda s: None)
+    res = sync_shards(str(src), dest)
+    assert flipped == [target] and res.retried == 1 and res.downloaded == 2
+    assert_verified(dest, manifest, {target})
+
+
+def test_resync_of_complete_dest_transfers_nothing_and_rehashes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    make_shard_set(src, SIZES)
+    sync_shards(str(src), dest)
+    opens = CountingOpens(monkeypatch)
+    no_rehash(monkeypatch)
+    res = sync_shards(str(src), dest)
+    assert (res.downloaded, res.skipped, res.bytes) == (0, len(SIZES), 0)
+    assert not opens.counts
+
+
+def test_resync_repairs_only_what_is_missing_or_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    manifest = make_shard_set(src, SIZES)
+    sync_shards(str(src), dest)
+    paths = [s["path"] for s in manifest["shards"]]
+    missing, truncated, flipped, sneaky = paths[0], paths[1], paths[3], paths[6]
+    (dest / missing).unlink()
+    (dest / truncated).write_bytes((dest / truncated).read_bytes()[:-10])
+    data = bytearray((dest / flipped).read_bytes())
+    data[5] ^= 1
+    (dest / flipped).write_bytes(bytes(data))  # same size, new mtime -> re-hashed, re-downloaded
+    st = os.stat(dest / sneaky)
+    data = bytearray((dest / sneaky).read_bytes())
+    data[7] ^= 1
+    (dest / sneaky).write_bytes(bytes(data))
+    os.utime(dest / sneaky, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime: trusted
+
+    opens = CountingOpens(monkeypatch)
+    res = sync_shards(str(src), dest)
+    assert set(opens.counts) == {missing, truncated, flipped}
+    assert res.downloaded == 3 and res.skipped == len(SIZES) - 3
+    assert_verified(dest, manifest, set(paths) - {sneaky})
+
+    opens.counts.clear()
+    res = sync_shards(str(src), dest, verify_local=True)  # --verify-local re-hashes everything
+    assert set(opens.counts) == {sneaky} and res.downloaded == 1
+    assert_verified(dest, manifest, set(paths))
+
+
+def test_rename_without_state_record_is_rehashed_not_redownloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    make_shard_set(src, SIZES)
+    sync_shards(str(src), dest)
+    (dest / STATE_NAME).unlink()  # killed after the renames, before the state flush
+    opens = CountingOpens(monkeypatch)
+    res = sync_shards(str(src), dest)
+    assert not opens.counts and res.downloaded == 0 and res.skipped == len(SIZES)
+    assert set(json.loads((dest / STATE_NAME).read_text())["files"]) == {p for p in listed(dest) if p != MANIFEST_NAME}
+
+
+def test_stale_files_are_kept_unless_delete(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    manifest = make_shard_set(src, SIZES)
+    sync_shards(str(src), dest)
+    (dest / "train" / "old-shard.tar").write_bytes(b"old")
+    (dest / "notes.txt").write_text("mine")
+    res = sync_shards(str(src), dest)
+    assert (dest / "train" / "old-shard.tar").exists() and res.deleted == 0
+    res = sync_shards(str(src), dest, rank=0, world_size=2, delete=True)
+    expected = {s.path for s in assign_ranks([ShardEntry(**s) for s in manifest["shards"]], 2)[0]}
+    assert listed(dest) == expected | {MANIFEST_NAME}
+    assert res.deleted == 2 + len(SIZES) - len(expected)
+
+
+def test_changed_manifest_replaces_dest_manifest_only_at_the_end(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    make_shard_set(src, [1000, 2000], seed=1)
+    sync_shards(str(src), dest)
+    manifest2 = make_shard_set(src, [1000, 2000, 3000], seed=2)
+    bad = manifest2["shards"][2]["path"]
+    (src / bad).write_bytes(b"x" * 3000)
+    with pytest.raises(SyncError):
+        sync_shards(str(src), dest)
+    assert not (dest / MANIFEST_NAME).exists()  # the old manifest no longer vouches for DEST
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from ingest import sync as m
+    orig = m.LocalSource.open
+    state = {"bytes": 0}
+    class Killer:
+        def __init__(self, inner): self.inner = inner
+        def readinto(self, buf):
+            n = self.inner.readinto(buf)
+            state["bytes"] += n
+            if state["bytes"] > int(sys.argv[3]):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return n
+        def close(self): self.inner.close()
+    m.LocalSource.open = lambda self, p: (lambda s, l: (Killer(s), l))(*orig(self, p))
+    m.sync_shards(sys.argv[1], sys.argv[2], workers=1)
+    """
+)
+
+
+def test_killed_sync_leaves_nothing_that_looks_complete_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    sizes = [3 * 2**20 + 11] * 6
+    manifest = make_shard_set(src, sizes)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_SCRIPT, str(src), str(dest), str(int(3.5 * 2**20) * 2)],
+        capture_output=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    done = listed(dest)
+    assert MANIFEST_NAME not in done
+    assert 1 <= len(done) < len(sizes)
+    assert_verified(dest, manifest, done)  # everything under a final name is complete
+    assert list(dest.rglob(f"*{TMP_SUFFIX}"))  # the partial file is hidden under a temp name
+
+    opens = CountingOpens(monkeypatch)
+    res = sync_shards(str(src), dest)
+    assert set(opens.counts) == {s["path"] for s in manifest["shards"]} - done
+    assert res.downloaded == len(sizes) - len(done) and res.skipped == len(done)
+    assert_verified(dest, manifest, listed(dest) - {MANIFEST_NAME})
+    assert not list(dest.rglob(f"*{TMP_SUFFIX}"))
+
+
+def test_lake_relative_source_on_a_local_lake(local_lake: Lake, tmp_path: Path) -> None:
+    manifest = make_shard_set(Path(local_lake.path("shards", "ds", "snap1")), SIZES[:4])
+    res = sync_shards("shards/ds/snap1", tmp_path / "d", lake=local_lake)
+    assert res.downloaded == 4
+    assert_verified(tmp_path / "d", manifest, {s["path"] for s in manifest["shards"]})
+
+
+def test_missing_manifest_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="no manifest.json"):
+        sync_shards(str(tmp_path), tmp_path / "d")
+
+
+def test_cli_json_output_is_quiet_and_complete(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_shard_set(src, SIZES[:3])
+    out = subprocess.run(
+        [INGEST, "--lake", str(tmp_path / "lake"), "--json", "sync", f"./{src.relative_to(tmp_path)}", "d", "--workers", "2"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert {"files", "downloaded", "skipped", "bytes", "seconds"} <= set(payload)
+    assert payload["downloaded"] == 3 and payload["bytes"] == sum(SIZES[:3])
+    assert out.stderr == ""
+    bad = subprocess.run([INGEST, "sync", str(tmp_path / "nope"), "d"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and bad.stderr.startswith("error: no manifest.json") and bad.stderr.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# SeaweedFS S3
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sync_bucket(s3_server) -> str:
+    """One bucket for this module (each SeaweedFS bucket reserves volumes; the server has few)."""
+    return s3_server.make_bucket()
+
+
+@pytest.fixture
+def s3_shards(s3_server, sync_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Lake, str, dict, Path]:
+    """A shard set uploaded under a fresh lake's shards/ds/snap1 on SeaweedFS (signed access)."""
+    import uuid
+
+    for var in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    lake = Lake(f"s3://{sync_bucket}/lake-{uuid.uuid4().hex[:8]}", s3=s3_server.s3_settings())
+    local = tmp_path / "shardset"
+    manifest = make_shard_set(local, SIZES, splits=["train", "val"])
+    upload_dir(s3_server.client(), sync_bucket, lake.key("shards", "ds", "snap1"), local)
+    return lake, lake.path("shards", "ds", "snap1") + "/", manifest, local
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_s3_sync_verified_resumable_and_ranked(s3_shards, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lake, uri, manifest, _ = s3_shards
+    paths = {s["path"] for s in manifest["shards"]}
+    opens = CountingOpens(monkeypatch)
+    no_rehash(monkeypatch)
+    dest = tmp_path / "dest"
+    res = sync_shards(uri, dest, lake=lake, workers=4)
+    assert listed(dest) == paths | {MANIFEST_NAME} and res.downloaded == len(paths)
+    assert set(opens.counts.values()) == {1}
+    assert_verified(dest, manifest, paths)
+
+    opens.counts.clear()
+    res = sync_shards(uri, dest, lake=lake)
+    assert res.downloaded == 0 and res.bytes == 0 and not opens.counts
+
+    victim = sorted(paths)[2]
+    (dest / victim).unlink()
+    res = sync_shards(uri, dest, lake=lake)
+    assert set(opens.counts) == {victim} and res.downloaded == 1
+
+    # lake-relative SRC, two ranks
+    got = []
+    for r in range(2):
+        d = tmp_path / f"r{r}"
+        sync_shards("shards/ds/snap1", d, lake=lake, rank=r, world_size=2, splits=["train"])
+        got.append(listed(d) - {MANIFEST_NAME})
+        assert_verified(d, manifest, got[-1])
+    assert got[0].isdisjoint(got[1])
+    assert got[0] | got[1] == {s["path"] for s in manifest["shards"] if s["split"] == "train"}
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_s3_mismatch_and_missing_object_name_the_file(s3_server, s3_shards, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lake, uri, manifest, _ = s3_shards
+    monkeypatch.setattr(sync_mod.time, "sleep", lambda s: None)
+    c = s3_server.client()
+    bad = manifest["shards"][3]
+    c.put_object(Bucket=lake.location.bucket, Key=lake.key("shards", "ds", "snap1", bad["path"]), Body=b"\1" * bad["bytes"])
+    with pytest.raises(SyncError, match=f"shard {bad['path']} failed verification after 3 attempts"):
+        sync_shards(uri, tmp_path / "d", lake=lake)
+    assert not (tmp_path / "d" / bad["path"]).exists()
+
+    gone = manifest["shards"][0]
+    c.delete_object(Bucket=lake.location.bucket, Key=lake.key("shards", "ds", "snap1", gone["path"]))
+    with pytest.raises(SyncError, match=f"{gone['path']} not found"):
+        sync_shards(uri, tmp_path / "d2", lake=lake, rank=0, world_size=1)
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_s3_credentials_never_appear_in_output(s3_server, s3_shards, tmp_path: Path) -> None:
+    lake, uri, manifest, _ = s3_shards
+    env = {**os.environ, **s3_server.env()}
+    ok = subprocess.run([INGEST, "--json", "sync", uri, str(tmp_path / "d")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["downloaded"] == len(manifest["shards"])
+    denied = subprocess.run(
+        [INGEST, "sync", uri, str(tmp_path / "d3")],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={**env, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key + "-wrong"},
+    )
+    assert denied.returncode != 0
+    assert "AWS_SECRET_ACCESS_KEY" in denied.stderr or "access denied" in denied.stderr.lower()
+    for out in (ok.stdout, ok.stderr, denied.stdout, denied.stderr):
+        assert s3_server.secret_key not in out and s3_server.access_key not in out and "X-Amz-Signature" not in out
