@@ -207,3 +207,20 @@ def test_cli_shards_build_json(local_lake: Lake) -> None:
     payload = json.loads(out.output)
     assert payload["samples"] == 10 and payload["manifest"]["snapshot"] == "snap-c"
     assert Path(payload["uri"], "manifest.json").exists()
+
+
+def test_fast_tar_header_matches_tarfile_and_views_are_exact() -> None:
+    import tarfile as tf
+
+    from transforms.shards.formats import _binary_views, _ustar_header
+
+    for name, size, mtime in [("a.json", 5, 0), ("x" * 100, 10**9, 1_700_000_000), ("k%2E.jpg", 0, 123)]:
+        ti = tf.TarInfo(name)
+        ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, mtime, 0o644, 0, 0, "", ""
+        assert _ustar_header(name, size, mtime) == ti.tobuf(tf.PAX_FORMAT, "utf-8", "surrogateescape")
+    assert _ustar_header("ü.json", 1, 0) is None and _ustar_header("y" * 101, 1, 0) is None
+    values = [b"abc", None, b"", b"\x00\xff" * 3, b"z"]
+    for typ in (pa.binary(), pa.large_binary()):
+        arr = pa.chunked_array([pa.array(values, typ).slice(1), pa.array(values, typ)])
+        got = [None if v is None else bytes(v) for v in _binary_views(arr)]
+        assert got == values[1:] + values

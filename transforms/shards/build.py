@@ -106,13 +106,7 @@ def nullable_columns(table: pa.Table) -> set[str]:
 
 
 def sample_infos(spec: ShardSpec, table: pa.Table, splits, seed: int) -> list[SampleInfo]:
-    from transforms.shards.formats import iter_rows
-
-    out = []
-    for row in iter_rows(table):
-        k = key_text(row[spec.key])
-        out.append(SampleInfo(k, split_of(k, splits), order_of(k, seed), spec.sample_size(row)))
-    return out
+    return [SampleInfo(k, split_of(k, splits), order_of(k, seed), size) for k, size in spec.sample_sizes(table)]
 
 
 def write_mds_index(fs, root: str, spec: ShardSpec, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -182,6 +176,7 @@ def write_one(fs, root_fs_path: str, spec: ShardSpec, plan: ShardPlan, rows: pa.
     with fs.open_output_stream(f"{root_fs_path}/{rel}") as stream:
         hw = HashingWriter(stream)
         n = write_shard_rows(spec, rows, hw)
+        hw.close()
     return {"path": rel, "split": plan.split, "samples": n, "bytes": hw.bytes, "sha256": hw.sha.hexdigest()}
 
 

@@ -48,7 +48,12 @@ def sniff_ext(data: bytes | None) -> str:
     return "bin"
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def jsonable(value: Any) -> Any:
+    if isinstance(value, _PLAIN):
+        return value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, (date, time)):
@@ -88,6 +93,26 @@ def _mds_encoding(t: pa.DataType, nullable: bool) -> str:
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return "str"
     return "json"
+
+
+def _ustar_header(name: str, size: int, mtime: int) -> bytes | None:
+    """The same 512 bytes ``tarfile`` writes for a short ASCII name, ~20x faster; None otherwise."""
+    try:
+        raw = name.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if len(raw) > 100 or size >= 8**11 or not 0 <= mtime < 8**11:
+        return None
+    h = bytearray(512)
+    h[0 : len(raw)] = raw
+    h[100:124] = b"0000644\x000000000\x000000000\x00"
+    h[124:136] = b"%011o\x00" % size
+    h[136:148] = b"%011o\x00" % mtime
+    h[148:156] = b"        "
+    h[156] = 0x30  # REGTYPE
+    h[257:265] = b"ustar\x0000"
+    h[148:155] = b"%06o\x00" % sum(h)
+    return bytes(h)
 
 
 @dataclass(frozen=True)
@@ -141,7 +166,7 @@ class ShardSpec:
         return tuple(c for c in self.columns if c not in self.binary)
 
     # -- WebDataset -------------------------------------------------------------------------
-    def _ext(self, col: str, row: dict[str, Any], data: bytes) -> str:
+    def _ext(self, col: str, row: dict[str, Any], data: bytes | memoryview) -> str:
         src = self.ext_source.get(col)
         if src is not None and row.get(src):
             ext = str(row[src]).strip().lower().lstrip(".")
@@ -150,7 +175,7 @@ class ShardSpec:
                 return ext
         return sniff_ext(data)
 
-    def wds_members(self, row: dict[str, Any]) -> list[tuple[str, bytes]]:
+    def wds_members(self, row: dict[str, Any]) -> list[tuple[str, bytes | memoryview]]:
         """``<key>.json`` then one member per non-null binary column, in column order."""
         prefix = escape_key(key_text(row[self.key]))
         scalars = {c: row[c] for c in self.scalar_columns}
@@ -165,6 +190,10 @@ class ShardSpec:
         return members
 
     def tar_header(self, name: str, size: int) -> bytes:
+        """A regular-file header: mode 0644, owner 0:0 without names, mtime of the snapshot."""
+        fast = _ustar_header(name, size, self.mtime)
+        if fast is not None:
+            return fast
         ti = tarfile.TarInfo(name)
         ti.size = size
         ti.mtime = self.mtime
@@ -174,15 +203,18 @@ class ShardSpec:
         ti.type = tarfile.REGTYPE
         return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
-    def wds_sample(self, row: dict[str, Any]) -> list[bytes]:
-        parts: list[bytes] = []
-        for name, data in self.wds_members(row):
-            parts.append(self.tar_header(name, len(data)))
-            parts.append(data)
+    def wds_samples(self, table: pa.Table) -> Iterator[tuple[str, list[tuple[str, bytes | memoryview]]]]:
+        """(key, members) per row in table order; binary payloads are zero-copy views."""
+        for row in iter_rows(table, views=True):
+            yield key_text(row[self.key]), self.wds_members(row)
+
+    def write_wds_sample(self, members: list[tuple[str, bytes | memoryview]], out: "HashingWriter") -> None:
+        for name, data in members:
+            out.write(self.tar_header(name, len(data)))
+            out.write(data)
             pad = (-len(data)) % 512
             if pad:
-                parts.append(b"\0" * pad)
-        return parts
+                out.write(_ZEROS[:pad])
 
     # -- MDS ----------------------------------------------------------------------------------
     @property
@@ -237,21 +269,57 @@ class ShardSpec:
             return 4 + 4 + len(self.mds_config_bytes())  # sample count, first offset, config
         return 1024  # parquet footer, roughly
 
-    def sample_size(self, row: dict[str, Any]) -> int:
+    def sample_sizes(self, table: pa.Table) -> Iterator[tuple[str, int]]:
+        """(key, exact encoded bytes) per row (an estimate for parquet)."""
         if self.format == "webdataset":
-            total = 0
-            for name, data in self.wds_members(row):
-                total += len(self.tar_header(name, len(data))) + len(data) + (-len(data)) % 512
-            return total
-        if self.format == "mds":
-            return len(self.mds_sample(row)) + 4  # plus its offset entry
-        return len(canonical_json({c: row[c] for c in self.scalar_columns})) + sum(
-            len(row[c] or b"") for c in self.binary
-        )
+            for key, members in self.wds_samples(table):
+                yield key, sum(
+                    len(self.tar_header(name, len(data))) + len(data) + (-len(data)) % 512
+                    for name, data in members
+                )
+        elif self.format == "mds":
+            for row in iter_rows(table, views=True):
+                yield key_text(row[self.key]), len(self.mds_sample(row)) + 4  # plus its offset entry
+        else:
+            for row in iter_rows(table, views=True):
+                yield key_text(row[self.key]), len(canonical_json({c: row[c] for c in self.scalar_columns})) + sum(
+                    len(row[c] or b"") for c in self.binary
+                )
 
 
-def iter_rows(table: pa.Table, batch_rows: int = 1024) -> Iterator[dict[str, Any]]:
-    """Rows as dicts, a batch at a time (binary values as bytes)."""
+_ZEROS = bytes(512)
+
+
+def _binary_views(arr: pa.ChunkedArray) -> list[memoryview | None]:
+    """Each value of a binary column as a memoryview into Arrow's buffer (no copy)."""
+    out: list[memoryview | None] = []
+    for chunk in arr.chunks:
+        if len(chunk) == 0:
+            continue
+        if pa.types.is_fixed_size_binary(chunk.type) or chunk.buffers()[2] is None:
+            out.extend(None if v is None else memoryview(v) for v in chunk.to_pylist())
+            continue
+        width = "q" if pa.types.is_large_binary(chunk.type) else "i"
+        offs = memoryview(chunk.buffers()[1]).cast(width)[chunk.offset : chunk.offset + len(chunk) + 1].tolist()
+        data = memoryview(chunk.buffers()[2])
+        nulls = chunk.is_null().to_pylist() if chunk.null_count else [False] * len(chunk)
+        out.extend(None if nulls[i] else data[offs[i] : offs[i + 1]] for i in range(len(chunk)))
+    return out
+
+
+def iter_rows(table: pa.Table, batch_rows: int = 1024, *, views: bool = False) -> Iterator[dict[str, Any]]:
+    """Rows as dicts, a batch at a time; ``views`` gives binary values as zero-copy memoryviews."""
+    if views:
+        cols: dict[str, list[Any]] = {}
+        for name in table.column_names:
+            col = table.column(name)
+            t = col.type
+            is_bin = pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            cols[name] = _binary_views(col) if is_bin else col.to_pylist()
+        names = list(cols)
+        for i in range(table.num_rows):
+            yield {n: cols[n][i] for n in names}
+        return
     for batch in table.to_batches(max_chunksize=batch_rows):
         cols = {name: batch.column(i).to_pylist() for i, name in enumerate(batch.schema.names)}
         names = list(cols)
@@ -262,23 +330,40 @@ def iter_rows(table: pa.Table, batch_rows: int = 1024) -> Iterator[dict[str, Any
 class HashingWriter:
     """Counts and hashes every byte on its way to the output stream."""
 
+    FLUSH = 1 << 20
+
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.sha = hashlib.sha256()
         self.bytes = 0
+        self._buf = bytearray()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.sha.update(data)
-        self.out.write(data)
         self.bytes += len(data)
+        if len(data) >= 65536:  # big payloads go straight through, small ones are batched
+            self.flush()
+            self.out.write(data)
+        else:
+            self._buf += data
+            if len(self._buf) >= self.FLUSH:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            self.out.write(bytes(self._buf))
+            self._buf.clear()
+
+    def close(self) -> None:
+        self.flush()
 
 
 def write_shard_rows(spec: ShardSpec, rows: pa.Table, out: HashingWriter) -> int:
     """Write one shard from rows already in shard order; returns the sample count."""
     n = 0
     if spec.format == "webdataset":
-        for row in iter_rows(rows):
-            out.write(b"".join(spec.wds_sample(row)))
+        for _key, members in spec.wds_samples(rows):
+            spec.write_wds_sample(members, out)
             n += 1
         out.write(TAR_END)
     elif spec.format == "mds":
