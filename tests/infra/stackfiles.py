@@ -131,3 +131,5 @@ def dockerfile_instructions(path: Path = DOCKERFILE) -> list[Instruction]:
         out.append(Instruction(op.upper(), args.strip()))
         buf = ""
     return out
+
+

@@ -1,0 +1,142 @@
+"""The compose Spark master and worker commands, run locally: a standalone cluster from the
+pip-installed pyspark (what the project image has), and a driver built with the worker's
+Settings writing Delta over s3a to the S3 stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from stackfiles import ROOT, load_compose
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.s3]
+
+VENV_BIN = Path(sys.executable).parent
+
+DRIVER = r"""
+import json
+from ingest.lake import Lake
+from ingest.settings import load_settings
+from transforms.spark.session import build_spark
+
+settings = load_settings()
+lake = Lake.from_settings(settings)
+spark = build_spark(settings, app_name="compose-standin", extra_conf={
+    "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+    "spark.executor.memory": "512m", "spark.cores.max": "1", "spark.ui.enabled": "false",
+})
+try:
+    path = lake.spark_path("silver.standin_probe")
+    spark.range(0, 100).selectExpr("id", "id % 7 as k").repartition(2).write.format("delta").mode("overwrite").save(path)
+    n = spark.read.format("delta").load(path).count()
+    hosts = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size()  # driver + executors
+    print(json.dumps({"count": n, "master": spark.sparkContext.master, "jvms": hosts}))
+finally:
+    spark.stop()
+"""
+
+
+def swap_host(cmd: list[str], mapping: dict[str, str]) -> list[str]:
+    out = []
+    for arg in cmd:
+        for old, new in mapping.items():
+            arg = arg.replace(old, new)
+        out.append(arg)
+    return out
+
+
+def start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with log.open("wb") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+
+
+def wait_for(predicate, what: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited {proc.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} not ready:\n{log.read_text(errors='replace')[-2000:]}")
+
+
+def test_compose_spark_cluster_runs_delta_over_s3a(s3_server, free_ports, tmp_path: Path) -> None:
+    from ingest.lake import Lake
+    from ingest.settings import S3Settings
+
+    compose = load_compose()
+    port, ui, worker_ui, worker_port = free_ports(4)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("LAKEHOUSE_", "AWS_", "PREFECT_"))}
+    base_env.update({"SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1", "SPARK_LOG_DIR": str(tmp_path),
+                     "SPARK_WORKER_DIR": str(tmp_path / "work"), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"})
+
+    master_cmd = compose.command("spark-master")
+    master_cmd = swap_host(master_cmd, {"spark-master": "127.0.0.1"})
+    master_cmd[master_cmd.index("--port") + 1] = str(port)
+    master_cmd[master_cmd.index("--webui-port") + 1] = str(ui)
+    worker_cmd = swap_host(compose.command("spark-worker"), {"spark-master:7077": f"127.0.0.1:{port}"})
+    worker_cmd[worker_cmd.index("--cores") + 1] = "1"
+    worker_cmd[worker_cmd.index("--memory") + 1] = "1g"
+    worker_cmd[worker_cmd.index("--webui-port") + 1] = str(worker_ui)
+    worker_cmd[-1:-1] = ["--host", "127.0.0.1", "--port", str(worker_port)]
+    assert master_cmd[0] == worker_cmd[0] == "spark-class"
+
+    master_log, worker_log = tmp_path / "master.log", tmp_path / "worker.log"
+    master = start([str(VENV_BIN / master_cmd[0]), *master_cmd[1:]], master_log, base_env)
+    worker = None
+    try:
+        def alive_workers() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as resp:
+                return int(json.load(resp).get("aliveworkers", 0))
+
+        wait_for(lambda: alive_workers() >= 0, "spark master", master, master_log)
+        worker = start([str(VENV_BIN / worker_cmd[0]), *worker_cmd[1:]], worker_log, base_env)
+        wait_for(lambda: alive_workers() >= 1, "spark worker registration", worker, worker_log)
+
+        # The driver runs with the prefect-worker's environment; only Docker-provided values change.
+        env = dict(compose.env("prefect-worker"))
+        assert env["LAKEHOUSE_SPARK_MASTER"] == "spark://spark-master:7077"
+        env["LAKEHOUSE_SPARK_MASTER"] = f"spark://127.0.0.1:{port}"
+        env.pop("LAKEHOUSE_IVY_DIR")  # /opt/lakehouse/ivy exists in the image; locally the default cache
+        env.update(s3_server.env())
+        run_env = {**base_env, **env, "LAKEHOUSE_CONFIG": str(ROOT / "does-not-exist.yaml")}
+        bucket = subprocess.run([sys.executable, "infra/compose/create_bucket.py"], env=run_env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert bucket.returncode == 0, bucket.stderr
+        proc = subprocess.run([sys.executable, "-c", DRIVER], env=run_env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert result["count"] == 100
+        assert result["master"] == f"spark://127.0.0.1:{port}"
+        assert result["jvms"] >= 2, "no executor joined from the standalone worker"
+
+        # Another engine reads what the cluster wrote: the same table, in the compose lake.
+        lake = Lake("s3://lake/warehouse", s3=S3Settings.from_env(s3_server.env()))
+        dt = lake.delta_table("silver.standin_probe")
+        assert dt.to_pyarrow_table().num_rows == 100
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(master)
