@@ -174,7 +174,7 @@ class Plugin(BasePlugin):
         rel = target_config.relation
         cur = self._conn.cursor()  # type: ignore[union-attr]
         try:
-            data = cur.execute(f"select * from {rel.render()}").fetch_arrow_table()
+            data = cur.execute(f"select * from {rel.render()}").to_arrow_table()
         finally:
             cur.close()
         model_meta = {"writer": "dbt", "model": str(getattr(rel, "identifier", ""))}

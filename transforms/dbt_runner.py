@@ -248,22 +248,20 @@ def spark_models_available() -> bool:
 
 
 def run_spark_stage(settings: Settings, lake: Lake, *, select: str | None = None) -> list[ModelResult]:
-    """The Spark models (after dbt: they read its gold tables); nothing if none are selected."""
+    """The Spark models, after dbt; no JVM is started when the selection names none of them."""
     if not spark_models_available():
         return []
     import transforms.spark as spark_pkg
+
+    if not spark_pkg.selected_models(select):
+        return []
     from transforms.spark.session import build_spark
 
-    names = getattr(spark_pkg, "SPARK_MODELS", None)
-    if select and names is not None:
-        wanted = {s.strip("+").split(":")[-1] for s in select.split()}
-        if not wanted & set(names):
-            return []
     spark = build_spark(settings)
-    out = []
-    for row in spark_pkg.run_spark_models(spark, lake, select=select):
-        out.append(ModelResult(kind="spark", **{k: v for k, v in row.items() if k != "kind"}))
-    return out
+    return [
+        ModelResult(**{**row, "kind": "spark"})
+        for row in spark_pkg.run_spark_models(spark, lake, select=select)
+    ]
 
 
 def run_transform(
@@ -274,11 +272,13 @@ def run_transform(
     progress: bool = False,
     source_versions: dict[str, int | str] | None = None,
     snapshot: str | None = None,
+    include_spark: bool = True,
 ) -> TransformResult:
     """dbt build (models + data/unit tests), then the Spark models; recorded in ``_meta.runs``.
 
     ``source_versions`` (``{"bronze.events": 0}``) or ``snapshot`` (a snapshot name) pin the bronze
     inputs; pinned runs are full refreshes, since incremental watermarks assume newer inputs.
+    ``include_spark=False`` runs dbt only.
     Raises ``TransformFailed`` (an ``IngestError``) naming the failing models/tests.
     """
     from ingest.runlog import track
@@ -304,8 +304,19 @@ def run_transform(
         except TransformFailed as exc:
             run.details = exc.result.model_dump(mode="json")
             raise
-        spark_results = run_spark_stage(settings, lake, select=select)
-        result.models.extend(spark_results)
+        if include_spark:
+            try:
+                result.models.extend(run_spark_stage(settings, lake, select=select))
+            except IngestError as exc:
+                result.ok = False
+                run.details = result.model_dump(mode="json")
+                raise TransformFailed(f"spark models failed: {exc}", result) from exc
+            except Exception as exc:  # noqa: BLE001 - Spark/JVM errors become one line
+                result.ok = False
+                run.details = result.model_dump(mode="json")
+                raise TransformFailed(
+                    f"spark models failed: {lake.describe_error(exc, type(exc).__name__)}", result
+                ) from exc
         result.duration_s = round(time.monotonic() - t0, 3)
         run.rows_written = sum(m.rows_written or 0 for m in result.models)
         run.details = result.model_dump(mode="json")

@@ -1,0 +1,298 @@
+"""`ingest transform` end to end: real dbt, real DuckDB, real Delta tables (local and SeaweedFS)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from ingest.delta import write_batch
+from ingest.lake import Lake
+from ingest.settings import Settings
+from transforms.dbt_runner import TransformFailed, run_transform
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+EVENT_TYPES = ("view", "like", "view", "login")
+
+
+def settings_for(lake: Lake) -> Settings:
+    return Settings(lake=lake.uri, s3=lake.s3)
+
+
+def build(lake: Lake, **kwargs):
+    """The dbt half of ``run_transform`` (the Spark models have their own tests)."""
+    return run_transform(settings_for(lake), include_spark=False, **kwargs)
+
+
+def make_photos(lake: Lake, ids: range, *, loaded: datetime, title: str = "t") -> None:
+    n = len(ids)
+    write_batch(lake, "bronze.photos", pa.table({
+        "photo_id": pa.array(list(ids), pa.int64()),
+        "user_id": pa.array([i % 5 + 1 for i in ids], pa.int64()),
+        "title": [f"{title} {i}" for i in ids],
+        "place": ["Oslo" if i % 2 else "Lima" for i in ids],
+        "uploaded_at": [(T0 + timedelta(hours=i)).strftime("%Y-%m-%dT%H:%M:%SZ") for i in ids],
+        "image_file": [f"photo_{i:05d}.{'jpg' if i % 3 == 0 else 'png'}" for i in ids],
+        "updated_at": [(loaded - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")] * n,
+        "_run_id": ["r"] * n,
+        "_ingested_at": pa.array([loaded] * n, pa.timestamp("us", tz="UTC")),
+    }))
+
+
+def make_images(lake: Lake, ids: range, *, loaded: datetime) -> None:
+    from ingest.sources.images import IMAGES_SCHEMA
+
+    rows = [
+        {
+            "source_uri": f"file:///data/images/photo_{i:05d}.{'jpg' if i % 3 == 0 else 'png'}",
+            "sha256": f"{i:064x}", "size_bytes": 10 + i, "format": "jpeg" if i % 3 == 0 else "png",
+            "width": 64, "height": 48, "source_mtime": T0, "ingest_run_id": "r", "ingested_at": loaded,
+            "content": bytes([i % 256]) * (10 + i),
+        }
+        for i in ids
+    ]
+    write_batch(lake, "bronze.images", pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA))
+
+
+def make_events(lake: Lake, events: list[tuple[str, int, str, int | None, datetime]], *, loaded: datetime) -> None:
+    """events: (event_id, user_id, event_type, photo_id, ts)."""
+    write_batch(lake, "bronze.events", pa.table({
+        "event_id": [e[0] for e in events],
+        "ts": [e[4].strftime("%Y-%m-%dT%H:%M:%SZ") for e in events],
+        "user_id": pa.array([e[1] for e in events], pa.int64()),
+        "event_type": [e[2] for e in events],
+        "photo_id": pa.array([e[3] for e in events], pa.int64()),
+        "_source_file": ["events.jsonl"] * len(events),
+        "_source_line": pa.array(range(len(events)), pa.int64()),
+        "_run_id": ["r"] * len(events),
+        "_ingested_at": pa.array([loaded] * len(events), pa.timestamp("us", tz="UTC")),
+    }))
+
+
+def event_rows(photo_ids: range, *, prefix: str, day: int = 0) -> list[tuple[str, int, str, int | None, datetime]]:
+    out = []
+    for pid in photo_ids:
+        for k in range(pid % 7 + 1):
+            etype = EVENT_TYPES[k % len(EVENT_TYPES)]
+            out.append((f"{prefix}-{pid}-{k}", k % 4 + 1, etype, None if etype == "login" else pid,
+                        T0 + timedelta(days=day, hours=k)))
+    return out
+
+
+def build_bronze(lake: Lake, photos: int = 12) -> list[tuple]:
+    make_photos(lake, range(1, photos + 1), loaded=T0)
+    make_images(lake, range(1, photos + 1), loaded=T0)
+    events = event_rows(range(1, photos + 1), prefix="a")
+    make_events(lake, events, loaded=T0)
+    return events
+
+
+def expected_activity(events: list[tuple]) -> dict[int, tuple[int, int, int]]:
+    views: dict[int, int] = defaultdict(int)
+    likes: dict[int, int] = defaultdict(int)
+    viewers: dict[int, set] = defaultdict(set)
+    for _eid, user, etype, pid, _ts in {e[0]: e for e in events}.values():
+        if pid is None:
+            continue
+        if etype == "view":
+            views[pid] += 1
+            viewers[pid].add(user)
+        elif etype == "like":
+            likes[pid] += 1
+    return {p: (views[p], likes[p], len(viewers[p])) for p in set(views) | set(likes)}
+
+
+def gold(lake: Lake, table: str, order: str) -> list[dict]:
+    return lake.delta_table(table).to_pyarrow_table().sort_by(order).to_pylist()
+
+
+def test_transform_builds_marts_as_delta_tables(local_lake: Lake) -> None:
+    events = build_bronze(local_lake)
+    result = build(local_lake)
+
+    assert result.ok and not result.tests.failed
+    # dbt unit tests ran as part of build, next to the data tests
+    assert "test_photo_features_counts_rate_and_label" in result.tests.passed
+    assert "unique_photo_features_photo_id" in result.tests.passed
+    by_table = {m.table: m for m in result.models if m.table}
+    assert set(by_table) == {"silver.events", "gold.photo_features", "gold.daily_activity"}
+    for table, m in by_table.items():
+        assert m.status == "success" and m.mode == "overwrite"
+        assert m.version == local_lake.delta_table(table).version() == 0
+        assert m.rows == local_lake.delta_table(table).count()
+
+    rows = gold(local_lake, "gold.photo_features", "photo_id")
+    assert [r["photo_id"] for r in rows] == list(range(1, 13))
+    expect = expected_activity(events)
+    for r in rows:
+        v, lk, u = expect.get(r["photo_id"], (0, 0, 0))
+        assert (r["views"], r["likes"], r["unique_viewers"]) == (v, lk, u), r["photo_id"]
+        assert r["like_rate"] == pytest.approx(lk / v if v else 0.0)
+        assert r["popularity_label"] == ("popular" if lk >= 3 and r["like_rate"] >= 0.25 else "not_popular")
+        # shards are cut from this table: the image bytes and format travel with it
+        assert r["image"] == bytes([r["photo_id"]]) * (10 + r["photo_id"])
+        assert r["image_format"] == ("jpeg" if r["photo_id"] % 3 == 0 else "png")
+
+    daily = gold(local_lake, "gold.daily_activity", "activity_date")
+    assert sum(d["events"] for d in daily) == len(events)
+    assert sum(d["logins"] for d in daily) == sum(1 for e in events if e[2] == "login")
+
+
+def test_incremental_run_merges_only_changes_and_matches_full_refresh(local_lake: Lake) -> None:
+    events = build_bronze(local_lake)
+    build(local_lake)
+    loaded = T0 + timedelta(days=1)
+    # a new photo with its image, new activity on photo 3, a re-shipped old event (duplicate id),
+    # and an edit of photo 5's title
+    make_photos(local_lake, range(13, 14), loaded=loaded)
+    make_images(local_lake, range(13, 14), loaded=loaded)
+    make_photos(local_lake, range(5, 6), loaded=loaded, title="renamed")
+    new_events = event_rows(range(13, 14), prefix="b", day=1) + [
+        ("c-1", 9, "like", 3, T0 + timedelta(days=1, hours=2)),
+        ("c-2", 9, "view", 3, T0 + timedelta(days=1, hours=3)),
+        events[0],  # the same event id again: counted once
+    ]
+    make_events(local_lake, new_events, loaded=loaded)
+
+    result = build(local_lake)
+    by_table = {m.table: m for m in result.models if m.table}
+    assert by_table["gold.photo_features"].mode == "merge"
+    assert by_table["gold.photo_features"].rows_written == 3  # photos 3, 5 and 13
+    assert by_table["gold.photo_features"].rows == 13
+    assert by_table["silver.events"].rows_written == len(new_events) - 1
+    assert by_table["gold.daily_activity"].rows_written == 1  # only day 2 changed
+    assert by_table["gold.photo_features"].version == 1
+
+    incremental = gold(local_lake, "gold.photo_features", "photo_id")
+    incremental_daily = gold(local_lake, "gold.daily_activity", "activity_date")
+    assert incremental[4]["title"] == "renamed 5"
+    expect = expected_activity(events + new_events)
+    assert (incremental[2]["views"], incremental[2]["likes"], incremental[2]["unique_viewers"]) == expect[3]
+
+    build(local_lake, full_refresh=True)
+    assert gold(local_lake, "gold.photo_features", "photo_id") == incremental
+    assert gold(local_lake, "gold.daily_activity", "activity_date") == incremental_daily
+    # a run with nothing new writes nothing new
+    again = build(local_lake)
+    assert all((m.rows_written or 0) == 0 for m in again.models if m.table)
+
+
+def test_source_pinned_at_version_zero(local_lake: Lake) -> None:
+    """The stock plugin ignores as_of_version 0 (`if as_of_version:`); ours does not."""
+    events = build_bronze(local_lake)
+    make_events(local_lake, event_rows(range(1, 5), prefix="late", day=2), loaded=T0 + timedelta(days=2))
+    assert local_lake.delta_table("bronze.events").version() == 1
+
+    result = build(local_lake, source_versions={"bronze.events": 0})
+    assert result.ok
+    assert local_lake.delta_table("silver.events").count() == len({e[0] for e in events})
+    build(local_lake)  # unpinned: the later batch arrives
+    assert local_lake.delta_table("silver.events").count() > len(events)
+
+
+def test_failing_data_test_fails_the_command_and_names_it(local_lake: Lake, capsys) -> None:
+    build_bronze(local_lake)
+    make_events(local_lake, [("bad-1", 1, "share", 1, T0)], loaded=T0 + timedelta(hours=1))
+
+    with pytest.raises(TransformFailed) as err:
+        build(local_lake)
+    assert "accepted_values_stg_bronze__events_event_type" in str(err.value)
+    assert err.value.result.ok is False
+
+    from ingest.cli import main
+
+    with pytest.raises(SystemExit) as ex:
+        main(["--lake", local_lake.uri, "--json", "transform"])
+    assert ex.value.code != 0
+    out, errtext = capsys.readouterr()
+    assert "accepted_values_stg_bronze__events_event_type" in errtext
+    payload = json.loads(out.strip().splitlines()[-1])
+    assert "accepted_values_stg_bronze__events_event_type__login__view__like" in payload["tests"]["failed"]
+
+
+def test_cli_transform_json_and_partial_select(local_lake: Lake, capsys) -> None:
+    from ingest.cli import main
+
+    build_bronze(local_lake)
+    with pytest.raises(SystemExit) as ex:
+        main(["--lake", local_lake.uri, "--json", "transform", "--select", "+photo_features +daily_activity"])
+    assert ex.value.code == 0
+    payload = json.loads(capsys.readouterr().out)
+    written = {m["table"]: m for m in payload["models"] if m["table"]}
+    assert written["gold.photo_features"]["version"] == 0
+    assert written["gold.photo_features"]["rows"] == 12
+    assert payload["ok"] is True
+
+    # a selection that needs upstream views (staging/intermediate) that are not selected
+    with pytest.raises(SystemExit) as ex:
+        main(["--lake", local_lake.uri, "--json", "transform", "--select", "photo_features", "--full-refresh"])
+    assert ex.value.code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in payload["models"]] == ["photo_features"]
+    assert payload["models"][0]["version"] == 1
+
+
+def test_catalog_export_is_queryable_by_duckdb(local_lake: Lake, tmp_path, capsys) -> None:
+    from ingest.catalog import export_catalog
+    from ingest.errors import ConfigError
+
+    build_bronze(local_lake)
+    build(local_lake)
+    dest = tmp_path / "lake.duckdb"
+    res = export_catalog(local_lake, dest)
+    assert {t.table for t in res.tables} >= {"bronze.events", "gold.photo_features", "gold.daily_activity"}
+    assert {t.kind for t in res.tables} == {"view"}
+
+    con = duckdb.connect(str(dest), read_only=True)
+    got = con.execute("select photo_id, views, image from gold.photo_features order by photo_id").fetchall()
+    want = gold(local_lake, "gold.photo_features", "photo_id")
+    assert got == [(r["photo_id"], r["views"], r["image"]) for r in want]
+    assert con.execute("select count(*) from bronze.events").fetchone()[0] == local_lake.delta_table("bronze.events").count()
+    versions = dict(con.execute('select "table", version from _catalog.tables').fetchall())
+    assert versions["gold.photo_features"] == 0
+    con.close()
+
+    with pytest.raises(ConfigError, match="--force"):
+        export_catalog(local_lake, dest)
+
+    from ingest.cli import main
+
+    with pytest.raises(SystemExit) as ex:
+        main(["--lake", local_lake.uri, "--json", "catalog", "export", str(dest), "--force", "--materialize"])
+    assert ex.value.code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert {t["kind"] for t in payload["tables"]} == {"table"}
+    con = duckdb.connect(str(dest), read_only=True)
+    assert con.execute("select count(*) from gold.photo_features").fetchone()[0] == 12
+    con.close()
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_transform_and_catalog_on_s3(s3_lake: Lake, tmp_path) -> None:
+    from ingest.catalog import export_catalog
+
+    events = build_bronze(s3_lake)
+    result = build(s3_lake)
+    assert result.ok
+    rows = gold(s3_lake, "gold.photo_features", "photo_id")
+    expect = expected_activity(events)
+    assert [(r["views"], r["likes"], r["unique_viewers"]) for r in rows] == [
+        expect.get(p, (0, 0, 0)) for p in range(1, 13)
+    ]
+    # incremental merge on S3 too
+    make_events(s3_lake, [("s3-1", 2, "like", 1, T0 + timedelta(days=1))], loaded=T0 + timedelta(days=1))
+    again = build(s3_lake)
+    pf = next(m for m in again.models if m.table == "gold.photo_features")
+    assert (pf.mode, pf.rows_written, pf.version) == ("merge", 1, 1)
+
+    dest = tmp_path / "s3.duckdb"
+    res = export_catalog(s3_lake, dest)
+    assert {t.kind for t in res.tables} == {"table"}  # S3 lakes are copied (no httpfs offline)
+    con = duckdb.connect(str(dest), read_only=True)
+    assert con.execute("select likes from gold.photo_features where photo_id = 1").fetchone()[0] == expect.get(1, (0, 0, 0))[1] + 1
+    con.close()
