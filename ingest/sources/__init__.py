@@ -466,6 +466,8 @@ def _coerce_cell(v: Any, t: pa.DataType) -> Any:
             if float(v) != v:
                 raise _Misfit(f"{v} loses precision as {t}")
             return float(v)
+    if isinstance(v, str) and pa.types.is_integer(t) and re.fullmatch(r"-?\d{1,19}", v.strip()):
+        v = int(v)  # "30" -> 30 is exact; "30.5" or "many" is not
     if isinstance(v, date) and not isinstance(v, datetime) and pa.types.is_timestamp(t):
         v = datetime(v.year, v.month, v.day, tzinfo=timezone.utc)
     return coerce(v, t)

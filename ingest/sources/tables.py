@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ingest.delta import _utc, current_version, merge_batch, write_batch
-from ingest.errors import ConfigError, SourceError
+from ingest.errors import ConfigError, IngestError, SourceError
 from ingest.lake import Lake, TableId, redact
 from ingest.runlog import track
 from ingest.sources import (
@@ -47,6 +47,7 @@ from ingest.sources import (
 
 Mode = Literal["snapshot", "incremental", "merge"]
 META_COLUMNS = ("_run_id", "_ingested_at")
+IngestErrorTypes = (IngestError,)
 _DIALECTS = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
 
 
@@ -119,37 +120,64 @@ def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None) ->
 
 # -- reading -------------------------------------------------------------------------------------
 def read_batches(src: DbSource, query: str, batch_rows: int) -> Iterator[pa.Table | list[dict[str, Any]]]:
-    """Arrow batches via connectorx; if connectorx cannot read the table (e.g. SQLite values that
-    do not match the declared type), Python records via SQLAlchemy, in batches of ``batch_rows``."""
+    """Arrow batches via connectorx (PostgreSQL, MySQL), or Python records via SQLAlchemy (SQLite,
+    whose columns may hold values of any type, and the fallback), in batches of ``batch_rows``."""
+    if src.dialect == "sqlite":
+        yield from _sqlalchemy_batches(src, query, batch_rows, first_error=None)
+        return
+    _preflight(src)
     import connectorx as cx
 
+    yielded = 0
     try:
         reader = cx.read_sql(src.connectorx_url(), query, return_type="arrow_stream", batch_size=batch_rows)
-    except BaseException as exc:  # noqa: BLE001 - connectorx raises pyo3 panics for odd data
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        yield from _sqlalchemy_batches(src, query, batch_rows, first_error=exc)
-        return
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    for rb in reader:
-        pending.append(rb)
-        rows += rb.num_rows
-        if rows >= batch_rows:
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for rb in reader:
+            pending.append(rb)
+            rows += rb.num_rows
+            if rows >= batch_rows:
+                yield pa.Table.from_batches(pending, schema=reader.schema)
+                yielded += rows
+                pending, rows = [], 0
+        if pending or yielded == 0:
             yield pa.Table.from_batches(pending, schema=reader.schema)
-            pending, rows = [], 0
-    if pending or rows == 0:
-        yield pa.Table.from_batches(pending, schema=reader.schema)
+    except BaseException as exc:  # noqa: BLE001 - connectorx raises pyo3 panics for types it lacks
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)) or isinstance(exc, IngestErrorTypes):
+            raise
+        if yielded:
+            raise _db_error(src, exc) from None
+        yield from _sqlalchemy_batches(src, query, batch_rows, first_error=exc)
 
 
-def _sqlalchemy_batches(src: DbSource, query: str, batch_rows: int, *, first_error: BaseException) -> Iterator[list[dict[str, Any]]]:
+def _preflight(src: DbSource) -> None:
+    """Fail fast with one line on bad credentials or a wrong host (connectorx's pool retries for
+    seconds and logs to stderr); skipped when the SQLAlchemy driver is not installed."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(src.url, connect_args={"connect_timeout": 10} if src.dialect == "postgresql" else {})
+    except Exception:  # noqa: BLE001 - no driver: connectorx will report the problem
+        return
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001
+        raise _db_error(src, exc) from None
+    finally:
+        engine.dispose()
+
+
+def _sqlalchemy_batches(
+    src: DbSource, query: str, batch_rows: int, *, first_error: BaseException | None
+) -> Iterator[list[dict[str, Any]]]:
     import sqlalchemy as sa
 
     try:
         engine = sa.create_engine(src.url)
         conn = engine.connect()
     except Exception as exc:  # noqa: BLE001 - cannot reach the database at all
-        raise _db_error(src, exc if "No module named" not in str(exc) else first_error) from None
+        raise _db_error(src, first_error if first_error and "No module named" in str(exc) else exc) from None
     try:
         try:
             result = conn.execution_options(stream_results=True).execute(sa.text(query))

@@ -1,0 +1,239 @@
+"""ingest tables: snapshot, merge, cursor with lag, quoting, drift, exactly-once - on real PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from ingest.errors import SourceError
+from ingest.lake import Lake
+from ingest.sources.tables import build_query, ingest_table, parse_source
+from tests.sources.conftest import kill_after_commits, read, run_cli, run_json, sorted_rows, spawn_cli
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def _pg(url: str):
+    import psycopg
+
+    return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+
+def _name() -> str:
+    return "t_" + uuid.uuid4().hex[:8]
+
+
+def _make_events(url: str, name: str, n: int) -> None:
+    with _pg(url) as con:
+        con.execute(f'create table "{name}" (id bigint primary key, v text, n integer, updated_at timestamptz not null)')
+        with con.cursor() as cur:
+            with cur.copy(f'copy "{name}" (id, v, n, updated_at) from stdin') as cp:
+                for i in range(n):
+                    cp.write_row((i, f"v{i}", i % 100, T0 + timedelta(seconds=i)))
+
+
+def test_quoting_never_splices_names() -> None:
+    src = parse_source("postgresql://u:p@h/db", 'My Schema.we"ird; drop table x')
+    sql = build_query(src, cursor="select", low="it's")
+    assert sql.split("\n")[1].strip() == 'FROM "My Schema"."we""ird; drop table x" '.strip()
+    assert "WHERE \"select\" >= 'it''s'" in sql
+    assert parse_source("sqlite:///x.db", "photos").label.endswith("#photos")
+    assert "p@h" not in parse_source("postgresql://u:p@h/db", "t").label  # password hidden
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_snapshot_replaces_atomically(local_lake: Lake, postgres_url: str) -> None:
+    name = _name()
+    _make_events(postgres_url, name, 500)
+    r1 = ingest_table(local_lake, postgres_url, source_table=name, table="bronze.snap")
+    assert (r1.rows_written, r1.version) == (500, 0)
+    with _pg(postgres_url) as con:
+        con.execute(f'delete from "{name}" where id < 10')
+        con.execute(f'insert into "{name}" values (1000, \'new\', 1, now())')
+    r2 = ingest_table(local_lake, postgres_url, source_table=name, table="bronze.snap")
+    assert r2.version == 1  # one commit: readers see the old or the new snapshot, never a mix
+    ids = sorted(r["id"] for r in read(local_lake, "bronze.snap", ["id"]))
+    assert ids == list(range(10, 500)) + [1000]
+    ts = read(local_lake, "bronze.snap", ["updated_at"])[0]["updated_at"]
+    assert str(ts.tzinfo) == "UTC"
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_primary_key_merge_replaces_updates(local_lake: Lake, postgres_url: str) -> None:
+    name = _name()
+    _make_events(postgres_url, name, 200)
+    ingest_table(local_lake, postgres_url, source_table=name, table="bronze.m", primary_key=("id",))
+    with _pg(postgres_url) as con:
+        con.execute(f"update \"{name}\" set v = 'changed' where id in (3, 4)")
+        con.execute(f"insert into \"{name}\" values (500, 'x', 1, now())")
+    r = ingest_table(local_lake, postgres_url, source_table=name, table="bronze.m", primary_key=("id",))
+    assert (r.rows_written, r.skipped) == (3, 198)  # unchanged rows are not rewritten
+    rows = read(local_lake, "bronze.m", ["id", "v"])
+    assert len(rows) == 201 == len({x["id"] for x in rows})
+    assert {x["id"]: x["v"] for x in rows}[3] == "changed"
+    again = ingest_table(local_lake, postgres_url, source_table=name, table="bronze.m", primary_key=("id",))
+    assert (again.rows_written, again.skipped) == (0, 201)
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_cursor_with_lag_picks_up_late_rows(local_lake: Lake, postgres_url: str) -> None:
+    name = _name()
+    _make_events(postgres_url, name, 100)  # updated_at = T0 + 0..99 s
+    r1 = ingest_table(local_lake, postgres_url, source_table=name, table="bronze.inc", cursor="updated_at", cursor_lag=30)
+    assert r1.rows_written == 100
+    with _pg(postgres_url) as con:  # committed late with older cursor values
+        con.execute(f"insert into \"{name}\" values (1001, 'late', 1, %s)", (T0 + timedelta(seconds=80),))
+        con.execute(f"insert into \"{name}\" values (1002, 'too late', 1, %s)", (T0 + timedelta(seconds=5),))
+        con.execute(f"insert into \"{name}\" values (1003, 'new', 1, %s)", (T0 + timedelta(seconds=500),))
+    r2 = ingest_table(local_lake, postgres_url, source_table=name, table="bronze.inc", cursor="updated_at", cursor_lag=30)
+    assert r2.rows_written == 2  # the late row inside the lag window and the new one
+    assert r2.skipped == 31  # rows 69..99 re-read inside the window, already stored
+    ids = sorted(x["id"] for x in read(local_lake, "bronze.inc", ["id"]))
+    assert ids == list(range(100)) + [1001, 1003]
+    r3 = ingest_table(local_lake, postgres_url, source_table=name, table="bronze.inc", cursor="updated_at", cursor_lag=30)
+    assert r3.rows_written == 0
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_odd_identifiers_are_quoted(local_lake: Lake, postgres_url: str) -> None:
+    schema, table = "My Schema", 'we"ird; drop table victim; --'
+    with _pg(postgres_url) as con:
+        con.execute("create table victim (x int)")
+        con.execute('create schema "My Schema"')
+        con.execute('create table "My Schema"."we""ird; drop table victim; --" ("select" int primary key, "Order" text)')
+        con.execute('insert into "My Schema"."we""ird; drop table victim; --" values (1, \'a\'), (2, \'b\')')
+    res = ingest_table(local_lake, postgres_url, source_table=f"{schema}.{table}", table="bronze.odd",
+                       primary_key=("select",), cursor="select")
+    assert res.rows_written == 2
+    with _pg(postgres_url) as con:
+        assert con.execute("select count(*) from victim").fetchone() == (0,)
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_schema_drift_adds_columns_and_quarantines_narrowing(local_lake: Lake, postgres_url: str) -> None:
+    name = _name()
+    with _pg(postgres_url) as con:
+        con.execute(f'create table "{name}" (id int primary key, qty integer)')
+        con.execute(f'insert into "{name}" values (1, 10), (2, 20)')
+    ingest_table(local_lake, postgres_url, source_table=name, table="bronze.drift", primary_key=("id",))
+    with _pg(postgres_url) as con:
+        con.execute(f'alter table "{name}" add column note text')
+        con.execute(f'alter table "{name}" alter column qty type text')
+        con.execute(f"insert into \"{name}\" values (3, '30', 'fits'), (4, 'many', 'not a number')")
+    r = ingest_table(local_lake, postgres_url, source_table=name, table="bronze.drift", primary_key=("id",))
+    assert (r.rows_written, r.rows_quarantined) == (1, 1)
+    rows = {x["id"]: x for x in read(local_lake, "bronze.drift")}
+    assert sorted(rows) == [1, 2, 3] and rows[3]["note"] == "fits" and rows[3]["qty"] == 30
+    import pyarrow as pa
+
+    assert pa.schema(local_lake.delta_table("bronze.drift").schema().to_arrow()).field("qty").type == pa.int64()
+    q = read(local_lake, "bronze.drift_quarantine")
+    assert len(q) == 1 and "qty" in q[0]["reason"] and b"many" in q[0]["raw"]
+    again = ingest_table(local_lake, postgres_url, source_table=name, table="bronze.drift", primary_key=("id",))
+    assert (again.rows_written, again.rows_quarantined) == (0, 0)  # the bad row is quarantined once
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+@pytest.mark.parametrize("kill_at", [2, 6])
+def test_killed_incremental_run_then_rerun_equals_clean_run(tmp_path: Path, postgres_url: str, kill_at: int) -> None:
+    name = _name()
+    _make_events(postgres_url, name, 12000)
+    args = ["tables", postgres_url, "--source-table", name, "--table", "bronze.inc", "--cursor", "updated_at"]
+    clean = Lake(str(tmp_path / "clean"))
+    run_json(clean, *args)
+    lake = Lake(str(tmp_path / "killed"))
+    proc = spawn_cli(lake, *args, INGEST_TABLE_BATCH_ROWS="500")
+    assert kill_after_commits(proc, lake, "bronze.inc", kill_at)
+    run_json(lake, *args, INGEST_TABLE_BATCH_ROWS="500")
+    cols = ["id", "v", "n", "updated_at"]
+    assert sorted_rows(lake, "bronze.inc", cols) == sorted_rows(clean, "bronze.inc", cols)
+    assert len(read(lake, "bronze.inc", ["id"])) == 12000
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", [["--cursor", "updated_at"], ["--primary-key", "id"]])
+def test_concurrent_ingests_no_loss_no_duplicates(tmp_path: Path, postgres_url: str, mode: list[str]) -> None:
+    name = _name()
+    _make_events(postgres_url, name, 3000)
+    lake = Lake(str(tmp_path / "lake"))
+    args = ["tables", postgres_url, "--source-table", name, "--table", "bronze.conc", *mode]
+    procs = [spawn_cli(lake, *args, INGEST_TABLE_BATCH_ROWS="300") for _ in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    ids = [r["id"] for r in read(lake, "bronze.conc", ["id"])]
+    assert len(ids) == len(set(ids)) == 3000
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_bad_password_is_one_line_without_secret(local_lake: Lake, postgres_url: str) -> None:
+    user_pw = postgres_url.split("//", 1)[1].split("@", 1)[0]
+    bad = postgres_url.replace(user_pw, user_pw.split(":")[0] + ":wrong-pw-123")
+    proc = run_cli(local_lake, "tables", bad, "--source-table", "x", "--table", "bronze.x", check=False)
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read") and "wrong-pw-123" not in proc.stderr
+    runs = read(local_lake, "_meta.runs")
+    assert runs[0]["status"] == "failed" and "wrong-pw-123" not in runs[0]["error"]
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_postgres_into_s3_lake(s3_lake: Lake, postgres_url: str) -> None:
+    name = _name()
+    _make_events(postgres_url, name, 300)
+    r = ingest_table(s3_lake, postgres_url, source_table=name, table="bronze.pg", cursor="id")
+    assert r.rows_written == 300
+    assert ingest_table(s3_lake, postgres_url, source_table=name, table="bronze.pg", cursor="id").rows_written == 0
+    run = read(s3_lake, "_meta.runs")
+    assert {x["status"] for x in run} == {"success"} and all(x["target"] == "bronze.pg" for x in run)
+
+
+def test_narrowing_is_quarantined_not_cast() -> None:
+    import pyarrow as pa
+
+    from ingest.sources import fit_table
+
+    batch = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "qty": pa.array([10, 2**40, 30], pa.int64())})
+    good, bad = fit_table(batch, pa.schema([("id", pa.int64()), ("qty", pa.int32())]))
+    assert good.schema.field("qty").type == pa.int32()
+    assert good.to_pylist() == [{"id": 1, "qty": 10}, {"id": 3, "qty": 30}]
+    assert [i for i, _ in bad] == [1] and "does not fit int32" in bad[0][1]
+
+
+def test_sqlite_sample_and_run_log(local_lake: Lake, sample) -> None:
+    out = run_json(local_lake, "tables", sample.db_url, "--source-table", "photos", "--table", "bronze.photos",
+                   "--primary-key", "photo_id")
+    assert {"table", "version", "rows_written", "rows_quarantined", "skipped"} <= set(out)
+    assert (out["table"], out["rows_written"], out["rows_quarantined"]) == ("bronze.photos", 40, 0)
+    cols = set(local_lake.delta_table("bronze.photos").schema().to_arrow().names)  # type: ignore[attr-defined]
+    assert {"photo_id", "user_id", "title", "place", "uploaded_at", "image_file", "updated_at", "_run_id", "_ingested_at"} <= cols
+    run = read(local_lake, "_meta.runs")[0]
+    assert (run["command"], run["target"], run["status"], run["rows_written"]) == ("tables", "bronze.photos", "success", 40)
+    assert run["version_before"] is None and run["version_after"] == 0 and run["duration_s"] > 0
+
+
+def test_sqlite_values_that_do_not_fit_are_quarantined(local_lake: Lake, tmp_path: Path) -> None:
+    db = tmp_path / "mixed.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (id integer primary key, qty integer)")
+    con.executemany("insert into t values (?, ?)", [(1, 5), (2, "lots"), (3, 7)])  # SQLite allows this
+    con.commit()
+    con.close()
+    r = ingest_table(local_lake, f"sqlite:///{db}", source_table="t", table="bronze.mixed", primary_key=("id",))
+    assert (r.rows_written, r.rows_quarantined) == (2, 1)
+    q = read(local_lake, "bronze.mixed_quarantine")
+    assert b"lots" in q[0]["raw"] and "qty" in q[0]["reason"]
