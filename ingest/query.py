@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -23,22 +23,47 @@ def referenced_tables(query: str) -> list[TableId]:
     return list(seen.values())
 
 
+_EXPLAIN = re.compile(r"^\s*explain\s+(analy[sz]e\s+)?", re.IGNORECASE)
+_PRAGMA_NAME = re.compile(r"^\s*pragma\s+([A-Za-z_]+)", re.IGNORECASE)
+# pragmas that only describe; others change settings or read files (import_database)
+_READ_ONLY_PRAGMAS = {
+    "table_info", "show", "show_tables", "show_tables_expanded", "show_databases", "version",
+    "database_size", "storage_info", "platform", "functions", "collations", "metadata_info",
+    "database_list", "user_agent",
+}
+
+
+def _refuse(kind: str) -> IngestError:
+    return IngestError(
+        f"refused: `ingest sql` is read-only and this is a {kind} statement; "
+        "write through the ingest/transform commands instead"
+    )
+
+
 def check_read_only(query: str) -> None:
+    """Refuse anything but reads; EXPLAIN ANALYZE runs its statement, so that is checked too."""
     import duckdb
 
+    # parsing can already run pragma macros (import_database reads files): parse without file access
+    parser = duckdb.connect(config={"enable_external_access": False})
     try:
-        statements = duckdb.extract_statements(query)
+        statements = parser.extract_statements(query)
     except duckdb.Error as exc:
         raise IngestError(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
+    finally:
+        parser.close()
     if not statements:
         raise IngestError("no SQL statement given")
     for st in statements:
         kind = st.type.name.upper()
         if kind not in _READ_ONLY:
-            raise IngestError(
-                f"refused: `ingest sql` is read-only and this is a {kind} statement; "
-                "write through the ingest/transform commands instead"
-            )
+            raise _refuse(kind)
+        if kind == "EXPLAIN":
+            check_read_only(_EXPLAIN.sub("", st.query, count=1))
+        if kind == "PRAGMA":
+            m = _PRAGMA_NAME.match(st.query)
+            if not m or m.group(1).lower() not in _READ_ONLY_PRAGMAS:
+                raise _refuse(f"PRAGMA {m.group(1) if m else ''}".strip())
 
 
 def resolve_as_of(lake: Lake, as_of: str | int | None, tables: list[TableId]) -> dict[str, int | str]:
@@ -53,7 +78,9 @@ def resolve_as_of(lake: Lake, as_of: str | int | None, tables: list[TableId]) ->
     except ValueError:
         ts = None
     if ts is not None:
-        return {str(t): ts.isoformat() for t in tables}
+        if ts.tzinfo is None:  # a bare date or local-looking time means UTC, like the lake
+            ts = ts.replace(tzinfo=timezone.utc)
+        return {str(t): version_at(lake, t, ts) for t in tables}
     from ingest.snapshots import get_snapshot  # snapshot names
 
     snap = get_snapshot(lake, text)
@@ -67,14 +94,37 @@ def resolve_as_of(lake: Lake, as_of: str | int | None, tables: list[TableId]) ->
     return pinned
 
 
+def version_at(lake: Lake, table: TableId, ts: datetime) -> int:
+    """The table's newest version committed at or before ``ts``.
+
+    deltalake silently loads version 0 for a time before the first commit; that answer would be
+    wrong (the table did not exist), so this raises instead.
+    """
+    commits = sorted(
+        (h["version"], h["timestamp"]) for h in lake.delta_table(table).history() if "timestamp" in h
+    )
+    millis = ts.timestamp() * 1000
+    found = [v for v, at in commits if at <= millis]
+    if not found:
+        first = datetime.fromtimestamp(commits[0][1] / 1000, timezone.utc).isoformat() if commits else "?"
+        raise ConfigError(
+            f"{table} did not exist at {ts.isoformat()}: its first commit is at {first} "
+            f"(see `ingest history {table}`)"
+        )
+    return max(found)
+
+
 def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Table:
     """Run one read-only query; table names are ``layer.name``."""
     check_read_only(query)
     tables = referenced_tables(query)
     versions = resolve_as_of(lake, as_of, tables)
     con = lake.duckdb(tables=tables, version=versions)  # type: ignore[arg-type]
+    # the views are set up: from here on the query cannot touch files (no COPY TO, no ATTACH)
+    con.execute("set enable_external_access = false")
+    con.execute("set lock_configuration = true")
     try:
-        return con.execute(query).fetch_arrow_table()
+        return con.execute(query).to_arrow_table()
     except Exception as exc:  # noqa: BLE001 - duckdb errors become one line
         raise IngestError(f"query failed: {str(exc).splitlines()[0]}") from None
     finally:
