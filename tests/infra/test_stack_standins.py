@@ -108,17 +108,76 @@ def test_init_script_creates_both_databases_with_their_owners(stack: Compose, in
 
 @pytest.mark.postgres
 @pytest.mark.prefect
-def test_prefect_server_migrates_its_postgres_database(stack: Compose, initialised_pg: str, tmp_path: Path) -> None:
-    """prefect-server's PREFECT_API_DATABASE_CONNECTION_URL works against the init script's database."""
-    env = standin_env(stack.env("prefect-server"), pg_hostport=initialised_pg)
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    run_entry([str(Path(sys.executable).parent / "prefect"), "server", "database", "upgrade", "-y"], env, timeout=600)
+def test_prefect_server_on_postgres_and_the_deploy_job(
+    stack: Compose, initialised_pg: str, free_ports, tmp_path: Path
+) -> None:
+    """prefect-server with its compose database URL (the init script's database), then the
+    prefect-deploy job's exact command registers the pool and every prefect.yaml deployment."""
+    import signal
+    import time
+    import urllib.request
+
     import psycopg
 
-    url = make_url(env["PREFECT_API_DATABASE_CONNECTION_URL"])
-    with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database) as con:
-        tables = {r[0] for r in con.execute("select tablename from pg_tables where schemaname = 'public'")}
-    assert {"flow", "flow_run", "deployment", "work_pool"} <= tables
+    (port,) = free_ports(1)
+    server_cmd = stack.command("prefect-server")
+    server_cmd[server_cmd.index("--host") + 1] = "127.0.0.1"
+    server_cmd[server_cmd.index("--port") + 1] = str(port)
+    env = standin_env(stack.env("prefect-server"), pg_hostport=initialised_pg)
+    env.update({"PREFECT_HOME": str(tmp_path / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                "PREFECT_SERVER_API_PORT": str(port)})
+    log = tmp_path / "server.log"
+    with log.open("wb") as fh:
+        server = subprocess.Popen([str(Path(sys.executable).parent / server_cmd[0]), *server_cmd[1:]],
+                                  env=clean_environ(env), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{api}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("prefect server did not start:\n" + log.read_text(errors="replace")[-3000:])
+                time.sleep(0.5)
+
+        url = make_url(env["PREFECT_API_DATABASE_CONNECTION_URL"])
+        with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database) as con:
+            tables = {r[0] for r in con.execute("select tablename from pg_tables where schemaname = 'public'")}
+        assert {"flow", "flow_run", "deployment", "work_pool"} <= tables, "Prefect did not migrate its Postgres DB"
+
+        deploy_env = standin_env(stack.env("prefect-deploy"), pg_hostport=initialised_pg)
+        deploy_env.update({"PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "client"),
+                           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+        run_entry(stack.command("prefect-deploy"), deploy_env, timeout=600)
+
+        def post(path: str) -> list[dict]:
+            req = urllib.request.Request(f"{api}{path}", data=b"{}", headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.load(resp)
+
+        pools = {p["name"]: p["type"] for p in post("/work_pools/filter")}
+        pool = stack.command("prefect-worker")[stack.command("prefect-worker").index("--pool") + 1]
+        assert pools.get(pool) == "process"
+        deployments = post("/deployments/filter")
+        import yaml
+
+        declared = {d["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+        assert {d["name"] for d in deployments} == declared
+        assert all(d["work_pool_name"] == pool for d in deployments)
+        by_name = {d["name"]: d for d in deployments}
+        if "ingest-logs-hourly" in by_name:  # parameters templated from the compose env
+            assert by_name["ingest-logs-hourly"]["parameters"]["params"]["src"] == deploy_env["LAKEHOUSE_LOGS_SRC"]
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=30)
 
 
 # -- S3 + worker ----------------------------------------------------------------------------------
