@@ -140,3 +140,24 @@ def test_compose_spark_cluster_runs_delta_over_s3a(s3_server, free_ports, tmp_pa
         if worker is not None:
             stop(worker)
         stop(master)
+
+
+def test_image_build_step_caches_delta_and_hadoop_aws_jars(tmp_path: Path) -> None:
+    """The Dockerfile's `python infra/docker/warm_spark_jars.py` resolves the jars the driver uses."""
+    import re
+    from importlib.metadata import version
+
+    from ingest.lake import HADOOP_AWS_PACKAGE
+    from transforms.spark.session import IVY_DIR_ENV, ivy_dir
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAKEHOUSE_", "AWS_", "PREFECT_"))}
+    env[IVY_DIR_ENV] = str(ivy_dir())  # the shared cache: already holds the jars after the first Spark test
+    env["SPARK_LOCAL_IP"] = "127.0.0.1"
+    proc = subprocess.run([sys.executable, "infra/docker/warm_spark_jars.py"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    _, artifact, hadoop_version = HADOOP_AWS_PACKAGE.split(":")
+    assert f"{artifact}-{hadoop_version}.jar" in out
+    assert re.search(rf"io\.delta_delta-spark[\w.]*_2\.13-{re.escape(version('delta-spark'))}\.jar", out), out
+    assert str(ivy_dir()) in out
