@@ -540,3 +540,33 @@ def test_s3_credentials_never_appear_in_output(s3_server, s3_shards, tmp_path: P
     assert "AWS_SECRET_ACCESS_KEY" in denied.stderr or "access denied" in denied.stderr.lower()
     for out in (ok.stdout, ok.stderr, denied.stdout, denied.stderr):
         assert s3_server.secret_key not in out and s3_server.access_key not in out and "X-Amz-Signature" not in out
+
+
+def test_progress_bar_on_a_terminal_shows_rate_and_eta(tmp_path: Path) -> None:
+    import pty
+
+    src = tmp_path / "src"
+    make_shard_set(src, [3 * 2**20] * 4)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [INGEST, "sync", str(src), str(tmp_path / "d"), "--workers", "1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO once the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out, _ = proc.communicate()
+    os.close(master)
+    tty_text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, tty_text
+    assert "/s" in tty_text and "MiB" in tty_text  # transfer speed and bytes done
+    assert "0:00:00" in tty_text or "-:--:--" in tty_text  # the ETA column
+    assert "synced 4 shards" in out.decode()
