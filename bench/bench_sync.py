@@ -172,10 +172,24 @@ def boto3_threads_then_hash(weed: Weed, bucket: str, prefix: str, manifest: dict
         list(ex.map(one, manifest["shards"]))
 
 
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
+def timed(fn: Callable[[], object], cpu: list[float] | None = None) -> float:
+    """Wall seconds; appends the CPU seconds (user+sys, this process and its children) to ``cpu``.
+
+    CPU time is the load-robust figure on a shared machine: wall time also counts other
+    people's jobs, CPU time only the tool's own work (the server's share is not included).
+    """
+    import resource
+
+    def cpu_now() -> float:
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+    c, t = cpu_now(), time.perf_counter()
     fn()
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    if cpu is not None:
+        cpu.append(cpu_now() - c)
+    return wall
 
 
 def run(cmd: list[str], env: dict[str, str]) -> None:
@@ -232,13 +246,14 @@ def main() -> None:
         shutil.rmtree(work)
         full: dict[str, list[float]] = {k: [] for k in tools}
         noop: dict[str, list[float]] = {k: [] for k in tools}
+        cpu: dict[str, list[float]] = {k: [] for k in tools}
         for r in range(args.rounds):
             order = list(tools) if r % 2 == 0 else list(reversed(tools))  # cancel drift
             for name in order:
                 d = work / name.split()[0]
                 shutil.rmtree(d, ignore_errors=True)
                 subprocess.run(["sync"], check=False)  # flush the previous tool's dirty pages
-                full[name].append(timed(lambda: tools[name](d)))
+                full[name].append(timed(lambda: tools[name](d), cpu[name]))
                 if name.startswith(("s5cmd", "ingest", "sync_shards")):
                     noop[name].append(timed(lambda: tools[name](d)))
                 got = sum(p.stat().st_size for p in d.rglob("*.tar"))
@@ -251,12 +266,15 @@ def main() -> None:
         gib = total / 2**30
         print(f"\n{args.shards} shards x {args.size_mib} MiB = {gib:.2f} GiB, SeaweedFS on loopback, {os.cpu_count()} CPUs, "
               f"{args.rounds} interleaved rounds (median; min in brackets)\n")
-        print(f"{'tool':34} {'full sync s':>16} {'MiB/s':>7} {'vs s5cmd':>9} {'no-op s':>14} {'vs s5cmd':>9}  verifies")
+        ref_cpu = statistics.median(cpu["s5cmd sync"])
+        print(f"{'tool':34} {'full sync s':>16} {'MiB/s':>7} {'vs s5cmd':>9} {'client CPU s':>12} {'no-op s':>14} {'vs s5cmd':>9}  verifies")
         results = {}
         for name in tools:
             med, mn = statistics.median(full[name]), min(full[name])
-            line = f"{name:34} {med:8.2f} [{mn:5.2f}] {total / 2**20 / med:7.0f} {med / ref:9.2f}"
-            row = {"full_median_s": med, "full_min_s": mn, "full_ratio_vs_s5cmd": med / ref, "full_runs": full[name]}
+            cp = statistics.median(cpu[name])
+            line = f"{name:34} {med:8.2f} [{mn:5.2f}] {total / 2**20 / med:7.0f} {med / ref:9.2f} {cp:12.2f}"
+            row = {"full_median_s": med, "full_min_s": mn, "full_ratio_vs_s5cmd": med / ref, "full_runs": full[name],
+                   "client_cpu_s": cp, "client_cpu_ratio_vs_s5cmd": cp / ref_cpu}
             if noop[name]:
                 nm = statistics.median(noop[name])
                 line += f" {nm:6.3f} [{min(noop[name]):5.3f}] {nm / ref_noop:9.2f}"

@@ -350,6 +350,8 @@ class S3Source:
             what = code.group(1) if code else f"HTTP {resp.status}"
             if resp.status == 404 or what in ("NoSuchKey", "NoSuchBucket"):
                 raise SyncError(f"{self.describe(path)} not found ({what}): the shard set is incomplete; rebuild it or check the prefix")
+            if resp.status == 301 or what in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
+                raise SourceError(f"{self.describe(path)}: {what} - the bucket is in another region; set AWS_REGION to the bucket's region")
             if resp.status in (401, 403):
                 raise SourceError(f"{self.describe(path)}: access denied ({what}) - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the instance role")
             raise _Transient(f"{self.describe(path)}: {what}")
@@ -486,15 +488,16 @@ class _Worker:
         """Download, hash while streaming, rename when verified; retries then fails naming the file."""
         final = self.dest / entry.path
         final.parent.mkdir(parents=True, exist_ok=True)
-        last = ""
+        last, network = "", False
         for attempt in range(1, ATTEMPTS + 1):
             if self.stop.is_set():
                 raise _Cancelled()
             try:
                 digest, n = self._fetch_once(entry, final)
             except _Transient as exc:
-                last = str(exc)
+                last, network = str(exc), True
             else:
+                network = False
                 if n == entry.bytes and digest == entry.sha256:
                     return n
                 last = (
@@ -504,6 +507,11 @@ class _Worker:
                 with self._lock:
                     self.retried += 1
                 time.sleep(0.2 * attempt)
+        if network:
+            raise SyncError(
+                f"shard {entry.path} could not be downloaded after {ATTEMPTS} attempts ({last}): check the "
+                "endpoint and network, then re-run (verified shards are kept)"
+            )
         raise SyncError(
             f"shard {entry.path} failed verification after {ATTEMPTS} attempts ({last}) from "
             f"{self.source.describe(entry.path)}: the source does not match manifest.json - rebuild or re-upload the shard set"
@@ -641,7 +649,10 @@ def sync_shards(
         else:
             rehash.append(sh)
 
-    need = sum(s.bytes for s in todo) + sum(s.bytes for s in rehash) + len(raw)
+    nworkers = workers or DEFAULT_WORKERS
+    # Space for the missing shards, plus temp copies of local files that may fail re-hashing
+    # (at most one per worker at a time; the old copy is only replaced after verification).
+    need = sum(s.bytes for s in todo) + sum(sorted(s.bytes for s in rehash)[-nworkers:]) + len(raw)
     probe = dest
     while not probe.exists():
         probe = probe.parent
@@ -663,7 +674,6 @@ def sync_shards(
     stop = threading.Event()
     bar = _Progress(progress, sum(s.bytes for s in todo + rehash), f"sync {len(todo) + len(rehash)} shards")
     worker = _Worker(source, dest, state, bar.advance, stop)
-    nworkers = workers or DEFAULT_WORKERS
     downloaded = skipped_rehash = 0
     transferred = 0
 

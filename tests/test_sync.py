@@ -570,3 +570,21 @@ def test_progress_bar_on_a_terminal_shows_rate_and_eta(tmp_path: Path) -> None:
     assert "/s" in tty_text and "MiB" in tty_text  # transfer speed and bytes done
     assert "0:00:00" in tty_text or "-:--:--" in tty_text  # the ETA column
     assert "synced 4 shards" in out.decode()
+
+
+def test_unreachable_endpoint_is_one_line_without_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens here now
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNREACHABLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
+    out = subprocess.run([INGEST, "sync", "s3://bucket/shards/ds/snap/", str(tmp_path / "d")], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode != 0
+    assert out.stderr.startswith("error: cannot read s3://bucket/shards/ds/snap/manifest.json") and "AWS_ENDPOINT_URL" in out.stderr
+    assert out.stderr.count("\n") == 1
+    assert "very-secret-value" not in out.stderr + out.stdout and "AKIAUNREACHABLE" not in out.stderr + out.stdout
+    assert not (tmp_path / "d").exists()
