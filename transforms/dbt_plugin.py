@@ -160,7 +160,8 @@ class Plugin(BasePlugin):
         """Write a staged DuckDB relation to its lake table, then point the view at it.
 
         ``location.format`` is the write mode: ``overwrite`` (one atomic Delta commit replacing
-        the table) or ``merge`` (upsert by the model's ``unique_key``).
+        the table), ``append`` (rows the model guarantees are new) or ``merge`` (upsert by the
+        model's ``unique_key``).
         """
         from ingest.delta import merge_batch, write_batch
 
@@ -170,6 +171,8 @@ class Plugin(BasePlugin):
         if tid.layer not in MODEL_LAYERS:
             raise ConfigError(f"dbt models write silver.* or gold.* tables, not {tid}")
         mode = target_config.location.format
+        if mode not in ("overwrite", "append", "merge"):
+            raise ConfigError(f"{tid}: unknown write mode {mode!r} (use overwrite, append or merge)")
         config = target_config.config
         rel = target_config.relation
         cur = self._conn.cursor()  # type: ignore[union-attr]
@@ -177,21 +180,22 @@ class Plugin(BasePlugin):
             data = cur.execute(f"select * from {rel.render()}").to_arrow_table()
         finally:
             cur.close()
-        model_meta = {"writer": "dbt", "model": str(getattr(rel, "identifier", ""))}
-        if mode == "overwrite":
-            res = write_batch(self.lake, tid, data, mode="overwrite", metadata=model_meta)
-        elif mode == "merge":
+        model = str(getattr(rel, "identifier", "")).removesuffix("__delta_stage")
+        model_meta = {"writer": "dbt", "model": model, "mode": mode}
+        if mode != "overwrite" and data.num_rows == 0:
+            res = None  # nothing new: no empty commit, the table keeps its version
+        elif mode in ("overwrite", "append"):
+            res = write_batch(self.lake, tid, data, mode=mode, metadata=model_meta)
+        else:
             keys = _keys(config.get("unique_key") if config is not None else None)
             if not keys:
                 raise ConfigError(f"{tid}: incremental merge needs unique_key in the model config")
             res = merge_batch(self.lake, tid, data, keys=keys, metadata=model_meta)
-        else:
-            raise ConfigError(f"{tid}: unknown write mode {mode!r} (use overwrite or merge)")
         version = self._expose(tid)
         total = self.lake.delta_table(tid).count()
         _CONTEXT.writes[str(tid)] = {
             "table": str(tid),
-            "version": version if res.version is None else res.version,
+            "version": version if res is None or res.version is None else res.version,
             "rows_written": data.num_rows,
             "rows": total,
             "mode": mode,

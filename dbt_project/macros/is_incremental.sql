@@ -1,4 +1,4 @@
-{#- Also true for `delta` models with incremental_strategy='merge' whose lake table exists
+{#- Also true for `delta` models with incremental_strategy merge/append whose lake table exists
     (the lake plugin exposes it as the view {{ this }}). -#}
 {% macro is_incremental() %}
   {% if not execute %}
@@ -7,7 +7,7 @@
   {% set relation = adapter.get_relation(this.database, this.schema, this.table) %}
   {% if model.config.materialized == 'delta' %}
     {{ return(relation is not none
-              and config.get('incremental_strategy') == 'merge'
+              and config.get('incremental_strategy') in ('merge', 'append')
               and not should_full_refresh()) }}
   {% endif %}
   {{ return(relation is not none

@@ -161,6 +161,7 @@ def test_incremental_run_merges_only_changes_and_matches_full_refresh(local_lake
     result = build(local_lake)
     by_table = {m.table: m for m in result.models if m.table}
     assert by_table["gold.photo_features"].mode == "merge"
+    assert by_table["silver.events"].mode == "append"
     assert by_table["gold.photo_features"].rows_written == 3  # photos 3, 5 and 13
     assert by_table["gold.photo_features"].rows == 13
     assert by_table["silver.events"].rows_written == len(new_events) - 1
@@ -177,8 +178,10 @@ def test_incremental_run_merges_only_changes_and_matches_full_refresh(local_lake
     assert gold(local_lake, "gold.photo_features", "photo_id") == incremental
     assert gold(local_lake, "gold.daily_activity", "activity_date") == incremental_daily
     # a run with nothing new writes nothing new
+    versions = {t: local_lake.delta_table(t).version() for t in by_table}
     again = build(local_lake)
     assert all((m.rows_written or 0) == 0 for m in again.models if m.table)
+    assert {t: local_lake.delta_table(t).version() for t in by_table} == versions
 
 
 def test_source_pinned_at_version_zero(local_lake: Lake) -> None:

@@ -6,13 +6,19 @@
   config:
     lake_table            layer.name to write (default: <schema>.<alias>, e.g. gold.photo_features)
     incremental_strategy  'merge' -> when is_incremental(), the model selects only new/changed
-                          rows and they are upserted by unique_key; otherwise one overwrite commit
+                          rows and they are upserted by unique_key; 'append' -> the new rows are
+                          appended (the model guarantees they are new); otherwise one overwrite
+                          commit
     unique_key            merge key column(s)
 -#}
 {% materialization delta, adapter='duckdb' %}
   {%- set lake_table = config.get('lake_table') or (this.schema ~ '.' ~ this.identifier) -%}
   {%- set plugin = config.get('plugin', 'lake') -%}
-  {%- set mode = 'merge' if is_incremental() else 'overwrite' -%}
+  {%- set strategy = config.get('incremental_strategy') or 'merge' -%}
+  {%- if strategy not in ['merge', 'append'] -%}
+    {{ exceptions.raise_compiler_error("delta models support incremental_strategy merge or append, not " ~ strategy) }}
+  {%- endif -%}
+  {%- set mode = strategy if is_incremental() else 'overwrite' -%}
   {%- set staging = this.incorporate(path={"identifier": this.identifier ~ '__delta_stage'}, type='table') -%}
   {%- set target_relation = this.incorporate(type='view') -%}
 

@@ -3,7 +3,7 @@
         materialized='delta',
         schema='silver',
         alias='events',
-        incremental_strategy='merge',
+        incremental_strategy='append',
         unique_key='event_id',
     )
 }}
