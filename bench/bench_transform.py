@@ -1,0 +1,180 @@
+"""Benchmark `ingest transform` (dbt part): full build vs an incremental run after 1% new rows.
+
+    .venv/bin/python bench/bench_transform.py [--events 1000000] [--photos 1000000] [--rounds 1]
+
+Builds bronze.photos, bronze.images (small image bytes) and bronze.events with ``--events`` /
+``--photos`` rows in a temp local lake, then per round:
+
+1. full build (``run_transform``, fresh lake tables),
+2. appends 1% new rows to each bronze table (new photos with their images; new events on the
+   newest 2% of photos - recent uploads get the activity),
+3. incremental run (the peer it is compared with is 4.),
+4. full refresh over the same, now 101%, data,
+5. a no-op incremental run (nothing new): dbt's fixed cost (parse, compile, tests).
+
+Prints seconds (median over rounds) and incremental / full-refresh as the ratio; target <= 0.20.
+Results also go to bench/results/transform.json.  The Spark models are not part of this figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ingest.delta import write_batch  # noqa: E402
+from ingest.lake import Lake  # noqa: E402
+from ingest.settings import Settings  # noqa: E402
+from transforms.dbt_runner import run_transform  # noqa: E402
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+TS = pa.timestamp("us", tz="UTC")
+
+
+def photos_batch(first: int, n: int, loaded: datetime) -> tuple[pa.Table, pa.Table]:
+    ids = np.arange(first, first + n, dtype=np.int64)
+    names = pc.binary_join_element_wise("photo_", pc.cast(pa.array(ids), pa.string()), ".png", "")
+    uploaded = pa.array([T0] * n, TS)
+    photos = pa.table({
+        "photo_id": ids,
+        "user_id": (ids % 5000) + 1,
+        "title": pc.binary_join_element_wise("photo ", pc.cast(pa.array(ids), pa.string()), ""),
+        "place": pa.array(np.array(["Oslo", "Lima", "Kyoto", "Hanoi"])[ids % 4]),
+        "uploaded_at": pc.cast(uploaded, pa.string()),
+        "image_file": names,
+        "updated_at": pc.cast(uploaded, pa.string()),
+        "_run_id": pa.array(["bench"] * n),
+        "_ingested_at": pa.array([loaded] * n, TS),
+    })
+    images = pa.table({
+        "source_uri": pc.binary_join_element_wise("file:///data/images/", names, ""),
+        "sha256": pc.utf8_lpad(pc.cast(pa.array(ids), pa.string()), 64, "0"),
+        "size_bytes": np.full(n, 64, dtype=np.int64),
+        "format": pa.array(["png"] * n),
+        "width": pa.array(np.full(n, 64, dtype=np.int32)),
+        "height": pa.array(np.full(n, 48, dtype=np.int32)),
+        "source_mtime": pa.array([T0] * n, TS),
+        "ingest_run_id": pa.array(["bench"] * n),
+        "ingested_at": pa.array([loaded] * n, TS),
+        "content": pa.array([b"\x89PNG" + b"\x00" * 60] * n, pa.binary()),
+    })
+    return photos, images
+
+
+def events_batch(first: int, n: int, photo_lo: int, photo_hi: int, loaded: datetime, day0: int, rng) -> pa.Table:
+    ids = np.arange(first, first + n, dtype=np.int64)
+    kind = rng.choice(np.array(["view", "view", "view", "like", "login"]), size=n)
+    photo = rng.integers(photo_lo, photo_hi, size=n)
+    secs = rng.integers(0, 86400, size=n) + (day0 + rng.integers(0, 3, size=n)) * 86400
+    ts = pa.array((np.datetime64("2026-11-01T00:00:00") + secs.astype("timedelta64[s]")).astype("datetime64[us]"))
+    return pa.table({
+        "event_id": pc.binary_join_element_wise("e", pc.cast(pa.array(ids), pa.string()), ""),
+        "ts": pc.cast(ts, pa.timestamp("us", tz="UTC")),
+        "user_id": rng.integers(1, 5001, size=n),
+        "event_type": pa.array(kind),
+        "photo_id": pa.array(np.where(kind == "login", 0, photo), mask=kind == "login"),
+        "_source_file": pa.array([f"events-{day0}.jsonl"] * n),
+        "_source_line": ids,
+        "_run_id": pa.array(["bench"] * n),
+        "_ingested_at": pa.array([loaded] * n, TS),
+    })
+
+
+def timed(fn) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def one_round(base: Path, n_photos: int, n_events: int, seed: int) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    lake_dir = base / f"lake-{seed}"
+    lake = Lake(str(lake_dir))
+    settings = Settings(lake=str(lake_dir), s3=lake.s3)
+    photos, images = photos_batch(1, n_photos, T0)
+    write_batch(lake, "bronze.photos", photos)
+    write_batch(lake, "bronze.images", images)
+    write_batch(lake, "bronze.events", events_batch(1, n_events, 1, n_photos + 1, T0, 0, rng))
+
+    full_s, res = timed(lambda: run_transform(settings, include_spark=False))
+    assert res.ok
+
+    loaded = T0 + timedelta(days=3)
+    new_p, new_e = max(1, n_photos // 100), max(1, n_events // 100)
+    photos, images = photos_batch(n_photos + 1, new_p, loaded)
+    write_batch(lake, "bronze.photos", photos)
+    write_batch(lake, "bronze.images", images)
+    recent = n_photos + new_p - max(1, (n_photos + new_p) // 50)
+    write_batch(lake, "bronze.events", events_batch(n_events + 1, new_e, recent, n_photos + new_p + 1, loaded, 3, rng))
+
+    incr_s, res = timed(lambda: run_transform(settings, include_spark=False))
+    assert res.ok
+    written = {m.table: m.rows_written for m in res.models if m.table}
+    incr_rows = lake.delta_table("gold.photo_features").to_pyarrow_table().sort_by("photo_id")
+    refresh_s, res = timed(lambda: run_transform(settings, include_spark=False, full_refresh=True))
+    assert res.ok
+    full_rows = lake.delta_table("gold.photo_features").to_pyarrow_table().sort_by("photo_id")
+    if not incr_rows.equals(full_rows):
+        raise SystemExit("incremental result differs from the full refresh: benchmark invalid")
+    noop_s, _ = timed(lambda: run_transform(settings, include_spark=False))
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    return {
+        "full_build_s": full_s,
+        "incremental_s": incr_s,
+        "full_refresh_s": refresh_s,
+        "noop_incremental_s": noop_s,
+        "incremental_rows_written": written,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--photos", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=1)
+    args = ap.parse_args()
+    if args.events < 100 or args.photos < 100 or args.rounds < 1:
+        raise SystemExit("--events and --photos need at least 100 rows, --rounds at least 1")
+
+    base = Path(tempfile.mkdtemp(prefix="bench-transform-"))
+    try:
+        rounds = [one_round(base, args.photos, args.events, seed) for seed in range(args.rounds)]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    med = {k: statistics.median(r[k] for r in rounds) for k in ("full_build_s", "incremental_s", "full_refresh_s", "noop_incremental_s")}
+    ratio = med["incremental_s"] / med["full_refresh_s"]
+    summary = {
+        "bronze_rows": {"events": args.events, "photos": args.photos, "images": args.photos},
+        "new_rows_fraction": 0.01,
+        "rounds": args.rounds,
+        **{k: round(v, 2) for k, v in med.items()},
+        "incremental_vs_full_refresh": round(ratio, 3),
+        "target": 0.20,
+        "incremental_rows_written": rounds[-1]["incremental_rows_written"],
+    }
+    print(f"bronze: {args.events:,} events, {args.photos:,} photos + images; +1% new rows")
+    print(f"full build         {med['full_build_s']:8.2f} s")
+    print(f"incremental (+1%)  {med['incremental_s']:8.2f} s   rows written: {summary['incremental_rows_written']}")
+    print(f"full refresh       {med['full_refresh_s']:8.2f} s   (same data as the incremental run)")
+    print(f"no-op incremental  {med['noop_incremental_s']:8.2f} s   (dbt parse/compile/tests floor)")
+    print(f"incremental / full refresh = {ratio:.3f}  (target <= 0.20: {'met' if ratio <= 0.20 else 'NOT met'})")
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transform.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
