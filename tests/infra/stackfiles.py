@@ -133,3 +133,71 @@ def dockerfile_instructions(path: Path = DOCKERFILE) -> list[Instruction]:
     return out
 
 
+
+
+# -- running the stack's entry points locally ----------------------------------------------------
+_STACK_PREFIXES = ("LAKEHOUSE_", "AWS_", "PREFECT_")
+
+
+def clean_environ(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any LAKEHOUSE_/AWS_/PREFECT_ value, plus ``extra``:
+    what a container with ``extra`` as its environment sees (no lakehouse.yaml either)."""
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(_STACK_PREFIXES)}
+    return {**base, "LAKEHOUSE_CONFIG": str(ROOT / "does-not-exist.yaml"), **extra}
+
+
+def settings_for_env(env: Mapping[str, str], monkeypatch):
+    """``Settings()`` exactly as a container whose environment is ``env`` builds them."""
+    import os
+
+    from ingest.settings import Settings
+
+    for key in list(os.environ):
+        if key.startswith(_STACK_PREFIXES):
+            monkeypatch.delenv(key)
+    for key, value in clean_environ(env).items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def start_process(cmd: list[str], log: Path, env: Mapping[str, str]):
+    """A server in its own process group, output to ``log``."""
+    import subprocess
+
+    with log.open("wb") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True)
+
+
+def wait_until(check, what: str, proc, log: Path, timeout: float = 180) -> None:
+    """Poll ``check()`` until true; fail with the log tail if ``proc`` dies or time runs out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{what}: not ready after {timeout:.0f}s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def stop_process(proc, timeout: float = 30) -> None:
+    """SIGTERM the process group, SIGKILL if it lingers."""
+    import os
+    import signal
+    import subprocess
+
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)

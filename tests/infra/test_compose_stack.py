@@ -15,25 +15,20 @@ from sqlalchemy.engine import make_url
 from ingest.lake import HADOOP_AWS_PACKAGE, Lake
 from ingest.settings import Settings
 
-from stackfiles import PROJECT_IMAGE_SERVICES, ROOT, Compose, dockerfile_instructions, load_compose, lock_versions
+from stackfiles import (
+    PROJECT_IMAGE_SERVICES,
+    ROOT,
+    Compose,
+    dockerfile_instructions,
+    load_compose,
+    lock_versions,
+    settings_for_env,
+)
 
 EXPECTED_SERVICES = {
     "minio", "minio-init", "postgres", "seed-sources", "prefect-server", "prefect-deploy",
     "prefect-worker", "spark-master", "spark-worker",
 }
-
-
-def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings exactly as a container with ``env`` (and nothing else) builds them."""
-    import os
-
-    for key in list(os.environ):
-        if key.startswith(("LAKEHOUSE_", "AWS_", "PREFECT_")):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("LAKEHOUSE_CONFIG", str(ROOT / "does-not-exist.yaml"))
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return Settings()
 
 
 def flag(cmd: list[str], name: str) -> str:
@@ -102,14 +97,14 @@ def test_scalable_services_have_no_fixed_names_or_host_ports(compose: Compose) -
 # -- Settings the worker reads ----------------------------------------------------------------
 @pytest.mark.parametrize("service", PROJECT_IMAGE_SERVICES)
 def test_project_image_services_build_valid_settings(compose: Compose, service: str, monkeypatch) -> None:
-    s = settings_from(compose.env(service), monkeypatch)
+    s = settings_for_env(compose.env(service), monkeypatch)
     assert s.lake == "s3://lake/warehouse"
     assert s.spark_master == "spark://spark-master:7077"
 
 
 def test_worker_settings_reach_the_stack_services(compose: Compose, monkeypatch) -> None:
     env = compose.env("prefect-worker")
-    s = settings_from(env, monkeypatch)
+    s = settings_for_env(env, monkeypatch)
     lake = Lake.from_settings(s)
     assert lake.is_s3 and lake.location.bucket == "lake" and lake.location.prefix == "warehouse"
 
@@ -143,7 +138,7 @@ def test_secrets_follow_the_shell_overrides(monkeypatch) -> None:
     shell = {"MINIO_ROOT_USER": "ops", "MINIO_ROOT_PASSWORD": "long-secret-value",
              "SOURCES_DB_PASSWORD": "src-pw", "PREFECT_DB_PASSWORD": "pf-pw"}
     c = load_compose(shell)
-    s = settings_from(c.env("prefect-worker"), monkeypatch)
+    s = settings_for_env(c.env("prefect-worker"), monkeypatch)
     assert c.env("minio")["MINIO_ROOT_PASSWORD"] == "long-secret-value"
     assert s.s3.secret_access_key.get_secret_value() == "long-secret-value"
     assert make_url(c.env("prefect-worker")["LAKEHOUSE_SOURCE_DB_URL"]).password == "src-pw"
@@ -154,7 +149,7 @@ def test_secrets_follow_the_shell_overrides(monkeypatch) -> None:
 
 def test_worker_sources_point_at_the_source_database(compose: Compose, monkeypatch) -> None:
     env = compose.env("prefect-worker")
-    s = settings_from(env, monkeypatch)
+    s = settings_for_env(env, monkeypatch)
     kinds = {src.kind: src for src in s.sources}
     assert set(kinds) == {"images", "logs", "tables"}
     assert kinds["images"].path == env["LAKEHOUSE_IMAGES_SRC"]
@@ -177,8 +172,8 @@ def test_worker_sources_point_at_the_source_database(compose: Compose, monkeypat
 def test_bucket_job_creates_the_lake_bucket(compose: Compose, monkeypatch) -> None:
     assert compose.command("minio-init") == ["python", "infra/compose/create_bucket.py"]
     assert compose.service("minio-init")["depends_on"]["minio"]["condition"] == "service_healthy"
-    job = Lake.from_settings(settings_from(compose.env("minio-init"), monkeypatch))
-    worker = Lake.from_settings(settings_from(compose.env("prefect-worker"), monkeypatch))
+    job = Lake.from_settings(settings_for_env(compose.env("minio-init"), monkeypatch))
+    worker = Lake.from_settings(settings_for_env(compose.env("prefect-worker"), monkeypatch))
     assert job.location.bucket == worker.location.bucket == "lake"
     assert job.s3 == worker.s3
     assert compose.service("prefect-worker")["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
@@ -223,7 +218,7 @@ def test_prefect_server_image_matches_the_lock(compose: Compose) -> None:
 def test_worker_pool_and_prefect_yaml_agree(compose: Compose, monkeypatch) -> None:
     pool = flag(compose.command("prefect-worker"), "--pool")
     assert flag(compose.command("prefect-worker"), "--type") == "process"
-    s = settings_from(compose.env("prefect-worker"), monkeypatch)
+    s = settings_for_env(compose.env("prefect-worker"), monkeypatch)
     assert s.prefect.work_pool == pool
     deploy_cmd = " ".join(compose.command("prefect-deploy"))
     assert f"work-pool create {pool} --type process" in deploy_cmd and "deploy --all" in deploy_cmd
@@ -254,7 +249,7 @@ def test_spark_cluster_runs_the_locked_pyspark_and_delta(compose: Compose, monke
     assert compose.command("spark-master")[:2] == ["spark-class", "org.apache.spark.deploy.master.Master"]
     worker = compose.command("spark-worker")
     assert worker[:2] == ["spark-class", "org.apache.spark.deploy.worker.Worker"]
-    s = settings_from(compose.env("prefect-worker"), monkeypatch)
+    s = settings_for_env(compose.env("prefect-worker"), monkeypatch)
     assert worker[-1] == s.spark_master
     assert int(flag(worker, "--cores")) >= 1 and re.fullmatch(r"\d+[mg]", flag(worker, "--memory"))
 
@@ -268,12 +263,11 @@ def test_hadoop_aws_matches_the_hadoop_inside_pyspark() -> None:
     assert bundled, f"no hadoop-client-api jar in {jars}"
     assert HADOOP_AWS_PACKAGE.split(":")[-1] in bundled
     scala = {m.group(1) for j in jars.glob("scala-library-*.jar") if (m := re.search(r"-(\d+\.\d+)\.\d+\.jar$", j.name))}
-    from delta.pip_utils import configure_spark_with_delta_pip  # noqa: F401 - its jar is delta-spark_<scala>
-    import inspect
+    import delta.pip_utils
 
-    import delta.pip_utils as pu
-
-    assert any(f"_{v}" in inspect.getsource(pu) for v in scala), f"delta-spark jar is not built for Scala {scala}"
+    # configure_spark_with_delta_pip asks for io.delta:delta-spark..._<scala>:<its own version>.
+    source = Path(delta.pip_utils.__file__).read_text()
+    assert any(f"_{v}" in source for v in scala), f"delta-spark's jar is not built for pyspark's Scala {scala}"
 
 
 def _is_settings_field(key: str) -> bool:

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from stackfiles import ROOT, load_compose
+from stackfiles import ROOT, clean_environ, load_compose, start_process, stop_process, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.s3]
 
@@ -52,44 +50,16 @@ def swap_host(cmd: list[str], mapping: dict[str, str]) -> list[str]:
     return out
 
 
-def start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    with log.open("wb") as fh:
-        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-
-
-def wait_for(predicate, what: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited {proc.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{what} not ready:\n{log.read_text(errors='replace')[-2000:]}")
-
-
 def test_compose_spark_cluster_runs_delta_over_s3a(s3_server, free_ports, tmp_path: Path) -> None:
     from ingest.lake import Lake
     from ingest.settings import S3Settings
 
     compose = load_compose()
     port, ui, worker_ui, worker_port = free_ports(4)
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("LAKEHOUSE_", "AWS_", "PREFECT_"))}
-    base_env.update({"SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1", "SPARK_LOG_DIR": str(tmp_path),
-                     "SPARK_WORKER_DIR": str(tmp_path / "work"), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"})
+    base_env = clean_environ({
+        "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1", "SPARK_LOG_DIR": str(tmp_path),
+        "SPARK_WORKER_DIR": str(tmp_path / "work"), "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+    })
 
     master_cmd = compose.command("spark-master")
     master_cmd = swap_host(master_cmd, {"spark-master": "127.0.0.1"})
@@ -103,16 +73,16 @@ def test_compose_spark_cluster_runs_delta_over_s3a(s3_server, free_ports, tmp_pa
     assert master_cmd[0] == worker_cmd[0] == "spark-class"
 
     master_log, worker_log = tmp_path / "master.log", tmp_path / "worker.log"
-    master = start([str(VENV_BIN / master_cmd[0]), *master_cmd[1:]], master_log, base_env)
+    master = start_process([str(VENV_BIN / master_cmd[0]), *master_cmd[1:]], master_log, base_env)
     worker = None
     try:
         def alive_workers() -> int:
             with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as resp:
                 return int(json.load(resp).get("aliveworkers", 0))
 
-        wait_for(lambda: alive_workers() >= 0, "spark master", master, master_log)
-        worker = start([str(VENV_BIN / worker_cmd[0]), *worker_cmd[1:]], worker_log, base_env)
-        wait_for(lambda: alive_workers() >= 1, "spark worker registration", worker, worker_log)
+        wait_until(lambda: alive_workers() >= 0, "spark master", master, master_log)
+        worker = start_process([str(VENV_BIN / worker_cmd[0]), *worker_cmd[1:]], worker_log, base_env)
+        wait_until(lambda: alive_workers() >= 1, "spark worker registration", worker, worker_log)
 
         # The driver runs with the prefect-worker's environment; only Docker-provided values change.
         env = dict(compose.env("prefect-worker"))
@@ -120,7 +90,7 @@ def test_compose_spark_cluster_runs_delta_over_s3a(s3_server, free_ports, tmp_pa
         env["LAKEHOUSE_SPARK_MASTER"] = f"spark://127.0.0.1:{port}"
         env.pop("LAKEHOUSE_IVY_DIR")  # /opt/lakehouse/ivy exists in the image; locally the default cache
         env.update(s3_server.env())
-        run_env = {**base_env, **env, "LAKEHOUSE_CONFIG": str(ROOT / "does-not-exist.yaml")}
+        run_env = {**base_env, **env}
         bucket = subprocess.run([sys.executable, "infra/compose/create_bucket.py"], env=run_env, cwd=ROOT,
                                 capture_output=True, text=True, timeout=120)
         assert bucket.returncode == 0, bucket.stderr
@@ -138,8 +108,8 @@ def test_compose_spark_cluster_runs_delta_over_s3a(s3_server, free_ports, tmp_pa
         assert dt.to_pyarrow_table().num_rows == 100
     finally:
         if worker is not None:
-            stop(worker)
-        stop(master)
+            stop_process(worker)
+        stop_process(master)
 
 
 def test_image_build_step_caches_delta_and_hadoop_aws_jars(tmp_path: Path) -> None:
@@ -150,9 +120,8 @@ def test_image_build_step_caches_delta_and_hadoop_aws_jars(tmp_path: Path) -> No
     from ingest.lake import HADOOP_AWS_PACKAGE
     from transforms.spark.session import IVY_DIR_ENV, ivy_dir
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAKEHOUSE_", "AWS_", "PREFECT_"))}
-    env[IVY_DIR_ENV] = str(ivy_dir())  # the shared cache: already holds the jars after the first Spark test
-    env["SPARK_LOCAL_IP"] = "127.0.0.1"
+    # The shared cache: it already holds the jars once any Spark test has run.
+    env = clean_environ({IVY_DIR_ENV: str(ivy_dir()), "SPARK_LOCAL_IP": "127.0.0.1"})
     proc = subprocess.run([sys.executable, "infra/docker/warm_spark_jars.py"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -17,10 +17,18 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
-from stackfiles import ROOT, Compose, load_compose
+from stackfiles import (
+    ROOT,
+    Compose,
+    clean_environ,
+    load_compose,
+    settings_for_env,
+    start_process,
+    stop_process,
+    wait_until,
+)
 
 from ingest.lake import Lake
-from ingest.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -40,24 +48,10 @@ def standin_env(env: dict[str, str], *, s3=None, pg_hostport: str | None = None,
     return out
 
 
-def clean_environ(extra: dict[str, str]) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("LAKEHOUSE_", "AWS_", "PREFECT_"))}
-    return {**base, "LAKEHOUSE_CONFIG": str(ROOT / "does-not-exist.yaml"), **extra}
-
-
 def run_entry(args: list[str], env: dict[str, str], cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(args, env=clean_environ(env), cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc
-
-
-def settings_in(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for key in list(os.environ):
-        if key.startswith(("LAKEHOUSE_", "AWS_", "PREFECT_")):
-            monkeypatch.delenv(key)
-    for key, value in clean_environ(env).items():
-        monkeypatch.setenv(key, value)
-    return Settings()
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +107,6 @@ def test_prefect_server_on_postgres_and_the_deploy_job(
 ) -> None:
     """prefect-server with its compose database URL (the init script's database), then the
     prefect-deploy job's exact command registers the pool and every prefect.yaml deployment."""
-    import signal
-    import time
     import urllib.request
 
     import psycopg
@@ -128,20 +120,10 @@ def test_prefect_server_on_postgres_and_the_deploy_job(
                 "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_SERVER_API_HOST": "127.0.0.1",
                 "PREFECT_SERVER_API_PORT": str(port)})
     log = tmp_path / "server.log"
-    with log.open("wb") as fh:
-        server = subprocess.Popen([str(Path(sys.executable).parent / server_cmd[0]), *server_cmd[1:]],
-                                  env=clean_environ(env), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    server = start_process([str(Path(sys.executable).parent / server_cmd[0]), *server_cmd[1:]], log, clean_environ(env))
     api = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{api}/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("prefect server did not start:\n" + log.read_text(errors="replace")[-3000:])
-                time.sleep(0.5)
+        wait_until(lambda: urllib.request.urlopen(f"{api}/health", timeout=2), "prefect server", server, log)
 
         url = make_url(env["PREFECT_API_DATABASE_CONNECTION_URL"])
         with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database) as con:
@@ -171,13 +153,7 @@ def test_prefect_server_on_postgres_and_the_deploy_job(
         if "ingest-logs-hourly" in by_name:  # parameters templated from the compose env
             assert by_name["ingest-logs-hourly"]["parameters"]["params"]["src"] == deploy_env["LAKEHOUSE_LOGS_SRC"]
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=30)
+        stop_process(server)
 
 
 # -- S3 + worker ----------------------------------------------------------------------------------
@@ -204,7 +180,7 @@ def test_bucket_job_seed_job_and_worker_ingest_on_standins(
 
     # 3. prefect-worker: its Settings, every configured source ingested into the S3 lake.
     worker_env = standin_env(stack.env("prefect-worker"), s3=s3_server, pg_hostport=initialised_pg, sources=sources)
-    settings = settings_in(worker_env, monkeypatch)
+    settings = settings_for_env(worker_env, monkeypatch)
     lake = Lake.from_settings(settings)
     assert lake.uri == "s3://lake/warehouse" and lake.s3.endpoint_url == s3_server.endpoint_url
     from ingest.pipeline import ingest_source
