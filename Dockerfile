@@ -16,6 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LAKEHOUSE_IVY_DIR=/opt/lakehouse/ivy \
     SPARK_NO_DAEMONIZE=1
 
+# Debian's stable/security channel decides the exact JDK patch release (no version pin).
+# hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       openjdk-17-jre-headless procps tini \
@@ -34,13 +36,14 @@ RUN uv pip install --system --no-cache -r requirements.lock
 COPY . /app
 RUN uv pip install --system --no-cache --no-deps /app
 
-# Resolve the Delta and hadoop-aws jars at build time so containers start without Maven Central.
-RUN python infra/docker/warm_spark_jars.py
-
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin lakehouse \
+# Resolve the Delta and hadoop-aws jars at build time so containers start without Maven Central,
+# then hand /app, the jar cache and the sources volume to the unprivileged user.
+RUN python infra/docker/warm_spark_jars.py \
+ && groupadd --gid 10001 lakehouse \
+ && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin lakehouse \
  && mkdir -p /data/sources \
  && chown -R lakehouse:lakehouse /app /opt/lakehouse /data
-USER lakehouse
+USER 10001:10001
 
 ENTRYPOINT ["tini", "--"]
 CMD ["prefect", "worker", "start", "--pool", "lakehouse-process", "--type", "process"]

@@ -110,29 +110,19 @@ def lock_versions() -> dict[str, str]:
 @dataclass
 class Instruction:
     op: str
-    args: str
+    args: tuple[str, ...]
+    json: bool
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.args)
 
 
 def dockerfile_instructions(path: Path = DOCKERFILE) -> list[Instruction]:
-    """Dockerfile instructions with continuation lines joined and comments dropped."""
-    out: list[Instruction] = []
-    buf = ""
-    for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if not buf and (not stripped or stripped.startswith("#")):
-            continue
-        if stripped.startswith("#"):
-            continue
-        if stripped.endswith("\\"):
-            buf += stripped[:-1] + " "
-            continue
-        buf += stripped
-        op, _, args = buf.partition(" ")
-        out.append(Instruction(op.upper(), args.strip()))
-        buf = ""
-    return out
+    """Dockerfile instructions as BuildKit's own parser reads them (the ``dockerfile`` package)."""
+    import dockerfile
 
-
+    return [Instruction(c.cmd.upper(), tuple(c.value), bool(c.json)) for c in dockerfile.parse_file(str(path))]
 
 
 # -- running the stack's entry points locally ----------------------------------------------------

@@ -211,7 +211,7 @@ def test_prefect_server_image_matches_the_lock(compose: Compose) -> None:
     m = re.fullmatch(r"prefecthq/prefect:(?P<v>[\d.]+)-python(?P<py>3\.\d+)", image)
     assert m, image
     assert m["v"] == lock_versions()["prefect"] == installed_version("prefect")
-    base = next(i.args for i in dockerfile_instructions() if i.op == "FROM")
+    base = next(i.text for i in dockerfile_instructions() if i.op == "FROM")
     assert base.startswith(f"python:{m['py']}-")
 
 
@@ -235,7 +235,7 @@ def test_worker_pool_and_prefect_yaml_agree(compose: Compose, monkeypatch) -> No
     for service in ("prefect-deploy", "prefect-worker"):
         env = compose.env(service)
         assert needed <= set(env), f"{service} lacks {needed - set(env)}"
-    workdir = [i.args for i in dockerfile_instructions() if i.op == "WORKDIR"][-1]
+    workdir = [i.text for i in dockerfile_instructions() if i.op == "WORKDIR"][-1]
     assert compose.env("prefect-worker")["LAKEHOUSE_HOME"] == workdir
 
 
