@@ -55,6 +55,11 @@ def _report(seconds: float, rows: int, **extra) -> None:
 
 def child_ours_table(url: str, table: str, dest: str) -> None:
     sys.path.insert(0, str(ROOT))
+    import connectorx  # noqa: F401 - imported before the clock starts, like dlt for the peer
+    import deltalake  # noqa: F401
+    import psycopg  # noqa: F401
+    import sqlalchemy  # noqa: F401
+
     from ingest.lake import Lake
     from ingest.sources.tables import ingest_table
 
@@ -87,6 +92,9 @@ def child_dlt_table(url: str, table: str, dest: str, backend: str) -> None:
 
 def child_ours_images(src: str, dest: str) -> None:
     sys.path.insert(0, str(ROOT))
+    import deltalake  # noqa: F401 - imported before the clock starts, like boto3 for the peer
+    import PIL.Image  # noqa: F401
+
     from ingest.lake import Lake
     from ingest.sources.images import ingest_images
 
@@ -111,9 +119,11 @@ def child_download(src: str, workers: int) -> None:
 
 
 def run_child(py: Path, *args: str, env: dict[str, str] | None = None) -> dict:
+    # bytecode caching on: the warm-up run compiles each side's imports once, not per measurement
+    base_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     proc = subprocess.run(
         [str(py), str(Path(__file__).resolve()), "--child", *args],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT,
+        capture_output=True, text=True, env={**base_env, **(env or {})}, cwd=ROOT,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"child {args[0]} failed:\n{proc.stderr[-3000:]}")
@@ -186,10 +196,18 @@ def upload_images(weed, bucket: str, n: int) -> int:
         return sum(ex.map(one, range(n)))
 
 
-def median_run(rounds: int, fn) -> dict:
-    runs = [fn(i) for i in range(rounds)]
-    best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
-    return {**best, "seconds_all": [round(r["seconds"], 3) for r in runs]}
+def interleaved(rounds: int, contenders: dict) -> dict[str, dict]:
+    """Run every contender once per round, in turn (same data, same moment), and keep each one's
+    median run: on a shared machine the load changes between minutes, not between neighbours."""
+    runs: dict[str, list[dict]] = {name: [] for name in contenders}
+    for i in range(rounds):
+        for name, fn in contenders.items():
+            runs[name].append(fn(i))
+    out = {}
+    for name, rs in runs.items():
+        med = sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2]
+        out[name] = {**med, "seconds_all": [round(r["seconds"], 3) for r in rs]}
+    return out
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -197,7 +215,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--images", type=int, default=5000)
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--workers", type=int, default=16, help="threads for the plain download")
     ap.add_argument("--skip", choices=["tables", "images"], action="append", default=[])
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -230,6 +248,10 @@ def bench_tables(args, base: Path) -> dict:
         print(f"loading {args.rows:,} rows into PostgreSQL ...", flush=True)
         load_postgres(url, "bench_photos", args.rows)
         load_postgres(url, "bench_quarter", args.rows // 4)
+        load_postgres(url, "bench_warmup", 1000)
+        run_child(PY, "ours-table", url, "bench_warmup", str(base / "warm-ours"))  # untimed warm-up
+        for backend in ("connectorx", "pyarrow"):
+            run_child(peer, "dlt-table", url, "bench_warmup", str(base / f"warm-{backend}"), backend)
 
         def ours(i: int, table: str = "bench_photos") -> dict:
             return run_child(PY, "ours-table", url, table, str(base / f"ours-{table}-{i}"))
@@ -237,9 +259,8 @@ def bench_tables(args, base: Path) -> dict:
         def dlt_run(backend: str):
             return lambda i: run_child(peer, "dlt-table", url, "bench_photos", str(base / f"dlt-{backend}-{i}"), backend)
 
-        r_ours = median_run(args.rounds, ours)
-        r_cx = median_run(args.rounds, dlt_run("connectorx"))
-        r_pa = median_run(args.rounds, dlt_run("pyarrow"))
+        got = interleaved(args.rounds, {"ours": ours, "cx": dlt_run("connectorx"), "pa": dlt_run("pyarrow")})
+        r_ours, r_cx, r_pa = got["ours"], got["cx"], got["pa"]
         r_quarter = ours(0, "bench_quarter")
     finally:
         gen.close()
@@ -269,8 +290,12 @@ def bench_images(args, base: Path) -> dict:
         total = upload_images(weed, bucket, args.images)
         env = weed.env()
         src = f"s3://{bucket}/imgs/"
-        r_dl = median_run(args.rounds, lambda i: run_child(PY, "download", src, str(args.workers), env=env))
-        r_ours = median_run(args.rounds, lambda i: run_child(PY, "ours-images", src, str(base / f"img-{i}"), env=env))
+        run_child(PY, "ours-images", f"s3://{bucket}/imgs/q/", str(base / "warm"), env=env)  # untimed warm-up
+        got = interleaved(args.rounds, {
+            "download": lambda i: run_child(PY, "download", src, str(args.workers), env=env),
+            "ours": lambda i: run_child(PY, "ours-images", src, str(base / f"img-{i}"), env=env),
+        })
+        r_dl, r_ours = got["download"], got["ours"]
         r_quarter = run_child(PY, "ours-images", f"s3://{bucket}/imgs/q/", str(base / "img-q"), env=env)
     finally:
         weed.stop()

@@ -16,6 +16,7 @@ in Delta and the loser retries against what the winner wrote.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -119,21 +120,33 @@ def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None) ->
 
 
 # -- reading -------------------------------------------------------------------------------------
-def read_batches(src: DbSource, query: str, batch_rows: int) -> Iterator[pa.Table | list[dict[str, Any]]]:
+def read_batches(
+    src: DbSource, query: str, batch_rows: int, *, parallel: bool = False
+) -> Iterator[pa.Table | list[dict[str, Any]]]:
     """Arrow batches via connectorx (PostgreSQL, MySQL), or Python records via SQLAlchemy (SQLite,
-    whose columns may hold values of any type, and the fallback), in batches of ``batch_rows``."""
+    whose columns may hold values of any type, and the fallback), in batches of ``batch_rows``.
+
+    ``parallel`` (any row order is fine): split the read over several connections by ranges of an
+    integer primary key, when the table has one.
+    """
     if src.dialect == "sqlite":
         yield from _sqlalchemy_batches(src, query, batch_rows, first_error=None)
         return
-    _preflight(src)
+    int_pk = _preflight(src)
     import connectorx as cx
 
+    split: dict[str, Any] = {}
+    parts = env_int("INGEST_TABLE_PARTITIONS", max(2, min(4, os.cpu_count() or 2)))
+    if parallel and int_pk and parts > 1:
+        split = {"partition_on": int_pk, "partition_num": parts}
     yielded = 0
     try:
-        reader = cx.read_sql(src.connectorx_url(), query, return_type="arrow_stream", batch_size=batch_rows)
+        reader = cx.read_sql(
+            src.connectorx_url(), query, return_type="arrow_stream", batch_size=batch_rows, **split
+        )
         pending: list[pa.RecordBatch] = []
         rows = 0
-        for rb in reader:
+        for rb in _read_ahead(reader, depth=2):
             pending.append(rb)
             rows += rb.num_rows
             if rows >= batch_rows:
@@ -150,18 +163,70 @@ def read_batches(src: DbSource, query: str, batch_rows: int) -> Iterator[pa.Tabl
         yield from _sqlalchemy_batches(src, query, batch_rows, first_error=exc)
 
 
-def _preflight(src: DbSource) -> None:
-    """Fail fast with one line on bad credentials or a wrong host (connectorx's pool retries for
-    seconds and logs to stderr); skipped when the SQLAlchemy driver is not installed."""
+def _read_ahead(it: Any, depth: int) -> Iterator[Any]:
+    """Pull the next ``depth`` items on a thread, so the database read overlaps the Delta write
+    (both release the GIL); memory stays bounded by ``depth`` batches."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            q.put(exc)
+
+    t = threading.Thread(target=pump, name="db-read-ahead", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _preflight(src: DbSource) -> str | None:
+    """Fail fast with one line on bad credentials, a wrong host or a missing table (connectorx's
+    pool retries for seconds and logs to stderr), and return the table's integer primary key
+    column if it has exactly one.  Skipped when the SQLAlchemy driver is not installed."""
     import sqlalchemy as sa
 
     try:
         engine = sa.create_engine(src.url, connect_args={"connect_timeout": 10} if src.dialect == "postgresql" else {})
     except Exception:  # noqa: BLE001 - no driver: connectorx will report the problem
-        return
+        return None
     try:
-        with engine.connect():
-            pass
+        with engine.connect() as conn:
+            insp = sa.inspect(conn)
+            try:
+                pk = insp.get_pk_constraint(src.name, schema=src.schema).get("constrained_columns") or []
+                if len(pk) != 1:
+                    return None
+                types = {c["name"]: c["type"] for c in insp.get_columns(src.name, schema=src.schema)}
+                return pk[0] if isinstance(types.get(pk[0]), sa.Integer) else None
+            except sa.exc.NoSuchTableError:
+                raise SourceError(f"cannot read {src.label}: table does not exist - check --source-table") from None
+            except sa.exc.SQLAlchemyError:
+                return None
+    except IngestError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise _db_error(src, exc) from None
     finally:
@@ -339,7 +404,7 @@ def ingest_table(
             if mode == "snapshot":
                 _snapshot(lake, tid, src, query, batch_rows, run.run_id, counts, bar)
             else:
-                for batch in read_batches(src, query, batch_rows):
+                for batch in read_batches(src, query, batch_rows, parallel=cursor is None):
                     _load_batch(lake, tid, src, batch, mode=mode, keys=keys, cursor=cursor, run_id=run.run_id, counts=counts)
                     bar.advance(_len(batch))
         run.rows_written, run.rows_quarantined, run.skipped = counts.rows, counts.quarantined, counts.skipped
@@ -374,8 +439,8 @@ def _fit(src: DbSource, batch: pa.Table | list[dict[str, Any]], against: pa.Sche
 
 
 def _with_meta(t: pa.Table, run_id: str, now: datetime) -> pa.Table:
-    t = t.append_column("_run_id", pa.array([run_id] * t.num_rows, pa.string()))
-    return t.append_column("_ingested_at", pa.array([now] * t.num_rows, pa.timestamp("us", tz="UTC")))
+    t = t.append_column("_run_id", pa.repeat(pa.scalar(run_id, pa.string()), t.num_rows))
+    return t.append_column("_ingested_at", pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), t.num_rows))
 
 
 def _new_bad(lake: Lake, tid: TableId, bad: list[Bad]) -> list[Bad]:
@@ -432,7 +497,7 @@ def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: i
     now = utcnow()
 
     def typed() -> Iterator[pa.RecordBatch]:
-        for batch in read_batches(src, query, batch_rows):
+        for batch in read_batches(src, query, batch_rows, parallel=True):
             good, bad = _fit(src, batch, first.get("schema", existing), counts)
             good = _with_meta(good, run_id, now)
             bad_all.extend(bad)
