@@ -258,3 +258,11 @@ def test_three_roles_use_the_rendered_policies(root_hcl: dict) -> None:
     assert "aws_kms_key.lake.arn" in module["kms_key_arn"] and "aws_s3_bucket.lake" in module["bucket_name"]
     # No inline policies that could widen access behind the module's back.
     assert not any("aws_iam_role_policy" in b for b in root_hcl["resource"])
+
+
+def test_module_native_terraform_tests_pass(tmp_path: Path) -> None:
+    """modules/lake-access/tests/*.tftest.hcl, including the lake_prefix validation rule."""
+    shutil.copytree(MODULE, tmp_path / "m")
+    tf(["init", "-input=false", "-backend=false"], tmp_path / "m")
+    out = tf(["test", "-no-color"], tmp_path / "m").stdout
+    assert "3 passed, 0 failed" in out and "run \"rejects_a_prefix_with_slashes\"... pass" in out
