@@ -265,4 +265,8 @@ def test_module_native_terraform_tests_pass(tmp_path: Path) -> None:
     shutil.copytree(MODULE, tmp_path / "m")
     tf(["init", "-input=false", "-backend=false"], tmp_path / "m")
     out = tf(["test", "-no-color"], tmp_path / "m").stdout
-    assert "3 passed, 0 failed" in out and "run \"rejects_a_prefix_with_slashes\"... pass" in out
+    import re
+
+    m = re.search(r"(\d+) passed, (\d+) failed", out)
+    assert m and int(m.group(1)) >= 3 and m.group(2) == "0", out
+    assert 'run "rejects_a_prefix_with_slashes"... pass' in out
