@@ -16,11 +16,12 @@ DuckDB reads Delta through deltalake -> Arrow; an Arrow object registered on one
 is invisible to the others, so the plugin re-registers its datasets on every cursor it sees.
 
 Run-wide settings come from :func:`configure` (called by ``transforms.dbt_runner``) or, when dbt
-is run by hand, from the plugin config in ``dbt_project/profiles.yml`` (env ``LAKEHOUSE_LAKE``).
+is run by hand, from the plugin config ``lake`` or env ``LAKEHOUSE_LAKE``.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -86,7 +87,7 @@ class Plugin(BasePlugin):
             if _CONTEXT.lake is not None:
                 self._lake = _CONTEXT.lake
             else:
-                uri = self._config.get("lake")
+                uri = self._config.get("lake") or os.environ.get("LAKEHOUSE_LAKE")
                 if not uri:
                     raise ConfigError(
                         "the dbt lake plugin has no lake: run `ingest transform`, or set LAKEHOUSE_LAKE"

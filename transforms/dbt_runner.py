@@ -74,7 +74,7 @@ def dbt_args(
         "--log-path", str(target_dir / "logs"),
         "--quiet",
         "--no-use-colors",
-        "--no-partial-parse",
+        "--partial-parse",
         "--no-write-json",
     ]
     if select:
@@ -82,6 +82,38 @@ def dbt_args(
     if full_refresh:
         args.append("--full-refresh")
     return args
+
+
+PARSE_CACHE_ENV = "LAKEHOUSE_DBT_CACHE"
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+
+
+def parse_cache_dir() -> Path:
+    """Where dbt's parsed project is kept between runs (parsing is most of a no-op run's time)."""
+    env = os.environ.get(PARSE_CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "lakehouse" / "dbt"
+
+
+def _restore_parse_cache(target: Path) -> None:
+    cached = parse_cache_dir() / PARTIAL_PARSE_FILE
+    if cached.is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, target / PARTIAL_PARSE_FILE)
+
+
+def _save_parse_cache(target: Path) -> None:
+    """Atomic replace: concurrent runs at worst leave a stale file, which dbt detects and re-parses."""
+    fresh = target / PARTIAL_PARSE_FILE
+    if not fresh.is_file():
+        return
+    cache = parse_cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".{PARTIAL_PARSE_FILE}.{os.getpid()}"
+        shutil.copyfile(fresh, tmp)
+        os.replace(tmp, cache / PARTIAL_PARSE_FILE)
+    except OSError:  # a read-only home only costs the next run a full parse
+        pass
 
 
 def upstream_views_selector(select: str) -> str:
@@ -181,6 +213,7 @@ def run_dbt(
     old_env = os.environ.get(LAKE_ENV)
     os.environ[LAKE_ENV] = lake.uri  # only for profiles.yml rendering; the plugin uses ctx.lake
     _reset_duckdb_env()
+    _restore_parse_cache(tmp / "target")
     try:
         runner = dbtRunner(callbacks=callbacks)
         if select:
@@ -191,6 +224,7 @@ def run_dbt(
                 raise IngestError(f"dbt could not run: {_one_line(pre.exception)}")
         res = runner.invoke(dbt_args("build", target_dir=tmp, select=select, full_refresh=full_refresh))
     finally:
+        _save_parse_cache(tmp / "target")
         _reset_duckdb_env()
         dbt_plugin.configure(None)
         if old_env is None:
