@@ -150,3 +150,40 @@ def test_default_command_is_the_compose_worker() -> None:
     assert cmd.json and list(cmd.args) == load_compose().command("prefect-worker")
     (entry,) = [i for i in INSTRUCTIONS if i.op == "ENTRYPOINT"]
     assert entry.json and entry.args[0] == "tini", "an init process reaps the flow-run subprocesses"
+
+
+def build_context(dest: Path) -> Path:
+    """Copy what `docker build .` would send (the repo minus .dockerignore) to ``dest``."""
+    import os
+
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        rel_dir = Path(dirpath).relative_to(ROOT)
+        dirnames[:] = [d for d in dirnames if not dockerignore_excludes((rel_dir / d).as_posix())]
+        for name in filenames:
+            rel = (rel_dir / name).as_posix()
+            if not dockerignore_excludes(rel):
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, dest / rel)
+    return dest
+
+
+def test_project_installs_from_the_build_context(tmp_path: Path) -> None:
+    """`uv pip install --no-deps /app` on the context: the wheel carries every package and the CLI."""
+    import zipfile
+
+    uv = Path(sys.executable).parent / "uv"
+    if not uv.exists():
+        pytest.skip("uv not in the venv (make install puts it there)")
+    ctx = build_context(tmp_path / "ctx")
+    assert not (ctx / ".venv").exists() and not (ctx / ".git").exists()
+    proc = subprocess.run([str(uv), "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(ctx)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for package in ("ingest/cli/__init__.py", "transforms/__init__.py", "flows/__init__.py"):
+        assert package in names, f"{package} missing from the image's install"
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "ingest = ingest.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    # What prefect.yaml and dbt need at run time is in /app even though it is not in the wheel.
+    assert (ctx / "prefect.yaml").is_file() and (ctx / "dbt_project" / "dbt_project.yml").is_file()
