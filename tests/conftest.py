@@ -332,8 +332,11 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
             "spark.sql.warehouse.dir": str(warehouse / "wh"),
             "spark.driver.memory": "1g",
             "spark.hadoop.fs.s3a.impl.disable.cache": "true",
-            "spark.hadoop.fs.s3a.attempts.maximum": "3",
-            "spark.hadoop.fs.s3a.retry.limit": "2",
+            # a shared 2-core box makes SeaweedFS answer 500/503 under load: retry, don't fail
+            "spark.hadoop.fs.s3a.attempts.maximum": "10",
+            "spark.hadoop.fs.s3a.retry.limit": "15",
+            "spark.hadoop.fs.s3a.retry.interval": "500ms",
+            "spark.hadoop.fs.s3a.retry.throttle.limit": "20",
         },
     )
     try:

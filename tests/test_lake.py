@@ -223,3 +223,34 @@ def test_unreachable_s3_endpoint_is_one_clear_line(argv: list[str], tmp_path: Pa
     assert f"check AWS_ENDPOINT_URL ({endpoint}) is reachable" in lines[0]
     assert "Traceback" not in proc.stderr
     assert SECRET not in proc.stderr + proc.stdout
+
+
+def test_cluster_spark_defaults_agree_with_lake_spark_conf() -> None:
+    """infra/spark/spark-defaults.conf is what build_spark sets for the compose stack (minio)."""
+    from transforms.spark.session import spark_session_conf
+
+    path = Path(__file__).resolve().parents[1] / "infra" / "spark" / "spark-defaults.conf"
+    defaults: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            defaults[key] = value.strip()
+    lake = Lake("s3://lake/warehouse", s3=S3Settings(endpoint_url="http://minio:9000", region="us-east-1"))
+    conf, packages = spark_session_conf(lake)
+    for key, value in conf.items():
+        if key in ("spark.jars.ivy", "spark.ui.enabled", "spark.sql.shuffle.partitions") or "snapshotPartitions" in key:
+            continue  # local/test tuning, not cluster settings
+        if key == "spark.sql.sources.partitionOverwriteMode":
+            continue
+        assert defaults.get(key) == value, f"{key}: spark-defaults.conf has {defaults.get(key)!r}, Lake.spark_conf() {value!r}"
+    jars = defaults["spark.jars.packages"].split(",")
+    assert packages[0] in jars
+    from importlib.metadata import version
+
+    import pyspark
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    assert f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}" in jars
+    for secret_key in ("spark.hadoop.fs.s3a.access.key", "spark.hadoop.fs.s3a.secret.key"):
+        assert secret_key not in defaults
