@@ -73,6 +73,16 @@ def vacuum(lake: Lake, *, retain_hours: float = 168, dry_run: bool = False, tabl
     """Delete files older than ``retain_hours`` that no current version or pinned snapshot needs."""
     if retain_hours < 0:
         raise ValueError(f"retain_hours must be >= 0, got {retain_hours}")
+    from ingest.runlog import track
+
+    with track(lake, command="vacuum", source=f"retain_hours={retain_hours:g}", target="lake") as run:
+        result = _vacuum(lake, retain_hours=retain_hours, dry_run=dry_run, tables=tables)
+        run.details = result.payload()
+        run.rows_written = 0
+    return result
+
+
+def _vacuum(lake: Lake, *, retain_hours: float, dry_run: bool, tables: list[str] | None) -> VacuumResult:
     from ingest.snapshots import pinned_versions
 
     pins = pinned_versions(lake)

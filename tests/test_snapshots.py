@@ -155,6 +155,13 @@ def test_cli_snapshot_commands(local_lake: Lake) -> None:
     assert "created_at" in shown
     listed = json.loads(runner.invoke(app, [*base, "snapshot", "list"]).output)
     assert [s["name"] for s in listed] == ["cli-snap"]
+    write_batch(local_lake, "gold.photo_features", _photos([9], "later"), mode="overwrite")
+    query = "select photo_id from gold.photo_features order by 1"
+    pinned = json.loads(runner.invoke(app, [*base, "sql", query, "--as-of", "cli-snap"]).output)
+    assert [r["photo_id"] for r in pinned] == [1, 2, 3]
+    assert [r["photo_id"] for r in json.loads(runner.invoke(app, [*base, "sql", query]).output)] == [9]
+    dup = runner.invoke(app, [*base, "snapshot", "create", "cli-snap"])
+    assert dup.exit_code != 0
     vac = json.loads(runner.invoke(app, [*base, "vacuum", "--retain-hours", "0", "--dry-run"]).output)
     assert vac["dry_run"] is True
     res = runner.invoke(app, [*base, "snapshot", "drop", "cli-snap"])
