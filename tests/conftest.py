@@ -185,7 +185,9 @@ def s3_server() -> Iterator[S3Server]:
         "-master.volumeSizeLimitMB=64",
         f"-volume.port={volume}",
         f"-volume.port.grpc={volume_grpc}",
-        "-volume.max=20",
+        # each bucket is a collection that grows ~7 volumes: a fixed cap (default 8) runs out after
+        # a few fresh buckets and PUTs then fail with 500 InternalError; 0 = sized from free disk
+        "-volume.max=0",
         "-filer",
         f"-filer.port={filer}",
         f"-filer.port.grpc={filer_grpc}",
