@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
             None, "--world-size", help="Number of ranks sharing the set (default: $WORLD_SIZE ... else 1).", show_default=False
         ),
         split: Optional[str] = typer.Option(None, "--split", help="Only these splits, comma-separated (e.g. train,val)."),
-        workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel transfers (default 8)."),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel transfers (default 32)."),
         verify_local: bool = typer.Option(
             False, "--verify-local", help="Re-hash files already in DEST instead of trusting the recorded checksums."
         ),
