@@ -25,3 +25,16 @@ def test_spark_build_matches_local(spark, local_lake: Lake, fmt: str) -> None:
     for a, b in zip(local.manifest["shards"], dist.manifest["shards"]):
         assert (a["path"], a["samples"], a["bytes"], a["sha256"]) == (b["path"], b["samples"], b["bytes"], b["sha256"])
     assert local.manifest["files"] == dist.manifest["files"]
+
+
+@pytest.mark.s3
+def test_spark_build_on_s3_matches_local_engine(spark_for, s3_lake: Lake) -> None:
+    """Executors read the pinned version over s3a and write shards through the lake's filesystem."""
+    make_gold(s3_lake, list(range(1, 31)))
+    create_snapshot(s3_lake, "snap-s3")
+    spark_for(s3_lake)
+    kw = dict(table="gold.photo_features", snapshot="snap-s3", shard_size="8KB")
+    local = build_shards(s3_lake, "local", engine="local", **kw)
+    dist = build_shards(s3_lake, "spark", engine="spark", **kw)
+    assert dist.uri.startswith("s3://") and dist.samples == 30
+    assert [s["sha256"] for s in dist.manifest["shards"]] == [s["sha256"] for s in local.manifest["shards"]]
