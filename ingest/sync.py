@@ -174,12 +174,14 @@ def assign_ranks(shards: list[ShardEntry], world_size: int) -> list[list[ShardEn
     """
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
-    loads = [0] * world_size
+    import heapq
+
     out: list[list[ShardEntry]] = [[] for _ in range(world_size)]
+    heap = [(0, 0, r) for r in range(world_size)]  # (bytes, shards, rank): least loaded first
     for sh in sorted(shards, key=lambda s: (-s.bytes, s.path)):
-        r = min(range(world_size), key=lambda i: (loads[i], len(out[i]), i))
+        load, count, r = heapq.heappop(heap)
         out[r].append(sh)
-        loads[r] += sh.bytes
+        heapq.heappush(heap, (load + sh.bytes, count + 1, r))
     for lst in out:
         lst.sort(key=lambda s: s.path)
     return out

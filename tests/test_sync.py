@@ -588,3 +588,29 @@ def test_unreachable_endpoint_is_one_line_without_secrets(tmp_path: Path, monkey
     assert out.stderr.count("\n") == 1
     assert "very-secret-value" not in out.stderr + out.stdout and "AKIAUNREACHABLE" not in out.stderr + out.stdout
     assert not (tmp_path / "d").exists()
+
+
+def test_rank_assignment_scales_to_large_manifests() -> None:
+    shards = [ShardEntry(path=f"s/{i}.tar", bytes=(i * 7919) % 100_000 + 1, sha256="0" * 64) for i in range(100_000)]
+    parts = assign_ranks(shards, 1024)
+    loads = [sum(s.bytes for s in p) for p in parts]
+    assert sum(len(p) for p in parts) == len(shards)
+    assert max(loads) - min(loads) <= 100_000
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_s3_credentials_from_the_aws_chain_when_no_keys_in_env(s3_server, s3_shards, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AWS_ACCESS_KEY_ID: credentials come from botocore's chain (shared file here, instance role on EC2)."""
+    lake, uri, manifest, _ = s3_shards
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[default]\naws_access_key_id = {s3_server.access_key}\naws_secret_access_key = {s3_server.secret_key}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL=s3_server.endpoint_url, AWS_REGION="us-east-1", AWS_SHARED_CREDENTIALS_FILE=str(creds),
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+    out = subprocess.run([INGEST, "--json", "sync", uri, str(tmp_path / "d"), "--split", "val"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    val = {s["path"] for s in manifest["shards"] if s["split"] == "val"}
+    assert json.loads(out.stdout)["downloaded"] == len(val)
+    assert_verified(tmp_path / "d", manifest, val)
