@@ -170,14 +170,24 @@ def create_snapshot(
     done = None
     if lake.table_exists(SNAPSHOTS_TABLE):
         done = lake.delta_table(SNAPSHOTS_TABLE).transaction_version(app_id)
-    result = write_batch(
-        lake,
-        SNAPSHOTS_TABLE,
-        pa.Table.from_pylist([row], schema=SNAPSHOTS_SCHEMA),
-        app_id=app_id,
-        batch_version=(done or 0) + 1,
-        metadata={"ingest_command": "snapshot create", "snapshot": name},
-    )
+    from deltalake.exceptions import CommitFailedError
+
+    try:
+        result = write_batch(
+            lake,
+            SNAPSHOTS_TABLE,
+            pa.Table.from_pylist([row], schema=SNAPSHOTS_SCHEMA),
+            app_id=app_id,
+            batch_version=(done or 0) + 1,
+            metadata={"ingest_command": "snapshot create", "snapshot": name},
+        )
+    except CommitFailedError:
+        # Delta refuses a second commit of the same app transaction: another creator won.
+        if any(r["name"] == name for r in _rows(lake)):
+            raise SnapshotExists(
+                f"snapshot {name!r} already exists (created concurrently): pick another name"
+            ) from None
+        raise
     # A concurrent creator may have written the same name: the earliest row wins, the other withdraws.
     rows = [r for r in _rows(lake) if r["name"] == name]
     if result.skipped or not rows or _winner(rows)["create_id"] != create_id:

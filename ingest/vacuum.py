@@ -8,6 +8,7 @@ reconstructible.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -93,7 +94,7 @@ def _vacuum(lake: Lake, *, retain_hours: float, dry_run: bool, tables: list[str]
         dt = lake.delta_table(tid)
         versions = [v for v in pins.get(str(tid), []) if v <= dt.version()]
         candidates = dt.vacuum(
-            retention_hours=int(retain_hours),
+            retention_hours=math.ceil(retain_hours),  # never shorter than asked
             dry_run=True,
             enforce_retention_duration=False,
             keep_versions=versions or None,

@@ -167,3 +167,30 @@ def test_cli_snapshot_commands(local_lake: Lake) -> None:
     res = runner.invoke(app, [*base, "snapshot", "drop", "cli-snap"])
     assert res.exit_code == 0, res.output
     assert json.loads(runner.invoke(app, [*base, "snapshot", "list"]).output) == []
+
+
+def test_concurrent_creators_of_one_name_get_one_snapshot(local_lake: Lake) -> None:
+    import threading
+
+    _seed(local_lake)
+    create_snapshot(local_lake, "warm-up")  # the snapshots table exists: both writers append to it
+    barrier = threading.Barrier(3)
+    outcomes: list[str] = []
+
+    def creator() -> None:
+        barrier.wait()
+        try:
+            create_snapshot(local_lake, "race", tables=["gold.daily_activity"])
+            outcomes.append("created")
+        except SnapshotExists:
+            outcomes.append("exists")
+
+    threads = [threading.Thread(target=creator) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["created", "exists", "exists"]
+    assert [s.name for s in list_snapshots(local_lake)].count("race") == 1
+    rows = local_lake.delta_table("_meta.snapshots").to_pyarrow_table().to_pylist()
+    assert sum(r["name"] == "race" for r in rows) == 1  # losers withdrew their rows

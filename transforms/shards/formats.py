@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Iterator, Literal
 
 import pyarrow as pa
 
+from ingest.errors import ConfigError
 from transforms.shards.plan import key_text
 
 Format = Literal["webdataset", "mds", "parquet"]
@@ -140,13 +141,13 @@ class ShardSpec:
         nullable: set[str] | frozenset[str] = frozenset(),
     ) -> "ShardSpec":
         if format not in FORMATS:
-            raise ValueError(f"unknown shard format {format!r}: use one of {', '.join(FORMATS)}")
+            raise ConfigError(f"unknown shard format {format!r}: use one of {', '.join(FORMATS)}")
         names = tuple(schema.names)
         if key not in names:
-            raise ValueError(f"key column {key!r} is not in the table (columns: {', '.join(names)})")
+            raise ConfigError(f"key column {key!r} is not in the table (columns: {', '.join(names)})")
         binary = tuple(n for n in names if _is_binary(schema.field(n).type))
         if key in binary:
-            raise ValueError(f"key column {key!r} is binary: choose an id or text column")
+            raise ConfigError(f"key column {key!r} is binary: choose an id or text column")
         ext_source: dict[str, str | None] = {}
         for b in binary:
             cands = [f"{b}_format", f"{b}_type"] + (["image_format", "format"] if len(binary) == 1 else [])
@@ -155,7 +156,7 @@ class ShardSpec:
         if format == "mds":
             for n in names:
                 if n in binary and n in nullable:
-                    raise ValueError(
+                    raise ConfigError(
                         f"column {n!r} has nulls and MDS 'bytes' cannot store null: filter those rows or use --format webdataset"
                     )
                 enc[n] = _mds_encoding(schema.field(n).type, n in nullable)
