@@ -247,6 +247,7 @@ def main() -> None:
         full: dict[str, list[float]] = {k: [] for k in tools}
         noop: dict[str, list[float]] = {k: [] for k in tools}
         cpu: dict[str, list[float]] = {k: [] for k in tools}
+        startup: list[float] = []  # `ingest --version`: the CLI's import cost, paid by every command
         for r in range(args.rounds):
             order = list(tools) if r % 2 == 0 else list(reversed(tools))  # cancel drift
             for name in order:
@@ -260,6 +261,7 @@ def main() -> None:
                 if got != total:
                     raise RuntimeError(f"{name} staged {got} of {total} bytes")
                 shutil.rmtree(d)
+            startup.append(timed(lambda: run([str(VENV_BIN / "ingest"), "--version"], env)))
             print(f"round {r + 1}/{args.rounds} done", flush=True)
 
         ref, ref_noop = statistics.median(full["s5cmd sync"]), statistics.median(noop["s5cmd sync"])
@@ -285,9 +287,10 @@ def main() -> None:
                         "boto3 8 threads + sha256 pass": "sha256 (2nd read)"}.get(name, "sha256 while streaming")
             print(line + f"  {verifies}")
             results[name] = row
+        print(f"\n`ingest --version` (CLI start-up alone, included in the CLI rows): {statistics.median(startup):.3f} s median")
         out = ROOT / "bench" / "results"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "sync.json").write_text(json.dumps({"shards": args.shards, "size_mib": args.size_mib, "results": results}, indent=2))
+        (out / "sync.json").write_text(json.dumps({"shards": args.shards, "size_mib": args.size_mib, "cli_startup_s": statistics.median(startup), "results": results}, indent=2))
         print(f"\nwrote {out / 'sync.json'}")
     finally:
         weed.stop()
