@@ -49,13 +49,15 @@ class Snapshot(BaseModel):
     note: str | None = None
 
     def payload(self) -> dict[str, Any]:
-        """The ``--json`` shape: name, created_at, tables (and note)."""
-        return {
+        """The ``--json`` shape: name, created_at, tables (and note, if one was given)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "created_at": self.created_at.isoformat(),
             "tables": dict(sorted(self.tables.items())),
-            "note": self.note,
         }
+        if self.note:
+            out["note"] = self.note
+        return out
 
 
 def validate_name(name: str) -> str:
