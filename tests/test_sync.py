@@ -614,3 +614,20 @@ def test_s3_credentials_from_the_aws_chain_when_no_keys_in_env(s3_server, s3_sha
     val = {s["path"] for s in manifest["shards"] if s["split"] == "val"}
     assert json.loads(out.stdout)["downloaded"] == len(val)
     assert_verified(tmp_path / "d", manifest, val)
+
+
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"dataset": "ds"}', "not a shard manifest.*shards"),
+        (b'{"shards": [{"path": "a.tar", "bytes": -1, "sha256": "' + b"0" * 64 + b'"}]}', "not a shard manifest.*bytes"),
+        (b'{"shards": [{"path": "a.tar", "bytes": 1, "sha256": "xyz"}]}', "not a shard manifest.*64 hex"),
+    ],
+)
+def test_malformed_manifest_is_refused_with_the_reason(body: bytes, match: str, tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_NAME).write_bytes(body)
+    with pytest.raises(SyncError, match=match) as info:
+        sync_shards(str(tmp_path), tmp_path / "d")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "d").exists()
