@@ -93,6 +93,11 @@ def events_batch(first: int, n: int, photo_lo: int, photo_hi: int, loaded: datet
     })
 
 
+def breakdown(res) -> str:
+    parts = [f"{m.name}={m.seconds:.1f}" for m in res.models if m.seconds]
+    return f"tests={res.test_seconds:.1f} " + " ".join(parts)
+
+
 def timed(fn) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn()
@@ -120,16 +125,20 @@ def one_round(base: Path, n_photos: int, n_events: int, seed: int) -> dict[str, 
     recent = n_photos + new_p - max(1, (n_photos + new_p) // 50)
     write_batch(lake, "bronze.events", events_batch(n_events + 1, new_e, recent, n_photos + new_p + 1, loaded, 3, rng))
 
+    print(f"  full build {full_s:.1f}s: {breakdown(res)}", flush=True)
     incr_s, res = timed(lambda: run_transform(settings, include_spark=False))
     assert res.ok
+    print(f"  incremental {incr_s:.1f}s: {breakdown(res)}", flush=True)
     written = {m.table: m.rows_written for m in res.models if m.table}
     incr_rows = lake.delta_table("gold.photo_features").to_pyarrow_table().sort_by("photo_id")
     refresh_s, res = timed(lambda: run_transform(settings, include_spark=False, full_refresh=True))
     assert res.ok
+    print(f"  full refresh {refresh_s:.1f}s: {breakdown(res)}", flush=True)
     full_rows = lake.delta_table("gold.photo_features").to_pyarrow_table().sort_by("photo_id")
     if not incr_rows.equals(full_rows):
         raise SystemExit("incremental result differs from the full refresh: benchmark invalid")
-    noop_s, _ = timed(lambda: run_transform(settings, include_spark=False))
+    noop_s, res = timed(lambda: run_transform(settings, include_spark=False))
+    print(f"  no-op {noop_s:.1f}s: {breakdown(res)}", flush=True)
     shutil.rmtree(lake_dir, ignore_errors=True)
     return {
         "full_build_s": full_s,

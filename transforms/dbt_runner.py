@@ -33,7 +33,8 @@ class ModelResult(BaseModel):
     rows_written: int | None = None  # rows this run wrote (merge: the upserted ones)
     table: str | None = None  # lake table (None for DuckDB-only views)
     version: int | None = None  # Delta version this run wrote
-    mode: str | None = None  # overwrite | merge | view
+    mode: str | None = None  # overwrite | append | merge | view
+    seconds: float | None = None
     message: str | None = None
 
 
@@ -48,6 +49,7 @@ class TransformResult(BaseModel):
     models: list[ModelResult] = Field(default_factory=list)
     tests: TestSummary = Field(default_factory=TestSummary)
     duration_s: float = 0.0
+    test_seconds: float = 0.0  # all data + unit tests together
 
 
 class TransformFailed(IngestError):
@@ -143,15 +145,17 @@ def _status(raw: Any) -> str:
     return str(getattr(raw, "value", raw)).lower()
 
 
-def _collect(results: list[Any], writes: dict[str, dict[str, Any]]) -> tuple[list[ModelResult], TestSummary, list[str]]:
+def _collect(results: list[Any], writes: dict[str, dict[str, Any]]) -> tuple[list[ModelResult], TestSummary, list[str], float]:
     models: list[ModelResult] = []
     tests = TestSummary()
     errors: list[str] = []
+    test_seconds = 0.0
     for r in results:
         node = r.node
         status = _status(r.status)
         rtype = _status(node.resource_type)
         if rtype in ("test", "unit_test"):
+            test_seconds += float(getattr(r, "execution_time", 0.0) or 0.0)
             name = node.name
             if status == "pass":
                 tests.passed.append(name)
@@ -180,12 +184,13 @@ def _collect(results: list[Any], writes: dict[str, dict[str, Any]]) -> tuple[lis
                 rows_written=info.get("rows_written"),
                 version=info.get("version"),
                 mode=info.get("mode") or (materialized if materialized != "delta" else None),
+                seconds=round(float(getattr(r, "execution_time", 0.0) or 0.0), 3),
                 message=None if status == "success" else _one_line(r.message),
             )
         )
         if status == "error":
             errors.append(f"model {node.name}: {_one_line(r.message)}")
-    return models, tests, errors
+    return models, tests, errors, test_seconds
 
 
 def _one_line(msg: Any) -> str:
@@ -238,11 +243,12 @@ def run_dbt(
             raise exc
         raise IngestError(f"dbt could not run: {_one_line(exc)}")
     results = list(getattr(res.result, "results", None) or [])
-    models, tests, errors = _collect(results, ctx.writes)
+    models, tests, errors, test_seconds = _collect(results, ctx.writes)
     result = TransformResult(
         ok=bool(res.success) and not tests.failed and not errors,
         models=models,
         tests=tests,
+        test_seconds=round(test_seconds, 3),
         duration_s=round(time.monotonic() - t0, 3),
     )
     if tests.failed:

@@ -119,7 +119,9 @@ def test_transform_builds_marts_as_delta_tables(local_lake: Lake) -> None:
     assert "test_photo_features_counts_rate_and_label" in result.tests.passed
     assert "unique_photo_features_photo_id" in result.tests.passed
     by_table = {m.table: m for m in result.models if m.table}
-    assert set(by_table) == {"silver.events", "gold.photo_features", "gold.daily_activity"}
+    assert set(by_table) == {
+        "silver.events", "silver.photos", "silver.images", "gold.photo_features", "gold.daily_activity",
+    }
     for table, m in by_table.items():
         assert m.status == "success" and m.mode == "overwrite"
         assert m.version == local_lake.delta_table(table).version() == 0
@@ -165,6 +167,8 @@ def test_incremental_run_merges_only_changes_and_matches_full_refresh(local_lake
     assert by_table["gold.photo_features"].rows_written == 3  # photos 3, 5 and 13
     assert by_table["gold.photo_features"].rows == 13
     assert by_table["silver.events"].rows_written == len(new_events) - 1
+    assert by_table["silver.photos"].rows_written == 2  # the new photo and the edit
+    assert by_table["silver.images"].rows_written == 1
     assert by_table["gold.daily_activity"].rows_written == 1  # only day 2 changed
     assert by_table["gold.photo_features"].version == 1
 

@@ -19,7 +19,7 @@ events as (
 {% if is_incremental() %}
 already_loaded as (
 
-    select event_id, ingested_at from {{ this }}
+    select event_id from {{ this }}
 
 ),
 {% endif %}
@@ -28,7 +28,7 @@ new_events as (
 
     select * from events
     {% if is_incremental() %}
-    where ingested_at > (select coalesce(max(ingested_at), '-infinity'::timestamptz) from already_loaded)
+    where ingested_at > {{ lake_watermark('ingested_at') }}
       and event_id not in (select event_id from already_loaded)
     {% endif %}
 

@@ -19,9 +19,7 @@ changed_days as (
 
     -- days that received events since the last run are recomputed whole
     select distinct event_date from events
-    where ingested_at > (
-        select coalesce(max(source_ingested_at), '-infinity'::timestamptz) from {{ this }}
-    )
+    where ingested_at > {{ lake_watermark('source_ingested_at') }}
 
 ),
 {% endif %}

@@ -27,25 +27,32 @@ events as (
 ),
 
 {% if is_incremental() %}
-watermark as (
-
-    select coalesce(max(source_ingested_at), '-infinity'::timestamptz) as loaded_until
-    from {{ this }}
-
-),
-
+{% set loaded_until = lake_watermark('source_ingested_at') %}
 changed_photos as (
 
     -- photos whose metadata, image or activity arrived after the last run
     select photo_id from photos
-    where ingested_at > (select loaded_until from watermark)
+    where ingested_at > {{ loaded_until }}
     union
     select photo_id from events
-    where photo_id is not null and ingested_at > (select loaded_until from watermark)
+    where photo_id is not null and ingested_at > {{ loaded_until }}
     union
     select photos.photo_id from photos
     inner join images on images.image_file = photos.image_file
-    where images.ingested_at > (select loaded_until from watermark)
+    where images.ingested_at > {{ loaded_until }}
+
+),
+
+photos_in_scope as (
+
+    select * from photos
+    where photo_id in (select photo_id from changed_photos)
+
+),
+{% else %}
+photos_in_scope as (
+
+    select * from photos
 
 ),
 {% endif %}
@@ -62,7 +69,7 @@ activity as (
     from events
     where photo_id is not null
     {% if is_incremental() %}
-      and photo_id in (select photo_id from changed_photos)
+      and photo_id in (select photo_id from photos_in_scope)
     {% endif %}
     group by photo_id
 
@@ -71,11 +78,11 @@ activity as (
 joined as (
 
     select
-        photos.photo_id,
-        photos.user_id,
-        photos.title,
-        photos.place,
-        photos.uploaded_at,
+        photos_in_scope.photo_id,
+        photos_in_scope.user_id,
+        photos_in_scope.title,
+        photos_in_scope.place,
+        photos_in_scope.uploaded_at,
         images.image_sha256,
         images.image_format,
         images.width,
@@ -84,15 +91,12 @@ joined as (
         cast(coalesce(activity.views, 0) as bigint) as views,
         cast(coalesce(activity.likes, 0) as bigint) as likes,
         cast(coalesce(activity.unique_viewers, 0) as bigint) as unique_viewers,
-        greatest(photos.ingested_at, images.ingested_at, activity.last_event_ingested_at)
+        greatest(photos_in_scope.ingested_at, images.ingested_at, activity.last_event_ingested_at)
             as source_ingested_at
 
-    from photos
-    left join images on images.image_file = photos.image_file
-    left join activity on activity.photo_id = photos.photo_id
-    {% if is_incremental() %}
-    where photos.photo_id in (select photo_id from changed_photos)
-    {% endif %}
+    from photos_in_scope
+    left join images on images.image_file = photos_in_scope.image_file
+    left join activity on activity.photo_id = photos_in_scope.photo_id
 
 ),
 
