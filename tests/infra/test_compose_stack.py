@@ -286,6 +286,39 @@ def test_hadoop_aws_matches_the_hadoop_inside_pyspark() -> None:
     assert any(f"_{v}" in source for v in scala), f"delta-spark's jar is not built for pyspark's Scala {scala}"
 
 
+def spark_defaults(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            out[key] = value.strip()
+    return out
+
+
+def test_spark_defaults_of_the_image_agree_with_the_compose_env(compose: Compose) -> None:
+    """SPARK_CONF_DIR points into the image's copy of infra/spark; its defaults name the same
+    master, S3 endpoint, jar cache and package versions as the services and the lock."""
+    env = compose.env("prefect-worker")
+    workdir = env["LAKEHOUSE_HOME"]
+    conf_dir = Path(env["SPARK_CONF_DIR"])
+    assert conf_dir.is_relative_to(workdir), "SPARK_CONF_DIR must be inside the copied project"
+    conf = spark_defaults(ROOT / conf_dir.relative_to(workdir) / "spark-defaults.conf")
+    assert conf["spark.master"] == env["LAKEHOUSE_SPARK_MASTER"]
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == env["AWS_ENDPOINT_URL"]
+    assert conf["spark.hadoop.fs.s3a.endpoint.region"] == env["AWS_REGION"]
+    assert conf["spark.jars.ivy"] == env["LAKEHOUSE_IVY_DIR"]
+    packages = conf["spark.jars.packages"].split(",")
+    assert HADOOP_AWS_PACKAGE in packages
+    delta = [p for p in packages if p.startswith("io.delta:delta-spark")]
+    assert delta and delta[0].endswith(":" + lock_versions()["delta-spark"])
+    worker = compose.command("spark-worker")
+    to_mb = lambda v: int(v[:-1]) * (1024 if v[-1] == "g" else 1)  # noqa: E731
+    assert to_mb(conf["spark.executor.memory"]) <= to_mb(flag(worker, "--memory")), "an executor must fit on a worker"
+    for service in ("spark-master", "spark-worker"):
+        assert compose.env(service)["SPARK_CONF_DIR"] == env["SPARK_CONF_DIR"]
+
+
 def _is_settings_field(key: str) -> bool:
     """LAKEHOUSE_A__B -> Settings.a.b exists (nested models are walked)."""
     model = Settings

@@ -89,6 +89,9 @@ def test_compose_spark_cluster_runs_delta_over_s3a(s3_server, free_ports, tmp_pa
         assert env["LAKEHOUSE_SPARK_MASTER"] == "spark://spark-master:7077"
         env["LAKEHOUSE_SPARK_MASTER"] = f"spark://127.0.0.1:{port}"
         env.pop("LAKEHOUSE_IVY_DIR")  # /opt/lakehouse/ivy exists in the image; locally the default cache
+        # The image's spark-defaults (infra/spark) apply to this driver too; Settings override them.
+        env["SPARK_CONF_DIR"] = str(ROOT / Path(env["SPARK_CONF_DIR"]).relative_to(env["LAKEHOUSE_HOME"]))
+        assert (Path(env["SPARK_CONF_DIR"]) / "spark-defaults.conf").is_file()
         env.update(s3_server.env())
         run_env = {**base_env, **env}
         bucket = subprocess.run([sys.executable, "infra/compose/create_bucket.py"], env=run_env, cwd=ROOT,
