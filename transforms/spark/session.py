@@ -7,6 +7,7 @@ Everything engine-specific (Delta extensions, s3a endpoint and credentials) come
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -76,6 +77,10 @@ def build_spark(
     master = master or DEFAULT_MASTER
     check_spark_master(master)
     conf, packages = spark_session_conf(lake, s3a=s3a, extra_conf=extra_conf)
+    if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        # Python UDF workers must use this interpreter (the venv with pandas/Pillow), not whatever
+        # `python3` is on PATH; pyspark reads only the environment variable for this.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     ivy_dir().mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in conf.items():

@@ -1,0 +1,263 @@
+"""Spark models on local[2] against real Delta tables written by the ingestion code path."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+
+from ingest.delta import write_batch
+from ingest.errors import ConfigError
+from ingest.lake import Lake
+from transforms.spark import SPARK_MODELS, run_spark_models, selected_models
+from transforms.spark.dedup_images import DEFAULT_THRESHOLD, bands, dhash, group_pairs, hamming
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+# -- image fixtures ----------------------------------------------------------------------------
+def _png(im) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _jpeg(im, quality: int) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _scene(kind: str):
+    """Structured pictures (gradients and shapes) whose dHashes differ a lot between kinds."""
+    from PIL import Image, ImageDraw
+
+    w, h = 320, 240
+    im = Image.new("RGB", (w, h))
+    px = im.load()
+    for y in range(h):
+        for x in range(w):
+            if kind == "sunset":
+                px[x, y] = (255 - y, 100 + x // 4, 80)
+            elif kind == "sea":
+                px[x, y] = (20, 60 + y // 2, 255 - x // 2)
+            else:  # checker
+                px[x, y] = (230, 230, 230) if (x // 40 + y // 40) % 2 else (25, 25, 25)
+    d = ImageDraw.Draw(im)
+    if kind == "sunset":
+        d.ellipse((40, 60, 160, 180), fill=(255, 220, 0))
+        d.rectangle((200, 150, 300, 230), fill=(10, 10, 10))
+    elif kind == "sea":
+        d.polygon([(160, 20), (300, 200), (20, 200)], fill=(250, 250, 250))
+    return im
+
+
+def _near_copy(im) -> bytes:
+    """What a re-upload looks like: a small watermark, downsized to half, recompressed as JPEG."""
+    from PIL import ImageDraw
+
+    im = im.copy()
+    ImageDraw.Draw(im).rectangle((250, 10, 310, 40), fill=(255, 255, 255))
+    return _jpeg(im.resize((160, 120)), quality=55)
+
+
+def _image_row(sha: str, data: bytes, fmt: str | None, w: int | None, h: int | None, uri: str, run: str) -> dict:
+    return {
+        "source_uri": uri, "sha256": sha, "size_bytes": len(data), "format": fmt, "width": w, "height": h,
+        "source_mtime": T0, "ingest_run_id": run, "ingested_at": T0, "content": data,
+    }
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def images_lake(local_lake: Lake) -> tuple[Lake, dict[str, str]]:
+    """bronze.images with an original, a resized+recompressed copy, an exact re-ingested copy,
+    two unrelated pictures and one undecodable row."""
+    sunset = _scene("sunset")
+    original = _png(sunset)
+    near = _near_copy(sunset)
+    sea, checker = _png(_scene("sea")), _jpeg(_scene("checker"), quality=90)
+    corrupt = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
+    shas = {"original": _sha(original), "near": _sha(near), "sea": _sha(sea), "checker": _sha(checker), "corrupt": _sha(corrupt)}
+    rows = [
+        _image_row(shas["near"], near, "jpeg", 160, 120, "file:///src/photo_00002.jpg", "run-1"),
+        _image_row(shas["original"], original, "png", 320, 240, "file:///src/photo_00001.png", "run-1"),
+        _image_row(shas["sea"], sea, "png", 320, 240, "file:///src/photo_00003.png", "run-1"),
+        _image_row(shas["checker"], checker, "jpeg", 320, 240, "file:///src/photo_00004.jpg", "run-1"),
+        _image_row(shas["corrupt"], corrupt, None, None, None, "file:///src/broken.png", "run-1"),
+    ]
+    write_batch(local_lake, "bronze.images", pa.Table.from_pylist(rows))
+    # a later run saw the same bytes under another name (an exact copy)
+    again = _image_row(shas["original"], original, "png", 320, 240, "file:///src/copy_of_00001.png", "run-2")
+    write_batch(local_lake, "bronze.images", pa.Table.from_pylist([again]))
+    return local_lake, shas
+
+
+# -- pure helpers (no JVM) ---------------------------------------------------------------------
+def test_dhash_sees_resize_and_recompression_but_not_other_pictures() -> None:
+    sunset = _scene("sunset")
+    a, b = dhash(_png(sunset)), dhash(_near_copy(sunset))
+    c = dhash(_png(_scene("sea")))
+    assert a is not None and b is not None and c is not None
+    assert 0 < hamming(a, b) <= DEFAULT_THRESHOLD
+    assert hamming(a, c) > 2 * DEFAULT_THRESHOLD
+    assert dhash(b"not an image") is None and dhash(None) is None
+    assert -(2**63) <= a < 2**63  # fits a Spark bigint
+
+
+def test_bands_cover_64_bits_and_guarantee_a_shared_band() -> None:
+    for t in (0, 3, 10, 20):
+        bs = bands(t)
+        assert len(bs) == t + 1 and sum(w for _, w in bs) == 64
+        assert [s for s, _ in bs] == sorted(s for s, _ in bs)
+
+
+def test_group_pairs_is_transitive_and_order_independent() -> None:
+    g1 = group_pairs([("c", "d"), ("b", "c"), ("x", "y")])
+    g2 = group_pairs([("x", "y"), ("d", "c"), ("c", "b")])
+    assert g1 == g2 == {"b": "b", "c": "b", "d": "b", "x": "x", "y": "x"}
+
+
+def test_selection_matches_names_and_tables() -> None:
+    assert selected_models(None) == list(SPARK_MODELS)
+    assert selected_models("silver.user_sessions") == ["sessionize_events"]
+    assert selected_models("+dedup_images tag:x") == ["dedup_images"]
+    assert selected_models("gold.photo_features") == []
+
+
+# -- dedup_images ------------------------------------------------------------------------------
+def _read(lake: Lake, table: str, version: int | None = None) -> list[dict]:
+    return lake.delta_table(table, version=version).to_pyarrow_table().sort_by("sha256").to_pylist()
+
+
+def test_dedup_images_groups_exact_and_near_duplicates(spark, images_lake) -> None:
+    from transforms.spark.dedup_images import dedup_images
+
+    lake, shas = images_lake
+    result = dedup_images(spark, lake)
+    assert (result.table, result.status, result.rows, result.version) == ("silver.image_duplicates", "success", 5, 0)
+
+    rows = {r["sha256"]: r for r in _read(lake, "silver.image_duplicates")}
+    assert set(rows) == set(shas.values())  # one row per distinct content
+    orig, near = rows[shas["original"]], rows[shas["near"]]
+    # the bigger lossless original is canonical for its resized JPEG
+    assert orig["is_canonical"] and orig["canonical_sha256"] == shas["original"] and orig["distance"] == 0
+    assert not near["is_canonical"] and near["canonical_sha256"] == shas["original"]
+    assert 0 <= near["distance"] <= DEFAULT_THRESHOLD
+    assert orig["exact_copies"] == 2 and near["exact_copies"] == 1
+    assert orig["phash"] == f"{dhash(_png(_scene('sunset'))) & (2**64 - 1):016x}"
+    for other in ("sea", "checker"):
+        r = rows[shas[other]]
+        assert r["is_canonical"] and r["canonical_sha256"] == shas[other]
+    bad = rows[shas["corrupt"]]
+    assert bad["phash"] is None and bad["is_canonical"] and bad["distance"] == 0
+
+
+def test_dedup_images_is_deterministic_and_overwrites_atomically(spark, images_lake) -> None:
+    from transforms.spark.dedup_images import dedup_images
+
+    lake, _ = images_lake
+    first = dedup_images(spark, lake)
+    second = dedup_images(spark, lake)
+    assert (first.version, second.version) == (0, 1)
+    assert _read(lake, "silver.image_duplicates", version=0) == _read(lake, "silver.image_duplicates")
+    assert lake.delta_table("silver.image_duplicates").to_pyarrow_table().num_rows == 5  # replaced, not appended
+
+
+def test_dedup_threshold_zero_keeps_near_duplicates_apart(spark, images_lake) -> None:
+    from transforms.spark.dedup_images import dedup_images
+
+    lake, shas = images_lake
+    assert hamming(dhash(_png(_scene("sunset"))), dhash(_near_copy(_scene("sunset")))) > 0
+    dedup_images(spark, lake, threshold=0)
+    rows = {r["sha256"]: r for r in _read(lake, "silver.image_duplicates")}
+    assert rows[shas["near"]]["is_canonical"]
+    with pytest.raises(ValueError, match="threshold must be an integer"):
+        dedup_images(spark, lake, threshold=64)
+
+
+# -- sessionize_events -------------------------------------------------------------------------
+def _events() -> pa.Table:
+    def ev(i: str, minutes: float, user: int | None, kind: str, photo: int | None) -> dict:
+        ts = (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+        return {"event_id": i, "ts": ts, "user_id": user, "event_type": kind, "photo_id": photo,
+                "_source_file": "events-2026-03-01.jsonl", "_source_line": 0, "_run_id": "r1", "_ingested_at": T0}
+
+    rows = [
+        ev("u1-a", 0, 1, "login", None),
+        ev("u1-b", 10, 1, "view", 7),
+        ev("u1-c", 39, 1, "like", 7),  # 29 min after the last event: same session
+        ev("u1-d", 80, 1, "view", 8),  # 41 min gap: new session
+        ev("u1-e", 85, 1, "like", 8),
+        ev("u2-a", 5, 2, "view", 7),
+        ev("u1-b", 10, 1, "view", 7),  # replayed line, counted once
+        ev("nouser", 1, None, "view", 3),  # unusable without a user
+    ]
+    return pa.Table.from_pylist(rows)
+
+
+def test_sessionize_splits_on_inactivity_gap(spark, local_lake: Lake) -> None:
+    from transforms.spark.sessionize import sessionize_events
+
+    write_batch(local_lake, "bronze.events", _events())
+    result = sessionize_events(spark, local_lake)
+    assert (result.table, result.rows, result.version) == ("silver.user_sessions", 3, 0)
+
+    rows = local_lake.delta_table("silver.user_sessions").to_pyarrow_table().sort_by(
+        [("user_id", "ascending"), ("session_start", "ascending")]
+    ).to_pylist()
+    got = [(r["user_id"], r["session_start"], r["session_end"], r["events"], r["views"], r["likes"]) for r in rows]
+    m = lambda n: T0 + timedelta(minutes=n)  # noqa: E731
+    assert got == [
+        (1, m(0), m(39), 3, 1, 1),
+        (1, m(80), m(85), 2, 1, 1),
+        (2, m(5), m(5), 1, 1, 0),
+    ]
+    assert len({r["session_id"] for r in rows}) == 3 and all(len(r["session_id"]) == 32 for r in rows)
+
+    # stable ids across re-runs, and a wider gap merges user 1's sessions
+    again = sessionize_events(spark, local_lake)
+    assert again.version == 1
+    assert sorted(r["session_id"] for r in rows) == sorted(
+        local_lake.delta_table("silver.user_sessions").to_pyarrow_table().column("session_id").to_pylist()
+    )
+    sessionize_events(spark, local_lake, gap_minutes=45)
+    assert local_lake.delta_table("silver.user_sessions").to_pyarrow_table().num_rows == 2
+    with pytest.raises(ValueError, match="gap_minutes must be a positive"):
+        sessionize_events(spark, local_lake, gap_minutes=0)
+
+
+# -- run_spark_models --------------------------------------------------------------------------
+def test_run_spark_models_runs_selected_and_skips_missing_inputs(spark, images_lake) -> None:
+    lake, _ = images_lake
+    results = run_spark_models(spark, lake)
+    by_name = {r["name"]: r for r in results}
+    assert by_name["dedup_images"]["status"] == "success" and by_name["dedup_images"]["rows"] == 5
+    assert by_name["sessionize_events"]["status"] == "skipped"
+    assert "bronze.events" in by_name["sessionize_events"]["message"]
+    with pytest.raises(ConfigError, match="needs bronze.events"):
+        run_spark_models(spark, lake, select="sessionize_events")
+    assert run_spark_models(spark, lake, select="gold.photo_features") == []
+
+    # the result dicts are what the transform stage turns into ModelResult rows
+    from transforms.dbt_runner import ModelResult
+
+    ModelResult(**{k: v for k, v in by_name["dedup_images"].items() if k != "kind"}, kind="spark")
+
+
+@pytest.mark.s3
+def test_models_run_against_s3(spark_for, s3_lake: Lake) -> None:
+    write_batch(s3_lake, "bronze.events", _events())
+    spark = spark_for(s3_lake)
+    (res,) = run_spark_models(spark, s3_lake, select="sessionize_events")
+    assert res["status"] == "success" and res["rows"] == 3
+    assert s3_lake.delta_table("silver.user_sessions").version() == 0

@@ -1,0 +1,200 @@
+"""``bronze.images`` -> ``silver.image_duplicates``: exact and near-duplicate images, one canonical each.
+
+* exact duplicates share a sha256 (bronze keeps one row per content, but re-ingestion under other
+  run ids can repeat it; they collapse here);
+* near duplicates (resized, recompressed, re-encoded) have 64-bit dHashes within ``threshold``
+  bits.  Candidate pairs come from a banded self-join (pigeonhole: two hashes within t bits agree
+  exactly on at least one of t+1 bands), so the table is never compared all-against-all.  Pairs
+  are joined into groups transitively (union-find on the driver: it only sees near-duplicate
+  pairs, not images).
+
+The canonical image of a group is the largest (pixels), then lossless PNG over JPEG, then the
+biggest file, then the smallest sha256 - deterministic, whatever order rows arrive in.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Iterable
+
+import pandas as pd  # at runtime: pandas_udf resolves the type hints of _dhash_series
+
+from ingest.lake import Lake
+from transforms.spark.common import SparkModelResult, overwrite_delta, read_delta
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+SOURCE = "bronze.images"
+TARGET = "silver.image_duplicates"
+DEFAULT_THRESHOLD = 10
+HASH_BITS = 64
+
+
+def dhash(data: bytes | None) -> int | None:
+    """64-bit difference hash of an image (None if it cannot be decoded).
+
+    Grayscale 9x8 thumbnail; bit i is set when a pixel is brighter than its right neighbour.
+    Robust to resizing and recompression, unlike a byte hash.  Returned as a signed int64 so
+    it fits a Spark ``bigint``.
+    """
+    if not data:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("L", (64, 64))  # JPEG: decode at reduced size, much faster
+            small = im.convert("L").resize((9, 8), Image.Resampling.LANCZOS)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    px = small.tobytes()
+    value = 0
+    for row in range(8):
+        base = row * 9
+        for col in range(8):
+            value = (value << 1) | (1 if px[base + col] > px[base + col + 1] else 0)
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def hamming(a: int, b: int) -> int:
+    return ((a ^ b) & ((1 << 64) - 1)).bit_count()
+
+
+def phash_hex(value: int | None) -> str | None:
+    return None if value is None else f"{value & ((1 << 64) - 1):016x}"
+
+
+def bands(threshold: int) -> list[tuple[int, int]]:
+    """(shift, width) of threshold+1 contiguous bit bands covering 64 bits."""
+    n = threshold + 1
+    widths = [HASH_BITS // n + (1 if i < HASH_BITS % n else 0) for i in range(n)]
+    out, shift = [], 0
+    for w in widths:
+        out.append((shift, w))
+        shift += w
+    return out
+
+
+def _dhash_series(content: pd.Series) -> pd.Series:
+    return pd.Series([dhash(b) for b in content], dtype="Int64")
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        root = x
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while x != root:  # path compression
+            self.parent[x], x = root, self.parent.get(x, x)
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        self.parent.setdefault(a, a)
+        self.parent.setdefault(b, b)
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            lo, hi = sorted((ra, rb))
+            self.parent[hi] = lo
+
+
+def group_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """sha256 -> group id (smallest sha256 in its connected component)."""
+    uf = _UnionFind()
+    for a, b in pairs:
+        uf.union(a, b)
+    return {x: uf.find(x) for x in list(uf.parent)}
+
+
+def duplicates_frame(spark: "SparkSession", images: "DataFrame", *, threshold: int = DEFAULT_THRESHOLD) -> "DataFrame":
+    """The dedup itself, on any DataFrame with sha256, content, width, height, format, size_bytes."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or not 0 <= threshold < HASH_BITS:
+        raise ValueError(f"threshold must be an integer number of bits in 0..63, got {threshold!r}")
+    dhash_udf = F.pandas_udf(_dhash_series, T.LongType())
+
+    # 1. exact duplicates: one row per content hash, remembering how many bronze rows had it
+    per_sha = (
+        images.groupBy("sha256")
+        .agg(
+            F.first("content", ignorenulls=True).alias("content"),
+            F.max("width").alias("width"),
+            F.max("height").alias("height"),
+            F.first("format", ignorenulls=True).alias("format"),
+            F.max("size_bytes").alias("size_bytes"),
+            F.count(F.lit(1)).alias("exact_copies"),
+        )
+        .withColumn("phash_l", dhash_udf(F.col("content")))
+        .drop("content")
+        .localCheckpoint()  # decode each image once, not once per downstream use
+    )
+
+    # 2. candidate pairs by band equality, verified by the full Hamming distance
+    band_cols = [
+        F.struct(F.lit(i).alias("band"), F.shiftrightunsigned("phash_l", s).bitwiseAND((1 << w) - 1).alias("value"))
+        for i, (s, w) in enumerate(bands(threshold))
+    ]
+    banded = per_sha.where(F.col("phash_l").isNotNull()).select(
+        "sha256", "phash_l", F.explode(F.array(*band_cols)).alias("b")
+    ).select("sha256", "phash_l", "b.band", "b.value")
+    a, b = banded.alias("a"), banded.alias("b")
+    pairs = (
+        a.join(b, (F.col("a.band") == F.col("b.band")) & (F.col("a.value") == F.col("b.value")))
+        .where(F.col("a.sha256") < F.col("b.sha256"))
+        .select(F.col("a.sha256").alias("x"), F.col("b.sha256").alias("y"), F.bit_count(F.col("a.phash_l").bitwiseXOR(F.col("b.phash_l"))).alias("d"))
+        .where(F.col("d") <= threshold)
+        .select("x", "y")
+        .distinct()
+    )
+    groups = group_pairs((r.x, r.y) for r in pairs.toLocalIterator())
+    group_df = spark.createDataFrame(list(groups.items()), "sha256 string, group_id string")
+
+    # 3. canonical per group, distance of every member to it
+    with_group = per_sha.join(F.broadcast(group_df), "sha256", "left").withColumn(
+        "group_id", F.coalesce("group_id", "sha256")
+    )
+    rank = Window.partitionBy("group_id").orderBy(
+        (F.coalesce("width", F.lit(0)).cast("bigint") * F.coalesce("height", F.lit(0)).cast("bigint")).desc(),
+        F.when(F.col("format") == "png", 0).otherwise(1),
+        F.col("size_bytes").desc_nulls_last(),
+        F.col("sha256"),
+    )
+    ranked = with_group.withColumn("_rank", F.row_number().over(rank))
+    canon = ranked.where("_rank = 1").select(
+        "group_id", F.col("sha256").alias("canonical_sha256"), F.col("phash_l").alias("canon_phash")
+    )
+    phash_str = F.lower(F.lpad(F.hex("phash_l"), 16, "0"))
+    return (
+        ranked.join(canon, "group_id")
+        .select(
+            "sha256",
+            "canonical_sha256",
+            F.when(F.col("phash_l").isNotNull(), phash_str).alias("phash"),
+            F.when(F.col("sha256") == F.col("canonical_sha256"), F.lit(0))
+            .otherwise(F.bit_count(F.col("phash_l").bitwiseXOR(F.col("canon_phash"))))
+            .cast("int")
+            .alias("distance"),
+            (F.col("sha256") == F.col("canonical_sha256")).alias("is_canonical"),
+            F.col("exact_copies").cast("int").alias("exact_copies"),
+        )
+    )
+
+
+def dedup_images(
+    spark: "SparkSession",
+    lake: Lake,
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    source: str = SOURCE,
+    target: str = TARGET,
+) -> SparkModelResult:
+    """Rebuild ``silver.image_duplicates`` over the whole of ``bronze.images`` (atomic overwrite)."""
+    images = read_delta(spark, lake, source, model="dedup_images")
+    out = duplicates_frame(spark, images, threshold=threshold).orderBy("canonical_sha256", "sha256")
+    return overwrite_delta(spark, lake, target, out, name="dedup_images")
