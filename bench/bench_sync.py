@@ -269,18 +269,21 @@ def main() -> None:
         print(f"\n{args.shards} shards x {args.size_mib} MiB = {gib:.2f} GiB, SeaweedFS on loopback, {os.cpu_count()} CPUs, "
               f"{args.rounds} interleaved rounds (median; min in brackets)\n")
         ref_cpu = statistics.median(cpu["s5cmd sync"])
-        print(f"{'tool':34} {'full sync s':>16} {'MiB/s':>7} {'vs s5cmd':>9} {'client CPU s':>12} {'no-op s':>14} {'vs s5cmd':>9}  verifies")
+        print(f"{'tool':34} {'full sync s':>16} {'MiB/s':>7} {'vs s5cmd':>9} {'paired':>7} {'client CPU s':>12} {'ratio':>6} {'no-op s':>14} {'vs s5cmd':>9}  verifies")
         results = {}
         for name in tools:
             med, mn = statistics.median(full[name]), min(full[name])
             cp = statistics.median(cpu[name])
-            line = f"{name:34} {med:8.2f} [{mn:5.2f}] {total / 2**20 / med:7.0f} {med / ref:9.2f} {cp:12.2f}"
+            # Paired: each round's time over s5cmd's in the same round (cancels slow load drift).
+            paired = statistics.median(a / b for a, b in zip(full[name], full["s5cmd sync"]))
+            line = f"{name:34} {med:8.2f} [{mn:5.2f}] {total / 2**20 / med:7.0f} {med / ref:9.2f} {paired:7.2f} {cp:12.2f} {cp / ref_cpu:6.2f}"
             row = {"full_median_s": med, "full_min_s": mn, "full_ratio_vs_s5cmd": med / ref, "full_runs": full[name],
-                   "client_cpu_s": cp, "client_cpu_ratio_vs_s5cmd": cp / ref_cpu}
+                   "client_cpu_s": cp, "client_cpu_ratio_vs_s5cmd": cp / ref_cpu, "paired_ratio_vs_s5cmd": paired}
             if noop[name]:
                 nm = statistics.median(noop[name])
-                line += f" {nm:6.3f} [{min(noop[name]):5.3f}] {nm / ref_noop:9.2f}"
-                row.update(noop_median_s=nm, noop_ratio_vs_s5cmd=nm / ref_noop, noop_runs=noop[name])
+                pn = statistics.median(a / b for a, b in zip(noop[name], noop["s5cmd sync"]))
+                line += f" {nm:6.3f} [{min(noop[name]):5.3f}] {pn:9.2f}"
+                row.update(noop_median_s=nm, noop_ratio_vs_s5cmd=nm / ref_noop, noop_paired_ratio=pn, noop_runs=noop[name])
             else:
                 line += f" {'':14} {'':9}"
             verifies = {"s5cmd sync": "nothing", "aws s3 sync": "nothing", "rclone sync": "md5 vs ETag",
