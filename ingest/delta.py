@@ -105,25 +105,37 @@ def write_batch(
     tid = TableId.parse(table)
     if (app_id is None) != (batch_version is None):
         raise ValueError("app_id and batch_version go together")
-    if app_id is not None:
-        done = committed_version(lake, tid, app_id)
+    # Check and commit against ONE snapshot: a concurrent commit of the same app id after it is
+    # then a Delta conflict (retried by the caller), never a silent duplicate.
+    dt = lake.delta_table(tid) if lake.table_exists(tid) else None
+    if app_id is not None and dt is not None:
+        done = dt.transaction_version(app_id)
         if done is not None and done >= batch_version:  # type: ignore[operator]
-            return WriteResult(str(tid), current_version(lake, tid), True, 0)
+            return WriteResult(str(tid), dt.version(), True, 0)
     data = conform(lake, tid, data) if mode == "append" else data.cast(_utc(data.schema))
     props = CommitProperties(
         custom_metadata={k: str(v) for k, v in (metadata or {}).items()} or None,
         app_transactions=[Transaction(app_id, batch_version)] if app_id is not None else None,
         max_commit_retries=25,
     )
-    write_deltalake(
-        lake.table_uri(tid),
-        data,
-        mode=mode,
-        schema_mode="merge" if mode == "append" else "overwrite",
-        partition_by=partition_by,
-        storage_options=lake.storage_options(),
-        commit_properties=props,
-    )
+    creating = dt is None and mode == "append"
+    try:
+        write_deltalake(
+            dt if dt is not None else lake.table_uri(tid),
+            data,
+            mode="error" if creating else mode,  # never append blind to a table created meanwhile
+            schema_mode="merge" if mode == "append" else "overwrite",
+            partition_by=partition_by,
+            storage_options=lake.storage_options(),
+            commit_properties=props,
+        )
+    except Exception as exc:  # noqa: BLE001 - only the lost creation race is handled here
+        if creating and "already exists" in str(exc):  # another writer created it: check again
+            return write_batch(
+                lake, tid, data, mode=mode, app_id=app_id, batch_version=batch_version,
+                partition_by=partition_by, metadata=metadata,
+            )
+        raise
     return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)
 
 
@@ -151,12 +163,12 @@ def merge_batch(
             lake, tid, data, mode="append", app_id=app_id, batch_version=batch_version,
             metadata=metadata,
         )
+    dt = lake.delta_table(tid)  # one snapshot for the check and the commit (see write_batch)
     if app_id is not None:
-        done = committed_version(lake, tid, app_id)
+        done = dt.transaction_version(app_id)
         if done is not None and done >= batch_version:  # type: ignore[operator]
-            return WriteResult(str(tid), current_version(lake, tid), True, 0)
+            return WriteResult(str(tid), dt.version(), True, 0)
     data = conform(lake, tid, data)
-    dt = lake.delta_table(tid)
     predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
     props = CommitProperties(
         custom_metadata={k: str(v) for k, v in (metadata or {}).items()} or None,

@@ -106,8 +106,14 @@ def write_quarantine(
 
 
 # -- concurrency ----------------------------------------------------------------------------------
+class BatchTaken(Exception):
+    """Another writer committed this batch number first: re-read the table and try again."""
+
+
 def is_commit_conflict(exc: BaseException) -> bool:
     """A concurrent writer won the race (retry), as opposed to a real failure."""
+    if isinstance(exc, BatchTaken):
+        return True
     name = type(exc).__name__
     text = str(exc).lower()
     if name in ("CommitFailedError",):

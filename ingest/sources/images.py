@@ -25,6 +25,7 @@ from ingest.lake import Lake, TableId
 from ingest.runlog import track
 from ingest.sources import (
     Bad,
+    BatchTaken,
     IngestResult,
     SourceFile,
     env_int,
@@ -195,6 +196,9 @@ class _Writer:
             self.skipped += 1
 
     def _commit(self, good: list[_Fetched]) -> tuple[int, int]:
+        # the batch number before the stored hashes: a writer that commits in between used the
+        # same number, so our commit of it is skipped (BatchTaken) and this batch is re-checked
+        seq = next_sequence(self.lake, self.tid, self.app_id)
         version = current_version(self.lake, self.tid)
         if version != self.known_version:  # another writer committed: see its hashes
             self.known = stored_hashes(self.lake, self.tid)
@@ -217,10 +221,11 @@ class _Writer:
         dupes = len(good) - len(rows)
         if not rows:
             return 0, dupes
-        seq = next_sequence(self.lake, self.tid, self.app_id)
         res = write_batch(
             self.lake, self.tid, pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA),
             app_id=self.app_id, batch_version=seq, metadata={"run_id": self.run_id},
         )
+        if res.skipped:  # a concurrent run took this batch number: see what it stored, then retry
+            raise BatchTaken(self.app_id)
         self.known |= seen  # (known_version stays behind: the next batch re-reads the hashes)
         return res.rows, dupes

@@ -33,6 +33,7 @@ from ingest.lake import Lake, TableId, redact
 from ingest.runlog import track
 from ingest.sources import (
     Bad,
+    BatchTaken,
     IngestResult,
     env_int,
     fit_rows,
@@ -402,7 +403,8 @@ def ingest_table(
         query = build_query(src, cursor=cursor, low=low)
         with progress_bar(progress, f"{src.name} -> {tid}") as bar:
             if mode == "snapshot":
-                _snapshot(lake, tid, src, query, batch_rows, run.run_id, counts, bar)
+                # a concurrent overwrite conflicts in Delta: read the source again and replace again
+                with_commit_retry(lambda: _snapshot(lake, tid, src, query, batch_rows, run.run_id, counts, bar))
             else:
                 for batch in read_batches(src, query, batch_rows, parallel=cursor is None):
                     _load_batch(lake, tid, src, batch, mode=mode, keys=keys, cursor=cursor, run_id=run.run_id, counts=counts)
@@ -461,26 +463,31 @@ def _load_batch(lake: Lake, tid: TableId, src: DbSource, batch, *, mode: Mode, k
     app_id = f"tables:{tid}"
 
     def attempt() -> None:
-        good, bad = _fit(src, batch, _existing_schema(lake, tid), counts)
+        # the batch number first, the stored rows second: a writer that commits in between used
+        # the same number, so our commit of it is skipped and this attempt re-runs
+        seq = next_sequence(lake, tid, app_id)
+        scratch = _Counts()
+        good, bad = _fit(src, batch, _existing_schema(lake, tid), scratch)
         missing = [c for c in (*keys, *([cursor] if cursor else [])) if c not in good.column_names]
         if missing and good.num_rows:
             raise ConfigError(f"column(s) {missing} not in {src.name}: check --primary-key / --cursor")
         fresh = _rows_already_stored(lake, tid, good, cursor=cursor, keys=keys)
-        counts.skipped += good.num_rows - fresh.num_rows
-        seq = next_sequence(lake, tid, app_id)
         counts.quarantined += write_quarantine(
             lake, tid, _new_bad(lake, tid, bad), run_id=run_id, app_id=app_id, batch_version=seq
         )
-        if fresh.num_rows == 0 and lake.table_exists(tid):
-            return
-        fresh = _with_meta(fresh, run_id, utcnow())
-        meta = {"run_id": run_id, "source": src.label}
-        if mode == "merge":
-            res = merge_batch(lake, tid, fresh, keys=list(keys), app_id=app_id, batch_version=seq, metadata=meta)
-        else:
-            res = write_batch(lake, tid, fresh, app_id=app_id, batch_version=seq, metadata=meta)
-        counts.rows += 0 if res.skipped else res.rows
-        counts.batches += 1
+        if fresh.num_rows or not lake.table_exists(tid):
+            fresh = _with_meta(fresh, run_id, utcnow())
+            meta = {"run_id": run_id, "source": src.label}
+            if mode == "merge":
+                res = merge_batch(lake, tid, fresh, keys=list(keys), app_id=app_id, batch_version=seq, metadata=meta)
+            else:
+                res = write_batch(lake, tid, fresh, app_id=app_id, batch_version=seq, metadata=meta)
+            if res.skipped:  # a concurrent run took this batch number: re-read the table and retry
+                raise BatchTaken(app_id)
+            counts.rows += res.rows
+            counts.batches += 1
+        counts.skipped += good.num_rows - fresh.num_rows
+        counts.bytes_read += scratch.bytes_read
 
     with_commit_retry(attempt)
 
@@ -491,6 +498,7 @@ def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: i
     from deltalake import CommitProperties, Transaction, write_deltalake
 
     existing = _existing_schema(lake, tid)
+    total, counts = counts, _Counts()  # counted only when the commit lands (a retry starts over)
     bad_all: list[Bad] = []
     first: dict[str, Any] = {}
 
@@ -537,3 +545,5 @@ def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: i
     counts.quarantined += with_commit_retry(
         lambda: write_quarantine(lake, tid, bad, run_id=run_id, app_id=f"tables:{tid}", batch_version=seq)
     )
+    for f in ("rows", "quarantined", "bytes_read", "batches"):
+        setattr(total, f, getattr(total, f) + getattr(counts, f))

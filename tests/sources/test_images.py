@@ -117,7 +117,7 @@ def test_concurrent_ingests_store_each_content_once(tmp_path: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.s3
 def test_images_from_s3_into_s3_lake(s3_server, s3_lake: Lake, sample) -> None:
-    bucket = s3_server.make_bucket()
+    bucket = s3_lake.location.bucket  # sources beside the lake: fewer SeaweedFS collections
     client = s3_server.client()
     for p in sorted(sample.images.rglob("*")):
         if p.is_file():
@@ -139,7 +139,7 @@ def test_unreadable_s3_source_fails_with_one_line(s3_server, s3_lake: Lake, monk
     with pytest.raises(SourceError) as missing:
         ingest_images(s3_lake, "s3://no-such-bucket-here/raw")
     assert "no-such-bucket-here" in str(missing.value) and "\n" not in str(missing.value)
-    bucket = s3_server.make_bucket()
+    bucket = s3_lake.location.bucket  # sources beside the lake: fewer SeaweedFS collections
     proc = run_cli(s3_lake, "images", f"s3://{bucket}/x", check=False, AWS_SECRET_ACCESS_KEY="wrong-secret")
     assert proc.returncode == 3
     lines = proc.stderr.strip().splitlines()

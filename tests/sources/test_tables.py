@@ -162,7 +162,7 @@ def test_killed_incremental_run_then_rerun_equals_clean_run(tmp_path: Path, post
 
 @pytest.mark.integration
 @pytest.mark.postgres
-@pytest.mark.parametrize("mode", [["--cursor", "updated_at"], ["--primary-key", "id"]])
+@pytest.mark.parametrize("mode", [["--cursor", "updated_at"], ["--primary-key", "id"], []])
 def test_concurrent_ingests_no_loss_no_duplicates(tmp_path: Path, postgres_url: str, mode: list[str]) -> None:
     name = _name()
     _make_events(postgres_url, name, 3000)
