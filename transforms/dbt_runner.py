@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from ingest.lake import Lake
 from ingest.settings import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
-LAKE_ENV = "LAKEHOUSE_LAKE"
+_DBT_LOCK = threading.Lock()
 
 
 class ModelResult(BaseModel):
@@ -80,7 +81,8 @@ def dbt_args(
         "--no-write-json",
     ]
     if select:
-        args += ["--select", *select.split()]
+        # tests that also read an unselected model (relationships) wait for a run that builds it
+        args += ["--select", *select.split(), "--indirect-selection", "buildable"]
     if full_refresh:
         args.append("--full-refresh")
     return args
@@ -207,43 +209,11 @@ def run_dbt(
     progress: bool = False,
 ) -> TransformResult:
     """``dbt build`` over the lake; raises ``TransformFailed`` naming failed models/tests."""
-    from dbt.cli.main import dbtRunner
-
-    from transforms import dbt_plugin
-
     t0 = time.monotonic()
-    ctx = dbt_plugin.configure(lake, source_versions=source_versions)
-    tmp = Path(tempfile.mkdtemp(prefix="lakehouse-dbt-"))
-    callbacks = [_progress_callback()] if progress else []
-    old_env = os.environ.get(LAKE_ENV)
-    os.environ[LAKE_ENV] = lake.uri  # only for profiles.yml rendering; the plugin uses ctx.lake
-    _reset_duckdb_env()
-    _restore_parse_cache(tmp / "target")
-    try:
-        runner = dbtRunner(callbacks=callbacks)
-        if select:
-            # the DuckDB views upstream of a partial selection (staging/intermediate) live only in
-            # this process's in-memory DuckDB: create them first (lake tables are already exposed)
-            pre = runner.invoke(dbt_args("run", target_dir=tmp, select=upstream_views_selector(select)))
-            if pre.exception is not None and pre.result is None:
-                raise IngestError(f"dbt could not run: {_one_line(pre.exception)}")
-        res = runner.invoke(dbt_args("build", target_dir=tmp, select=select, full_refresh=full_refresh))
-    finally:
-        _save_parse_cache(tmp / "target")
-        _reset_duckdb_env()
-        dbt_plugin.configure(None)
-        if old_env is None:
-            os.environ.pop(LAKE_ENV, None)
-        else:
-            os.environ[LAKE_ENV] = old_env
-        shutil.rmtree(tmp, ignore_errors=True)
-    if res.exception is not None and res.result is None:
-        exc = res.exception
-        if isinstance(exc, IngestError):
-            raise exc
-        raise IngestError(f"dbt could not run: {_one_line(exc)}")
+    with _DBT_LOCK:  # dbt and dbt-duckdb keep process-wide state: one invocation at a time
+        res, writes = _invoke(lake, select, full_refresh, source_versions, progress)
     results = list(getattr(res.result, "results", None) or [])
-    models, tests, errors, test_seconds = _collect(results, ctx.writes)
+    models, tests, errors, test_seconds = _collect(results, writes)
     result = TransformResult(
         ok=bool(res.success) and not tests.failed and not errors,
         models=models,
@@ -261,6 +231,44 @@ def run_dbt(
     if not res.success:
         raise TransformFailed(f"dbt build failed: {_one_line(res.exception) or 'see the models above'}", result)
     return result
+
+
+def _invoke(
+    lake: Lake,
+    select: str | None,
+    full_refresh: bool,
+    source_versions: dict[str, int | str] | None,
+    progress: bool,
+) -> tuple[Any, dict[str, dict[str, Any]]]:
+    from dbt.cli.main import dbtRunner
+
+    from transforms import dbt_plugin
+
+    ctx = dbt_plugin.configure(lake, source_versions=source_versions)
+    tmp = Path(tempfile.mkdtemp(prefix="lakehouse-dbt-"))
+    callbacks = [_progress_callback()] if progress else []
+    _reset_duckdb_env()
+    _restore_parse_cache(tmp / "target")
+    try:
+        runner = dbtRunner(callbacks=callbacks)
+        if select:
+            # the DuckDB views upstream of a partial selection (staging/intermediate) live only in
+            # this process's in-memory DuckDB: create them first (lake tables are already exposed)
+            pre = runner.invoke(dbt_args("run", target_dir=tmp, select=upstream_views_selector(select)))
+            if pre.exception is not None and pre.result is None:
+                raise IngestError(f"dbt could not run: {_one_line(pre.exception)}")
+        res = runner.invoke(dbt_args("build", target_dir=tmp, select=select, full_refresh=full_refresh))
+    finally:
+        _save_parse_cache(tmp / "target")
+        _reset_duckdb_env()
+        dbt_plugin.configure(None)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if res.exception is not None and res.result is None:
+        exc = res.exception
+        if isinstance(exc, IngestError):
+            raise exc
+        raise IngestError(f"dbt could not run: {_one_line(exc)}")
+    return res, ctx.writes
 
 
 def _progress_callback():
