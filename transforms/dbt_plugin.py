@@ -150,8 +150,22 @@ class Plugin(BasePlugin):
                         f"source {table}: as_of_version must be an integer, got {raw!r}"
                     ) from None
             elif source_config.get("as_of_timestamp"):
-                version = str(source_config.get("as_of_timestamp"))
+                version = self._version_at(table, str(source_config.get("as_of_timestamp")))
         return self.lake.delta_table(table, version=version).to_pyarrow_dataset()
+
+    def _version_at(self, table: TableId, text: str) -> int:
+        """The same as-of-time rule as `ingest sql --as-of` (naive means UTC; before creation fails)."""
+        from datetime import datetime, timezone
+
+        from ingest.query import version_at
+
+        try:
+            ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(
+                f"source {table}: as_of_timestamp must be an ISO time like 2026-11-01T12:00:00Z, got {text!r}"
+            ) from None
+        return version_at(self.lake, table, ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc))
 
     def default_materialization(self) -> str:
         return "view"

@@ -49,6 +49,18 @@ def test_source_time_travel_includes_version_zero(plugin: Plugin, three_versions
         plugin.load(source({"table": "bronze.t", "as_of_version": 9}))
 
 
+def test_source_as_of_timestamp(plugin: Plugin, three_versions: Lake) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    hist = sorted((h["version"], h["timestamp"]) for h in three_versions.delta_table("bronze.t").history())
+    at1 = datetime.fromtimestamp(hist[1][1] / 1000, timezone.utc)
+    assert rows(plugin.load(source({"table": "bronze.t", "as_of_timestamp": at1.isoformat()}))) == [0, 1, 1]
+    with pytest.raises(ConfigError, match="did not exist"):
+        plugin.load(source({"table": "bronze.t", "as_of_timestamp": (at1 - timedelta(days=1)).isoformat()}))
+    with pytest.raises(ConfigError, match="ISO time"):
+        plugin.load(source({"table": "bronze.t", "as_of_timestamp": "yesterday"}))
+
+
 def test_run_wide_pins_override_source_config(three_versions: Lake) -> None:
     dbt_plugin.configure(three_versions, source_versions={"bronze.t": 0})
     try:
