@@ -6,7 +6,7 @@ source as (
 
 ),
 
-renamed as (
+final as (
 
     select
         event_id,
@@ -23,4 +23,4 @@ renamed as (
 
 )
 
-select * from renamed
+select * from final

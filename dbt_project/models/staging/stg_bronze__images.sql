@@ -6,7 +6,7 @@ source as (
 
 ),
 
-renamed as (
+final as (
 
     select
         sha256 as image_sha256,
@@ -23,4 +23,4 @@ renamed as (
 
 )
 
-select * from renamed
+select * from final

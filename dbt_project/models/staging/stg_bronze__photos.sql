@@ -6,7 +6,7 @@ source as (
 
 ),
 
-renamed as (
+final as (
 
     select
         cast(photo_id as bigint) as photo_id,
@@ -22,4 +22,4 @@ renamed as (
 
 )
 
-select * from renamed
+select * from final
