@@ -109,6 +109,32 @@ def group_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {x: uf.find(x) for x in list(uf.parent)}
 
 
+def near_duplicate_pairs(hashes: "DataFrame", *, threshold: int) -> "DataFrame":
+    """Pairs (x < y by sha256) of rows whose ``phash_l`` differ in at most ``threshold`` bits.
+
+    Only rows sharing one of threshold+1 exact bands are compared (pigeonhole), instead of
+    all n^2/2 pairs; bench/bench_spark_dedup.py checks both give the same pairs.
+    """
+    from pyspark.sql import functions as F
+
+    def band_value(shift: int, width: int):
+        mask = -1 if width >= HASH_BITS else (1 << width) - 1  # a Java long has no 2^64-1
+        return F.shiftrightunsigned("phash_l", shift).bitwiseAND(F.lit(mask))
+
+    band_cols = [F.struct(F.lit(i).alias("band"), band_value(s, w).alias("value")) for i, (s, w) in enumerate(bands(threshold))]
+    banded = hashes.where(F.col("phash_l").isNotNull()).select(
+        "sha256", "phash_l", F.explode(F.array(*band_cols)).alias("b")
+    ).select("sha256", "phash_l", "b.band", "b.value")
+    a, b = banded.alias("a"), banded.alias("b")
+    return (
+        a.join(b, (F.col("a.band") == F.col("b.band")) & (F.col("a.value") == F.col("b.value")))
+        .where(F.col("a.sha256") < F.col("b.sha256"))
+        .where(F.bit_count(F.col("a.phash_l").bitwiseXOR(F.col("b.phash_l"))) <= threshold)
+        .select(F.col("a.sha256").alias("x"), F.col("b.sha256").alias("y"))
+        .distinct()
+    )
+
+
 def duplicates_frame(spark: "SparkSession", images: "DataFrame", *, threshold: int = DEFAULT_THRESHOLD) -> "DataFrame":
     """The dedup itself, on any DataFrame with sha256, content, width, height, format, size_bytes."""
     from pyspark.sql import Window
@@ -135,23 +161,8 @@ def duplicates_frame(spark: "SparkSession", images: "DataFrame", *, threshold: i
         .localCheckpoint()  # decode each image once, not once per downstream use
     )
 
-    # 2. candidate pairs by band equality, verified by the full Hamming distance
-    band_cols = [
-        F.struct(F.lit(i).alias("band"), F.shiftrightunsigned("phash_l", s).bitwiseAND((1 << w) - 1).alias("value"))
-        for i, (s, w) in enumerate(bands(threshold))
-    ]
-    banded = per_sha.where(F.col("phash_l").isNotNull()).select(
-        "sha256", "phash_l", F.explode(F.array(*band_cols)).alias("b")
-    ).select("sha256", "phash_l", "b.band", "b.value")
-    a, b = banded.alias("a"), banded.alias("b")
-    pairs = (
-        a.join(b, (F.col("a.band") == F.col("b.band")) & (F.col("a.value") == F.col("b.value")))
-        .where(F.col("a.sha256") < F.col("b.sha256"))
-        .select(F.col("a.sha256").alias("x"), F.col("b.sha256").alias("y"), F.bit_count(F.col("a.phash_l").bitwiseXOR(F.col("b.phash_l"))).alias("d"))
-        .where(F.col("d") <= threshold)
-        .select("x", "y")
-        .distinct()
-    )
+    # 2. near-duplicate pairs (banded candidates, verified by the full Hamming distance)
+    pairs = near_duplicate_pairs(per_sha, threshold=threshold)
     groups = group_pairs((r.x, r.y) for r in pairs.toLocalIterator())
     group_df = spark.createDataFrame(list(groups.items()), "sha256 string, group_id string")
 
