@@ -5,7 +5,7 @@ member plus the image bytes) into ~64MB tar shards on local disk.  Ours also com
 checksums, SHA256SUMS, the MDS-free manifest and split assignment.  Prints MB/s for each and the
 ratio (target >= 1.0x).
 
-    .venv/bin/python bench/bench_shards.py [--samples 1500] [--image-kb 96] [--repeat 3]
+    .venv/bin/python bench/bench_shards.py [--samples 1500] [--image-kb 96] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=1500)
     ap.add_argument("--image-kb", type=int, default=96)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
 
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             "payload_mb": round(payload_mb, 1),
             "ours_mb_s": round(payload_mb / t_ours, 1),
             "shardwriter_mb_s": round(payload_mb / t_peer, 1),
-            "ratio": round(t_peer / t_ours, 2),
+            # median of back-to-back pairs: load from other processes hits both sides of a pair alike
+            "ratio": round(statistics.median(p / o for p, o in zip(peer, ours)), 2),
             "target": 1.0,
         }
     if args.json:

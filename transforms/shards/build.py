@@ -153,20 +153,54 @@ def write_local(
     plans: list[ShardPlan],
     table: pa.Table,
     *,
+    prepared: dict[str, list] | None = None,
     on_shard: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Write every planned shard in this process."""
+    """Write every planned shard in this process, two shards at a time.
+
+    ``prepared`` (WebDataset) maps each key to its tar pieces from the sizing pass, whose payloads
+    are views into ``table``: nothing is encoded or copied twice.  Shards are independent, and
+    hashing and writing release the GIL, so a second thread keeps the disk and a core busy.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     fs = lake.pyarrow_filesystem()
-    keys = [key_text(v) for v in table.column(spec.key).to_pylist()]
-    pos = {k: i for i, k in enumerate(keys)}
-    shards = []
-    for plan in plans:
+    root_fs = lake.fs_path(root)
+    pos: dict[str, int] = {}
+    if prepared is None:
+        pos = {key_text(v): i for i, v in enumerate(table.column(spec.key).to_pylist())}
+
+    def one(plan: ShardPlan) -> dict[str, Any]:
+        if prepared is not None:
+            return write_prepared(fs, root_fs, spec, plan, prepared)
         rows = table.take(pa.array([pos[k] for k in plan.keys], pa.int64()))
-        info = write_one(fs, lake.fs_path(root), spec, plan, rows)
-        shards.append(info)
-        if on_shard:
-            on_shard(info)
+        return write_one(fs, root_fs, spec, plan, rows)
+
+    shards = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for info in pool.map(one, plans):
+            shards.append(info)
+            if on_shard:
+                on_shard(info)
     return shards
+
+
+def write_prepared(fs, root_fs_path: str, spec: ShardSpec, plan: ShardPlan, prepared: dict[str, list]) -> dict[str, Any]:
+    """Write one WebDataset shard from the tar pieces prepared by the sizing pass."""
+    from transforms.shards.formats import TAR_END
+
+    rel = shard_path(spec.format, plan.split, plan.index)
+    _mkparent(fs, f"{root_fs_path}/{rel}")
+    with fs.open_output_stream(f"{root_fs_path}/{rel}") as stream:
+        hw = HashingWriter(stream)
+        try:
+            for k in plan.keys:
+                for part in prepared[k]:
+                    hw.write(part)
+            hw.write(TAR_END)
+        finally:
+            hw.close()
+    return {"path": rel, "split": plan.split, "samples": plan.samples, "bytes": hw.bytes, "sha256": hw.sha.hexdigest()}
 
 
 def write_one(fs, root_fs_path: str, spec: ShardSpec, plan: ShardPlan, rows: pa.Table) -> dict[str, Any]:
@@ -175,8 +209,10 @@ def write_one(fs, root_fs_path: str, spec: ShardSpec, plan: ShardPlan, rows: pa.
     _mkparent(fs, f"{root_fs_path}/{rel}")
     with fs.open_output_stream(f"{root_fs_path}/{rel}") as stream:
         hw = HashingWriter(stream)
-        n = write_shard_rows(spec, rows, hw)
-        hw.close()
+        try:
+            n = write_shard_rows(spec, rows, hw)
+        finally:
+            hw.close()
     return {"path": rel, "split": plan.split, "samples": n, "bytes": hw.bytes, "sha256": hw.sha.hexdigest()}
 
 
@@ -261,9 +297,17 @@ def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: F
         data.schema, format=format, key=key or default_key(data.schema), mtime=mtime,
         size_limit=target, nullable=nullable_columns(data),
     )
+    prepared: dict[str, list] | None = None
     try:
-        plans = plan_shards(sample_infos(spec, data, splits, seed), splits=splits, target=target,
-                            overhead=spec.shard_overhead())
+        if format == "webdataset":
+            prepared = {}
+            infos = []
+            for k, members in spec.wds_samples(data):
+                parts = prepared[k] = spec.wds_parts(members)
+                infos.append(SampleInfo(k, split_of(k, splits), order_of(k, seed), sum(len(p) for p in parts)))
+        else:
+            infos = sample_infos(spec, data, splits, seed)
+        plans = plan_shards(infos, splits=splits, target=target, overhead=spec.shard_overhead())
     except ValueError as exc:
         raise ConfigError(f"{tid}@{version}: {exc}") from None
     fs = lake.pyarrow_filesystem()
@@ -273,9 +317,10 @@ def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: F
 
         with Progress(transient=True) as bar:
             task = bar.add_task(f"shards {Path(root).name}", total=len(plans))
-            shards = write_local(lake, root, spec, plans, data, on_shard=lambda _i: bar.advance(task))
+            shards = write_local(lake, root, spec, plans, data, prepared=prepared,
+                                 on_shard=lambda _i: bar.advance(task))
     else:
-        shards = write_local(lake, root, spec, plans, data)
+        shards = write_local(lake, root, spec, plans, data, prepared=prepared)
     return spec, shards
 
 

@@ -209,13 +209,20 @@ class ShardSpec:
         for row in iter_rows(table, views=True):
             yield key_text(row[self.key]), self.wds_members(row)
 
-    def write_wds_sample(self, members: list[tuple[str, bytes | memoryview]], out: "HashingWriter") -> None:
+    def wds_parts(self, members: list[tuple[str, bytes | memoryview]]) -> list[bytes | memoryview]:
+        """A sample's tar bytes as pieces: header, payload, padding per member (payloads not copied)."""
+        parts: list[bytes | memoryview] = []
         for name, data in members:
-            out.write(self.tar_header(name, len(data)))
-            out.write(data)
+            parts.append(self.tar_header(name, len(data)))
+            parts.append(data)
             pad = (-len(data)) % 512
             if pad:
-                out.write(_ZEROS[:pad])
+                parts.append(_ZEROS[:pad])
+        return parts
+
+    def write_wds_sample(self, members: list[tuple[str, bytes | memoryview]], out: "HashingWriter") -> None:
+        for part in self.wds_parts(members):
+            out.write(part)
 
     # -- MDS ----------------------------------------------------------------------------------
     @property
@@ -270,14 +277,15 @@ class ShardSpec:
             return 4 + 4 + len(self.mds_config_bytes())  # sample count, first offset, config
         return 1024  # parquet footer, roughly
 
+    def members_size(self, members: list[tuple[str, bytes | memoryview]]) -> int:
+        """Bytes a sample takes in a tar: header, payload and padding per member."""
+        return sum(len(p) for p in self.wds_parts(members))
+
     def sample_sizes(self, table: pa.Table) -> Iterator[tuple[str, int]]:
         """(key, exact encoded bytes) per row (an estimate for parquet)."""
         if self.format == "webdataset":
             for key, members in self.wds_samples(table):
-                yield key, sum(
-                    len(self.tar_header(name, len(data))) + len(data) + (-len(data)) % 512
-                    for name, data in members
-                )
+                yield key, self.members_size(members)
         elif self.format == "mds":
             for row in iter_rows(table, views=True):
                 yield key_text(row[self.key]), len(self.mds_sample(row)) + 4  # plus its offset entry
@@ -329,34 +337,65 @@ def iter_rows(table: pa.Table, batch_rows: int = 1024, *, views: bool = False) -
 
 
 class HashingWriter:
-    """Counts and hashes every byte on its way to the output stream."""
+    """Counts and hashes every byte on its way to the output stream.
 
-    FLUSH = 1 << 20
+    Pieces are handed over by reference in ~4MB groups; a helper thread hashes and writes each
+    group (both release the GIL) while the caller encodes the next, so the checksum costs little
+    wall time.  Callers must not mutate a piece after writing it.  Call ``close()`` before
+    closing ``out``.
+    """
+
+    CHUNK = 4 << 20
 
     def __init__(self, out: BinaryIO) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.out = out
         self.sha = hashlib.sha256()
         self.bytes = 0
-        self._buf = bytearray()
+        self._parts: list[bytes | memoryview] = []  # references, not copies
+        self._size = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-hash")
+        self._inflight: list[Any] = []
 
     def write(self, data: bytes | memoryview) -> None:
-        self.sha.update(data)
         self.bytes += len(data)
-        if len(data) >= 65536:  # big payloads go straight through, small ones are batched
-            self.flush()
-            self.out.write(data)
-        else:
-            self._buf += data
-            if len(self._buf) >= self.FLUSH:
-                self.flush()
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= self.CHUNK:
+            self._ship()
 
-    def flush(self) -> None:
-        if self._buf:
-            self.out.write(bytes(self._buf))
-            self._buf.clear()
+    def _consume(self, parts: list[bytes | memoryview]) -> None:
+        small = bytearray()
+        for p in parts:  # batch small pieces (tar headers, JSON) into one write
+            if len(p) < 65536:
+                small += p
+                continue
+            if small:
+                self.sha.update(small)
+                self.out.write(small)
+                small = bytearray()
+            self.sha.update(p)
+            self.out.write(p)
+        if small:
+            self.sha.update(small)
+            self.out.write(small)
+
+    def _ship(self) -> None:
+        parts, self._parts, self._size = self._parts, [], 0
+        self._inflight.append(self._pool.submit(self._consume, parts))
+        while len(self._inflight) > 2:  # bound memory: at most ~3 chunks in flight
+            self._inflight.pop(0).result()
 
     def close(self) -> None:
-        self.flush()
+        try:
+            if self._parts:
+                self._ship()
+            for fut in self._inflight:
+                fut.result()
+            self._inflight.clear()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def write_shard_rows(spec: ShardSpec, rows: pa.Table, out: HashingWriter) -> int:
