@@ -8,7 +8,7 @@
 
 with
 
-events as (
+events as not materialized (
 
     select * from {{ ref('int_events_deduplicated') }}
 

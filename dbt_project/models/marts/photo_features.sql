@@ -8,19 +8,21 @@
 
 with
 
-photos as (
+-- import CTEs are inlined (not materialized) so filters reach the Delta scans
+
+photos as not materialized (
 
     select * from {{ ref('int_photos_deduplicated') }}
 
 ),
 
-images as (
+images as not materialized (
 
     select * from {{ ref('int_images_deduplicated') }}
 
 ),
 
-events as (
+events as not materialized (
 
     select * from {{ ref('int_events_deduplicated') }}
 
