@@ -45,6 +45,10 @@ def _run_with_prefect(settings, *, sync: bool, quiet: bool):
     import logging
     import os
 
+    from ingest.errors import IngestError
+
+    # a temporary server on a busy 2-core machine can take longer than Prefect's 20 s default
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.params import PipelineParams
@@ -52,5 +56,13 @@ def _run_with_prefect(settings, *, sync: bool, quiet: bool):
 
     if quiet:
         logging.getLogger("prefect").setLevel(logging.WARNING)
-    state = pipeline_flow(PipelineParams(lake=settings.lake, sync=sync), return_state=True)
+    try:
+        state = pipeline_flow(PipelineParams(lake=settings.lake, sync=sync), return_state=True)
+    except RuntimeError as exc:
+        if "Prefect API server" not in str(exc):
+            raise
+        raise IngestError(
+            f"could not start a local Prefect server ({exc}); set PREFECT_API_URL to a running "
+            "server or use `ingest run --orchestrator local`"
+        ) from None
     return state.result()  # re-raises the failing stage's error
