@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from ingest.cli.common import emit, state
-from ingest.sources import IngestResult
+
+if TYPE_CHECKING:  # imported lazily: pyarrow would slow every `ingest` start-up
+    from ingest.sources import IngestResult
 
 
 def _human(res: IngestResult) -> None:
