@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SOURCE = "bronze.images"
 TARGET = "silver.image_duplicates"
-DEFAULT_THRESHOLD = 10
+DEFAULT_THRESHOLD = 6  # bits of 64; resize/recompress/watermark copies land at 0-4
 HASH_BITS = 64
 
 
@@ -121,17 +121,25 @@ def near_duplicate_pairs(hashes: "DataFrame", *, threshold: int) -> "DataFrame":
         mask = -1 if width >= HASH_BITS else (1 << width) - 1  # a Java long has no 2^64-1
         return F.shiftrightunsigned("phash_l", shift).bitwiseAND(F.lit(mask))
 
-    band_cols = [F.struct(F.lit(i).alias("band"), band_value(s, w).alias("value")) for i, (s, w) in enumerate(bands(threshold))]
+    spec = bands(threshold)
+    band_cols = [F.struct(F.lit(i).alias("band"), band_value(s, w).alias("value")) for i, (s, w) in enumerate(spec)]
     banded = hashes.where(F.col("phash_l").isNotNull()).select(
         "sha256", "phash_l", F.explode(F.array(*band_cols)).alias("b")
     ).select("sha256", "phash_l", "b.band", "b.value")
     a, b = banded.alias("a"), banded.alias("b")
+    xor = F.col("a.phash_l").bitwiseXOR(F.col("b.phash_l"))
+    # a pair sharing several bands is kept only on the first one it shares (no distinct() shuffle)
+    shared = [
+        F.when(F.shiftrightunsigned(xor, s).bitwiseAND(F.lit(-1 if w >= HASH_BITS else (1 << w) - 1)) == 0, F.lit(i))
+        for i, (s, w) in enumerate(spec)
+    ]
+    first_shared = F.least(*shared) if len(shared) > 1 else F.lit(0)
     return (
         a.join(b, (F.col("a.band") == F.col("b.band")) & (F.col("a.value") == F.col("b.value")))
         .where(F.col("a.sha256") < F.col("b.sha256"))
-        .where(F.bit_count(F.col("a.phash_l").bitwiseXOR(F.col("b.phash_l"))) <= threshold)
+        .where(F.bit_count(xor) <= threshold)
+        .where(F.col("a.band") == first_shared)
         .select(F.col("a.sha256").alias("x"), F.col("b.sha256").alias("y"))
-        .distinct()
     )
 
 
