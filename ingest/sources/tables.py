@@ -397,7 +397,7 @@ def ingest_table(
         raise ConfigError(f"--cursor-lag must be >= 0, got {cursor_lag}")
     mode: Mode = "merge" if keys else "incremental" if cursor else "snapshot"
     counts = _Counts()
-    batch_rows = env_int("INGEST_TABLE_BATCH_ROWS", 250_000)
+    batch_rows = env_int("INGEST_TABLE_BATCH_ROWS", 100_000)
     with track(lake, command="tables", source=src.label, target=str(tid)) as run:
         low = lower_bound(high_water_mark(lake, tid, cursor), cursor_lag) if cursor else None
         query = build_query(src, cursor=cursor, low=low)
@@ -495,7 +495,7 @@ def _load_batch(lake: Lake, tid: TableId, src: DbSource, batch, *, mode: Mode, k
 def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: int, run_id: str,
               counts: _Counts, bar) -> None:
     """Replace the table with the source's rows in one commit, streaming bounded batches."""
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import CommitProperties, Transaction, WriterProperties, write_deltalake
 
     existing = _existing_schema(lake, tid)
     total, counts = counts, _Counts()  # counted only when the commit lands (a retry starts over)
@@ -539,6 +539,10 @@ def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: i
         lake.table_uri(tid), reader, mode="overwrite",
         schema_mode="overwrite" if existing is not None else None,
         storage_options=lake.storage_options(), commit_properties=props,
+        # the parquet writer holds a whole row group (1M rows by default) in memory: bound it
+        writer_properties=WriterProperties(max_row_group_size=env_int("INGEST_TABLE_ROW_GROUP", 128 * 1024)),
+        # and delta-rs keeps each data file in memory until it is closed: bound that too
+        target_file_size=env_int("INGEST_TABLE_FILE_BYTES", 16 << 20),
     )
     counts.batches += 1
     bad = _new_bad(lake, tid, bad_all)
