@@ -100,6 +100,8 @@ class ShardManifest(BaseModel):
     source_runs: Any = None
     code_version: str | None = None
     shards: list[ShardEntry]
+    # other files every reader of a split needs (the MDS index.json per split)
+    files: list[ShardEntry] = Field(default_factory=list)
 
     @classmethod
     def parse_bytes(cls, raw: bytes, where: str) -> "ShardManifest":
@@ -620,12 +622,14 @@ def sync_shards(
     raw = source.read_manifest()
     manifest = ShardManifest.parse_bytes(raw, f"{source.uri}/{MANIFEST_NAME}")
     seen: set[str] = set()
-    for sh in manifest.shards:  # every path checked before anything is written
+    for sh in [*manifest.shards, *manifest.files]:  # every path checked before anything is written
         safe_relpath(sh.path, dest)
         if sh.path in seen:
             raise SyncError(f"shard path {sh.path!r} is listed twice in the manifest: rebuild the shard set")
         seen.add(sh.path)
     mine = select_shards(manifest, rank=rank, world_size=world_size, splits=splits)
+    # every rank gets the split-level files (e.g. MDS index.json) of the splits it syncs
+    mine += [f for f in manifest.files if not splits or (f.split or f.path.split("/", 1)[0]) in splits]
 
     # Decide what is already there: trust size + recorded checksum + mtime (or re-hash).
     state_files = _load_state(dest) if dest.exists() else {}
