@@ -8,7 +8,7 @@
 
 with
 
-events as not materialized (
+events as (
 
     select * from {{ ref('int_events_deduplicated') }}
 

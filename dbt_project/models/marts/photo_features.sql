@@ -8,21 +8,26 @@
 
 with
 
--- import CTEs are inlined (not materialized) so filters reach the Delta scans
-
-photos as not materialized (
+photos as (
 
     select * from {{ ref('int_photos_deduplicated') }}
 
 ),
 
-images as not materialized (
+images as (
 
     select * from {{ ref('int_images_deduplicated') }}
 
 ),
 
-events as not materialized (
+image_loads as (
+
+    -- only the keys: a CTE used twice is materialized, and images carry their bytes
+    select image_file, ingested_at from {{ ref('int_images_deduplicated') }}
+
+),
+
+events as (
 
     select * from {{ ref('int_events_deduplicated') }}
 
@@ -40,8 +45,8 @@ changed_photos as (
     where photo_id is not null and ingested_at > {{ loaded_until }}
     union
     select photos.photo_id from photos
-    inner join images on images.image_file = photos.image_file
-    where images.ingested_at > {{ loaded_until }}
+    inner join image_loads on image_loads.image_file = photos.image_file
+    where image_loads.ingested_at > {{ loaded_until }}
 
 ),
 
