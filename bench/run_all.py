@@ -19,6 +19,7 @@ BENCHES = {
     "transform": ["bench_transform.py"],
     "shards": ["bench_shards.py"],
     "sync": ["bench_sync.py"],
+    "spark_dedup": ["bench_spark_dedup.py"],
 }
 
 
