@@ -99,6 +99,7 @@ def write_quarantine(
         ],
         schema=QUARANTINE_SCHEMA,
     )
+    ensure_table(lake, quarantine_table(table), QUARANTINE_SCHEMA)
     res = write_batch(
         lake, quarantine_table(table), data, app_id=app_id, batch_version=batch_version
     )
@@ -134,6 +135,29 @@ def with_commit_retry(fn: Callable[[], T], *, attempts: int = 12) -> T:
                 raise
             time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def ensure_table(lake: Lake, table: str | TableId, schema: pa.Schema) -> None:
+    """Create the table empty before its first exactly-once batch.
+
+    delta-rs retries a lost *creation* commit as a plain append without checking app ids, so two
+    runs that both create a table with the same batch would both land.  An empty creation that
+    races is harmless; every batch after it commits against a snapshot and is checked.
+    """
+    if lake.table_exists(table):
+        return
+    from deltalake import write_deltalake
+
+    from ingest.delta import _utc
+
+    try:
+        write_deltalake(
+            lake.table_uri(table), _utc(schema).empty_table(), mode="ignore",
+            storage_options=lake.storage_options(),
+        )
+    except Exception:  # noqa: BLE001 - a concurrent creator won; fine if the table now exists
+        if not lake.table_exists(table):
+            raise
 
 
 def next_sequence(lake: Lake, table: str | TableId, app_id: str) -> int:

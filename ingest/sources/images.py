@@ -28,6 +28,7 @@ from ingest.sources import (
     BatchTaken,
     IngestResult,
     SourceFile,
+    ensure_table,
     env_int,
     is_s3,
     list_source,
@@ -221,6 +222,7 @@ class _Writer:
         dupes = len(good) - len(rows)
         if not rows:
             return 0, dupes
+        ensure_table(self.lake, self.tid, IMAGES_SCHEMA)
         res = write_batch(
             self.lake, self.tid, pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA),
             app_id=self.app_id, batch_version=seq, metadata={"run_id": self.run_id},

@@ -25,6 +25,7 @@ from ingest.sources import (
     Bad,
     IngestResult,
     SourceFile,
+    ensure_table,
     env_int,
     fit_rows,
     list_source,
@@ -188,6 +189,7 @@ class _FileLoader:
         if data.num_columns == 0:
             data = pa.table({k: pa.array([], t) for k, t in _META_TYPES.items()})
         q = write_quarantine(self.lake, self.tid, bad, run_id=self.run_id, app_id=self.app_id, batch_version=end)
+        ensure_table(self.lake, self.tid, data.schema)
         res = write_batch(self.lake, self.tid, data, app_id=self.app_id, batch_version=end)
         return (0 if res.skipped else res.rows), q
 

@@ -35,6 +35,7 @@ from ingest.sources import (
     Bad,
     BatchTaken,
     IngestResult,
+    ensure_table,
     env_int,
     fit_rows,
     fit_table,
@@ -478,6 +479,7 @@ def _load_batch(lake: Lake, tid: TableId, src: DbSource, batch, *, mode: Mode, k
         if fresh.num_rows or not lake.table_exists(tid):
             fresh = _with_meta(fresh, run_id, utcnow())
             meta = {"run_id": run_id, "source": src.label}
+            ensure_table(lake, tid, fresh.schema)
             if mode == "merge":
                 res = merge_batch(lake, tid, fresh, keys=list(keys), app_id=app_id, batch_version=seq, metadata=meta)
             else:

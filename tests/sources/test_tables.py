@@ -223,7 +223,8 @@ def test_sqlite_sample_and_run_log(local_lake: Lake, sample) -> None:
     assert {"photo_id", "user_id", "title", "place", "uploaded_at", "image_file", "updated_at", "_run_id", "_ingested_at"} <= cols
     run = read(local_lake, "_meta.runs")[0]
     assert (run["command"], run["target"], run["status"], run["rows_written"]) == ("tables", "bronze.photos", "success", 40)
-    assert run["version_before"] is None and run["version_after"] == 0 and run["duration_s"] > 0
+    assert run["version_before"] is None and run["duration_s"] > 0
+    assert run["version_after"] == local_lake.delta_table("bronze.photos").version() == out["version"]
 
 
 def test_sqlite_values_that_do_not_fit_are_quarantined(local_lake: Lake, tmp_path: Path) -> None:
