@@ -50,7 +50,6 @@ from ingest.sources import (
 
 Mode = Literal["snapshot", "incremental", "merge"]
 META_COLUMNS = ("_run_id", "_ingested_at")
-IngestErrorTypes = (IngestError,)
 _DIALECTS = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
 
 
@@ -73,11 +72,6 @@ class DbSource:
         return self.url.get_dialect()()
 
     def connectorx_url(self) -> str:
-        if self.dialect == "sqlite":
-            import os
-
-            db = self.url.database or ""
-            return "sqlite://" + os.path.abspath(db)
         scheme = "postgresql" if self.dialect == "postgresql" else "mysql"
         return self.url.set(drivername=scheme).render_as_string(hide_password=False)
 
@@ -158,7 +152,7 @@ def read_batches(
         if pending or yielded == 0:
             yield pa.Table.from_batches(pending, schema=reader.schema)
     except BaseException as exc:  # noqa: BLE001 - connectorx raises pyo3 panics for types it lacks
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)) or isinstance(exc, IngestErrorTypes):
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, IngestError)):
             raise
         if yielded:
             raise _db_error(src, exc) from None
