@@ -154,6 +154,11 @@ class Plugin(BasePlugin):
                     ) from None
             elif source_config.get("as_of_timestamp"):
                 version = self._version_at(table, str(source_config.get("as_of_timestamp")))
+        if not self.lake.table_exists(table):
+            raise ConfigError(
+                f"source {table} does not exist in lake {self.lake.uri}: ingest it first "
+                "(`ingest run`, or `ingest images|logs|tables`)"
+            )
         return self.lake.delta_table(table, version=version).to_pyarrow_dataset()
 
     def _version_at(self, table: TableId, text: str) -> int:

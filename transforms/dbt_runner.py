@@ -76,6 +76,8 @@ def dbt_args(
         "--target-path", str(target_dir / "target"),
         "--log-path", str(target_dir / "logs"),
         "--quiet",
+        "--log-level", "none",  # stdout belongs to `ingest` (--json); failures come back in results
+        "--log-level-file", "none",
         "--no-use-colors",
         "--partial-parse",
         "--no-write-json",

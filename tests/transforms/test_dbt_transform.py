@@ -231,8 +231,22 @@ def test_failing_data_test_fails_the_command_and_names_it(local_lake: Lake, caps
     assert ex.value.code != 0
     out, errtext = capsys.readouterr()
     assert "accepted_values_stg_bronze__events_event_type" in errtext
-    payload = json.loads(out.strip().splitlines()[-1])
+    payload = json.loads(out)  # stdout is only the JSON result: dbt's own logging is off
     assert "accepted_values_stg_bronze__events_event_type__login__view__like" in payload["tests"]["failed"]
+    assert errtext.count("\n") == 1  # one line on stderr
+
+
+def test_missing_sources_say_what_to_ingest(local_lake: Lake, capsys) -> None:
+    from ingest.cli import main
+
+    with pytest.raises(SystemExit) as ex:
+        main(["--lake", local_lake.uri, "--json", "transform", "--select", "+daily_activity"])
+    assert ex.value.code != 0
+    out, err = capsys.readouterr()
+    payload = json.loads(out)
+    assert payload["ok"] is False
+    assert "source bronze.events does not exist" in err and "ingest" in err
+    assert not local_lake.table_exists("gold.daily_activity")
 
 
 def test_cli_transform_json_and_partial_select(local_lake: Lake, capsys) -> None:
