@@ -326,7 +326,8 @@ def _rows_already_stored(
 ) -> pa.Table:
     """``batch`` minus the rows the table already holds with the same values (multiset EXCEPT ALL).
 
-    With a cursor only the rows at or above the batch's lowest cursor value are compared.
+    With a cursor only the rows at or above the batch's lowest cursor value are compared; with a
+    single-column key only the rows in the batch's key range.
     """
     if batch.num_rows == 0 or not lake.table_exists(tid):
         return batch
@@ -340,6 +341,12 @@ def _rows_already_stored(
         low = pc.min(batch[cursor]).as_py()
         if low is not None:
             filt = pads.field(cursor) >= pa.scalar(low, type=schema.field(cursor).type)
+    elif len(keys) == 1 and keys[0] in schema.names and keys[0] in batch.column_names:
+        # a merge compares only stored rows in the batch's key range (file statistics prune the rest)
+        lo, hi = pc.min_max(batch[keys[0]]).values()
+        if lo.is_valid and hi.is_valid:
+            t = schema.field(keys[0]).type
+            filt = (pads.field(keys[0]) >= pa.scalar(lo.as_py(), t)) & (pads.field(keys[0]) <= pa.scalar(hi.as_py(), t))
     shared = [c for c in batch.column_names if c in schema.names]
     existing = lake.delta_table(tid).to_pyarrow_dataset().to_table(columns=shared, filter=filt)
     if existing.num_rows == 0:
