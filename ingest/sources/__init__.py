@@ -43,6 +43,28 @@ class IngestResult(BaseModel):
     bytes_read: int = 0
 
 
+@dataclass
+class Tally:
+    """What a run has done so far; ``finish`` copies it into the run log and the result."""
+
+    rows: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    bytes_read: int = 0
+
+    def finish(self, lake: Lake, table: TableId, run: Any) -> IngestResult:
+        from ingest.delta import current_version
+
+        run.rows_written, run.rows_quarantined = self.rows, self.quarantined
+        run.skipped, run.bytes_read = self.skipped, self.bytes_read
+        run.version_after = current_version(lake, table)
+        return IngestResult(
+            table=str(table), version=run.version_after, rows_written=self.rows,
+            rows_quarantined=self.quarantined, skipped=self.skipped, run_id=run.run_id,
+            bytes_read=self.bytes_read,
+        )
+
+
 # -- quarantine ---------------------------------------------------------------------------------
 QUARANTINE_SCHEMA = pa.schema(
     [

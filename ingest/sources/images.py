@@ -28,6 +28,7 @@ from ingest.sources import (
     BatchTaken,
     IngestResult,
     SourceFile,
+    Tally,
     ensure_table,
     env_int,
     is_s3,
@@ -137,7 +138,7 @@ def ingest_images(
         writer = _Writer(lake, tid, run.run_id)
         unchanged = stored_locations(lake, tid)
         todo = [f for f in files if (f.uri, f.size, f.mtime) not in unchanged]
-        writer.skipped += len(files) - len(todo)
+        writer.tally.skipped += len(files) - len(todo)
         files_total, files = len(files), todo
         workers = env_int("INGEST_IMAGE_WORKERS", 16)
         client = s3_client(lake, pool=workers + 4) if is_s3(src) else None
@@ -155,15 +156,9 @@ def ingest_images(
                 pending = submit(chunks[i + 1]) if i + 1 < len(chunks) else []  # read ahead while writing
                 writer.write(fetched)
                 bar.advance(len(fetched))
-        run.rows_written, run.rows_quarantined = writer.rows, writer.quarantined
-        run.skipped, run.bytes_read = writer.skipped, writer.bytes_read
-        run.version_after = current_version(lake, tid)
         run.details = {"files": files_total, "read": len(files), "ignored_not_images": len(listed) - files_total}
-    return IngestResult(
-        table=str(tid), version=run.version_after, rows_written=writer.rows,
-        rows_quarantined=writer.quarantined, skipped=writer.skipped, run_id=run.run_id,
-        bytes_read=writer.bytes_read,
-    )
+        result = writer.tally.finish(lake, tid, run)
+    return result
 
 
 class _Writer:
@@ -172,17 +167,17 @@ class _Writer:
         self.app_id = f"images:{tid}"
         self.known = stored_hashes(lake, tid)
         self.known_version = current_version(lake, tid)
-        self.rows = self.quarantined = self.skipped = self.bytes_read = 0
+        self.tally = Tally()
 
     def write(self, fetched: list[_Fetched]) -> None:
-        self.bytes_read += sum(len(x.data) for x in fetched)
+        self.tally.bytes_read += sum(len(x.data) for x in fetched)
         for x in fetched:
             if x.error is not None:
                 self._quarantine(x)
         good = [x for x in fetched if x.error is None]
         rows, dupes = with_commit_retry(lambda: self._commit(good))
-        self.rows += rows
-        self.skipped += dupes
+        self.tally.rows += rows
+        self.tally.skipped += dupes
 
     def _quarantine(self, x: _Fetched) -> None:
         n = with_commit_retry(
@@ -192,9 +187,9 @@ class _Writer:
             )
         )
         if n:
-            self.quarantined += n
+            self.tally.quarantined += n
         else:
-            self.skipped += 1
+            self.tally.skipped += 1
 
     def _commit(self, good: list[_Fetched]) -> tuple[int, int]:
         # the batch number before the stored hashes: a writer that commits in between used the

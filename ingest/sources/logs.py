@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Iterator, Literal
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from ingest.delta import committed_version, current_version, write_batch
+from ingest.delta import committed_version, write_batch
 from ingest.errors import ConfigError
 from ingest.lake import Lake, TableId
 from ingest.runlog import track
@@ -25,6 +25,7 @@ from ingest.sources import (
     Bad,
     IngestResult,
     SourceFile,
+    Tally,
     ensure_table,
     env_int,
     fit_rows,
@@ -48,11 +49,7 @@ _META_TYPES = {
 
 
 @dataclass
-class _Totals:
-    rows: int = 0
-    quarantined: int = 0
-    skipped: int = 0
-    bytes_read: int = 0
+class _Totals(Tally):
     files: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -86,15 +83,9 @@ def ingest_logs(
             for f in files:
                 reader = _FileLoader(lake, tid, f, regex=regex, run_id=run.run_id, totals=totals, bar=bar)
                 with_commit_retry(reader.load)
-        run.rows_written, run.rows_quarantined = totals.rows, totals.quarantined
-        run.skipped, run.bytes_read = totals.skipped, totals.bytes_read
-        run.version_after = current_version(lake, tid)
         run.details = {"format": format, "files": totals.files}
-    return IngestResult(
-        table=str(tid), version=run.version_after, rows_written=totals.rows,
-        rows_quarantined=totals.quarantined, skipped=totals.skipped, run_id=run.run_id,
-        bytes_read=totals.bytes_read,
-    )
+        result = totals.finish(lake, tid, run)
+    return result
 
 
 class _FileLoader:

@@ -17,9 +17,8 @@ in Delta and the loser retries against what the winner wrote.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Iterator, Literal
 
@@ -27,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from ingest.delta import _utc, current_version, merge_batch, write_batch
+from ingest.delta import _utc, merge_batch, write_batch
 from ingest.errors import ConfigError, IngestError, SourceError
 from ingest.lake import Lake, TableId, redact
 from ingest.runlog import track
@@ -35,6 +34,7 @@ from ingest.sources import (
     Bad,
     BatchTaken,
     IngestResult,
+    Tally,
     ensure_table,
     env_int,
     fit_rows,
@@ -369,11 +369,7 @@ def _rows_already_stored(
 
 
 @dataclass
-class _Counts:
-    rows: int = 0
-    quarantined: int = 0
-    skipped: int = 0
-    bytes_read: int = 0
+class _Counts(Tally):
     batches: int = 0
 
 
@@ -411,15 +407,9 @@ def ingest_table(
                 for batch in read_batches(src, query, batch_rows, parallel=cursor is None):
                     _load_batch(lake, tid, src, batch, mode=mode, keys=keys, cursor=cursor, run_id=run.run_id, counts=counts)
                     bar.advance(_len(batch))
-        run.rows_written, run.rows_quarantined, run.skipped = counts.rows, counts.quarantined, counts.skipped
-        run.bytes_read = counts.bytes_read
-        run.version_after = current_version(lake, tid)
         run.details = {"mode": mode, "query": query, "batches": counts.batches, "cursor_low": low}
-    return IngestResult(
-        table=str(tid), version=run.version_after, rows_written=counts.rows,
-        rows_quarantined=counts.quarantined, skipped=counts.skipped, run_id=run.run_id,
-        bytes_read=counts.bytes_read,
-    )
+        result = counts.finish(lake, tid, run)
+    return result
 
 
 def _len(batch: pa.Table | list) -> int:
