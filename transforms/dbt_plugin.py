@@ -47,6 +47,8 @@ class RunContext:
     source_versions: dict[str, int | str] = field(default_factory=dict)
     # filled by the plugin: one entry per model table written
     writes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # filled by the plugin: the Delta version each source table was read at (for lineage)
+    reads: dict[str, int] = field(default_factory=dict)
 
 
 _CONTEXT = RunContext()
@@ -159,7 +161,9 @@ class Plugin(BasePlugin):
                 f"source {table} does not exist in lake {self.lake.uri}: ingest it first "
                 "(`ingest run`, or `ingest images|logs|tables`)"
             )
-        return self.lake.delta_table(table, version=version).to_pyarrow_dataset()
+        dt = self.lake.delta_table(table, version=version)
+        _CONTEXT.reads[str(table)] = dt.version()
+        return dt.to_pyarrow_dataset()
 
     def _version_at(self, table: TableId, text: str) -> int:
         """The same as-of-time rule as `ingest sql --as-of` (naive means UTC; before creation fails)."""

@@ -37,6 +37,7 @@ class ModelResult(BaseModel):
     mode: str | None = None  # overwrite | append | merge | view
     seconds: float | None = None
     message: str | None = None
+    inputs: dict[str, int] = Field(default_factory=dict)  # lake tables read -> Delta version (lineage)
 
 
 class TestSummary(BaseModel):
@@ -149,7 +150,38 @@ def _status(raw: Any) -> str:
     return str(getattr(raw, "value", raw)).lower()
 
 
-def _collect(results: list[Any], writes: dict[str, dict[str, Any]]) -> tuple[list[ModelResult], TestSummary, list[str], float]:
+def _lake_inputs(
+    node: Any, results: list[Any], reads: dict[str, int], writes: dict[str, dict[str, Any]]
+) -> dict[str, int]:
+    """The lake tables (and versions) a model reads, through any DuckDB views in between."""
+    by_id = {r.node.unique_id: r.node for r in results}
+    found: dict[str, int] = {}
+    stack, seen = list(node.depends_on.nodes), set()
+    while stack:
+        uid = stack.pop()
+        if uid in seen:
+            continue
+        seen.add(uid)
+        if uid.startswith("source."):
+            table = ".".join(uid.split(".")[-2:])  # source.<project>.bronze.events -> bronze.events
+            if table in reads:
+                found[table] = reads[table]
+            continue
+        dep = by_id.get(uid)
+        if dep is None:
+            continue
+        if dep.config.materialized == "delta":
+            table = dep.config.get("lake_table") or f"{dep.schema}.{dep.alias}"
+            if table in writes and writes[table].get("version") is not None:
+                found[table] = writes[table]["version"]
+            continue
+        stack.extend(dep.depends_on.nodes)
+    return found
+
+
+def _collect(
+    results: list[Any], writes: dict[str, dict[str, Any]], reads: dict[str, int] | None = None
+) -> tuple[list[ModelResult], TestSummary, list[str], float]:
     models: list[ModelResult] = []
     tests = TestSummary()
     errors: list[str] = []
@@ -190,6 +222,7 @@ def _collect(results: list[Any], writes: dict[str, dict[str, Any]]) -> tuple[lis
                 mode=info.get("mode") or (materialized if materialized != "delta" else None),
                 seconds=round(float(getattr(r, "execution_time", 0.0) or 0.0), 3),
                 message=None if status == "success" else _one_line(r.message),
+                inputs=_lake_inputs(node, results, reads or {}, writes) if table else {},
             )
         )
         if status == "error":
@@ -213,9 +246,9 @@ def run_dbt(
     """``dbt build`` over the lake; raises ``TransformFailed`` naming failed models/tests."""
     t0 = time.monotonic()
     with _DBT_LOCK:  # dbt and dbt-duckdb keep process-wide state: one invocation at a time
-        res, writes = _invoke(lake, select, full_refresh, source_versions, progress)
+        res, writes, reads = _invoke(lake, select, full_refresh, source_versions, progress)
     results = list(getattr(res.result, "results", None) or [])
-    models, tests, errors, test_seconds = _collect(results, writes)
+    models, tests, errors, test_seconds = _collect(results, writes, reads)
     result = TransformResult(
         ok=bool(res.success) and not tests.failed and not errors,
         models=models,
@@ -241,7 +274,7 @@ def _invoke(
     full_refresh: bool,
     source_versions: dict[str, int | str] | None,
     progress: bool,
-) -> tuple[Any, dict[str, dict[str, Any]]]:
+) -> tuple[Any, dict[str, dict[str, Any]], dict[str, int]]:
     from dbt.cli.main import dbtRunner
 
     from transforms import dbt_plugin
@@ -270,7 +303,7 @@ def _invoke(
         if isinstance(exc, IngestError):
             raise exc
         raise IngestError(f"dbt could not run: {_one_line(exc)}")
-    return res, ctx.writes
+    return res, ctx.writes, ctx.reads
 
 
 def _progress_callback():
@@ -308,10 +341,12 @@ def run_spark_stage(settings: Settings, lake: Lake, *, select: str | None = None
     from transforms.spark.session import build_spark
 
     spark = build_spark(settings)
-    return [
-        ModelResult(**{**row, "kind": "spark"})
-        for row in spark_pkg.run_spark_models(spark, lake, select=select)
-    ]
+    models = []
+    for row in spark_pkg.run_spark_models(spark, lake, select=select):
+        source = spark_pkg.SPARK_MODELS.get(row.get("name"), (None, None))[0]
+        inputs = {source: lake.delta_table(source).version()} if source and lake.table_exists(source) else {}
+        models.append(ModelResult(**{**row, "kind": "spark", "inputs": inputs}))
+    return models
 
 
 def run_transform(
@@ -370,7 +405,34 @@ def run_transform(
         result.duration_s = round(time.monotonic() - t0, 3)
         run.rows_written = sum(m.rows_written or 0 for m in result.models)
         run.details = result.model_dump(mode="json")
+    _record_model_runs(lake, result, transform_run=run.run_id)
     return result
+
+
+def _record_model_runs(lake: Lake, result: TransformResult, *, transform_run: str) -> None:
+    """One `_meta.runs` row per table a model wrote, naming the table versions it read.
+
+    This is what `ingest lineage` follows from a gold table back to the ingest runs, and what
+    `ingest health` reads for the freshness and volume of silver/gold tables.
+    """
+    from ingest.runlog import Run, record
+
+    for m in result.models:
+        if not m.table or m.version is None or not m.rows_written or m.status != "success":
+            continue  # nothing new was written: the table's existing writer run still stands
+        record(
+            lake,
+            Run(
+                command=f"transform {m.kind}:{m.name}",
+                source="dbt_project" if m.kind == "dbt" else "transforms.spark",
+                target=m.table,
+                version_after=m.version,
+                rows_written=m.rows_written,
+                duration_s=m.seconds or 0.0,
+                status="success",
+                details={"inputs": m.inputs, "transform_run": transform_run, "mode": m.mode},
+            ),
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m transforms.dbt_runner` for debugging

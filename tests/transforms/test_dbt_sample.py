@@ -87,3 +87,20 @@ def test_transform_runs_spark_models_after_dbt(tmp_path: Path) -> None:
         assert m.status == "success", (name, m.message)
         assert m.version == lake.delta_table(m.table).version()
     assert lake.table_exists("gold.photo_features")
+
+
+def test_lineage_reaches_from_a_gold_table_to_the_ingest_runs_and_sources(tmp_path: Path) -> None:
+    from ingest.lineage import lineage
+
+    settings, lake, sample = ingest_sample(tmp_path)
+    result = run_transform(settings, include_spark=False)
+    (features,) = [m for m in result.models if m.table == "gold.photo_features"]
+    assert set(features.inputs) >= {"silver.photos", "silver.images", "silver.events"}
+
+    tree = lineage(lake, "gold.photo_features")
+    text = "\n".join(tree.render())
+    assert text.startswith(f"table gold.photo_features@v{features.version}")
+    for table in ("silver.events", "bronze.events", "bronze.images", "bronze.photos"):
+        assert f"table {table}@v" in text, text
+    assert f"source {sample / 'logs'}" in text, text
+    assert "command=logs" in text and "command=transform dbt:photo_features" in text
