@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dbt.adapters.duckdb.plugins import BasePlugin
@@ -67,6 +68,41 @@ def current_context() -> RunContext:
     return _CONTEXT
 
 
+def late_arrival_cutoff(lake: Lake) -> "datetime | None":
+    """How far back incremental models must look again for batches that committed late.
+
+    Incremental models read bronze rows stamped after the newest stamp they hold.  An ingest
+    run that was still committing when the last transform started stamped its rows before that
+    transform's read but made them visible after it; without this they would be skipped until a
+    full refresh.  The run log knows such runs: the cutoff is the earliest start among them
+    (None when there are none, the usual case, so a normal run re-reads nothing).
+    """
+    from datetime import timedelta
+
+    from ingest.runlog import RUNS_TABLE
+
+    if not lake.table_exists(RUNS_TABLE):
+        return None
+    runs = lake.delta_table(RUNS_TABLE).to_pyarrow_table(
+        columns=["command", "status", "started_at", "duration_s"]
+    ).to_pylist()
+    transforms = [r["started_at"] for r in runs if r["command"] == "transform" and r["status"] == "success"]
+    if not transforms:
+        return None
+    last = max(transforms)
+    late = [
+        r["started_at"]
+        for r in runs
+        if r["command"] in INGEST_COMMANDS
+        and r["status"] == "success"
+        and r["started_at"] < last <= r["started_at"] + timedelta(seconds=r["duration_s"] or 0.0)
+    ]
+    return min(late) - timedelta(seconds=1) if late else None
+
+
+INGEST_COMMANDS = ("images", "logs", "tables")
+
+
 def dataset_name(table: TableId) -> str:
     """The name the Arrow dataset of a lake table is registered under in DuckDB."""
     return f"__lake__{table.layer}__{table.name}"
@@ -102,6 +138,9 @@ class Plugin(BasePlugin):
         """Expose the lake's current silver/gold tables before dbt looks at the catalog."""
         self._conn = conn
         conn.execute("set TimeZone = 'UTC'")
+        cutoff = late_arrival_cutoff(self.lake)
+        literal = "NULL" if cutoff is None else f"'{cutoff.isoformat()}'"
+        conn.execute(f"create or replace macro lake_late_cutoff() as {literal}::timestamptz")
         for tid in self.lake.list_tables():
             if tid.layer in MODEL_LAYERS:
                 self._expose(tid, conn)

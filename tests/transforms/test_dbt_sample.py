@@ -104,3 +104,40 @@ def test_lineage_reaches_from_a_gold_table_to_the_ingest_runs_and_sources(tmp_pa
         assert f"table {table}@v" in text, text
     assert f"source {sample / 'logs'}" in text, text
     assert "command=logs" in text and "command=transform dbt:photo_features" in text
+
+
+def test_batch_that_committed_after_a_transform_read_is_picked_up_next_run(tmp_path: Path) -> None:
+    """An ingest still committing when a transform started stamped its rows before that read."""
+    from datetime import timedelta
+
+    import pyarrow as pa
+
+    from ingest.delta import write_batch
+    from ingest.runlog import RUNS_TABLE, Run, record
+
+    settings, lake, _ = ingest_sample(tmp_path)
+    run_transform(settings, include_spark=False)
+    runs = lake.delta_table(RUNS_TABLE).to_pyarrow_table().to_pylist()
+    transform_start = max(r["started_at"] for r in runs if r["command"] == "transform")
+    bronze = lake.delta_table("bronze.events").to_pyarrow_table()
+    watermark = max(bronze["_ingested_at"].to_pylist())
+
+    # the late batch: stamped before the newest stamp the transform saw, committed after it read
+    late = bronze.slice(0, 3).to_pylist()
+    for i, row in enumerate(late):
+        row.update(event_id=f"late{i}", _ingested_at=watermark - timedelta(seconds=1), _run_id="late-run")
+    write_batch(lake, "bronze.events", pa.Table.from_pylist(late, schema=bronze.schema))
+    started = watermark - timedelta(seconds=2)
+    record(lake, Run(command="logs", source="late-source", target="bronze.events", started_at=started,
+                     duration_s=(transform_start - started).total_seconds() + 0.01, status="success",
+                     rows_written=3))
+
+    run_transform(settings, include_spark=False)
+    silver = set(lake.delta_table("silver.events").to_pyarrow_table(columns=["event_id"])["event_id"].to_pylist())
+    assert {"late0", "late1", "late2"} <= silver
+    assert len(silver) == len(set(lake.delta_table("bronze.events").to_pyarrow_table()["event_id"].to_pylist()))
+
+    # once picked up, the next run does not reach back again (no overlap with the last transform)
+    from transforms.dbt_plugin import late_arrival_cutoff
+
+    assert late_arrival_cutoff(lake) is None
