@@ -35,6 +35,7 @@ class PipelineSummary(BaseModel):
     ingested: list[dict[str, Any]] = Field(default_factory=list)
     transformed: list[dict[str, Any]] = Field(default_factory=list)
     snapshot: str | None = None
+    snapshot_tables: dict[str, int] = Field(default_factory=dict)
     shard_set: str | None = None
     shards: int = 0
     synced_to: str | None = None
@@ -48,9 +49,11 @@ class PipelineSummary(BaseModel):
                 f"{r.get('rows_quarantined', 0)} quarantined, {r.get('skipped', 0)} skipped"
             )
         for m in self.transformed:
-            lines.append(f"  built {m.get('table') or m.get('name')}: {m.get('status')} ({m.get('rows')} rows, v{m.get('version')})")
+            if m.get("table"):  # DuckDB-only views (staging) have no lake table to report
+                lines.append(f"  built {m['table']}: {m.get('status')} ({m.get('rows')} rows, v{m.get('version')})")
         if self.snapshot:
-            lines.append(f"  snapshot {self.snapshot} pins {len(self.tables)} tables")
+            pinned = ", ".join(f"{t}@v{v}" for t, v in sorted(self.snapshot_tables.items()))
+            lines.append(f"  snapshot {self.snapshot} pins {pinned or 'no tables'}")
         if self.shard_set:
             lines.append(f"  shard set {self.shard_set} ({self.shards} shards)")
         if self.synced_to:
@@ -187,7 +190,8 @@ def run_pipeline(
     for m in summary.transformed:
         if m.get("table"):
             summary.tables[m["table"]] = m.get("version")
-    summary.snapshot = stages.snapshot(settings, name=snapshot_name(settings.shards.dataset))["name"]
+    snap = stages.snapshot(settings, name=snapshot_name(settings.shards.dataset))
+    summary.snapshot, summary.snapshot_tables = snap["name"], snap.get("tables", {})
     say(f"snapshot {summary.snapshot}; shards from {settings.shards.table}")
     shards = stages.shards(settings, summary.snapshot, progress=progress)
     summary.shard_set, summary.shards = shards["uri"], shards.get("shards", 0)
