@@ -7,6 +7,7 @@ versions and `_meta.runs` (whose `details.inputs` name the table versions a tran
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -79,25 +80,19 @@ def trace_table(lake: Lake, table: str, version: int, runs: list[dict[str, Any]]
 
 
 def _read_manifest(lake: Lake, ref: str) -> dict[str, Any] | None:
-    fs = lake.pyarrow_filesystem() if ref.startswith("s3://") or not ref.startswith("/") and lake.is_s3 else None
-    if ref.startswith("shards/"):
-        uri = lake.path(ref)
-    else:
-        uri = ref
-    uri = uri.rstrip("/") + "/manifest.json"
+    """A shard set's manifest: ``ref`` is lake-relative (``shards/...``), ``s3://...`` or a path."""
+    import pyarrow.fs as pafs
+
+    uri = (lake.path(ref) if ref.startswith("shards/") else ref).rstrip("/") + "/manifest.json"
     try:
-        if uri.startswith("s3://"):
-            import pyarrow.fs as pafs
-
-            fs = fs or lake.pyarrow_filesystem()
-            if fs.get_file_info(lake.fs_path(uri)).type == pafs.FileType.NotFound:
-                return None
-            with fs.open_input_stream(lake.fs_path(uri)) as fh:
-                return json.loads(fh.read())
-        from pathlib import Path
-
-        p = Path(uri)
-        return json.loads(p.read_text()) if p.exists() else None
+        if not uri.startswith("s3://"):
+            local = Path(uri)
+            return json.loads(local.read_text()) if local.is_file() else None
+        fs, path = lake.pyarrow_filesystem(), lake.fs_path(uri)
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(path) as fh:
+            return json.loads(fh.read())
     except OSError as exc:
         raise ConfigError(lake.describe_error(exc, f"cannot read {uri}")) from None
 

@@ -356,3 +356,32 @@ def spark_for(spark) -> Callable[[Lake], object]:
         return point_at_lake(spark, lake)
 
     return _for
+
+
+# -- process exit --------------------------------------------------------------------------------
+# After deltalake's pyarrow datasets are scanned, Arrow's I/O threads can still be joinable when
+# libstdc++ tears down globals, which aborts a finished run (exit 134) even though every test
+# passed (delta-rs #2184).  The `ingest` CLI ends the same way (ingest/cli/__init__.py).
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is not None:
+        import atexit
+
+        atexit.register(_exit_without_native_teardown, status)
+
+
+def _exit_without_native_teardown(status: int) -> None:
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()

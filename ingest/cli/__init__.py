@@ -6,7 +6,9 @@ finds `ingest images` next to the code that ingests images.
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import sys
 from typing import Optional
 
@@ -65,8 +67,40 @@ for _mod in COMMAND_MODULES:
     importlib.import_module(_mod).register(app)
 
 
+_EXIT_CODE = 0
+
+
+def _exit_without_native_teardown() -> None:
+    """The last exit handler: end the process before C++ static destructors run.
+
+    After deltalake's pyarrow datasets have been scanned, Arrow's I/O threads can still be
+    joinable when libstdc++ tears down globals, which aborts a finished command with
+    "terminate called without an active exception" (delta-rs #2184, apache/arrow #34314).
+    Every Python-level exit handler registered after this one (Prefect's temporary server,
+    ...) has already run when it does.
+    """
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(_EXIT_CODE)
+
+
 def main(argv: list[str] | None = None) -> None:
-    run_cli(app, argv if argv is not None else sys.argv[1:])
+    global _EXIT_CODE
+    atexit.register(_exit_without_native_teardown)
+    try:
+        run_cli(app, argv if argv is not None else sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code
+        _EXIT_CODE = code if isinstance(code, int) else (0 if code is None else 1)
+        if isinstance(code, str):
+            print(code, file=sys.stderr)
+        raise
 
 
 __all__ = ["app", "main", "fail"]

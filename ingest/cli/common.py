@@ -89,20 +89,28 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def run_cli(app: typer.Typer, argv: list[str]) -> None:
-    """Run the app; user errors become one line on stderr and a non-zero exit."""
+    """Run the app; user errors become one line on stderr and a non-zero exit.
+
+    The exit happens after the ``except`` block: exiting inside it would chain the error (and
+    every frame and Arrow/Delta object it holds) to SystemExit until interpreter shutdown,
+    where native thread pools are already gone and C++ aborts ("terminate called ...").
+    """
+    message, code = None, 0
     try:
         app(args=argv, prog_name="ingest", standalone_mode=True)
     except SystemExit:
         raise
     except IngestError as exc:
-        typer.echo(f"error: {redact(str(exc))}", err=True)
-        sys.exit(exc.exit_code)
+        message, code = str(exc), exc.exit_code
     except ValidationError as exc:
-        typer.echo(f"error: {redact(_validation_message(exc))}", err=True)
-        sys.exit(2)
+        message, code = _validation_message(exc), 2
     except (ValueError, OSError) as exc:
-        typer.echo(f"error: {redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}", err=True)
-        sys.exit(1)
+        message, code = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__), 1
     except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
-        sys.exit(130)
+        message, code = "interrupted", 130
+    if message is not None:
+        typer.echo(f"error: {redact(message)}", err=True)
+        import gc
+
+        gc.collect()  # free Arrow/Delta objects held in reference cycles now, not at shutdown
+        sys.exit(code)
