@@ -83,6 +83,8 @@ def build_spark(
         os.environ["PYSPARK_PYTHON"] = sys.executable
     ivy_dir().mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.master(master).appName(app_name)
+    if not sys.stderr.isatty():  # stage progress bars only for people at a terminal
+        builder = builder.config("spark.ui.showConsoleProgress", "false")
     for key, value in conf.items():
         builder = builder.config(key, value)
     builder = configure_spark_with_delta_pip(builder, extra_packages=[*packages, *extra_packages])
