@@ -4,6 +4,8 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 UV    := $(VENV)/bin/uv
 
+STREAMING := .venv-streaming
+
 .PHONY: run test install test-deps lock bench
 
 $(UV):
@@ -19,14 +21,21 @@ test-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
 
+# The real mosaicml-streaming reader (it pulls torch) in a venv of its own, for the MDS shard tests.
+$(STREAMING)/.installed: tests/readers/streaming.lock | $(UV)
+	$(UV) venv -q --allow-existing --python $(PY) $(STREAMING)
+	$(UV) pip sync -q --python $(STREAMING)/bin/python tests/readers/streaming.lock
+	touch $@
+
 run: install
 	$(VENV)/bin/ingest run
 
-test: install test-deps
-	$(PY) -m pytest -q
+test: install test-deps $(STREAMING)/.installed
+	LAKEHOUSE_STREAMING_PYTHON=$(CURDIR)/$(STREAMING)/bin/python $(PY) -m pytest -q
 
 lock: $(UV)
 	$(UV) pip compile -q pyproject.toml --extra test --python-version 3.11 -o requirements.lock
+	$(UV) pip compile -q tests/readers/streaming.in --python-version 3.11 -o tests/readers/streaming.lock
 
 bench: install
 	$(PY) bench/run_all.py
