@@ -17,7 +17,7 @@ import typer
 from ingest import __version__
 from ingest.cli.common import CliState, fail, run_cli
 
-app = typer.Typer(
+_app = typer.Typer(
     name="ingest",
     help=(
         "Lakehouse ingestion and ELT for ML teams: load images, logs and database tables into "
@@ -29,7 +29,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Modules that define commands; each has `register(app)`.
+# Modules that define commands; each has `register(app)`.  Importing them all costs start-up
+# time every command pays, so `main` imports only the module of the command being run.
 COMMAND_MODULES = [
     "ingest.cli.lake_cmds",
     "ingest.cli.run_cmd",
@@ -47,7 +48,21 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+# command -> its module (tests/test_cli_registry.py checks this against the modules)
+COMMANDS = {
+    "ls": "ingest.cli.lake_cmds", "sql": "ingest.cli.lake_cmds", "history": "ingest.cli.lake_cmds",
+    "run": "ingest.cli.run_cmd",
+    "images": "ingest.cli.source_cmds", "logs": "ingest.cli.source_cmds", "tables": "ingest.cli.source_cmds",
+    "health": "ingest.cli.ops_cmds", "lineage": "ingest.cli.ops_cmds",
+    "snapshot": "ingest.cli.snapshot_cmds", "vacuum": "ingest.cli.snapshot_cmds", "shards": "ingest.cli.snapshot_cmds",
+    "sync": "ingest.cli.sync_cmd",
+    "transform": "ingest.cli.transform_cmds", "catalog": "ingest.cli.transform_cmds",
+}
+_GLOBAL_OPTIONS_WITH_VALUE = ("--lake", "--config")
+_registered: set[str] = set()
+
+
+@_app.callback()
 def _main(
     ctx: typer.Context,
     lake: Optional[str] = typer.Option(
@@ -63,8 +78,32 @@ def _main(
     ctx.obj = CliState(lake=lake, json=json_out, config=config)
 
 
-for _mod in COMMAND_MODULES:
-    importlib.import_module(_mod).register(app)
+def register_commands(modules: list[str] | None = None) -> typer.Typer:
+    """Register the commands of ``modules`` (default: all) on the app and return it."""
+    for mod in COMMAND_MODULES if modules is None else modules:
+        if mod not in _registered:
+            importlib.import_module(mod).register(_app)
+            _registered.add(mod)
+    return _app
+
+
+def _modules_for(argv: list[str]) -> list[str] | None:
+    """The one module a command line needs, or None (help, unknown command: load them all)."""
+    if "--version" in argv:
+        return []
+    it = iter(argv)
+    for token in it:
+        if token in _GLOBAL_OPTIONS_WITH_VALUE:
+            next(it, None)
+        elif not token.startswith("-"):
+            return [COMMANDS[token]] if token in COMMANDS else None
+    return None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # the full app, for tests and embedding
+        return register_commands()
+    raise AttributeError(f"module 'ingest.cli' has no attribute {name!r}")
 
 
 _EXIT_CODE = 0
@@ -91,10 +130,14 @@ def _exit_without_native_teardown() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The console script (argv None) and in-process callers (tests pass argv)."""
     global _EXIT_CODE
-    atexit.register(_exit_without_native_teardown)
+    as_script = argv is None
+    args = sys.argv[1:] if as_script else argv
+    if as_script:  # only a process that is about to end may skip native teardown
+        atexit.register(_exit_without_native_teardown)
     try:
-        run_cli(app, argv if argv is not None else sys.argv[1:])
+        run_cli(register_commands(_modules_for(args)), args)
     except SystemExit as exc:
         code = exc.code
         _EXIT_CODE = code if isinstance(code, int) else (0 if code is None else 1)
@@ -103,4 +146,4 @@ def main(argv: list[str] | None = None) -> None:
         raise
 
 
-__all__ = ["app", "main", "fail"]
+__all__ = ["app", "main", "fail", "register_commands"]
