@@ -88,6 +88,12 @@ def conform(lake: Lake, table: str | TableId, data: pa.Table) -> pa.Table:
     return pa.table(cols, names=data.column_names)
 
 
+# delta-rs rebases a creation commit that lost the race for version 0 onto the winner as a plain
+# add, whatever the mode, so two writers creating one table both land.  Creations therefore
+# never retry inside delta-rs: the loser fails, and the caller re-reads the table the winner made.
+CREATE_RETRIES = 0
+
+
 def write_batch(
     lake: Lake,
     table: str | TableId,
@@ -113,24 +119,24 @@ def write_batch(
         if done is not None and done >= batch_version:  # type: ignore[operator]
             return WriteResult(str(tid), dt.version(), True, 0)
     data = conform(lake, tid, data) if mode == "append" else data.cast(_utc(data.schema))
+    creating = dt is None
     props = CommitProperties(
         custom_metadata={k: str(v) for k, v in (metadata or {}).items()} or None,
         app_transactions=[Transaction(app_id, batch_version)] if app_id is not None else None,
-        max_commit_retries=25,
+        max_commit_retries=CREATE_RETRIES if creating else 25,
     )
-    creating = dt is None and mode == "append"
     try:
         write_deltalake(
             dt if dt is not None else lake.table_uri(tid),
             data,
-            mode="error" if creating else mode,  # never append blind to a table created meanwhile
-            schema_mode="merge" if mode == "append" else "overwrite",
+            mode="error" if creating else mode,
+            schema_mode=None if creating else "merge" if mode == "append" else "overwrite",
             partition_by=partition_by,
             storage_options=lake.storage_options(),
             commit_properties=props,
         )
-    except Exception as exc:  # noqa: BLE001 - only the lost creation race is handled here
-        if creating and "already exists" in str(exc):  # another writer created it: check again
+    except Exception:  # noqa: BLE001 - only the lost creation race is handled here
+        if creating and lake.table_exists(tid):  # another writer created it: check again
             return write_batch(
                 lake, tid, data, mode=mode, app_id=app_id, batch_version=batch_version,
                 partition_by=partition_by, metadata=metadata,

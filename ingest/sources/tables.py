@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from ingest.delta import _utc, merge_batch, write_batch
+from ingest.delta import CREATE_RETRIES, _utc, merge_batch, write_batch
 from ingest.errors import ConfigError, IngestError, SourceError
 from ingest.lake import Lake, TableId, redact
 from ingest.runlog import track
@@ -520,16 +520,19 @@ def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: i
         yield head
         yield from gen
 
-    seq = next_sequence(lake, tid, f"tables:{tid}")
+    # one snapshot for the batch number and the commit: two overwrites with the same app id then
+    # conflict, and the loser (retried by the caller) reads the source again
+    dt = lake.delta_table(tid) if lake.table_exists(tid) else None
+    seq = (dt.transaction_version(f"tables:{tid}") or 0) + 1 if dt is not None else 1
     props = CommitProperties(
         custom_metadata={"run_id": run_id, "source": src.label, "mode": "snapshot"},
         app_transactions=[Transaction(f"tables:{tid}", seq)],
-        max_commit_retries=25,
+        max_commit_retries=25 if dt is not None else CREATE_RETRIES,
     )
     reader = pa.RecordBatchReader.from_batches(schema, all_batches())
     # existing columns keep their types (fit_table); new ones are added, dropped ones go
     write_deltalake(
-        lake.table_uri(tid), reader, mode="overwrite",
+        dt if dt is not None else lake.table_uri(tid), reader, mode="overwrite" if dt is not None else "error",
         schema_mode="overwrite" if existing is not None else None,
         storage_options=lake.storage_options(), commit_properties=props,
         # the parquet writer holds a whole row group (1M rows by default) in memory: bound it
