@@ -2,17 +2,22 @@
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
-UV    := $(VENV)/bin/uv
+TOOLS := .venv-tools
+# uv lives outside the project venv: `uv pip sync` removes whatever the lock does not list
+UV    := $(TOOLS)/bin/uv
 
 STREAMING := .venv-streaming
 
 .PHONY: run test install test-deps lock bench
 
 $(UV):
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q uv==0.13.9
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q uv==0.13.9
 
-install: $(UV)
+$(PY):
+	python3 -m venv $(VENV)
+
+install: $(UV) $(PY)
 	$(UV) pip sync -q --python $(PY) requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
 
@@ -22,7 +27,7 @@ test-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
 
 # The real mosaicml-streaming reader (it pulls torch) in a venv of its own, for the MDS shard tests.
-$(STREAMING)/.installed: tests/readers/streaming.lock | $(UV)
+$(STREAMING)/.installed: tests/readers/streaming.lock | $(UV) $(PY)
 	$(UV) venv -q --allow-existing --python $(PY) $(STREAMING)
 	$(UV) pip sync -q --python $(STREAMING)/bin/python tests/readers/streaming.lock
 	touch $@
