@@ -171,9 +171,9 @@ def test_project_installs_from_the_build_context(tmp_path: Path) -> None:
     """`uv pip install --no-deps /app` on the context: the wheel carries every package and the CLI."""
     import zipfile
 
-    uv = Path(sys.executable).parent / "uv"
+    uv = ROOT / ".venv-tools" / "bin" / "uv"  # where `make install` puts it
     if not uv.exists():
-        pytest.skip("uv not in the venv (make install puts it there)")
+        pytest.skip("uv not in .venv-tools (run `make install`)")
     ctx = build_context(tmp_path / "ctx")
     assert not (ctx / ".venv").exists() and not (ctx / ".git").exists()
     proc = subprocess.run([str(uv), "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(ctx)],
