@@ -104,8 +104,13 @@ def write_batch(
     batch_version: int | None = None,
     partition_by: list[str] | None = None,
     metadata: dict[str, Any] | None = None,
+    target_file_size: int | None = None,
 ) -> WriteResult:
-    """Append or overwrite one batch, exactly once per ``(app_id, batch_version)``."""
+    """Append or overwrite one batch, exactly once per ``(app_id, batch_version)``.
+
+    ``target_file_size`` bounds data files; a table created with it keeps it as
+    ``delta.targetFileSize``, which later merges honour too.
+    """
     from deltalake import CommitProperties, Transaction, write_deltalake
 
     tid = TableId.parse(table)
@@ -134,12 +139,14 @@ def write_batch(
             partition_by=partition_by,
             storage_options=lake.storage_options(),
             commit_properties=props,
+            target_file_size=target_file_size,
+            configuration={"delta.targetFileSize": str(target_file_size)} if creating and target_file_size else None,
         )
     except Exception:  # noqa: BLE001 - only the lost creation race is handled here
         if creating and lake.table_exists(tid):  # another writer created it: check again
             return write_batch(
                 lake, tid, data, mode=mode, app_id=app_id, batch_version=batch_version,
-                partition_by=partition_by, metadata=metadata,
+                partition_by=partition_by, metadata=metadata, target_file_size=target_file_size,
             )
         raise
     return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)
@@ -154,8 +161,12 @@ def merge_batch(
     app_id: str | None = None,
     batch_version: int | None = None,
     metadata: dict[str, Any] | None = None,
+    target_file_size: int | None = None,
 ) -> WriteResult:
-    """Upsert by ``keys``: matching rows are replaced, new rows inserted; exactly once per batch."""
+    """Upsert by ``keys``: matching rows are replaced, new rows inserted; exactly once per batch.
+
+    ``target_file_size`` applies when this creates the table (merges follow the table's setting).
+    """
     from deltalake import CommitProperties, Transaction
 
     if not keys:
@@ -167,7 +178,7 @@ def merge_batch(
     if not lake.table_exists(tid):
         return write_batch(
             lake, tid, data, mode="append", app_id=app_id, batch_version=batch_version,
-            metadata=metadata,
+            metadata=metadata, target_file_size=target_file_size,
         )
     dt = lake.delta_table(tid)  # one snapshot for the check and the commit (see write_batch)
     if app_id is not None:

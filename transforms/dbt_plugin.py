@@ -30,13 +30,19 @@ from typing import TYPE_CHECKING, Any
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, IngestError
 from ingest.lake import Lake, TableId
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
 MODEL_LAYERS = ("silver", "gold")
+# Model tables are written in files of about this size, sorted by unique key on full builds, so
+# an incremental merge rewrites only the files holding the keys it updates (one 1M-row file
+# would be rewritten whole for a single updated row).
+MODEL_FILE_BYTES = 16 << 20
+# DuckDB schema of the per-run change sets the data tests are scoped to (lake_test_scope.sql)
+CHANGES_SCHEMA = "lake_changes"
 
 
 @dataclass
@@ -50,17 +56,36 @@ class RunContext:
     writes: dict[str, dict[str, Any]] = field(default_factory=dict)
     # filled by the plugin: the Delta version each source table was read at (for lineage)
     reads: dict[str, int] = field(default_factory=dict)
+    # expose each incremental model's written rows so its data tests check only those; off for
+    # full refreshes and after a failed run (its bad rows must be tested again, not forgotten)
+    scope_tests: bool = False
+    # the source versions the last tested run read: staging tests then check newer rows only
+    tested_sources: dict[str, int] = field(default_factory=dict)
+    # set by the runner: the project's fingerprint, and whether unit tests run this time
+    project_sha: str = ""
+    unit_tests: bool = True
 
 
 _CONTEXT = RunContext()
 _LOCK = threading.Lock()
 
 
-def configure(lake: Lake | None, *, source_versions: dict[str, int | str] | None = None) -> RunContext:
-    """Set the lake (and source pins) for the next dbt invocation; returns the fresh context."""
+def configure(
+    lake: Lake | None,
+    *,
+    source_versions: dict[str, int | str] | None = None,
+    tested_sources: dict[str, int] | None = None,
+) -> RunContext:
+    """Set the lake (and source pins) for the next dbt invocation; returns the fresh context.
+
+    ``tested_sources`` (the ``sources`` of :func:`last_tested_run`) turns on scoped data tests.
+    """
     global _CONTEXT
     with _LOCK:
-        _CONTEXT = RunContext(lake=lake, source_versions=dict(source_versions or {}))
+        _CONTEXT = RunContext(
+            lake=lake, source_versions=dict(source_versions or {}),
+            scope_tests=tested_sources is not None, tested_sources=dict(tested_sources or {}),
+        )
         return _CONTEXT
 
 
@@ -103,6 +128,61 @@ def late_arrival_cutoff(lake: Lake) -> "datetime | None":
 INGEST_COMMANDS = ("images", "logs", "tables")
 
 
+def last_tested_run(lake: Lake) -> "dict[str, Any] | None":
+    """The details of the latest successful whole-project transform (its ``sources`` versions
+    and ``project_sha``), or None when there is none or a transform failed since (then every
+    data test reads whole tables).
+
+    Rows a failing run wrote stay in the lake; scoping the next run's tests to its own changes
+    would let them pass unseen.
+    """
+    import json
+
+    from ingest.runlog import RUNS_TABLE
+
+    if not lake.table_exists(RUNS_TABLE):
+        return None
+    runs = [r for r in lake.delta_table(RUNS_TABLE).to_pyarrow_table(
+        columns=["command", "status", "started_at", "target", "details"]
+    ).to_pylist() if r["command"] == "transform"]
+    whole = [r for r in runs if r["target"] == "all" and r["status"] == "success"]
+    if not whole:
+        return None
+    last = max(whole, key=lambda r: r["started_at"])
+    if any(r["status"] == "failed" and r["started_at"] > last["started_at"] for r in runs):
+        return None  # a --select run counts too
+    try:
+        details = json.loads(last["details"] or "{}")
+    except ValueError:
+        return {}
+    return details if isinstance(details, dict) else {}
+
+
+def rows_loaded_since(dt: Any, before: Any, *, column: str) -> "str | None":
+    """The earliest ``column`` value in files ``dt`` has and ``before`` (an older version of
+    the same table) had not, from Delta stats.
+
+    Everything newer than that version is at or after it, so a test filtered on it sees every
+    new row without reading old files.  'infinity' when nothing was added; None when a new file
+    has no statistics for ``column`` (then nothing can be skipped).
+    """
+    if dt.version() == before.version():
+        return "infinity"
+    import pyarrow as pa
+
+    old = set(pa.table(before.get_add_actions(flatten=True)).column("path").to_pylist())
+    adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    lows = []
+    for a in adds:
+        if a["path"] in old:
+            continue
+        low = a.get(f"min.{column}")
+        if low is None:
+            return None
+        lows.append(low)
+    return min(lows).isoformat() if lows else "infinity"
+
+
 def dataset_name(table: TableId) -> str:
     """The name the Arrow dataset of a lake table is registered under in DuckDB."""
     return f"__lake__{table.layer}__{table.name}"
@@ -141,6 +221,10 @@ class Plugin(BasePlugin):
         cutoff = late_arrival_cutoff(self.lake)
         literal = "NULL" if cutoff is None else f"'{cutoff.isoformat()}'"
         conn.execute(f"create or replace macro lake_late_cutoff() as {literal}::timestamptz")
+        # what this run's data tests may scope to (get_where_subquery.sql): one row per lake
+        # model written incrementally (since NULL) or source with rows new since the last run
+        conn.execute(f'create schema if not exists "{CHANGES_SCHEMA}"')
+        conn.execute(f'create or replace table "{CHANGES_SCHEMA}".scope (name varchar primary key, since varchar)')
         for tid in self.lake.list_tables():
             if tid.layer in MODEL_LAYERS:
                 self._expose(tid, conn)
@@ -165,8 +249,9 @@ class Plugin(BasePlugin):
             live.append(cur)
         self._cursors = live
 
-    def _expose(self, tid: TableId, conn: "duckdb.DuckDBPyConnection | None" = None) -> int:
-        """(Re)point the DuckDB view ``layer.name`` at the table's current Delta version."""
+    def _expose(self, tid: TableId, conn: "duckdb.DuckDBPyConnection | None" = None) -> tuple[int, int]:
+        """(Re)point the DuckDB view ``layer.name`` at the table's current Delta version;
+        returns that version and the table's row count."""
         dt = self.lake.delta_table(tid)
         name = dataset_name(tid)
         self._register_everywhere(name, dt.to_pyarrow_dataset())
@@ -177,7 +262,7 @@ class Plugin(BasePlugin):
             cur.execute(f'create or replace view "{tid.layer}"."{tid.name}" as select * from "{name}"')
         finally:
             cur.close()
-        return dt.version()
+        return dt.version(), dt.count()
 
     # -- sources ----------------------------------------------------------------------------
     def load(self, source_config: SourceConfig) -> Any:
@@ -202,7 +287,31 @@ class Plugin(BasePlugin):
             )
         dt = self.lake.delta_table(table, version=version)
         _CONTEXT.reads[str(table)] = dt.version()
+        self._note_new_rows(table, dt, source_config.get("loaded_at_column"), pinned=version is not None)
         return dt.to_pyarrow_dataset()
+
+    def _note_new_rows(self, table: TableId, dt: Any, column: str | None, *, pinned: bool) -> None:
+        """Record in ``lake_changes.scope`` from when this source's rows are new to the tests."""
+        prev = _CONTEXT.tested_sources.get(str(table))
+        if not _CONTEXT.scope_tests or pinned or not column or prev is None or prev > dt.version():
+            return
+        try:
+            before = self.lake.delta_table(table, version=prev)
+        except Exception:  # noqa: BLE001 - that version's log is gone: test the whole source
+            return
+        since = rows_loaded_since(dt, before, column=column)
+        if since is None:
+            return
+        self._set_scope(str(table), since)
+
+    def _set_scope(self, name: str, since: str | None, *, drop: bool = False) -> None:
+        cur = self._conn.cursor()  # type: ignore[union-attr]
+        try:
+            cur.execute(f'delete from "{CHANGES_SCHEMA}".scope where name = ?', [name])
+            if not drop:
+                cur.execute(f'insert into "{CHANGES_SCHEMA}".scope values (?, ?)', [name, since])
+        finally:
+            cur.close()
 
     def _version_at(self, table: TableId, text: str) -> int:
         """The same as-of-time rule as `ingest sql --as-of` (naive means UTC; before creation fails)."""
@@ -241,24 +350,37 @@ class Plugin(BasePlugin):
             raise ConfigError(f"{tid}: unknown write mode {mode!r} (use overwrite, append or merge)")
         config = target_config.config
         rel = target_config.relation
+        keys = _keys(config.get("unique_key") if config is not None else None)
+        if mode == "merge" and not keys:
+            raise ConfigError(f"{tid}: incremental merge needs unique_key in the model config")
+        order = " order by " + ", ".join(_quote(k) for k in keys) if keys and mode == "overwrite" else ""
         cur = self._conn.cursor()  # type: ignore[union-attr]
         try:
-            data = cur.execute(f"select * from {rel.render()}").to_arrow_table()
+            data = cur.execute(f"select * from {rel.render()}{order}").to_arrow_table()
         finally:
             cur.close()
         model = str(getattr(rel, "identifier", "")).removesuffix("__delta_stage")
         model_meta = {"writer": "dbt", "model": model, "mode": mode}
+        # every dbt write of a table carries one app id: two transforms writing it at once
+        # conflict in Delta (or the later one finds its batch number taken) instead of both landing
+        app_id = f"dbt:{tid}"
+        seq = (self.lake.delta_table(tid).transaction_version(app_id) or 0) + 1 if self.lake.table_exists(tid) else 1
+        written = dict(app_id=app_id, batch_version=seq, metadata=model_meta)
         if mode != "overwrite" and data.num_rows == 0:
             res = None  # nothing new: no empty commit, the table keeps its version
-        elif mode in ("overwrite", "append"):
-            res = write_batch(self.lake, tid, data, mode=mode, metadata=model_meta)
+        elif mode == "overwrite":
+            res = write_batch(self.lake, tid, data, mode="overwrite", target_file_size=MODEL_FILE_BYTES, **written)
+        elif mode == "append" or not self._any_key_stored(tid, data, keys):
+            # a merge whose keys are all new is an append, without delta-rs's join over the table
+            res = write_batch(self.lake, tid, data, mode="append", target_file_size=MODEL_FILE_BYTES, **written)
         else:
-            keys = _keys(config.get("unique_key") if config is not None else None)
-            if not keys:
-                raise ConfigError(f"{tid}: incremental merge needs unique_key in the model config")
-            res = merge_batch(self.lake, tid, data, keys=keys, metadata=model_meta)
-        version = self._expose(tid)
-        total = self.lake.delta_table(tid).count()
+            res = merge_batch(self.lake, tid, data, keys=keys, target_file_size=MODEL_FILE_BYTES, **written)
+        if res is not None and res.skipped:
+            raise IngestError(
+                f"{tid}: another transform wrote this table while this one ran; run `ingest transform` again"
+            )
+        version, total = self._expose(tid)
+        self._expose_changes(tid, data if mode != "overwrite" and _CONTEXT.scope_tests else None)
         _CONTEXT.writes[str(tid)] = {
             "table": str(tid),
             "version": version if res is None or res.version is None else res.version,
@@ -266,6 +388,40 @@ class Plugin(BasePlugin):
             "rows": total,
             "mode": mode,
         }
+
+    def _any_key_stored(self, tid: TableId, data: Any, keys: list[str]) -> bool:
+        """Whether any key of ``data`` is already in the table (then a merge is needed)."""
+        cur = self._conn.cursor()  # type: ignore[union-attr]
+        try:
+            cur.register("__lake_keys__", data.select(keys))
+            cur.register("__lake_target__", self.lake.delta_table(tid).to_pyarrow_dataset())
+            on = " and ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+            row = cur.execute(
+                f"select exists (select 1 from __lake_target__ t semi join __lake_keys__ s on {on})"
+            ).fetchone()
+            return bool(row and row[0])
+        finally:
+            cur.close()
+
+    def _expose_changes(self, tid: TableId, data: Any) -> None:
+        """``lake_changes.<layer>__<name>``: the rows this run wrote incrementally (None: drop it)."""
+        view = f'"{CHANGES_SCHEMA}"."{tid.layer}__{tid.name}"'
+        cur = self._conn.cursor()  # type: ignore[union-attr]
+        try:
+            if data is None:
+                cur.execute(f"drop view if exists {view}")
+            else:
+                name = f"__lake_changes__{tid.layer}__{tid.name}"
+                self._register_everywhere(name, data)
+                cur.register(name, data)
+                cur.execute(f'create or replace view {view} as select * from "{name}"')
+        finally:
+            cur.close()
+        self._set_scope(f"{tid.layer}__{tid.name}", None, drop=data is None)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _keys(raw: Any) -> list[str]:

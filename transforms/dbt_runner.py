@@ -52,6 +52,10 @@ class TransformResult(BaseModel):
     tests: TestSummary = Field(default_factory=TestSummary)
     duration_s: float = 0.0
     test_seconds: float = 0.0  # all data + unit tests together
+    sources: dict[str, int] = Field(default_factory=dict)  # source tables read -> Delta version
+    project_sha: str = ""  # fingerprint of dbt_project/ (unit tests rerun when it changes)
+    unit_tests_run: bool = True
+    tests_scoped: bool = False  # data tests read only new/changed rows (see get_where_subquery.sql)
 
 
 class TransformFailed(IngestError):
@@ -246,15 +250,19 @@ def run_dbt(
     """``dbt build`` over the lake; raises ``TransformFailed`` naming failed models/tests."""
     t0 = time.monotonic()
     with _DBT_LOCK:  # dbt and dbt-duckdb keep process-wide state: one invocation at a time
-        res, writes, reads = _invoke(lake, select, full_refresh, source_versions, progress)
+        res, ctx = _invoke(lake, select, full_refresh, source_versions, progress)
     results = list(getattr(res.result, "results", None) or [])
-    models, tests, errors, test_seconds = _collect(results, writes, reads)
+    models, tests, errors, test_seconds = _collect(results, ctx.writes, ctx.reads)
     result = TransformResult(
         ok=bool(res.success) and not tests.failed and not errors,
         models=models,
         tests=tests,
         test_seconds=round(test_seconds, 3),
         duration_s=round(time.monotonic() - t0, 3),
+        sources=ctx.reads,
+        project_sha=ctx.project_sha,
+        unit_tests_run=ctx.unit_tests,
+        tests_scoped=ctx.scope_tests,
     )
     if tests.failed:
         raise TransformFailed(
@@ -274,12 +282,19 @@ def _invoke(
     full_refresh: bool,
     source_versions: dict[str, int | str] | None,
     progress: bool,
-) -> tuple[Any, dict[str, dict[str, Any]], dict[str, int]]:
+) -> tuple[Any, Any]:
     from dbt.cli.main import dbtRunner
 
     from transforms import dbt_plugin
 
-    ctx = dbt_plugin.configure(lake, source_versions=source_versions)
+    # incremental runs test only what is new, when the last run left the lake tested
+    tested = None if full_refresh or source_versions else dbt_plugin.last_tested_run(lake)
+    sources = None if tested is None else _versions(tested.get("sources"))
+    ctx = dbt_plugin.configure(lake, source_versions=source_versions, tested_sources=sources)
+    # unit tests check model logic: they run whenever the project differs from the last
+    # tested run's (dbt's advice is to keep them out of production runs otherwise)
+    ctx.project_sha = project_fingerprint()
+    ctx.unit_tests = tested is None or tested.get("project_sha") != ctx.project_sha
     tmp = Path(tempfile.mkdtemp(prefix="lakehouse-dbt-"))
     callbacks = [_progress_callback()] if progress else []
     _reset_duckdb_env()
@@ -292,7 +307,10 @@ def _invoke(
             pre = runner.invoke(dbt_args("run", target_dir=tmp, select=upstream_views_selector(select)))
             if pre.exception is not None and pre.result is None:
                 raise IngestError(f"dbt could not run: {_one_line(pre.exception)}")
-        res = runner.invoke(dbt_args("build", target_dir=tmp, select=select, full_refresh=full_refresh))
+        args = dbt_args("build", target_dir=tmp, select=select, full_refresh=full_refresh)
+        if not ctx.unit_tests:
+            args += ["--exclude-resource-type", "unit_test"]
+        res = runner.invoke(args)
     finally:
         _save_parse_cache(tmp / "target")
         _reset_duckdb_env()
@@ -303,7 +321,28 @@ def _invoke(
         if isinstance(exc, IngestError):
             raise exc
         raise IngestError(f"dbt could not run: {_one_line(exc)}")
-    return res, ctx.writes, ctx.reads
+    return res, ctx
+
+
+def _versions(raw: Any) -> dict[str, int]:
+    try:
+        return {str(k): int(v) for k, v in (raw or {}).items()}
+    except (TypeError, ValueError, AttributeError):
+        return {}
+
+
+def project_fingerprint() -> str:
+    """sha256 over the dbt project's models, macros, tests and config (paths and contents)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(PROJECT_DIR.rglob("*")):
+        rel = path.relative_to(PROJECT_DIR)
+        if rel.parts[0] in ("target", "logs", "dbt_packages") or not path.is_file():
+            continue
+        if path.suffix in (".sql", ".yml", ".yaml", ".csv", ".py"):
+            h.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def _progress_callback():

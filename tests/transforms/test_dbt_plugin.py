@@ -110,3 +110,39 @@ def test_dbt_run_by_hand_with_the_env_var(local_lake: Lake, tmp_path: Path, monk
         _reset_duckdb_env()
     assert res.success, res.exception
     assert local_lake.delta_table("gold.daily_activity").count() > 0
+
+
+def test_rows_loaded_since_reads_only_file_statistics(local_lake: Lake) -> None:
+    from datetime import datetime, timezone
+
+    ts = pa.timestamp("us", tz="UTC")
+    day = lambda d: datetime(2026, 11, d, tzinfo=timezone.utc)  # noqa: E731
+    write_batch(local_lake, "bronze.t", pa.table({"id": [1, 2], "at": pa.array([day(1), day(2)], ts)}))
+    write_batch(local_lake, "bronze.t", pa.table({"id": [3, 4], "at": pa.array([day(5), day(4)], ts)}))
+    write_batch(local_lake, "bronze.t", pa.table({"id": [5], "at": pa.array([day(3)], ts)}))
+    now = local_lake.delta_table("bronze.t")
+    v0 = local_lake.delta_table("bronze.t", version=0)
+    # the earliest load time among files added after version 0 (a late batch counts too)
+    assert dbt_plugin.rows_loaded_since(now, v0, column="at") == day(3).isoformat()
+    assert dbt_plugin.rows_loaded_since(now, local_lake.delta_table("bronze.t", version=1), column="at") == day(3).isoformat()
+    assert dbt_plugin.rows_loaded_since(now, now, column="at") == "infinity"
+
+
+def test_scoped_tests_read_only_new_source_rows(local_lake: Lake) -> None:
+    """The staging tests of an incremental run filter the source on its load-time column."""
+    from datetime import datetime, timezone
+
+    ts = pa.timestamp("us", tz="UTC")
+    write_batch(local_lake, "bronze.t", pa.table({"id": [1], "at": pa.array([datetime(2026, 11, 1, tzinfo=timezone.utc)], ts)}))
+    write_batch(local_lake, "bronze.t", pa.table({"id": [2], "at": pa.array([datetime(2026, 11, 2, tzinfo=timezone.utc)], ts)}))
+    dbt_plugin.configure(local_lake, tested_sources={"bronze.t": 0})
+    try:
+        p = Plugin("lake", {})
+        conn = duckdb.connect()
+        p.configure_connection(conn)
+        p.load(source({"table": "bronze.t", "loaded_at_column": "at"}))
+        assert conn.execute("select name, since from lake_changes.scope").fetchall() == [
+            ("bronze.t", "2026-11-02T00:00:00+00:00")
+        ]
+    finally:
+        dbt_plugin.configure(None)

@@ -331,3 +331,46 @@ def test_transform_and_catalog_on_s3(s3_lake: Lake, tmp_path) -> None:
     con = duckdb.connect(str(dest), read_only=True)
     assert con.execute("select likes from gold.photo_features where photo_id = 1").fetchone()[0] == expect.get(1, (0, 0, 0))[1] + 1
     con.close()
+
+
+def test_incremental_runs_test_only_new_rows_and_still_fail_on_them(local_lake: Lake) -> None:
+    build_bronze(local_lake)
+    first = build(local_lake)
+    assert (first.tests_scoped, first.unit_tests_run) == (False, True)  # a first build tests everything
+    assert first.tests.passed and first.sources == {"bronze.events": 0, "bronze.images": 0, "bronze.photos": 0}
+
+    loaded = T0 + timedelta(days=1)
+    make_photos(local_lake, range(13, 14), loaded=loaded)
+    make_images(local_lake, range(13, 14), loaded=loaded)
+    make_events(local_lake, event_rows(range(13, 14), prefix="b", day=1), loaded=loaded)
+    second = build(local_lake)
+    # the same data tests ran, over the new rows; the project did not change, so no unit tests
+    assert (second.tests_scoped, second.unit_tests_run) == (True, False)
+    assert set(second.tests.passed) == {t for t in first.tests.passed if not t.startswith("test_")}
+    # all keys new: the merge models appended instead of joining the whole table
+    ops = {t: local_lake.delta_table(t).history(1)[0]["operation"] for t in ("silver.images", "silver.photos")}
+    assert ops == {"silver.images": "WRITE", "silver.photos": "WRITE"}
+
+    make_events(local_lake, [("bad-1", 1, "share", 1, T0)], loaded=loaded + timedelta(hours=1))
+    with pytest.raises(TransformFailed) as err:
+        build(local_lake)
+    assert err.value.result.tests_scoped is True
+    assert "accepted_values_stg_bronze__events_event_type" in str(err.value)
+    # after a failed run nothing is scoped: the bad row is tested again, not forgotten
+    with pytest.raises(TransformFailed) as again:
+        build(local_lake)
+    assert again.value.result.tests_scoped is False
+    assert "accepted_values_stg_bronze__events_event_type" in str(again.value)
+
+
+def test_unit_tests_rerun_when_the_project_changes(local_lake: Lake, monkeypatch) -> None:
+    import transforms.dbt_runner as runner
+
+    build_bronze(local_lake)
+    build(local_lake)
+    assert build(local_lake).unit_tests_run is False
+    monkeypatch.setattr(runner, "project_fingerprint", lambda: "edited")
+    rerun = build(local_lake)
+    assert rerun.unit_tests_run is True
+    assert any(t.startswith("test_") for t in rerun.tests.passed)  # unit tests are named test_*
+    assert rerun.project_sha == "edited"
