@@ -40,7 +40,7 @@ def ensure_peer() -> Path:
     py = PEER_VENV / "bin" / "python"
     if py.exists() and subprocess.run([str(py), "-c", "import dlt, deltalake, connectorx"], capture_output=True).returncode == 0:
         return py
-    uv = ROOT / ".venv" / "bin" / "uv"
+    uv = ROOT / ".venv-tools" / "bin" / "uv"  # where `make install` puts it
     print(f"installing dlt into {PEER_VENV} ...", flush=True)
     subprocess.run([str(uv), "venv", "-q", str(PEER_VENV), "--python", "3.11"], check=True)
     subprocess.run([str(uv), "pip", "install", "-q", "--python", str(py), "-r", str(PEER_REQS)], check=True)

