@@ -8,7 +8,8 @@ mtime), so a re-sync of a complete DEST only stats files instead of re-hashing t
 
 Transfer path (chosen by ``bench/bench_sync.py``): one locally presigned GET per shard over a plain
 ``http.client`` connection per worker thread, ``readinto`` a reused 256 KiB buffer, ``hashlib`` (releases
-the GIL) and ``os.write``; parallel across files, since sha256 is sequential within a file.
+the GIL) and ``os.write`` (O_DIRECT where the filesystem allows); parallel across files, since
+sha256 is sequential within a file.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ TMP_SUFFIX = ".ingest-tmp"
 # 256 KiB: large enough that hashlib/os.write release the GIL and per-call cost vanishes, small
 # enough that recv -> sha256 -> write stay in L2 (1-4 MiB buffers measured slower in bench_sync).
 CHUNK = 256 << 10
+# O_DIRECT writes go in whole blocks of this many bytes from page-aligned buffers
+DIRECT_ALIGN = 4096
 DEFAULT_WORKERS = 32  # many streams hide per-request latency (SeaweedFS chunk fetches, S3 first byte)
 ATTEMPTS = 3
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -477,6 +480,10 @@ class _Worker:
     on_bytes: Callable[[int], None]
     stop: threading.Event
     retried: int = 0
+    # write through O_DIRECT where the filesystem allows it: shards bypass the page cache, so
+    # staging many GB neither evicts the training job's cache nor pays for fresh cache pages
+    # (measured here: 1.6 GB buffered 0.3-2.9 s of kernel time, direct 0.65 s steady)
+    direct_io: bool = True
 
     def __post_init__(self) -> None:
         self._local = threading.local()
@@ -485,7 +492,9 @@ class _Worker:
     def buf(self) -> memoryview:
         b = getattr(self._local, "buf", None)
         if b is None:
-            b = self._local.buf = memoryview(bytearray(CHUNK))
+            import mmap
+
+            b = self._local.buf = memoryview(mmap.mmap(-1, CHUNK))  # page-aligned, for O_DIRECT
         return b
 
     def fetch(self, entry: ShardEntry) -> int:
@@ -531,14 +540,15 @@ class _Worker:
         try:
             if length is not None and length != entry.bytes:
                 return "", length
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd, direct = _open_tmp(tmp, direct=self.direct_io and entry.bytes >= CHUNK)
             try:
                 if entry.bytes >= CHUNK:
                     with contextlib.suppress(OSError, AttributeError):
                         os.posix_fallocate(fd, 0, entry.bytes)
+                fill = 0  # bytes in buf not yet written: only whole buffers are written mid-file
                 while True:
                     try:
-                        k = stream.readinto(buf)
+                        k = stream.readinto(buf[fill:])
                     except (OSError, http.client.HTTPException) as exc:
                         raise _Transient(f"{type(exc).__name__}: {exc}") from None
                     if not k:
@@ -546,14 +556,20 @@ class _Worker:
                     if n + k > entry.bytes:  # longer than the manifest says: stop early
                         n += k
                         return "", n
-                    h.update(buf[:k])
-                    view = buf[:k]
-                    while view:
-                        view = view[os.write(fd, view):]
+                    h.update(buf[fill:fill + k])
+                    fill += k
                     n += k
                     self.on_bytes(k)
+                    if fill == len(buf):
+                        direct = _write_all(fd, buf, direct)
+                        fill = 0
                     if self.stop.is_set():
                         raise _Cancelled()
+                if fill:  # the tail: its whole blocks direct, the rest through the page cache
+                    whole = fill - fill % DIRECT_ALIGN if direct else 0
+                    if whole:
+                        direct = _write_all(fd, buf[:whole], direct)
+                    _write_all(fd, buf[whole:fill], _set_direct(fd, False) if direct else False)
             finally:
                 os.close(fd)
             digest = h.hexdigest()
@@ -571,6 +587,39 @@ class _Worker:
 
 class _Cancelled(Exception):
     pass
+
+
+def _open_tmp(path: Path, *, direct: bool) -> tuple[int, bool]:
+    """A new file for writing, with O_DIRECT when asked and supported (not on tmpfs, macOS)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    if direct and hasattr(os, "O_DIRECT"):
+        try:
+            return os.open(path, flags | os.O_DIRECT, 0o644), True
+        except OSError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    return os.open(path, flags, 0o644), False
+
+
+def _set_direct(fd: int, on: bool) -> bool:
+    import fcntl
+
+    fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, (fl | os.O_DIRECT) if on else (fl & ~os.O_DIRECT))
+    return on
+
+
+def _write_all(fd: int, view: memoryview, direct: bool) -> bool:
+    """Write all of ``view``; returns whether O_DIRECT is still on (a filesystem that refuses
+    direct writes at write time gets buffered ones)."""
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except OSError as exc:
+            if not direct or exc.errno != 22:  # EINVAL: direct I/O not possible here
+                raise
+            direct = _set_direct(fd, False)
+    return direct
 
 
 def _human(n: float) -> str:
@@ -603,11 +652,13 @@ def sync_shards(
     verify_local: bool = False,
     delete: bool = False,
     progress: bool = False,
+    direct_io: bool = True,
 ) -> SyncResult:
     """Stage this rank's shards of the shard set at ``src`` into local ``dest``, verified.
 
     After success ``dest`` holds ``manifest.json`` and exactly this rank's shards at their
     manifest paths (plus stale files unless ``delete``).  Safe to re-run after a kill.
+    ``direct_io`` writes shards with O_DIRECT where the filesystem supports it.
     """
     t0 = time.perf_counter()
     if workers is not None and workers < 1:
@@ -679,7 +730,7 @@ def sync_shards(
 
     stop = threading.Event()
     bar = _Progress(progress, sum(s.bytes for s in todo + rehash), f"sync {len(todo) + len(rehash)} shards")
-    worker = _Worker(source, dest, state, bar.advance, stop)
+    worker = _Worker(source, dest, state, bar.advance, stop, direct_io=direct_io)
     downloaded = transferred = 0
 
     def local_check(sh: ShardEntry) -> int:

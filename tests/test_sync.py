@@ -631,3 +631,37 @@ def test_malformed_manifest_is_refused_with_the_reason(body: bytes, match: str, 
         sync_shards(str(tmp_path), tmp_path / "d")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("mode", ["direct", "buffered", "refused"])
+def test_direct_io_buffered_and_refused_writes_give_the_same_bytes(
+    mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """O_DIRECT writes whole aligned buffers and the tail through the page cache; a filesystem
+    that refuses direct writes (EINVAL at write time) gets buffered ones, same bytes."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    chunk = sync_mod.CHUNK
+    sizes = [chunk * 3, chunk * 2 + 1000, chunk + sync_mod.DIRECT_ALIGN * 3 + 7, chunk - 1, 5]
+    manifest = make_shard_set(src, sizes)
+    modes: list[bool] = []
+    real_write = os.write
+
+    def write(fd: int, data) -> int:
+        import fcntl
+
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+        modes.append(direct)
+        if mode == "refused" and direct:
+            raise OSError(22, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(sync_mod.os, "write", write)
+    res = sync_shards(str(src), dest, workers=2, direct_io=mode != "buffered")
+    assert res.downloaded == len(sizes)
+    assert_verified(dest, manifest, {s["path"] for s in manifest["shards"]})
+    for s in manifest["shards"]:
+        assert (dest / s["path"]).read_bytes() == (src / s["path"]).read_bytes()
+    if mode == "direct":
+        assert any(modes) and not all(modes)  # bulk direct, unaligned tails buffered
+    elif mode == "buffered":
+        assert not any(modes)

@@ -30,6 +30,11 @@ def register(app: typer.Typer) -> None:
             False, "--verify-local", help="Re-hash files already in DEST instead of trusting the recorded checksums."
         ),
         delete: bool = typer.Option(False, "--delete", help="Remove files in DEST that this rank's selection does not list."),
+        direct_io: bool = typer.Option(
+            True, "--direct-io/--buffered",
+            help="Write shards with O_DIRECT (bypassing the page cache) where the filesystem allows; "
+            "--buffered writes through the page cache.",
+        ),
     ) -> None:
         """Copy this rank's shards to a local disk, sha256-verified while streaming; re-runs resume."""
         from ingest.sync import sync_shards
@@ -45,6 +50,7 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             verify_local=verify_local,
             delete=delete,
+            direct_io=direct_io,
             progress=st.progress,
         )
 
