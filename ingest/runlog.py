@@ -68,10 +68,12 @@ class Run:
         return d
 
 
-def record(lake: Lake, run: Run) -> None:
+def record(lake: Lake, *runs: Run) -> None:
+    """Append ``runs`` to the run log in one commit."""
     from ingest.delta import write_batch
 
-    write_batch(lake, RUNS_TABLE, pa.Table.from_pylist([run.row()], schema=RUNS_SCHEMA))
+    if runs:
+        write_batch(lake, RUNS_TABLE, pa.Table.from_pylist([r.row() for r in runs], schema=RUNS_SCHEMA))
 
 
 @contextmanager

@@ -456,22 +456,21 @@ def _record_model_runs(lake: Lake, result: TransformResult, *, transform_run: st
     """
     from ingest.runlog import Run, record
 
-    for m in result.models:
-        if not m.table or m.version is None or not m.rows_written or m.status != "success":
-            continue  # nothing new was written: the table's existing writer run still stands
-        record(
-            lake,
-            Run(
-                command=f"transform {m.kind}:{m.name}",
-                source="dbt_project" if m.kind == "dbt" else "transforms.spark",
-                target=m.table,
-                version_after=m.version,
-                rows_written=m.rows_written,
-                duration_s=m.seconds or 0.0,
-                status="success",
-                details={"inputs": m.inputs, "transform_run": transform_run, "mode": m.mode},
-            ),
+    # (a model that wrote nothing new leaves the table's existing writer run standing)
+    record(lake, *(
+        Run(
+            command=f"transform {m.kind}:{m.name}",
+            source="dbt_project" if m.kind == "dbt" else "transforms.spark",
+            target=m.table,
+            version_after=m.version,
+            rows_written=m.rows_written,
+            duration_s=m.seconds or 0.0,
+            status="success",
+            details={"inputs": m.inputs, "transform_run": transform_run, "mode": m.mode},
         )
+        for m in result.models
+        if m.table and m.version is not None and m.rows_written and m.status == "success"
+    ))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m transforms.dbt_runner` for debugging
