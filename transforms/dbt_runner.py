@@ -246,11 +246,15 @@ def run_dbt(
     full_refresh: bool = False,
     source_versions: dict[str, int | str] | None = None,
     progress: bool = False,
+    test_all: bool = False,
 ) -> TransformResult:
-    """``dbt build`` over the lake; raises ``TransformFailed`` naming failed models/tests."""
+    """``dbt build`` over the lake; raises ``TransformFailed`` naming failed models/tests.
+
+    ``test_all`` runs every test over whole tables (see ``get_where_subquery.sql``).
+    """
     t0 = time.monotonic()
     with _DBT_LOCK:  # dbt and dbt-duckdb keep process-wide state: one invocation at a time
-        res, ctx = _invoke(lake, select, full_refresh, source_versions, progress)
+        res, ctx = _invoke(lake, select, full_refresh, source_versions, progress, test_all)
     results = list(getattr(res.result, "results", None) or [])
     models, tests, errors, test_seconds = _collect(results, ctx.writes, ctx.reads)
     result = TransformResult(
@@ -282,13 +286,14 @@ def _invoke(
     full_refresh: bool,
     source_versions: dict[str, int | str] | None,
     progress: bool,
+    test_all: bool = False,
 ) -> tuple[Any, Any]:
     from dbt.cli.main import dbtRunner
 
     from transforms import dbt_plugin
 
     # incremental runs test only what is new, when the last run left the lake tested
-    tested = None if full_refresh or source_versions else dbt_plugin.last_tested_run(lake)
+    tested = None if full_refresh or source_versions or test_all else dbt_plugin.last_tested_run(lake)
     sources = None if tested is None else _versions(tested.get("sources"))
     ctx = dbt_plugin.configure(lake, source_versions=source_versions, tested_sources=sources)
     # unit tests check model logic: they run whenever the project differs from the last
@@ -397,12 +402,14 @@ def run_transform(
     source_versions: dict[str, int | str] | None = None,
     snapshot: str | None = None,
     include_spark: bool = True,
+    test_all: bool = False,
 ) -> TransformResult:
     """dbt build (models + data/unit tests), then the Spark models; recorded in ``_meta.runs``.
 
     ``source_versions`` (``{"bronze.events": 0}``) or ``snapshot`` (a snapshot name) pin the bronze
     inputs; pinned runs are full refreshes, since incremental watermarks assume newer inputs.
-    ``include_spark=False`` runs dbt only.
+    ``include_spark=False`` runs dbt only.  Incremental runs test only what changed unless
+    ``test_all`` (or ``full_refresh``, or the last run failed).
     Raises ``TransformFailed`` (an ``IngestError``) naming the failing models/tests.
     """
     from ingest.runlog import track
@@ -423,7 +430,7 @@ def run_transform(
         try:
             result = run_dbt(
                 lake, select=select, full_refresh=full_refresh,
-                source_versions=pins, progress=progress,
+                source_versions=pins, progress=progress, test_all=test_all,
             )
         except TransformFailed as exc:
             run.details = exc.result.model_dump(mode="json")

@@ -50,15 +50,24 @@ def register(app: typer.Typer) -> None:
             None, "--snapshot",
             help="Read bronze as pinned by this snapshot (implies --full-refresh).",
         ),
+        test_all: bool = typer.Option(
+            False, "--test-all",
+            help="Run every data test over whole tables, and the unit tests, even on an incremental run.",
+        ),
     ) -> None:
-        """Run dbt build (models + data and unit tests), then the Spark models, in dependency order."""
+        """Run dbt build (models + data and unit tests), then the Spark models, in dependency order.
+
+        Incremental runs test what they changed: data tests read the rows this run wrote or
+        loaded, and unit tests run when dbt_project/ changed.  After a failed run, on
+        --full-refresh and with --test-all, everything is tested.
+        """
         from transforms.dbt_runner import TransformFailed, run_transform
 
         st = state(ctx)
         try:
             result = run_transform(
                 st.settings, select=select, full_refresh=full_refresh, progress=st.progress,
-                snapshot=snapshot,
+                snapshot=snapshot, test_all=test_all,
             )
         except TransformFailed as exc:
             payload = exc.result.model_dump(mode="json")

@@ -369,6 +369,8 @@ def test_unit_tests_rerun_when_the_project_changes(local_lake: Lake, monkeypatch
     build_bronze(local_lake)
     build(local_lake)
     assert build(local_lake).unit_tests_run is False
+    forced = build(local_lake, test_all=True)  # `ingest transform --test-all`
+    assert (forced.tests_scoped, forced.unit_tests_run) == (False, True)
     monkeypatch.setattr(runner, "project_fingerprint", lambda: "edited")
     rerun = build(local_lake)
     assert rerun.unit_tests_run is True
