@@ -218,6 +218,8 @@ class Plugin(BasePlugin):
         """Expose the lake's current silver/gold tables before dbt looks at the catalog."""
         self._conn = conn
         conn.execute("set TimeZone = 'UTC'")
+        # (see configure_cursor; cursors the plugin opens on conn inherit it)
+        conn.execute("set disabled_optimizers = 'join_filter_pushdown'")
         cutoff = late_arrival_cutoff(self.lake)
         literal = "NULL" if cutoff is None else f"'{cutoff.isoformat()}'"
         conn.execute(f"create or replace macro lake_late_cutoff() as {literal}::timestamptz")
