@@ -12,7 +12,8 @@ Builds bronze.photos, bronze.images (small image bytes) and bronze.events with `
 4. full refresh over the same, now 101%, data,
 5. a no-op incremental run (nothing new): dbt's fixed cost (parse, compile, tests).
 
-Prints seconds (median over rounds) and incremental / full-refresh as the ratio; target <= 0.20.
+Prints seconds (median over rounds) and incremental / full build and / full refresh (the
+stricter peer: same data, warm caches); target <= 0.20.
 Results also go to bench/results/transform.json.  The Spark models are not part of this figure.
 """
 
@@ -175,6 +176,7 @@ def main() -> None:
             "incremental_models_s", "incremental_tests_s", "full_refresh_models_s", "full_refresh_tests_s")
     med = {k: statistics.median(r[k] for r in rounds) for k in keys}
     ratio = med["incremental_s"] / med["full_refresh_s"]
+    build_ratio = med["incremental_s"] / med["full_build_s"]  # the issue's wording: "of full"
     model_ratio = med["incremental_models_s"] / med["full_refresh_models_s"]
     summary = {
         "bronze_rows": {"events": args.events, "photos": args.photos, "images": args.photos},
@@ -182,6 +184,7 @@ def main() -> None:
         "rounds": args.rounds,
         **{k: round(v, 2) for k, v in med.items()},
         "incremental_vs_full_refresh": round(ratio, 3),
+        "incremental_vs_full_build": round(build_ratio, 3),
         "incremental_vs_full_refresh_models_only": round(model_ratio, 3),
         "target": 0.20,
         "incremental_rows_written": rounds[-1]["incremental_rows_written"],
@@ -193,7 +196,8 @@ def main() -> None:
     print(f"no-op incremental  {med['noop_incremental_s']:8.2f} s   (dbt parse/compile/tests floor)")
     print(f"  models only: incremental {med['incremental_models_s']:.2f} s vs full refresh {med['full_refresh_models_s']:.2f} s"
           f" = {model_ratio:.3f}; data+unit tests {med['incremental_tests_s']:.2f} s vs {med['full_refresh_tests_s']:.2f} s")
-    print(f"incremental / full refresh = {ratio:.3f}  (target <= 0.20: {'met' if ratio <= 0.20 else 'NOT met'})")
+    print(f"incremental / full build = {build_ratio:.3f}, / full refresh = {ratio:.3f}"
+          f"  (target <= 0.20: {'met' if max(ratio, build_ratio) <= 0.20 else 'NOT met'})")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "transform.json").write_text(json.dumps(summary, indent=2) + "\n")
