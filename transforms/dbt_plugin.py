@@ -341,6 +341,7 @@ class Plugin(BasePlugin):
         model's ``unique_key``).
         """
         from ingest.delta import merge_batch, write_batch
+        from ingest.sources import next_sequence
 
         if target_config.location is None:
             raise ConfigError("the lake plugin needs a target table (location.path)")
@@ -366,8 +367,7 @@ class Plugin(BasePlugin):
         # every dbt write of a table carries one app id: two transforms writing it at once
         # conflict in Delta (or the later one finds its batch number taken) instead of both landing
         app_id = f"dbt:{tid}"
-        seq = (self.lake.delta_table(tid).transaction_version(app_id) or 0) + 1 if self.lake.table_exists(tid) else 1
-        written = dict(app_id=app_id, batch_version=seq, metadata=model_meta)
+        written = dict(app_id=app_id, batch_version=next_sequence(self.lake, tid, app_id), metadata=model_meta)
         if mode != "overwrite" and data.num_rows == 0:
             res = None  # nothing new: no empty commit, the table keeps its version
         elif mode == "overwrite":

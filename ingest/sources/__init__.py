@@ -182,16 +182,18 @@ def ensure_table(lake: Lake, table: str | TableId, schema: pa.Schema) -> None:
             raise
 
 
-def next_sequence(lake: Lake, table: str | TableId, app_id: str) -> int:
+def next_sequence(lake: Lake, table: str | TableId, app_id: str, *, snapshot: Any = None) -> int:
     """The next batch number for a writer that serialises on one app id.
 
     Two runs that read the same number and both commit would conflict in Delta (same app id),
-    so the loser retries, re-reads the table and never writes the same rows twice.
+    so the loser retries, re-reads the table and never writes the same rows twice.  Pass the
+    ``snapshot`` (a loaded DeltaTable) the commit will be made against, if there is one.
     """
-    if not lake.table_exists(table):
-        return 1
-    done = lake.delta_table(table).transaction_version(app_id)
-    return (done or 0) + 1
+    if snapshot is None:
+        if not lake.table_exists(table):
+            return 1
+        snapshot = lake.delta_table(table)
+    return (snapshot.transaction_version(app_id) or 0) + 1
 
 
 # -- sources: local paths and s3:// prefixes ----------------------------------------------------

@@ -523,7 +523,7 @@ def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: i
     # one snapshot for the batch number and the commit: two overwrites with the same app id then
     # conflict, and the loser (retried by the caller) reads the source again
     dt = lake.delta_table(tid) if lake.table_exists(tid) else None
-    seq = (dt.transaction_version(f"tables:{tid}") or 0) + 1 if dt is not None else 1
+    seq = next_sequence(lake, tid, f"tables:{tid}", snapshot=dt) if dt is not None else 1
     props = CommitProperties(
         custom_metadata={"run_id": run_id, "source": src.label, "mode": "snapshot"},
         app_transactions=[Transaction(f"tables:{tid}", seq)],

@@ -363,6 +363,26 @@ def test_incremental_runs_test_only_new_rows_and_still_fail_on_them(local_lake: 
     assert "accepted_values_stg_bronze__events_event_type" in str(again.value)
 
 
+def test_scoped_tests_skip_stored_rows_and_test_all_reads_them(local_lake: Lake) -> None:
+    """Proof that scoping changes what is read: a bad row already stored (put there behind
+    dbt's back) passes a scoped run, and --test-all finds it."""
+    build_bronze(local_lake)
+    build(local_lake)
+    old = local_lake.delta_table("silver.events").to_pyarrow_table().slice(0, 1)
+    bad = old.set_column(old.schema.get_field_index("event_id"), "event_id", pa.array(["manual-1"]))
+    bad = bad.set_column(bad.schema.get_field_index("event_at"), "event_at",
+                         pa.nulls(1, bad.schema.field("event_at").type))
+    write_batch(local_lake, "silver.events", bad)
+
+    loaded = T0 + timedelta(days=1)
+    make_events(local_lake, event_rows(range(3, 4), prefix="b", day=1), loaded=loaded)
+    scoped = build(local_lake)
+    assert scoped.tests_scoped and "not_null_int_events_deduplicated_event_at" in scoped.tests.passed
+    with pytest.raises(TransformFailed) as err:
+        build(local_lake, test_all=True)
+    assert "not_null_int_events_deduplicated_event_at" in str(err.value)
+
+
 def test_unit_tests_rerun_when_the_project_changes(local_lake: Lake, monkeypatch) -> None:
     import transforms.dbt_runner as runner
 
