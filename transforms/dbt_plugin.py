@@ -13,7 +13,12 @@ cannot write Delta.  This plugin
   lake, and data tests run against what was actually written.
 
 DuckDB reads Delta through deltalake -> Arrow; an Arrow object registered on one DuckDB cursor
-is invisible to the others, so the plugin re-registers its datasets on every cursor it sees.
+is invisible to the others, so the plugin registers its datasets on every cursor dbt opens.  dbt
+opens one cursor per node and a node starts only after the models it reads are stored, so a
+dataset (re)registered after a write is needed only on cursors opened later.  Registering on a
+cursor another thread is running a query on deadlocks (the register call waits for that cursor
+while holding the GIL its Arrow scan needs), so the plugin never touches other nodes' cursors and
+dbt can run with several threads.
 
 Run-wide settings come from :func:`configure` (called by ``transforms.dbt_runner``) or, when dbt
 is run by hand, from the plugin config ``lake`` or env ``LAKEHOUSE_LAKE``.
@@ -194,7 +199,7 @@ class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]) -> None:
         self._config = dict(plugin_config or {})
         self._datasets: dict[str, Any] = {}
-        self._cursors: list[Any] = []
+        self._datasets_lock = threading.Lock()
         self._conn: "duckdb.DuckDBPyConnection | None" = None
         self._lake: Lake | None = None
 
@@ -227,7 +232,12 @@ class Plugin(BasePlugin):
         # model written incrementally (since NULL) or source with rows new since the last run
         conn.execute(f'create schema if not exists "{CHANGES_SCHEMA}"')
         conn.execute(f'create or replace table "{CHANGES_SCHEMA}".scope (name varchar primary key, since varchar)')
-        for tid in self.lake.list_tables():
+        tables = self.lake.list_tables()
+        # schemas up front: with dbt threads > 1, two nodes creating one schema at once conflict
+        # in DuckDB's catalog ("write-write conflict on create"), e.g. two bronze sources loading
+        for layer in sorted({t.layer for t in tables} | set(MODEL_LAYERS)):
+            conn.execute(f'create schema if not exists "{layer}"')
+        for tid in tables:
             if tid.layer in MODEL_LAYERS:
                 self._expose(tid, conn)
 
@@ -236,30 +246,26 @@ class Plugin(BasePlugin):
         # DuckDB 1.5 can push a join's key set into an Arrow scan as string_view values, which
         # pyarrow cannot compare with string columns ("no kernel matching (string, string_view)")
         cursor.execute("set disabled_optimizers = 'join_filter_pushdown'")
-        for name, ds in self._datasets.items():
+        with self._datasets_lock:
+            datasets = list(self._datasets.items())
+        for name, ds in datasets:
             cursor.register(name, ds)
-        self._cursors.append(cursor)
 
-    def _register_everywhere(self, name: str, ds: Any) -> None:
-        self._datasets[name] = ds
-        live = []
-        for cur in self._cursors:
-            try:
-                cur.register(name, ds)
-            except Exception:  # noqa: BLE001 - the cursor was closed by dbt; forget it
-                continue
-            live.append(cur)
-        self._cursors = live
+    def _publish(self, name: str, ds: Any) -> None:
+        """Make ``ds`` the dataset cursors opened from now on see under ``name``."""
+        with self._datasets_lock:
+            self._datasets[name] = ds
 
     def _expose(self, tid: TableId, conn: "duckdb.DuckDBPyConnection | None" = None) -> tuple[int, int]:
         """(Re)point the DuckDB view ``layer.name`` at the table's current Delta version;
         returns that version and the table's row count."""
         dt = self.lake.delta_table(tid)
         name = dataset_name(tid)
-        self._register_everywhere(name, dt.to_pyarrow_dataset())
+        ds = dt.to_pyarrow_dataset()
+        self._publish(name, ds)
         cur = (conn or self._conn).cursor()  # type: ignore[union-attr]
         try:
-            cur.register(name, self._datasets[name])
+            cur.register(name, ds)
             cur.execute(f'create schema if not exists "{tid.layer}"')
             cur.execute(f'create or replace view "{tid.layer}"."{tid.name}" as select * from "{name}"')
         finally:
@@ -414,7 +420,7 @@ class Plugin(BasePlugin):
                 cur.execute(f"drop view if exists {view}")
             else:
                 name = f"__lake_changes__{tid.layer}__{tid.name}"
-                self._register_everywhere(name, data)
+                self._publish(name, data)
                 cur.register(name, data)
                 cur.execute(f'create or replace view {view} as select * from "{name}"')
         finally:

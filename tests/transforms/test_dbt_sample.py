@@ -73,8 +73,12 @@ def test_sample_sources_build_the_marts(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.spark
-def test_transform_runs_spark_models_after_dbt(tmp_path: Path) -> None:
-    """The full `ingest transform`: dbt first, then the Spark models, all reported."""
+def test_transform_runs_spark_models_after_dbt(tmp_path: Path, spark) -> None:
+    """The full `ingest transform`: dbt first, then the Spark models, all reported.
+
+    (``spark``: the JVM can start once per process, so the shared session with hadoop-aws must
+    be the one `run_transform` gets; otherwise later S3 Spark tests in this process fail.)
+    """
     from transforms.spark import SPARK_MODELS
 
     settings, lake, _ = ingest_sample(tmp_path)
