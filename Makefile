@@ -18,10 +18,11 @@ $(PY):
 	python3 -m venv $(VENV)
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as in many CI images) nothing is cached and
-# every `ingest` command recompiled dbt, pydantic and typer from source (0.3 s -> 0.18 s start-up)
+# every `ingest` command recompiled dbt, pydantic and typer from source (0.3 s -> 0.18 s start-up).
+# editable_mode=compat: a plain path entry; setuptools' default import finder cost 13 ms per start.
 install: $(UV) $(PY)
 	$(UV) pip sync -q --compile-bytecode --python $(PY) requirements.lock
-	$(UV) pip install -q --python $(PY) --no-deps -e .
+	$(UV) pip install -q --python $(PY) --no-deps -e . --config-settings editable_mode=compat
 	$(PY) -m compileall -q ingest transforms flows
 
 # System packages for the integration tests (PostgreSQL server binaries).

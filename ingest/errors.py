@@ -37,3 +37,14 @@ def is_transient(exc: BaseException) -> bool:
         "OperationalError", "CommitFailedError", "InterfaceError",
     }
     return name in transient_names or any(c.__name__ in transient_names for c in type(exc).__mro__)
+
+
+def describe_validation_error(exc: Exception) -> str:
+    """One line for a pydantic ``ValidationError`` from loading settings (duck-typed: the CLI's
+    fast paths handle these without importing pydantic)."""
+    parts = []
+    for err in exc.errors():  # type: ignore[attr-defined]
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        msg = err.get("msg", "").removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "bad configuration: " + "; ".join(parts)

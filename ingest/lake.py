@@ -7,8 +7,9 @@ DuckDB, Spark (s3a) and boto3, so nothing else decides local-vs-S3.
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
@@ -354,7 +355,70 @@ def s3_client(s3: "S3Settings", **config: Any):
     return boto3.client("s3", config=Config(**config), **kwargs)
 
 
-def s3_object_url(s3: "S3Settings", bucket: str, key: str) -> str:
+# Where settings come from (read by ingest/settings.py); here so code that must start fast can
+# tell whether any are in play without importing pydantic-settings.
+ENV_PREFIX = "LAKEHOUSE_"
+CONFIG_FILE_ENV = "LAKEHOUSE_CONFIG"
+DEFAULT_CONFIG_FILE = "lakehouse.yaml"
+
+
+def settings_in_play(environ: "dict[str, str] | None" = None) -> bool:
+    """Whether a settings file or a ``LAKEHOUSE_*`` variable exists.  If not, ``Settings`` would
+    hold only defaults, and S3 access is exactly the standard AWS variables (:class:`AwsEnv`)."""
+    env = os.environ if environ is None else environ
+    if any(k.startswith(ENV_PREFIX) for k in env):
+        return True
+    return Path(DEFAULT_CONFIG_FILE).exists()
+
+
+@dataclass(frozen=True)
+class EnvSecret:
+    """A secret read from the environment; the same accessor as pydantic's ``SecretStr``."""
+
+    value: str = field(repr=False)
+
+    def get_secret_value(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class AwsEnv:
+    """The standard AWS variables, read without pydantic.
+
+    ``S3Settings.from_env`` validates exactly these values; ``ingest sync`` (which must start in
+    well under 0.1 s) uses them directly when no settings are in play.  Same attributes as
+    ``S3Settings``, so S3 helpers here accept either.
+    """
+
+    endpoint_url: str | None = None
+    access_key_id: EnvSecret | None = None
+    secret_access_key: EnvSecret | None = None
+    session_token: EnvSecret | None = None
+    region: str = "us-east-1"
+
+    @staticmethod
+    def values(environ: "dict[str, str] | None" = None) -> dict[str, str | None]:
+        env = os.environ if environ is None else environ
+        return {
+            "endpoint_url": env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            "access_key_id": env.get("AWS_ACCESS_KEY_ID") or None,
+            "secret_access_key": env.get("AWS_SECRET_ACCESS_KEY") or None,
+            "session_token": env.get("AWS_SESSION_TOKEN") or None,
+            "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        }
+
+    @classmethod
+    def read(cls, environ: "dict[str, str] | None" = None) -> "AwsEnv":
+        v = cls.values(environ)
+        secret = {k: EnvSecret(v[k]) if v[k] else None for k in ("access_key_id", "secret_access_key", "session_token")}
+        return cls(endpoint_url=v["endpoint_url"], region=v["region"] or "us-east-1", **secret)
+
+    @property
+    def allow_http(self) -> bool:
+        return bool(self.endpoint_url and self.endpoint_url.startswith("http://"))
+
+
+def s3_object_url(s3: "S3Settings | AwsEnv", bucket: str, key: str) -> str:
     """The HTTP(S) URL of an object: path-style on a custom endpoint, virtual-hosted on AWS."""
     from urllib.parse import quote
 
@@ -366,7 +430,7 @@ def s3_object_url(s3: "S3Settings", bucket: str, key: str) -> str:
     return f"https://{bucket}.s3.{s3.region}.amazonaws.com/{qkey}"
 
 
-def presign_get(s3: "S3Settings", bucket: str, key: str, *, expires: int = 3600, now: "datetime | None" = None) -> str:
+def presign_get(s3: "S3Settings | AwsEnv", bucket: str, key: str, *, expires: int = 3600, now: "datetime | None" = None) -> str:
     """A SigV4 presigned GET URL, signed locally without importing boto3 (fast start for `ingest sync`).
 
     Credentials: the settings' keys, else botocore's chain (profile, instance role), refreshed
@@ -420,9 +484,7 @@ def presign_get(s3: "S3Settings", bucket: str, key: str, *, expires: int = 3600,
 
 def redact(text: str, lake: "Lake | None" = None) -> str:
     """Remove secret values from a message."""
-    from ingest.settings import S3Settings
-
-    s3 = lake.s3 if lake else S3Settings.from_env()
+    s3 = lake.s3 if lake else AwsEnv.read()
     # an access key id is an identifier (AKIA + 16): a toy one like "bench" would mangle output
     for secret, shortest in ((s3.secret_access_key, 4), (s3.session_token, 4), (s3.access_key_id, 12)):
         if secret is not None:

@@ -149,7 +149,7 @@ def sync_stage(settings: Settings, shard_set_uri: str, *, progress: bool = False
     dest = Path(settings.sync_dest or "synced").resolve()
     parts = shard_set_uri.rstrip("/").split("/")
     res = sync_shards(shard_set_uri, dest / parts[-2] / parts[-1], lake=lake, progress=progress)
-    return res.model_dump(mode="json")
+    return res.to_dict()
 
 
 def _ingest_all(settings: Settings, sources: list[SourceConfig], progress: bool) -> list[dict[str, Any]]:

@@ -19,8 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-CONFIG_FILE_ENV = "LAKEHOUSE_CONFIG"
-DEFAULT_CONFIG_FILE = "lakehouse.yaml"
+from ingest.lake import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX, AwsEnv
 
 
 def check_spark_master(master: str) -> str:
@@ -47,14 +46,7 @@ class S3Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "S3Settings":
-        env = os.environ if environ is None else environ
-        return cls(
-            endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
-            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            session_token=env.get("AWS_SESSION_TOKEN") or None,
-            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-        )
+        return cls(**AwsEnv.values(environ))
 
     @property
     def allow_http(self) -> bool:
@@ -122,7 +114,7 @@ class Settings(BaseSettings):
     """Everything the service reads from its environment."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LAKEHOUSE_", env_nested_delimiter="__", extra="forbid"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 
     lake: str = "./lake"

@@ -20,20 +20,15 @@ import http.client
 import json
 import os
 import re
-import shutil
 import threading
 import time
-import uuid
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from ingest.errors import ConfigError, IngestError, SourceError
-from ingest.lake import presign_get
+from ingest.lake import AwsEnv, presign_get
 
 if TYPE_CHECKING:  # pragma: no cover
     from ingest.lake import Lake
@@ -70,41 +65,82 @@ class SyncError(IngestError):
 # ---------------------------------------------------------------------------------------------
 # manifest
 # ---------------------------------------------------------------------------------------------
-class ShardEntry(BaseModel):
-    """One shard as the manifest lists it."""
-
-    model_config = ConfigDict(extra="allow")
+@dataclass
+class ShardEntry:
+    """One shard as the manifest lists it (other keys of a manifest entry are ignored)."""
 
     path: str
-    bytes: int = Field(ge=0)
+    bytes: int
     sha256: str
     split: str | None = None
     samples: int | None = None
 
-    @field_validator("sha256")
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str):
+            raise ValueError(f"path must be a string, got {self.path!r}")
+        if not _is_int(self.bytes) or self.bytes < 0:
+            raise ValueError(f"bytes must be an integer >= 0, got {self.bytes!r}")
+        sha = self.sha256.strip().lower() if isinstance(self.sha256, str) else ""
+        if not _SHA_RE.match(sha):
+            raise ValueError(f"sha256 {str(self.sha256)[:80]!r} is not 64 hex digits")
+        self.sha256 = sha
+        if self.split is not None and not isinstance(self.split, str):
+            raise ValueError(f"split must be a string, got {self.split!r}")
+        if self.samples is not None and (not _is_int(self.samples) or self.samples < 0):
+            raise ValueError(f"samples must be an integer >= 0, got {self.samples!r}")
+
     @classmethod
-    def _hex(cls, v: str) -> str:
-        v = v.strip().lower()
-        if not _SHA_RE.match(v):
-            raise ValueError(f"sha256 {v[:80]!r} is not 64 hex digits")
-        return v
+    def from_dict(cls, data: Any) -> "ShardEntry":
+        if not isinstance(data, dict):
+            raise ValueError(f"must be an object with path, bytes and sha256, got {type(data).__name__}")
+        missing = [k for k in ("path", "bytes", "sha256") if k not in data]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        return cls(**{k: data[k] for k in _ENTRY_FIELDS if k in data})
 
 
-class ShardManifest(BaseModel):
-    """``manifest.json`` at a shard-set root (written by ``ingest shards``)."""
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
-    model_config = ConfigDict(extra="allow")
 
+@dataclass
+class ShardManifest:
+    """``manifest.json`` at a shard-set root (written by ``ingest shards``).
+
+    A dataclass, not pydantic: ``ingest sync`` is started on every training job and a re-sync of
+    a complete DEST must return faster than importing pydantic takes.
+    """
+
+    shards: list[ShardEntry]
+    # other files every reader of a split needs (the MDS index.json per split)
+    files: list[ShardEntry] = field(default_factory=list)
     dataset: str | None = None
     snapshot: str | None = None
     format: str | None = None
     created_at: str | None = None
+    code_version: str | None = None
     tables: Any = None
     source_runs: Any = None
-    code_version: str | None = None
-    shards: list[ShardEntry]
-    # other files every reader of a split needs (the MDS index.json per split)
-    files: list[ShardEntry] = Field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ShardManifest":
+        if not isinstance(data, dict):
+            raise ValueError(f"the top level must be an object, got {type(data).__name__}")
+        if not isinstance(data.get("shards"), list):
+            raise ValueError("shards: a list of {path, bytes, sha256} is required")
+        lists = {}
+        for key in ("shards", "files"):
+            entries = []
+            for i, raw in enumerate(data.get(key) or []):
+                try:
+                    entries.append(ShardEntry.from_dict(raw))
+                except ValueError as exc:
+                    raise ValueError(f"{key}[{i}]: {exc}") from None
+            lists[key] = entries
+        for key in ("dataset", "snapshot", "format", "created_at", "code_version"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ValueError(f"{key} must be a string, got {data[key]!r}")
+        return cls(**lists, **{k: data.get(k) for k in _MANIFEST_META})
 
     @classmethod
     def parse_bytes(cls, raw: bytes, where: str) -> "ShardManifest":
@@ -113,30 +149,36 @@ class ShardManifest(BaseModel):
         except ValueError as exc:
             raise SyncError(f"{where} is not valid JSON ({exc}): rebuild the shard set with `ingest shards`") from None
         try:
-            return cls.model_validate(data)
+            return cls.from_dict(data)
         except ValueError as exc:
-            first = str(exc).splitlines()
-            detail = "; ".join(line.strip() for line in first[1:3]) or str(exc)
-            raise SyncError(f"{where} is not a shard manifest ({detail}): rebuild it with `ingest shards`") from None
+            raise SyncError(f"{where} is not a shard manifest ({exc}): rebuild it with `ingest shards`") from None
 
 
-class SyncResult(BaseModel):
-    """What a sync did; ``--json`` prints exactly this."""
+_ENTRY_FIELDS = ("path", "bytes", "sha256", "split", "samples")
+_MANIFEST_META = ("dataset", "snapshot", "format", "created_at", "code_version", "tables", "source_runs")
 
-    files: int = Field(description="shards this rank holds after the sync")
+
+@dataclass
+class SyncResult:
+    """What a sync did; ``--json`` prints exactly this (``to_dict``)."""
+
+    files: int  # shards this rank holds after the sync
+    dest: str
+    source: str
     downloaded: int = 0
     skipped: int = 0
     deleted: int = 0
     retried: int = 0
-    bytes: int = Field(0, description="bytes transferred")
-    total_bytes: int = Field(0, description="bytes of this rank's shards")
+    bytes: int = 0  # bytes transferred
+    total_bytes: int = 0  # bytes of this rank's shards
     seconds: float = 0.0
-    dest: str
-    source: str
     rank: int = 0
     world_size: int = 1
     dataset: str | None = None
     snapshot: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,15 +343,13 @@ class S3Source:
     """
 
     def __init__(self, uri: str, *, lake: "Lake | None" = None) -> None:
-        from ingest.settings import S3Settings
-
         parts = urlsplit(uri)
         if not parts.netloc:
             raise ConfigError(f"bad S3 source {uri!r}: write s3://bucket/prefix/")
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self.s3 = lake.s3 if lake is not None else S3Settings.from_env()
+        self.s3 = lake.s3 if lake is not None else AwsEnv.read()
         self._local = threading.local()
 
     def key(self, path: str) -> str:
@@ -420,7 +460,7 @@ def _load_state(dest: Path) -> dict[str, dict[str, Any]]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}{TMP_SUFFIX}")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -531,7 +571,7 @@ class _Worker:
         )
 
     def _fetch_once(self, entry: ShardEntry, final: Path) -> tuple[str, int]:
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+        tmp = final.with_name(f".{final.name}.{os.urandom(4).hex()}{TMP_SUFFIX}")
         buf = self.buf()
         h = hashlib.sha256()
         n = 0
@@ -620,6 +660,13 @@ def _write_all(fd: int, view: memoryview, direct: bool) -> bool:
                 raise
             direct = _set_direct(fd, False)
     return direct
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use there (``shutil.disk_usage().free``, without
+    importing shutil at start-up)."""
+    vfs = os.statvfs(path)
+    return vfs.f_bavail * vfs.f_frsize
 
 
 def _human(n: float) -> str:
@@ -713,7 +760,7 @@ def sync_shards(
     probe = dest
     while not probe.exists():
         probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    free = free_bytes(probe)
     if need > free:
         raise SyncError(
             f"not enough disk space in {dest}: this sync may need {_human(need)} but {_human(free)} is free - "
@@ -743,6 +790,9 @@ def sync_shards(
             return -1
         state.forget(sh.path)
         return worker.fetch(sh)
+
+    # imported here: a no-op re-sync (the common case) starts faster without it
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     try:
         with bar, ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="sync") as pool:

@@ -147,3 +147,22 @@ def test_cli_error_output_is_redacted(
     assert SECRET not in out.err + out.out
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "unsupported scheme" in lines[0]
+
+
+def test_sync_fast_path_reads_aws_variables_as_settings_would(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ingest sync` skips pydantic-settings when nothing else is configured: same S3 values."""
+    from ingest.lake import AwsEnv, settings_in_play
+
+    env = {"AWS_ENDPOINT_URL_S3": "http://b:1", "AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET,
+           "AWS_SESSION_TOKEN": "tok", "AWS_DEFAULT_REGION": "eu-west-1"}
+    fast, full = AwsEnv.read(env), S3Settings.from_env(env)
+    for name in ("endpoint_url", "region", "allow_http"):
+        assert getattr(fast, name) == getattr(full, name)
+    for name in ("access_key_id", "secret_access_key", "session_token"):
+        assert getattr(fast, name).get_secret_value() == getattr(full, name).get_secret_value()
+    assert SECRET not in repr(fast)
+    assert AwsEnv.read({}) == AwsEnv() and AwsEnv().region == "us-east-1"
+    assert not settings_in_play({"AWS_REGION": "x"})  # clean_env: no lakehouse.yaml in the cwd
+    assert settings_in_play({"LAKEHOUSE_S3__REGION": "x"})
+    (clean_env / "lakehouse.yaml").write_text("lake: ./elsewhere\n")
+    assert settings_in_play({})

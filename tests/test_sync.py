@@ -188,9 +188,7 @@ def test_unsafe_path_refused_before_anything_is_written(bad: str, tmp_path: Path
 def test_free_space_is_checked_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "src"
     make_shard_set(src, [400_000, 500_000])
-    import shutil
-
-    monkeypatch.setattr(sync_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(sync_mod, "free_bytes", lambda p: 1000)
     dest = tmp_path / "dest"
     with pytest.raises(SyncError, match="not enough disk space"):
         sync_shards(str(src), dest)
@@ -665,3 +663,64 @@ def test_direct_io_buffered_and_refused_writes_give_the_same_bytes(
         assert any(modes) and not all(modes)  # bulk direct, unaligned tails buffered
     elif mode == "buffered":
         assert not any(modes)
+
+
+def test_free_bytes_matches_shutil(tmp_path: Path) -> None:
+    import shutil
+
+    assert abs(sync_mod.free_bytes(tmp_path) - shutil.disk_usage(tmp_path).free) < 64 << 20
+
+
+def test_cli_sync_starts_without_typer_or_pydantic(tmp_path: Path) -> None:
+    """The start-up path of `ingest sync` (every training job) imports no CLI or model framework;
+    a re-sync is then as quick as s5cmd's (bench/bench_sync.py)."""
+    make_shard_set(tmp_path / "src", [1000, 2000])
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from ingest.cli import main
+        try:
+            main(["--json", "sync", {str(tmp_path / "src")!r}, {str(tmp_path / "d")!r}])
+        except SystemExit as exc:
+            assert exc.code == 0, exc.code
+        heavy = sorted(m for m in ("typer", "click", "pydantic", "pydantic_settings", "rich", "boto3") if m in sys.modules)
+        print("HEAVY", heavy, file=sys.stderr)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAKEHOUSE_", "AWS_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["downloaded"] == 2
+    assert "HEAVY []" in out.stderr
+
+
+def test_cli_sync_honours_a_settings_file(tmp_path: Path) -> None:
+    """With a lakehouse.yaml in play, `ingest sync` resolves lake-relative sources through it
+    (the settings path), and --help / bad arguments answer like the other commands."""
+    lake_root = tmp_path / "configured-lake"
+    make_shard_set(lake_root / "shards" / "ds" / "v1", [1000, 3000])
+    (tmp_path / "lakehouse.yaml").write_text(f"lake: {lake_root}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
+    ok = subprocess.run([INGEST, "sync", "shards/ds/v1", "d", "--json"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["files"] == 2 and (tmp_path / "d" / "manifest.json").exists()
+    helped = subprocess.run([INGEST, "sync", "--help"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert helped.returncode == 0 and "--world-size" in helped.stdout and "--buffered" in helped.stdout
+    bad = subprocess.run([INGEST, "sync", "only-src"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "DEST" in bad.stderr
+    listed = subprocess.run([INGEST, "--help"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert listed.returncode == 0 and "sync" in listed.stdout
+
+
+def test_sync_runs_from_the_typer_app_too(tmp_path: Path) -> None:
+    """In-process callers of the full app (tests, embedding) reach the same command."""
+    from typer.testing import CliRunner
+
+    from ingest.cli import app
+
+    make_shard_set(tmp_path / "src", [500])
+    res = CliRunner().invoke(app, ["--json", "sync", str(tmp_path / "src"), str(tmp_path / "d"), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["downloaded"] == 1
+    res = CliRunner().invoke(app, ["sync", str(tmp_path / "missing"), str(tmp_path / "d2")])
+    assert res.exit_code == 3 and "no manifest.json" in res.stderr

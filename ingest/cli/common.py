@@ -13,7 +13,7 @@ from typing import Any, Callable, NoReturn
 import typer
 from pydantic import ValidationError
 
-from ingest.errors import ConfigError, IngestError
+from ingest.errors import ConfigError, IngestError, describe_validation_error
 from ingest.lake import Lake, redact
 from ingest.settings import CONFIG_FILE_ENV, Settings, load_settings
 
@@ -79,15 +79,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        msg = err.get("msg", "").removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "bad configuration: " + "; ".join(parts)
-
-
 def run_cli(app: typer.Typer, argv: list[str]) -> None:
     """Run the app; user errors become one line on stderr and a non-zero exit.
 
@@ -103,7 +94,7 @@ def run_cli(app: typer.Typer, argv: list[str]) -> None:
     except IngestError as exc:
         message, code = str(exc), exc.exit_code
     except ValidationError as exc:
-        message, code = _validation_message(exc), 2
+        message, code = describe_validation_error(exc), 2
     except (ValueError, OSError) as exc:
         message, code = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__), 1
     except KeyboardInterrupt:
