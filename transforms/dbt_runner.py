@@ -84,7 +84,7 @@ def dbt_args(
         "--log-level", "none",  # stdout belongs to `ingest` (--json); failures come back in results
         "--log-level-file", "none",
         "--no-use-colors",
-        "--partial-parse",
+        "--no-partial-parse",  # parsed once per project version instead (parsed_manifest)
         "--no-write-json",
     ]
     if select:
@@ -96,7 +96,9 @@ def dbt_args(
 
 
 PARSE_CACHE_ENV = "LAKEHOUSE_DBT_CACHE"
-PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+# parsed projects kept in this process: pickled bytes, so every invocation gets a fresh copy
+# (dbt compiles into the manifest's nodes while it runs)
+_MANIFESTS: dict[str, bytes] = {}
 
 
 def parse_cache_dir() -> Path:
@@ -105,25 +107,74 @@ def parse_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "lakehouse" / "dbt"
 
 
-def _restore_parse_cache(target: Path) -> None:
-    cached = parse_cache_dir() / PARTIAL_PARSE_FILE
-    if cached.is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cached, target / PARTIAL_PARSE_FILE)
+def _manifest_key(project_sha: str) -> str:
+    from dbt.version import __version__ as dbt_version
+
+    py = "%d.%d" % sys.version_info[:2]
+    return f"manifest-{dbt_version}-py{py}-{project_sha[:32]}.pickle"
 
 
-def _save_parse_cache(target: Path) -> None:
-    """Atomic replace: concurrent runs at worst leave a stale file, which dbt detects and re-parses."""
-    fresh = target / PARTIAL_PARSE_FILE
-    if not fresh.is_file():
-        return
+def parsed_manifest(project_sha: str, target_dir: Path) -> Any:
+    """The dbt project parsed once per project version, not on every run.
+
+    dbt re-parses (or reads its msgpack partial-parse state, ~0.3-1 s) on every invocation;
+    a pickled ``Manifest`` loads in ~10 ms and dbt takes it as ``dbtRunner(manifest=...)``.
+    Keyed by the project's fingerprint and the dbt and Python versions, so any change to a
+    model, macro or yml parses again.  The cache is only a cache: anything unreadable re-parses.
+    """
+    key = _manifest_key(project_sha)
+    blob = _MANIFESTS.get(key)
+    if blob is None:
+        try:
+            blob = (parse_cache_dir() / key).read_bytes()
+            manifest = _unpickle_manifest(blob)
+        except Exception:  # noqa: BLE001 - missing, truncated or from another dbt: parse again
+            blob = None
+    if blob is None:
+        from dbt.cli.main import dbtRunner
+
+        res = dbtRunner().invoke(dbt_args("parse", target_dir=target_dir))
+        if res.result is None or not res.success:
+            raise IngestError(f"dbt could not parse the project: {_one_line(res.exception) or 'see dbt_project/'}")
+        blob = _pickle_manifest(res.result)
+        manifest = res.result
+        _save_manifest(key, blob)
+    elif key in _MANIFESTS:
+        manifest = _unpickle_manifest(blob)
+    _MANIFESTS[key] = blob
+    return manifest
+
+
+def _pickle_manifest(manifest: Any) -> bytes:
+    """The manifest's public fields (dbt 1.11's ``Manifest.__reduce_ex__`` omits ``fixtures``
+    and so shifts every later field; its lookups and lock are rebuilt on first use)."""
+    import dataclasses
+    import pickle
+
+    state = {f.name: getattr(manifest, f.name) for f in dataclasses.fields(manifest) if f.init and not f.name.startswith("_")}
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unpickle_manifest(blob: bytes) -> Any:
+    import pickle
+
+    from dbt.contracts.graph.manifest import Manifest
+
+    return Manifest(**pickle.loads(blob))
+
+
+def _save_manifest(key: str, blob: bytes) -> None:
+    """Atomic replace: concurrent runs at worst both write the same bytes."""
     cache = parse_cache_dir()
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / f".{PARTIAL_PARSE_FILE}.{os.getpid()}"
-        shutil.copyfile(fresh, tmp)
-        os.replace(tmp, cache / PARTIAL_PARSE_FILE)
-    except OSError:  # a read-only home only costs the next run a full parse
+        tmp = cache / f".{key}.{os.getpid()}"
+        tmp.write_bytes(blob)
+        os.replace(tmp, cache / key)
+        for old in cache.glob("manifest-*.pickle"):  # other project versions: parsed again if needed
+            if old.name != key:
+                old.unlink(missing_ok=True)
+    except OSError:  # a read-only home only costs the next process a parse
         pass
 
 
@@ -303,9 +354,8 @@ def _invoke(
     tmp = Path(tempfile.mkdtemp(prefix="lakehouse-dbt-"))
     callbacks = [_progress_callback()] if progress else []
     _reset_duckdb_env()
-    _restore_parse_cache(tmp / "target")
     try:
-        runner = dbtRunner(callbacks=callbacks)
+        runner = dbtRunner(manifest=parsed_manifest(ctx.project_sha, tmp), callbacks=callbacks)
         if select:
             # the DuckDB views upstream of a partial selection (staging/intermediate) live only in
             # this process's in-memory DuckDB: create them first (lake tables are already exposed)
@@ -317,7 +367,6 @@ def _invoke(
             args += ["--exclude-resource-type", "unit_test"]
         res = runner.invoke(args)
     finally:
-        _save_parse_cache(tmp / "target")
         _reset_duckdb_env()
         dbt_plugin.configure(None)
         shutil.rmtree(tmp, ignore_errors=True)

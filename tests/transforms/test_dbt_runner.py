@@ -1,0 +1,70 @@
+"""The dbt runner's parsed-project cache: parse once per project version, never a stale one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import transforms.dbt_runner as runner
+
+
+@pytest.fixture
+def parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """A fresh cache dir and in-process cache; records every `dbt parse` the runner starts."""
+    from dbt.cli.main import dbtRunner
+
+    monkeypatch.setenv(runner.PARSE_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(runner, "_MANIFESTS", {})
+    seen: list[list[str]] = []
+    real = dbtRunner.invoke
+
+    def invoke(self, args, **kwargs):
+        seen.append(list(args))
+        return real(self, args, **kwargs)
+
+    monkeypatch.setattr(dbtRunner, "invoke", invoke)
+    return seen
+
+
+def test_manifest_is_parsed_once_then_loaded(parses: list[list[str]], tmp_path: Path, monkeypatch) -> None:
+    first = runner.parsed_manifest("a" * 64, tmp_path / "t1")
+    assert [a[0] for a in parses] == ["parse"]
+    assert "model.lakehouse.photo_features" in first.nodes
+
+    again = runner.parsed_manifest("a" * 64, tmp_path / "t2")  # same process
+    monkeypatch.setattr(runner, "_MANIFESTS", {})  # a new process: from the file
+    loaded = runner.parsed_manifest("a" * 64, tmp_path / "t3")
+    assert len(parses) == 1
+    for m in (again, loaded):
+        assert m is not first and set(m.nodes) == set(first.nodes)
+        # sources and refs resolve on a loaded copy (dbt 1.11's own pickling shifts the lookups)
+        source = m.resolve_source("bronze", "events", "lakehouse", "lakehouse")
+        assert source is not None and source.unique_id == "source.lakehouse.bronze.events"
+        node = m.ref_lookup.find("int_photos_deduplicated", None, None, m)
+        assert node is not None and node.unique_id == "model.lakehouse.int_photos_deduplicated"
+
+
+def test_a_changed_project_or_a_bad_cache_file_parses_again(parses: list[list[str]], tmp_path: Path, monkeypatch) -> None:
+    cache = tmp_path / "cache"
+    runner.parsed_manifest("a" * 64, tmp_path / "t1")
+    old = next(cache.glob("manifest-*.pickle"))
+
+    runner.parsed_manifest("b" * 64, tmp_path / "t2")  # the project changed
+    assert len(parses) == 2
+    assert not old.exists() and len(list(cache.glob("manifest-*.pickle"))) == 1
+
+    monkeypatch.setattr(runner, "_MANIFESTS", {})
+    next(cache.glob("manifest-*.pickle")).write_bytes(b"not a pickle")
+    m = runner.parsed_manifest("b" * 64, tmp_path / "t3")
+    assert len(parses) == 3 and "model.lakehouse.daily_activity" in m.nodes
+
+
+def test_an_unwritable_cache_only_costs_a_parse(parses: list[list[str]], tmp_path: Path, monkeypatch) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv(runner.PARSE_CACHE_ENV, str(blocked / "cache"))  # a file where a dir should be
+    runner.parsed_manifest("c" * 64, tmp_path / "t1")
+    monkeypatch.setattr(runner, "_MANIFESTS", {})
+    runner.parsed_manifest("c" * 64, tmp_path / "t2")
+    assert len(parses) == 2
