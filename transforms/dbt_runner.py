@@ -423,21 +423,41 @@ def spark_models_available() -> bool:
     return hasattr(spark_pkg, "run_spark_models")
 
 
-def run_spark_stage(settings: Settings, lake: Lake, *, select: str | None = None) -> list[ModelResult]:
-    """The Spark models, after dbt; no JVM is started when the selection names none of them."""
+def run_spark_stage(
+    settings: Settings,
+    lake: Lake,
+    *,
+    select: str | None = None,
+    full_refresh: bool = False,
+    source_versions: dict[str, int | str] | None = None,
+) -> list[ModelResult]:
+    """The Spark models, after dbt.  No JVM is started when the selection names none of them or
+    every selected one is up to date (its input unchanged since it last ran)."""
     if not spark_models_available():
         return []
     import transforms.spark as spark_pkg
 
-    if not spark_pkg.selected_models(select):
+    names = spark_pkg.selected_models(select)
+    if not names:
         return []
-    from transforms.spark.session import build_spark
+    done = {} if full_refresh else spark_pkg.up_to_date_results(lake, names, source_versions=source_versions)
+    rows = dict(done)
+    if any(n not in done for n in names):
+        from transforms.spark.session import build_spark
 
-    spark = build_spark(settings)
+        spark = build_spark(settings)
+        for row in spark_pkg.run_spark_models(
+            spark, lake, select=select, source_versions=source_versions, full_refresh=full_refresh
+        ):
+            rows.setdefault(row["name"], row)
     models = []
-    for row in spark_pkg.run_spark_models(spark, lake, select=select):
-        source = spark_pkg.SPARK_MODELS.get(row.get("name"), (None, None))[0]
-        inputs = {source: lake.delta_table(source).version()} if source and lake.table_exists(source) else {}
+    for name in names:
+        row = rows.get(name)
+        if row is None:
+            continue
+        source = spark_pkg.SPARK_MODELS[name][0]
+        version = (source_versions or {}).get(source)
+        inputs = {source: lake.delta_table(source, version=version).version()} if lake.table_exists(source) else {}
         models.append(ModelResult(**{**row, "kind": "spark", "inputs": inputs}))
     return models
 
@@ -486,7 +506,9 @@ def run_transform(
             raise
         if include_spark:
             try:
-                result.models.extend(run_spark_stage(settings, lake, select=select))
+                result.models.extend(run_spark_stage(
+                    settings, lake, select=select, full_refresh=full_refresh, source_versions=pins,
+                ))
             except IngestError as exc:
                 result.ok = False
                 run.details = result.model_dump(mode="json")

@@ -254,6 +254,63 @@ def test_run_spark_models_runs_selected_and_skips_missing_inputs(spark, images_l
     ModelResult(**{k: v for k, v in by_name["dedup_images"].items() if k != "kind"}, kind="spark")
 
 
+def test_unchanged_inputs_start_no_jvm_and_new_rows_run_again(spark, images_lake, monkeypatch) -> None:
+    """`ingest transform` with nothing new in bronze leaves the Spark tables (and the JVM) alone."""
+    import transforms.spark.session as session
+    from ingest.settings import Settings
+    from transforms.dbt_runner import run_spark_stage
+
+    lake, _ = images_lake
+    write_batch(lake, "bronze.events", _events())
+    settings = Settings(lake=lake.uri, s3=lake.s3)
+    monkeypatch.setattr(session, "build_spark", lambda _settings: spark)
+    first = {m.name: m for m in run_spark_stage(settings, lake)}
+    assert {m.status for m in first.values()} == {"success"}
+    versions = {m.table: lake.delta_table(m.table).version() for m in first.values()}
+
+    def no_jvm(_settings):
+        raise AssertionError("a Spark session was started with nothing to do")
+
+    monkeypatch.setattr(session, "build_spark", no_jvm)
+    again = {m.name: m for m in run_spark_stage(settings, lake)}
+    assert {m.status for m in again.values()} == {"skipped"}
+    assert again["dedup_images"].rows == first["dedup_images"].rows == 5
+    assert again["dedup_images"].inputs == {"bronze.images": 1} and "version 1" in again["dedup_images"].message
+    assert {t: lake.delta_table(t).version() for t in versions} == versions
+
+    # a new image: dedup runs (reading the new version), sessions stay as they are
+    png = _png(_scene("checker"))  # the checker picture again, as PNG: new content, one row more
+    extra = _image_row(_sha(png), png, "png", 320, 240, "file:///src/checker.png", "run-3")
+    write_batch(lake, "bronze.images", pa.Table.from_pylist([extra]))
+    monkeypatch.setattr(session, "build_spark", lambda _settings: spark)
+    third = {m.name: m for m in run_spark_stage(settings, lake)}
+    assert (third["dedup_images"].status, third["sessionize_events"].status) == ("success", "skipped")
+    assert third["dedup_images"].rows == 6 and third["dedup_images"].inputs == {"bronze.images": 2}
+
+    # --full-refresh rebuilds everything; a pinned source reads (and records) that version
+    forced = run_spark_stage(settings, lake, full_refresh=True)
+    assert {m.status for m in forced} == {"success"}
+    (pinned,) = run_spark_stage(settings, lake, select="dedup_images", source_versions={"bronze.images": 1})
+    assert pinned.status == "success" and pinned.rows == 5 and pinned.inputs == {"bronze.images": 1}
+    (back,) = run_spark_stage(settings, lake, select="dedup_images")
+    assert back.status == "success" and back.rows == 6  # the latest again
+
+
+def test_changed_parameters_or_code_run_again(spark, images_lake, monkeypatch) -> None:
+    import transforms.spark as spark_pkg
+
+    lake, _ = images_lake
+    (first,) = run_spark_models(spark, lake, select="dedup_images")
+    (same,) = run_spark_models(spark, lake, select="dedup_images")
+    assert (first["status"], same["status"]) == ("success", "skipped")
+    monkeypatch.setattr(spark_pkg, "model_params", lambda name: {"threshold": 0})
+    (params,) = run_spark_models(spark, lake, select="dedup_images")
+    assert params["status"] == "success"
+    monkeypatch.setattr("transforms.spark.common.code_fingerprint", lambda _file: "edited")
+    (code,) = run_spark_models(spark, lake, select="dedup_images")
+    assert code["status"] == "success"
+
+
 @pytest.mark.s3
 def test_models_run_against_s3(spark_for, s3_lake: Lake) -> None:
     write_batch(s3_lake, "bronze.events", _events())

@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
     from ingest.lake import Lake
+    from transforms.spark.common import ModelInputs
 
 # model name -> (source table, target table)
 SPARK_MODELS: dict[str, tuple[str, str]] = {
@@ -21,14 +22,56 @@ SPARK_MODELS: dict[str, tuple[str, str]] = {
 }
 
 
-def _model(name: str) -> Callable[..., Any]:
+def _module(name: str) -> Any:
     if name == "dedup_images":
-        from transforms.spark.dedup_images import dedup_images
+        import transforms.spark.dedup_images as module
+    else:
+        import transforms.spark.sessionize as module
+    return module
 
-        return dedup_images
-    from transforms.spark.sessionize import sessionize_events
 
-    return sessionize_events
+def _model(name: str) -> Callable[..., Any]:
+    return getattr(_module(name), name)
+
+
+def model_params(name: str) -> dict[str, Any]:
+    """The parameters a model runs with (its defaults), part of what its output depends on."""
+    module = _module(name)
+    if name == "dedup_images":
+        return {"threshold": module.DEFAULT_THRESHOLD}
+    return {"gap_minutes": module.DEFAULT_GAP_MINUTES}
+
+
+def model_inputs(lake: "Lake", name: str, *, source_version: int | str | None = None) -> "ModelInputs":
+    """What a run of ``name`` would read now (or at the pinned ``source_version``)."""
+    from transforms.spark.common import ModelInputs, code_fingerprint
+
+    source, _ = SPARK_MODELS[name]
+    return ModelInputs(
+        model=name,
+        source=source,
+        source_version=lake.delta_table(source, version=source_version).version(),
+        code=code_fingerprint(_module(name).__file__),
+        params=model_params(name),
+    )
+
+
+def up_to_date_results(
+    lake: "Lake", names: list[str], *, source_versions: dict[str, int | str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The models among ``names`` whose table already reflects their input, without a JVM."""
+    from transforms.spark.common import up_to_date
+
+    pins = source_versions or {}
+    done: dict[str, dict[str, Any]] = {}
+    for name in names:
+        source, target = SPARK_MODELS[name]
+        if not lake.table_exists(source):
+            continue
+        result = up_to_date(lake, model_inputs(lake, name, source_version=pins.get(source)), target)
+        if result is not None:
+            done[name] = result.as_dict()
+    return done
 
 
 def selected_models(select: str | list[str] | None) -> list[str]:
@@ -41,15 +84,23 @@ def selected_models(select: str | list[str] | None) -> list[str]:
 
 
 def run_spark_models(
-    spark: "SparkSession", lake: "Lake", *, select: str | list[str] | None = None
+    spark: "SparkSession",
+    lake: "Lake",
+    *,
+    select: str | list[str] | None = None,
+    source_versions: dict[str, int | str] | None = None,
+    full_refresh: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the selected Spark models (all by default) and return one result dict per model.
 
-    A model whose input table is missing is skipped when running everything, but is an error when
-    it was asked for by name.
+    A model whose table already holds the result of its current input (same source version,
+    code and parameters, as recorded in its last commit) is skipped unless ``full_refresh``.
+    ``source_versions`` pins inputs (``{"bronze.images": 3}``).  A model whose input table is
+    missing is skipped when running everything, but is an error when it was asked for by name.
     """
-    from transforms.spark.common import table_exists
+    from transforms.spark.common import table_exists, up_to_date
 
+    pins = source_versions or {}
     names = selected_models(select)
     results: list[dict[str, Any]] = []
     for name in names:
@@ -62,8 +113,10 @@ def run_spark_models(
                  "rows": None, "rows_written": None, "mode": "overwrite", "message": f"{source} does not exist yet"}
             )
             continue
-        results.append(_model(name)(spark, lake).as_dict())
+        inputs = model_inputs(lake, name, source_version=pins.get(source))
+        fresh = None if full_refresh else up_to_date(lake, inputs, target)
+        results.append((fresh or _model(name)(spark, lake, inputs=inputs)).as_dict())
     return results
 
 
-__all__ = ["SPARK_MODELS", "run_spark_models", "selected_models"]
+__all__ = ["SPARK_MODELS", "model_inputs", "run_spark_models", "selected_models", "up_to_date_results"]

@@ -1,8 +1,11 @@
-"""What every Spark model shares: one atomic Delta overwrite and a small typed result."""
+"""What every Spark model shares: one atomic Delta overwrite, the inputs it records, a typed result."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ingest.errors import ConfigError
@@ -30,6 +33,55 @@ class SparkModelResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ModelInputs:
+    """Everything a Spark model's output is a function of, recorded in the commit that wrote it.
+
+    The same inputs give the same table (the models are deterministic), so a run whose inputs
+    match the target's last commit has nothing to do and starts no JVM.
+    """
+
+    model: str
+    source: str
+    source_version: int
+    code: str  # sha256 of the model's module and this one
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+
+def code_fingerprint(module_file: str) -> str:
+    h = hashlib.sha256()
+    for path in (Path(module_file), Path(__file__)):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def recorded_inputs(lake: Lake, table: str | TableId) -> dict[str, Any] | None:
+    """The ``ModelInputs`` the table's last commit recorded (None: not a model commit)."""
+    if not lake.table_exists(table):
+        return None
+    last = lake.delta_table(table).history(1)
+    try:
+        recorded = json.loads((last[0] if last else {}).get("userMetadata") or "")
+    except ValueError:
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def up_to_date(lake: Lake, inputs: ModelInputs, target: str | TableId) -> SparkModelResult | None:
+    """A 'skipped' result when ``target`` already holds what ``inputs`` would produce, else None."""
+    if recorded_inputs(lake, target) != json.loads(inputs.to_json()):
+        return None
+    dt = lake.delta_table(target)
+    return SparkModelResult(
+        name=inputs.model, table=str(TableId.parse(target)), status="skipped", version=dt.version(),
+        rows=dt.count(), rows_written=0,
+        message=f"up to date: {inputs.source} is still at version {inputs.source_version}",
+    )
+
+
 def table_exists(spark: "SparkSession", lake: Lake, table: str | TableId) -> bool:
     """Whether a Delta table is at the table's location, asked through Spark (works on a cluster)."""
     from delta.tables import DeltaTable
@@ -37,21 +89,29 @@ def table_exists(spark: "SparkSession", lake: Lake, table: str | TableId) -> boo
     return DeltaTable.isDeltaTable(spark, lake.spark_path(str(TableId.parse(table))))
 
 
-def read_delta(spark: "SparkSession", lake: Lake, table: str | TableId, *, model: str) -> "DataFrame":
+def read_delta(
+    spark: "SparkSession", lake: Lake, table: str | TableId, *, model: str, version: int | None = None
+) -> "DataFrame":
+    """The table as Spark sees it, as of ``version`` (the one recorded as the model's input)."""
     tid = TableId.parse(table)
     if not table_exists(spark, lake, tid):
         raise ConfigError(
             f"{model} needs {tid}, which does not exist in lake {lake.uri}: ingest it first (see `ingest --help`)"
         )
-    return spark.read.format("delta").load(lake.spark_path(str(tid)))
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", int(version))
+    return reader.load(lake.spark_path(str(tid)))
 
 
 def overwrite_delta(
-    spark: "SparkSession", lake: Lake, table: str | TableId, df: "DataFrame", *, name: str
+    spark: "SparkSession", lake: Lake, table: str | TableId, df: "DataFrame", *, name: str,
+    inputs: ModelInputs | None = None,
 ) -> SparkModelResult:
     """Replace the table's contents in ONE Delta commit, so readers see old or new, never a mix.
 
-    The schema is replaced too (``overwriteSchema``): a model owns its output table.
+    The schema is replaced too (``overwriteSchema``): a model owns its output table.  The commit
+    records ``inputs`` (as ``userMetadata``), which lets the next run see it has nothing to do.
     """
     from delta.tables import DeltaTable
 
@@ -61,7 +121,7 @@ def overwrite_delta(
         df.write.format("delta")
         .mode("overwrite")
         .option("overwriteSchema", "true")
-        .option("userMetadata", f"spark model {name}")
+        .option("userMetadata", inputs.to_json() if inputs is not None else f"spark model {name}")
         .save(path)
     )
     last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Iterable
 import pandas as pd  # at runtime: pandas_udf resolves the type hints of _dhash_series
 
 from ingest.lake import Lake
-from transforms.spark.common import SparkModelResult, overwrite_delta, read_delta
+from transforms.spark.common import ModelInputs, SparkModelResult, overwrite_delta, read_delta
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -212,8 +212,14 @@ def dedup_images(
     threshold: int = DEFAULT_THRESHOLD,
     source: str = SOURCE,
     target: str = TARGET,
+    inputs: ModelInputs | None = None,
 ) -> SparkModelResult:
-    """Rebuild ``silver.image_duplicates`` over the whole of ``bronze.images`` (atomic overwrite)."""
-    images = read_delta(spark, lake, source, model="dedup_images")
+    """Rebuild ``silver.image_duplicates`` over the whole of ``bronze.images`` (atomic overwrite).
+
+    ``inputs`` (from ``transforms.spark.model_inputs``) pins the source version read and is
+    recorded in the commit.
+    """
+    version = inputs.source_version if inputs is not None else None
+    images = read_delta(spark, lake, source, model="dedup_images", version=version)
     out = duplicates_frame(spark, images, threshold=threshold).orderBy("canonical_sha256", "sha256")
-    return overwrite_delta(spark, lake, target, out, name="dedup_images")
+    return overwrite_delta(spark, lake, target, out, name="dedup_images", inputs=inputs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ingest.lake import Lake
-from transforms.spark.common import SparkModelResult, overwrite_delta, read_delta
+from transforms.spark.common import ModelInputs, SparkModelResult, overwrite_delta, read_delta
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -79,8 +79,14 @@ def sessionize_events(
     gap_minutes: int | float = DEFAULT_GAP_MINUTES,
     source: str = SOURCE,
     target: str = TARGET,
+    inputs: ModelInputs | None = None,
 ) -> SparkModelResult:
-    """Rebuild ``silver.user_sessions`` from all of ``bronze.events`` (atomic overwrite)."""
-    events = read_delta(spark, lake, source, model="sessionize_events")
+    """Rebuild ``silver.user_sessions`` from all of ``bronze.events`` (atomic overwrite).
+
+    ``inputs`` (from ``transforms.spark.model_inputs``) pins the source version read and is
+    recorded in the commit.
+    """
+    version = inputs.source_version if inputs is not None else None
+    events = read_delta(spark, lake, source, model="sessionize_events", version=version)
     out = sessions_frame(events, gap_minutes=gap_minutes).orderBy("user_id", "session_start")
-    return overwrite_delta(spark, lake, target, out, name="sessionize_events")
+    return overwrite_delta(spark, lake, target, out, name="sessionize_events", inputs=inputs)
