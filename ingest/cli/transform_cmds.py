@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
             help="dbt selector, e.g. photo_features, +daily_activity, tag:gold (default: everything).",
         ),
         full_refresh: bool = typer.Option(
-            False, "--full-refresh", help="Rebuild incremental models from all of bronze."
+            False, "--full-refresh", help="Rebuild incremental models from all of bronze, and rerun every Spark model."
         ),
         snapshot: Optional[str] = typer.Option(
             None, "--snapshot",
@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
 
         Incremental runs test what they changed: data tests read the rows this run wrote or
         loaded, and unit tests run when dbt_project/ changed.  After a failed run, on
-        --full-refresh and with --test-all, everything is tested.
+        --full-refresh and with --test-all, everything is tested.  A Spark model whose input
+        table is unchanged since it last ran is skipped (no JVM starts when all are).
         """
         from transforms.dbt_runner import TransformFailed, run_transform
 
