@@ -107,11 +107,18 @@ def parse_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "lakehouse" / "dbt"
 
 
+def _manifest_prefix() -> str:
+    """Per checkout: a manifest holds the project's absolute paths."""
+    import hashlib
+
+    return "manifest-" + hashlib.sha256(str(PROJECT_DIR).encode()).hexdigest()[:12]
+
+
 def _manifest_key(project_sha: str) -> str:
     from dbt.version import __version__ as dbt_version
 
     py = "%d.%d" % sys.version_info[:2]
-    return f"manifest-{dbt_version}-py{py}-{project_sha[:32]}.pickle"
+    return f"{_manifest_prefix()}-{dbt_version}-py{py}-{project_sha[:32]}.pickle"
 
 
 def parsed_manifest(project_sha: str, target_dir: Path) -> Any:
@@ -119,8 +126,8 @@ def parsed_manifest(project_sha: str, target_dir: Path) -> Any:
 
     dbt re-parses (or reads its msgpack partial-parse state, ~0.3-1 s) on every invocation;
     a pickled ``Manifest`` loads in ~10 ms and dbt takes it as ``dbtRunner(manifest=...)``.
-    Keyed by the project's fingerprint and the dbt and Python versions, so any change to a
-    model, macro or yml parses again.  The cache is only a cache: anything unreadable re-parses.
+    Keyed by the checkout, the project's fingerprint and the dbt and Python versions, so any
+    change to a model, macro or yml parses again.  The cache is only a cache: anything unreadable re-parses.
     """
     key = _manifest_key(project_sha)
     blob = _MANIFESTS.get(key)
@@ -171,7 +178,7 @@ def _save_manifest(key: str, blob: bytes) -> None:
         tmp = cache / f".{key}.{os.getpid()}"
         tmp.write_bytes(blob)
         os.replace(tmp, cache / key)
-        for old in cache.glob("manifest-*.pickle"):  # other project versions: parsed again if needed
+        for old in cache.glob(f"{_manifest_prefix()}-*.pickle"):  # this checkout's other versions
             if old.name != key:
                 old.unlink(missing_ok=True)
     except OSError:  # a read-only home only costs the next process a parse

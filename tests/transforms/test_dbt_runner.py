@@ -48,14 +48,17 @@ def test_manifest_is_parsed_once_then_loaded(parses: list[list[str]], tmp_path: 
 def test_a_changed_project_or_a_bad_cache_file_parses_again(parses: list[list[str]], tmp_path: Path, monkeypatch) -> None:
     cache = tmp_path / "cache"
     runner.parsed_manifest("a" * 64, tmp_path / "t1")
-    old = next(cache.glob("manifest-*.pickle"))
+    old = next(cache.glob(f"{runner._manifest_prefix()}-*.pickle"))
 
+    other_checkout = cache / "manifest-0123456789ab-1.11.0-py3.11-cafe.pickle"
+    other_checkout.write_bytes(b"another checkout's")
     runner.parsed_manifest("b" * 64, tmp_path / "t2")  # the project changed
     assert len(parses) == 2
-    assert not old.exists() and len(list(cache.glob("manifest-*.pickle"))) == 1
+    assert not old.exists() and other_checkout.exists()
+    assert len(list(cache.glob(f"{runner._manifest_prefix()}-*.pickle"))) == 1
 
     monkeypatch.setattr(runner, "_MANIFESTS", {})
-    next(cache.glob("manifest-*.pickle")).write_bytes(b"not a pickle")
+    next(cache.glob(f"{runner._manifest_prefix()}-*.pickle")).write_bytes(b"not a pickle")
     m = runner.parsed_manifest("b" * 64, tmp_path / "t3")
     assert len(parses) == 3 and "model.lakehouse.daily_activity" in m.nodes
 
