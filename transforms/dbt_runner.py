@@ -393,7 +393,9 @@ def _versions(raw: Any) -> dict[str, int]:
 
 
 def project_fingerprint() -> str:
-    """sha256 over the dbt project's models, macros, tests and config (paths and contents)."""
+    """sha256 over everything dbt parses: models, macros, tests, docs blocks and config
+    (paths and contents).  It keys the parsed-manifest cache, so a file dbt reads that is
+    missing here would leave runs on a stale project.  The top-level README is not parsed."""
     import hashlib
 
     h = hashlib.sha256()
@@ -401,7 +403,8 @@ def project_fingerprint() -> str:
         rel = path.relative_to(PROJECT_DIR)
         if rel.parts[0] in ("target", "logs", "dbt_packages") or not path.is_file():
             continue
-        if path.suffix in (".sql", ".yml", ".yaml", ".csv", ".py"):
+        docs = path.suffix == ".md" and len(rel.parts) > 1  # {% docs %} blocks in models/ etc.
+        if docs or path.suffix in (".sql", ".yml", ".yaml", ".csv", ".py"):
             h.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 

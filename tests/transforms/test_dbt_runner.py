@@ -71,3 +71,20 @@ def test_an_unwritable_cache_only_costs_a_parse(parses: list[list[str]], tmp_pat
     monkeypatch.setattr(runner, "_MANIFESTS", {})
     runner.parsed_manifest("c" * 64, tmp_path / "t2")
     assert len(parses) == 2
+
+
+def test_fingerprint_covers_docs_blocks_but_not_the_readme(tmp_path: Path, monkeypatch) -> None:
+    """It keys the manifest cache: every file dbt parses must change it."""
+    import shutil
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(runner.PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    monkeypatch.setattr(runner, "PROJECT_DIR", project)
+    base = runner.project_fingerprint()
+    (project / "README.md").write_text("edited prose")
+    assert runner.project_fingerprint() == base
+    (project / "models" / "docs.md").write_text("{% docs photo %}A photo.{% enddocs %}")
+    with_docs = runner.project_fingerprint()
+    assert with_docs != base
+    (project / "models" / "marts" / "daily_activity.sql").write_text("select 1 as activity_date")
+    assert runner.project_fingerprint() not in (base, with_docs)
