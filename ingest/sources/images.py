@@ -6,13 +6,22 @@ source file changes or is deleted.  Content is keyed by sha256: a rename, copy o
 nothing.  All writers of one table serialise on the app id ``images:<table>`` (a batch counter):
 two concurrent runs conflict in Delta, the loser re-reads the stored hashes and writes only what
 is still new, so the same content is never stored twice.  Unreadable or truncated images go to
-``<table>_quarantine`` once per content hash.
+``<table>_quarantine`` once per content hash, one commit per batch (its own batch counter there).
+
+Width and height come from the header; every image is still decoded once, because only a decode
+finds a truncated JPEG, GIF, TIFF or BMP (``verify()`` passes them).  Decoding is bounded: at most
+``INGEST_IMAGE_DECODE_BYTES`` of pixels are in memory at once, JPEGs decode at 1/8 scale (the
+whole entropy-coded stream is still read), and Pillow's decompression-bomb limit quarantines
+images too large to decode.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import re
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +44,7 @@ from ingest.sources import (
     list_source,
     next_sequence,
     progress_bar,
+    quarantine_table,
     read_bytes,
     s3_client,
     utcnow,
@@ -71,26 +81,74 @@ class _Fetched:
     error: str | None = None
 
 
-def inspect_image(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) of a fully decodable image; raises ValueError for a corrupt one."""
+class DecodeBudget:
+    """Decoded pixel bytes in memory across worker threads: an image waits until its pixels fit
+    (one larger than the whole budget decodes alone), so many big images never decode at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, n: int) -> Iterator[None]:
+        n = min(n, self.limit)
+        with self._cond:
+            self._cond.wait_for(lambda: self.used + n <= self.limit)
+            self.used += n
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= n
+                self._cond.notify_all()
+
+
+def decoded_bytes(mode: str, size: tuple[int, int]) -> int:
+    """Bytes Pillow allocates for an image (multi-band pixels are stored in 4 bytes)."""
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    return size[0] * size[1] * per_pixel
+
+
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def _reason(exc: BaseException) -> str:
+    """A quarantine reason that is the same for the same bytes (no object addresses)."""
+    text = _OBJECT_REPR.sub("", str(exc).splitlines()[0] if str(exc) else "").strip()
+    return f"not a readable image: {type(exc).__name__}: {text}".rstrip(": ")
+
+
+def inspect_image(data: bytes, *, budget: DecodeBudget | None = None) -> tuple[str, int, int]:
+    """(format, width, height) of a decodable image; raises ValueError for a corrupt one.
+
+    The size is the header's (stored orientation); the decode only proves the pixels are all there.
+    """
     from PIL import Image
 
+    if not data:
+        raise ValueError("not a readable image: empty file")
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt, (w, h) = (im.format or "").lower(), im.size
-            im.load()  # a truncated file fails here, not at open()
+            if fmt == "jpeg":
+                im.draft(None, (1, 1))  # DCT scaling: 1/64 of the pixels, every byte still decoded
+            with budget.hold(decoded_bytes(im.mode, im.size)) if budget else contextlib.nullcontext():
+                try:
+                    im.load()  # a truncated file fails here, not at open()
+                finally:
+                    im.close()  # free the pixels before the budget is released
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad input
-        raise ValueError(f"not a readable image: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")) from None
+        raise ValueError(_reason(exc)) from None
     if not fmt:
         raise ValueError("not a readable image: unknown format")
     return fmt, w, h
 
 
-def _fetch(lake: Lake, f: SourceFile, client: Any) -> _Fetched:
+def _fetch(lake: Lake, f: SourceFile, client: Any, budget: DecodeBudget) -> _Fetched:
     data = read_bytes(lake, f, client)
     out = _Fetched(f, data, hashlib.sha256(data).hexdigest())
     try:
-        out.fmt, out.width, out.height = inspect_image(data)
+        out.fmt, out.width, out.height = inspect_image(data, budget=budget)
     except ValueError as exc:
         out.error = str(exc)
     return out
@@ -142,13 +200,14 @@ def ingest_images(
         files_total, files = len(files), todo
         workers = env_int("INGEST_IMAGE_WORKERS", 16)
         client = s3_client(lake, pool=workers + 4) if is_s3(src) else None
+        budget = DecodeBudget(env_int("INGEST_IMAGE_DECODE_BYTES", 256 << 20))
         chunks = list(
             _chunks(files, env_int("INGEST_IMAGE_BATCH_FILES", 512), env_int("INGEST_IMAGE_BATCH_BYTES", 64 << 20))
         )
         with ThreadPoolExecutor(workers) as pool, progress_bar(progress, f"images -> {tid}", total=len(files)) as bar:
 
             def submit(chunk: list[SourceFile]) -> list[Future[_Fetched]]:
-                return [pool.submit(_fetch, lake, f, client) for f in chunk]
+                return [pool.submit(_fetch, lake, f, client, budget) for f in chunk]
 
             pending = submit(chunks[0]) if chunks else []
             for i in range(len(chunks)):
@@ -167,29 +226,46 @@ class _Writer:
         self.app_id = f"images:{tid}"
         self.known = stored_hashes(lake, tid)
         self.known_version = current_version(lake, tid)
+        self.known_bad: set[str] = set()  # content hashes in the quarantine table
+        self.known_bad_version: int | None = None
         self.tally = Tally()
 
     def write(self, fetched: list[_Fetched]) -> None:
         self.tally.bytes_read += sum(len(x.data) for x in fetched)
-        for x in fetched:
-            if x.error is not None:
-                self._quarantine(x)
+        bad = [x for x in fetched if x.error is not None]
+        if bad:  # first, as every ingester does: a crash in between re-reads both tables
+            n, dupes = with_commit_retry(lambda: self._quarantine(bad))
+            self.tally.quarantined += n
+            self.tally.skipped += dupes
         good = [x for x in fetched if x.error is None]
         rows, dupes = with_commit_retry(lambda: self._commit(good))
         self.tally.rows += rows
         self.tally.skipped += dupes
 
-    def _quarantine(self, x: _Fetched) -> None:
-        n = with_commit_retry(
-            lambda: write_quarantine(
-                self.lake, self.tid, [Bad(x.file.uri, x.sha256, x.error or "", x.data)],
-                run_id=self.run_id, app_id=f"images-quarantine:{self.tid}:{x.sha256}", batch_version=1,
-            )
+    def _quarantine(self, bad: list[_Fetched]) -> tuple[int, int]:
+        """One commit for the batch's corrupt files whose content is not quarantined yet."""
+        qt = quarantine_table(self.tid)
+        # the batch number and the stored hashes from one snapshot: a writer that commits after
+        # it used the same number, so our commit of it is skipped (BatchTaken) and this re-runs
+        dt = self.lake.delta_table(qt) if self.lake.table_exists(qt) else None
+        seq = next_sequence(self.lake, qt, self.app_id, snapshot=dt) if dt is not None else 1
+        if dt is not None and dt.version() != self.known_bad_version:
+            # source_ref is the sha256 (earlier versions too)
+            self.known_bad = set(dt.to_pyarrow_dataset().to_table(columns=["source_ref"])["source_ref"].to_pylist())
+            self.known_bad_version = dt.version()
+        new: dict[str, Bad] = {}
+        for x in bad:
+            if x.sha256 not in self.known_bad and x.sha256 not in new:
+                new[x.sha256] = Bad(x.file.uri, x.sha256, x.error or "", x.data)
+        if not new:
+            return 0, len(bad)
+        n = write_quarantine(
+            self.lake, self.tid, list(new.values()), run_id=self.run_id, app_id=self.app_id, batch_version=seq
         )
-        if n:
-            self.tally.quarantined += n
-        else:
-            self.tally.skipped += 1
+        if not n:  # a concurrent run took this batch number: see what it stored, then retry
+            raise BatchTaken(self.app_id)
+        self.known_bad |= new.keys()
+        return n, len(bad) - len(new)
 
     def _commit(self, good: list[_Fetched]) -> tuple[int, int]:
         # the batch number before the stored hashes: a writer that commits in between used the

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
 import random
+import re
 import shutil
+import struct
+import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -13,8 +19,8 @@ from PIL import Image
 
 from ingest.errors import SourceError
 from ingest.lake import Lake
-from ingest.sources.images import ingest_images
-from tests.sources.conftest import kill_after_commits, read, run_cli, run_json, spawn_cli
+from ingest.sources.images import DecodeBudget, ingest_images, inspect_image
+from tests.sources.conftest import INGEST, cli_env, kill_after_commits, read, run_cli, run_json, spawn_cli
 
 
 def _png(seed: int, size: tuple[int, int] = (24, 16)) -> bytes:
@@ -145,3 +151,148 @@ def test_unreadable_s3_source_fails_with_one_line(s3_server, s3_lake: Lake, monk
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "AWS_SECRET_ACCESS_KEY" in lines[0]
     assert "wrong-secret" not in proc.stderr
+
+
+# -- bad input: memory, many corrupt files, odd-but-valid images ---------------------------------
+def _noise(mode: str, size: tuple[int, int], seed: int) -> Image.Image:
+    """Random pixels: they do not compress, so a cut lands in the image data, not in padding."""
+    rng = random.Random(seed)
+    raw = Image.frombytes("RGB", size, bytes(rng.randrange(256) for _ in range(size[0] * size[1] * 3)))
+    return raw.convert(mode)
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+_FORMATS = {"png": ("PNG", {}), "jpg": ("JPEG", {"quality": 90}), "gif": ("GIF", {}),
+            "webp": ("WEBP", {"quality": 80}), "tif": ("TIFF", {}), "bmp": ("BMP", {})}
+
+
+def _corrupt_files() -> dict[str, bytes]:
+    """216 truncated images of six formats, plus empty, text, random and bomb files."""
+    files: dict[str, bytes] = {}
+    for n, (ext, (fmt, kw)) in enumerate(_FORMATS.items()):
+        data = _encode(_noise("RGB", (64, 48), n), fmt, **kw)
+        for k in range(1, 37):  # cut at 2.5% ... 90% of the file
+            files[f"{ext}_cut_{k:02d}.{ext}"] = data[: len(data) * k // 40]
+    files["empty.png"] = b""
+    for i in range(8):
+        files[f"notes_{i}.jpg"] = f"meeting notes {i}: not an image\n".encode()
+        files[f"random_{i}.png"] = random.Random(i).randbytes(500 + i)
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # 10^10 pixels from 1 KB
+    files["bomb.png"] = (
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + _png_chunk(b"IEND", b"")
+    )
+    return files
+
+
+def _odd_valid_files() -> dict[str, tuple[bytes, str, tuple[int, int]]]:
+    """Valid images Pillow opens in unusual modes: name -> (bytes, format, stored size)."""
+    out: dict[str, tuple[bytes, str, tuple[int, int]]] = {}
+    img = _noise("RGB", (40, 30), 99)
+    out["palette.png"] = (_encode(img.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"), "png", (40, 30))
+    out["gray16.png"] = (_encode(Image.new("I;16", (41, 31), 40000), "PNG"), "png", (41, 31))
+    out["bilevel.png"] = (_encode(img.convert("1"), "PNG"), "png", (40, 30))
+    out["gray_alpha.png"] = (_encode(img.convert("LA"), "PNG"), "png", (40, 30))
+    out["cmyk.jpg"] = (_encode(img.convert("CMYK"), "JPEG"), "jpeg", (40, 30))
+    out["progressive.jpg"] = (_encode(img, "JPEG", progressive=True), "jpeg", (40, 30))
+    out["gray.jpg"] = (_encode(img.convert("L"), "JPEG"), "jpeg", (40, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display; the stored size stays 40x30
+    out["rotated.jpg"] = (_encode(img, "JPEG", exif=exif.tobytes()), "jpeg", (40, 30))
+    frames = [_noise("RGB", (33, 22), s).convert("P") for s in range(3)]
+    out["animated.gif"] = (
+        _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0), "gif", (33, 22)
+    )
+    out["animated.png"] = (_encode(frames[0], "PNG", save_all=True, append_images=frames[1:]), "png", (33, 22))
+    out["lossless_rgba.webp"] = (_encode(img.convert("RGBA"), "WEBP", lossless=True), "webp", (40, 30))
+    out["gray16.tif"] = (_encode(Image.new("I;16", (17, 13), 1234), "TIFF"), "tiff", (17, 13))
+    out["pages.tif"] = (_encode(img, "TIFF", save_all=True, append_images=[img.rotate(90)]), "tiff", (40, 30))
+    out["palette.bmp"] = (_encode(img.convert("P"), "BMP"), "bmp", (40, 30))
+    for n, (ext, (fmt, kw)) in enumerate(_FORMATS.items()):  # the complete files the cuts came from
+        out[f"whole_{n}.{ext}"] = (_encode(_noise("RGB", (64, 48), n), fmt, **kw), fmt.lower(), (64, 48))
+    return out
+
+
+def test_corrupt_files_quarantined_in_batches_with_stable_reasons(tmp_path: Path, monkeypatch) -> None:
+    d = tmp_path / "imgs"
+    d.mkdir()
+    bad = _corrupt_files()
+    good = _odd_valid_files()
+    for name, data in bad.items():
+        (d / name).write_bytes(data)
+    for name, (data, _, _) in good.items():
+        (d / name).write_bytes(data)
+    assert len(bad) >= 200
+    monkeypatch.setenv("INGEST_IMAGE_BATCH_FILES", "64")
+    batches = -(-(len(bad) + len(good)) // 64)
+    reasons = []
+    for name in ("a", "b"):
+        lake = Lake(str(tmp_path / name))
+        res = ingest_images(lake, str(d))
+        assert (res.rows_written, res.rows_quarantined) == (len(good), len(bad))
+        q = read(lake, "bronze.images_quarantine", ["source", "source_ref", "reason", "raw"])
+        assert sorted(Path(r["source"]).name for r in q) == sorted(bad)
+        for r in q:
+            assert r["raw"] == bad[Path(r["source"]).name]
+            assert r["source_ref"] == hashlib.sha256(r["raw"]).hexdigest()
+        reasons.append({Path(r["source"]).name: r["reason"] for r in q})
+        # one commit per batch (plus the empty creation), not one per file
+        assert lake.delta_table("bronze.images_quarantine").version() + 1 <= batches + 1
+        rows = {Path(r["source_uri"]).name: r for r in read(lake, "bronze.images", ["source_uri", "format", "width", "height"])}
+        assert {n: (r["format"], (r["width"], r["height"])) for n, r in rows.items()} == {
+            n: (fmt, size) for n, (_, fmt, size) in good.items()
+        }
+    assert reasons[0] == reasons[1]  # the same bytes give the same reason
+    for name, reason in reasons[0].items():
+        assert reason.startswith("not a readable image"), (name, reason)
+        assert not re.search(r"0x[0-9a-fA-F]{6,}", reason), (name, reason)  # no object addresses
+    assert reasons[0]["empty.png"] == "not a readable image: empty file"
+    assert "DecompressionBombError" in reasons[0]["bomb.png"]
+    assert reasons[0]["notes_0.jpg"] == "not a readable image: UnidentifiedImageError: cannot identify image file"
+    assert "truncated" in reasons[0]["jpg_cut_36.jpg"] and "truncated" in reasons[0]["png_cut_36.png"]
+    version = lake.delta_table("bronze.images_quarantine").version()
+    again = ingest_images(lake, str(d))
+    assert (again.rows_written, again.rows_quarantined, again.skipped) == (0, 0, len(bad) + len(good))
+    assert lake.delta_table("bronze.images_quarantine").version() == version
+
+
+def test_image_larger_than_the_decode_budget_still_decodes() -> None:
+    budget = DecodeBudget(1000)  # bytes; the image needs 40 * 30 * 4
+    data = _encode(_noise("RGB", (40, 30), 1), "PNG")
+    assert inspect_image(data, budget=budget) == ("png", 40, 30)
+    assert budget.used == 0
+    with pytest.raises(ValueError, match="truncated"):
+        inspect_image(data[: len(data) // 2], budget=budget)
+    assert budget.used == 0
+
+
+@pytest.mark.integration
+def test_big_images_decode_within_a_memory_bound(tmp_path: Path) -> None:
+    side, n = 8000, 16
+    d = tmp_path / "big"
+    d.mkdir()
+    data = _encode(Image.new("RGB", (side, side), (10, 120, 200)), "PNG")  # ~200 KB, 192 MB decoded
+    for i in range(n):  # distinct content (a text chunk after IHDR), same pixels
+        (d / f"big_{i:02d}.png").write_bytes(data[:33] + _png_chunk(b"tEXt", b"Comment\0%d" % i) + data[33:])
+    lake = Lake(str(tmp_path / "lake"))
+    with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
+        proc = subprocess.Popen([INGEST, "--lake", lake.uri, "--json", "images", str(d)], stdout=out, stderr=err,
+                                env=cli_env(lake))
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB on Linux)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        assert proc.returncode == 0, err.read()
+        assert json.loads(out.read().strip().splitlines()[-1])["rows_written"] == n
+    rows = read(lake, "bronze.images", ["width", "height"])
+    assert rows == [{"width": side, "height": side}] * n
+    decoded = side * side * 3  # one image's pixels; all 16 at once would be 3 GB
+    assert usage.ru_maxrss * 1024 < 4 * decoded, f"peak RSS {usage.ru_maxrss // 1024} MiB"
