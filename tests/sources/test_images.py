@@ -20,7 +20,9 @@ from PIL import Image
 from ingest.errors import SourceError
 from ingest.lake import Lake
 from ingest.sources.images import DecodeBudget, ingest_images, inspect_image
-from tests.sources.conftest import INGEST, cli_env, kill_after_commits, read, run_cli, run_json, spawn_cli
+from tests.sources.conftest import (
+    INGEST, cli_env, kill_after_commits, read, run_cli, run_json, sorted_rows, spawn_cli,
+)
 
 
 def _png(seed: int, size: tuple[int, int] = (24, 16)) -> bytes:
@@ -106,10 +108,32 @@ def test_killed_run_then_rerun_equals_one_clean_run(tmp_path: Path, kill_at: int
 
 
 @pytest.mark.integration
+def test_killed_between_quarantine_batches_then_rerun_quarantines_each_once(tmp_path: Path) -> None:
+    d = tmp_path / "imgs"
+    _write_images(d, 120)
+    for i in range(0, 120, 2):  # img_00000_bad.png sorts right after img_00000.png: mixed batches
+        (d / f"img_{i:05d}_bad.png").write_bytes(b"not a png %d" % i)
+    clean = Lake(str(tmp_path / "clean"))
+    run_json(clean, "images", str(d))
+    lake = Lake(str(tmp_path / "killed"))
+    proc = spawn_cli(lake, "images", str(d), INGEST_IMAGE_BATCH_FILES="20", INGEST_IMAGE_WORKERS="2")
+    assert kill_after_commits(proc, lake, "bronze.images_quarantine", 3)
+    out = run_json(lake, "images", str(d), INGEST_IMAGE_BATCH_FILES="20")
+    assert out["rows_quarantined"] < 60
+    cols = ["source", "source_ref", "reason", "raw"]
+    assert sorted_rows(lake, "bronze.images_quarantine", cols) == sorted_rows(clean, "bronze.images_quarantine", cols)
+    assert len(read(lake, "bronze.images_quarantine", ["source"])) == 60
+    assert sorted_rows(lake, "bronze.images", ["sha256"]) == sorted_rows(clean, "bronze.images", ["sha256"])
+
+
+@pytest.mark.integration
 def test_concurrent_ingests_store_each_content_once(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     _write_images(a, 150)
     _write_images(b, 150, start=100)  # 50 images overlap with a
+    for i in range(40):  # corrupt files too: 20 of them in both
+        (a / f"bad_{i:02d}.png").write_bytes(b"not a png %d" % i)
+        (b / f"bad_{i + 20:02d}.png").write_bytes(b"not a png %d" % (i + 20))
     lake = Lake(str(tmp_path / "lake"))
     env = {"INGEST_IMAGE_BATCH_FILES": "10", "INGEST_IMAGE_WORKERS": "2"}
     procs = [spawn_cli(lake, "images", str(p), **env) for p in (a, b, a)]
@@ -118,6 +142,8 @@ def test_concurrent_ingests_store_each_content_once(tmp_path: Path) -> None:
         assert p.returncode == 0, err
     shas = [r["sha256"] for r in read(lake, "bronze.images", ["sha256"])]
     assert len(shas) == len(set(shas)) == 250
+    bad = [r["source_ref"] for r in read(lake, "bronze.images_quarantine", ["source_ref"])]
+    assert len(bad) == len(set(bad)) == 60
 
 
 @pytest.mark.integration
