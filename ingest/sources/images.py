@@ -130,7 +130,7 @@ def inspect_image(data: bytes, *, budget: DecodeBudget | None = None) -> tuple[s
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt, (w, h) = (im.format or "").lower(), im.size
-            if fmt == "jpeg":
+            if fmt in ("jpeg", "mpo"):  # (MPO: a camera's multi-picture JPEG)
                 im.draft(None, (1, 1))  # DCT scaling: 1/64 of the pixels, every byte still decoded
             with budget.hold(decoded_bytes(im.mode, im.size)) if budget else contextlib.nullcontext():
                 try:

@@ -233,6 +233,7 @@ def _odd_valid_files() -> dict[str, tuple[bytes, str, tuple[int, int]]]:
     out["gray.jpg"] = (_encode(img.convert("L"), "JPEG"), "jpeg", (40, 30))
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 CW to display; the stored size stays 40x30
+    out["camera.jpg"] = (_encode(img, "MPO", save_all=True, append_images=[img.rotate(180)]), "mpo", (40, 30))
     out["rotated.jpg"] = (_encode(img, "JPEG", exif=exif.tobytes()), "jpeg", (40, 30))
     frames = [_noise("RGB", (33, 22), s).convert("P") for s in range(3)]
     out["animated.gif"] = (
