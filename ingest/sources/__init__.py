@@ -41,6 +41,7 @@ class IngestResult(BaseModel):
     skipped: int = 0  # inputs (files, images, batches) already in the lake
     run_id: str
     bytes_read: int = 0
+    notes: list[str] = []  # things the user should know, e.g. a partial line waiting
 
 
 @dataclass
