@@ -1,0 +1,172 @@
+"""Rotated logs, rotated by Debian's real ``logrotate``: every line written lands exactly once,
+whatever the rotation mode (rename, copytruncate, gzip right after the rotation or one later)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.lake import Lake
+from ingest.sources.logs import FINGERPRINT_BYTES, ingest_logs
+from tests.sources.conftest import read
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def _logrotate() -> str:
+    exe = shutil.which("logrotate") or shutil.which("logrotate", path="/usr/sbin:/sbin")
+    if exe is None:
+        pytest.fail("logrotate is not installed: run `make test-deps`")
+    return exe
+
+
+class App:
+    """A daemon writing JSON lines to ``app.log``; it remembers every line it wrote and the line
+    number the line has in the file it was written to (a rotation starts a new file)."""
+
+    def __init__(self, d: Path) -> None:
+        self.dir, self.path = d, d / "app.log"
+        self.n = self.line = 0
+        self.written: dict[str, tuple[dict[str, Any], int]] = {}
+
+    def write(self, k: int) -> None:
+        with self.path.open("a") as fh:
+            for _ in range(k):
+                rec = {
+                    "event_id": f"e{self.n}", "ts": (T0 + timedelta(seconds=self.n)).isoformat().replace("+00:00", "Z"),
+                    "user_id": self.n % 7, "event_type": ("view", "like")[self.n % 2], "photo_id": self.n * 3,
+                }
+                self.n += 1
+                self.line += 1
+                fh.write(json.dumps(rec) + "\n")
+                self.written[rec["event_id"]] = (rec, self.line)
+
+    def rotate(self, conf: Path) -> None:
+        subprocess.run([_logrotate(), "-f", "-s", str(self.dir.parent / "logrotate.state"), str(conf)], check=True)
+        self.line = 0  # a new (or truncated) app.log: the next line is line 1 of it
+
+
+def assert_every_line_once(lake: Lake, app: App) -> None:
+    rows = read(lake, "bronze.events")
+    ids = [r["event_id"] for r in rows]
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} lines loaded twice"
+    assert set(ids) == set(app.written), f"{len(set(app.written) - set(ids))} lines never loaded"
+    for r in rows:
+        rec, line = app.written[r["event_id"]]
+        assert r["ts"] == datetime.fromisoformat(rec["ts"].replace("Z", "+00:00"))
+        assert {k: r[k] for k in ("event_id", "user_id", "event_type", "photo_id")} == {k: v for k, v in rec.items() if k != "ts"}
+        assert r["_source_line"] == line, r
+        assert Path(r["_source_file"]).name.startswith("app.log") and Path(r["_source_file"]).parent == app.dir
+    assert not lake.table_exists("bronze.events_quarantine")
+
+
+MODES = {
+    "rename": "create",
+    "rename-gzip": "create\n  compress",
+    "rename-delaycompress": "create\n  compress\n  delaycompress",
+    "copytruncate": "copytruncate",
+    "copytruncate-gzip": "copytruncate\n  compress",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_logrotate_every_line_lands_once(tmp_path: Path, mode: str) -> None:
+    d = tmp_path / "log"
+    d.mkdir()
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(f'"{d}/app.log" {{\n  rotate 20\n  missingok\n  {MODES[mode]}\n}}\n')
+    lake = Lake(str(tmp_path / "lake"))
+    app = App(d)
+
+    def ingest() -> None:
+        ingest_logs(lake, str(d))
+
+    app.write(300)
+    ingest()
+    app.write(200)  # not read before the rotation: found in app.log.1 (or .1.gz) at the offset
+    app.rotate(conf)
+    app.write(150)
+    ingest()
+    app.write(100)
+    app.rotate(conf)
+    app.rotate(conf)  # the new app.log is rotated before any ingest saw it
+    app.write(1)  # a file shorter than the fingerprint length...
+    ingest()
+    app.write(40)  # ...that grows past it later
+    assert app.path.stat().st_size > FINGERPRINT_BYTES
+    ingest()
+    app.rotate(conf)  # fully read, then renamed (and gzipped): not loaded again
+    app.write(7)
+    ingest()
+    ingest()
+    app.rotate(conf)
+    ingest()
+    assert_every_line_once(lake, app)
+    assert len(list(d.glob("app.log.*"))) == 5
+    if "gzip" in mode or "delay" in mode:
+        assert list(d.glob("app.log.*.gz"))
+    again = ingest_logs(lake, str(d))
+    assert (again.rows_written, again.rows_quarantined) == (0, 0)
+
+
+def test_gzip_of_a_file_already_read_is_not_loaded_again(local_lake: Lake, tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    d.mkdir()
+    app = App(d)
+    app.write(50)
+    assert ingest_logs(local_lake, str(d)).rows_written == 50
+    with app.path.open("rb") as src, gzip.open(d / "app.log.1.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    app.path.unlink()
+    res = ingest_logs(local_lake, str(d))
+    assert (res.rows_written, res.skipped) == (0, 1)
+    assert_every_line_once(local_lake, app)
+
+
+def test_short_file_that_grows_is_read_once(local_lake: Lake, tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    d.mkdir()
+    app = App(d)
+    app.write(1)
+    assert app.path.stat().st_size < FINGERPRINT_BYTES
+    assert ingest_logs(local_lake, str(d)).rows_written == 1
+    app.write(30)
+    res = ingest_logs(local_lake, str(d))
+    assert res.rows_written == 30
+    app.path.rename(d / "app.log.1")
+    assert ingest_logs(local_lake, str(d)).rows_written == 0
+    assert_every_line_once(local_lake, app)
+
+
+def test_truncated_file_with_the_same_first_line_is_new(local_lake: Lake, tmp_path: Path) -> None:
+    """copytruncate of a text log whose first line is always the same: the truncated file is new
+    content (read from 0), even once it has grown past the old offset; the copy is not re-read."""
+    d = tmp_path / "log"
+    d.mkdir()
+    f = d / "app.log"
+    pattern = r"^(?P<message>.*)$"
+
+    def load() -> int:
+        return ingest_logs(local_lake, str(d), table="bronze.txt", format="text", pattern=pattern).rows_written
+
+    f.write_text("starting\n" + "".join(f"old {i}\n" for i in range(5)))
+    assert load() == 6
+    shutil.copy(f, d / "app.log.1")
+    f.write_text("starting\nnew 0\n")  # truncated, then the app starts again: shorter than before
+    assert load() == 2
+    with f.open("a") as fh:
+        fh.write("".join(f"new {i}\n" for i in range(1, 20)))  # grown past the old offset
+    assert load() == 19
+    rows = read(local_lake, "bronze.txt", ["message", "_source_line", "_source_file"])
+    old = sorted((r["_source_line"], r["message"]) for r in rows if r["message"].startswith("old"))
+    new = sorted((r["_source_line"], r["message"]) for r in rows if r["message"].startswith("new"))
+    assert old == [(i + 2, f"old {i}") for i in range(5)]
+    assert new == [(i + 2, f"new {i}") for i in range(20)]
+    assert sorted(r["_source_line"] for r in rows if r["message"] == "starting") == [1, 1]
