@@ -7,6 +7,8 @@ import gzip
 import json
 import shutil
 import subprocess
+import sys
+import types
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,11 @@ class App:
                 self.line += 1
                 fh.write(json.dumps(rec) + "\n")
                 self.written[rec["event_id"]] = (rec, self.line)
+
+    def blank(self) -> None:
+        with self.path.open("a") as fh:
+            fh.write("\n")
+        self.line += 1
 
     def rotate(self, conf: Path) -> None:
         subprocess.run([_logrotate(), "-f", "-s", str(self.dir.parent / "logrotate.state"), str(conf)], check=True)
@@ -170,3 +177,50 @@ def test_truncated_file_with_the_same_first_line_is_new(local_lake: Lake, tmp_pa
     assert old == [(i + 2, f"old {i}") for i in range(5)]
     assert new == [(i + 2, f"new {i}") for i in range(20)]
     assert sorted(r["_source_line"] for r in rows if r["message"] == "starting") == [1, 1]
+
+
+PATH_IDENTITY_COMMIT = "ba8a69b"  # the last version that named a log file by its path
+
+
+def _path_identity_ingest_logs():
+    """``ingest_logs`` as released before files were named by content (from git history)."""
+    root = Path(__file__).resolve().parents[2]
+    src = subprocess.run(
+        ["git", "show", f"{PATH_IDENTITY_COMMIT}:ingest/sources/logs.py"], cwd=root, capture_output=True, text=True
+    )
+    if src.returncode != 0:
+        pytest.skip(f"needs the git history of commit {PATH_IDENTITY_COMMIT}: {src.stderr.strip()}")
+    mod = types.ModuleType("logs_by_path")
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up
+    try:
+        exec(compile(src.stdout, "logs_by_path.py", "exec"), mod.__dict__)  # noqa: S102 - our own old source
+    finally:
+        del sys.modules[mod.__name__]
+    return mod.ingest_logs
+
+
+def test_lake_written_by_path_identity_is_not_read_again(tmp_path: Path) -> None:
+    old_ingest_logs = _path_identity_ingest_logs()
+    d = tmp_path / "log"
+    d.mkdir()
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(f'"{d}/app.log" {{\n  rotate 20\n  create\n  compress\n  delaycompress\n}}\n')
+    lake = Lake(str(tmp_path / "lake"))
+    app = App(d)
+    app.write(120)
+    app.rotate(conf)
+    app.write(80)
+    app.rotate(conf)  # app.log.2.gz, app.log.1
+    app.write(60)
+    app.blank()  # the old run ends on a blank line
+    old = old_ingest_logs(lake, str(d))
+    assert old.rows_written == 260
+    res = ingest_logs(lake, str(d))
+    assert (res.rows_written, res.skipped, res.bytes_read) == (0, 3, 0)
+    app.write(5)  # unread, then the file is renamed: found by content in app.log.1
+    app.rotate(conf)
+    app.write(3)
+    res = ingest_logs(lake, str(d))
+    assert res.rows_written == 8
+    assert_every_line_once(lake, app)
+    assert ingest_logs(lake, str(d)).rows_written == 0
