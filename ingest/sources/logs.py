@@ -107,7 +107,7 @@ class _FileLoader:
         self.batch_bytes = env_int("INGEST_LOG_BATCH_BYTES", 64 << 20)
 
     def load(self) -> None:
-        head = self._read(0, FINGERPRINT_BYTES)
+        head = self.read_content(0, FINGERPRINT_BYTES)
         key = fingerprint_key(head, whole=len(head) < FINGERPRINT_BYTES)
         if key is None:  # empty, only blank lines, or a first line still being written
             self.totals.skipped += 1
@@ -149,7 +149,7 @@ class _FileLoader:
         self.totals.bytes_read += counted.n
         self.totals.files.append({"file": self.f.uri, "from": start, "rows": rows, "quarantined": quarantined})
 
-    def _read(self, start: int, n: int) -> bytes:
+    def read_content(self, start: int, n: int) -> bytes:
         """Bytes ``[start, start+n)`` of the file's content (decompressed for .gz)."""
         if not self.gz:
             with open_range(self.lake, self.f, start, min(self.f.size, start + n)) as fh:
@@ -185,7 +185,7 @@ class _FileLoader:
         end, blank, found = offset, b"", False
         while end > 0 and not found:  # walk back over the trailing blank lines
             lo = max(0, end - 4096)
-            chunk = self._read(lo, end - lo)
+            chunk = self.read_content(lo, end - lo)
             stripped = chunk.rstrip()
             blank, end, found = chunk[len(stripped):] + blank, lo, bool(stripped)
         newlines = blank.count(b"\n")
@@ -298,21 +298,25 @@ class _Streams:
         self._isize: int | None = None
 
     def find(self) -> _Stream:
-        gen = 1
+        known: list[tuple[str, int]] = []  # (app id, offset) of every generation, oldest first
         while True:
-            app_id = self.base if gen == 1 else f"{self.base}:{gen}"
+            app_id = self._name(len(known) + 1)
             offset = self._txn(app_id)
             if offset is None:
                 break
+            known.append((app_id, offset))
+        for app_id, offset in reversed(known):  # a live file is most likely the newest
             st = self._match(app_id, offset)
             if st is not None:
                 return st
-            gen += 1
-        if gen == 1:
+        if not known:
             legacy = self._legacy(self.base)
             if legacy is not None:
                 return legacy
-        return _Stream(self.base if gen == 1 else f"{self.base}:{gen}")
+        return _Stream(self._name(len(known) + 1))
+
+    def _name(self, gen: int) -> str:
+        return self.base if gen == 1 else f"{self.base}:{gen}"
 
     def _txn(self, app_id: str) -> int | None:
         return None if self.dt is None else self.dt.transaction_version(app_id)
@@ -326,7 +330,7 @@ class _Streams:
         start = max(0, offset - _CHECK_BYTES)
         if offset <= len(self.head):
             return self.head[start:offset]
-        return self.loader._read(start, offset - start)
+        return self.loader.read_content(start, offset - start)
 
     def _match(self, app_id: str, offset: int) -> _Stream | None:
         lines = self._txn(app_id + _LINES) or 0

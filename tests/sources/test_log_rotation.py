@@ -34,7 +34,7 @@ class App:
     number the line has in the file it was written to (a rotation starts a new file)."""
 
     def __init__(self, d: Path) -> None:
-        self.dir, self.path = d, d / "app.log"
+        self.dir, self.path, self.conf = d, d / "app.log", d.parent / "logrotate.conf"
         self.n = self.line = 0
         self.written: dict[str, tuple[dict[str, Any], int]] = {}
 
@@ -55,9 +55,17 @@ class App:
             fh.write("\n")
         self.line += 1
 
-    def rotate(self, conf: Path) -> None:
-        subprocess.run([_logrotate(), "-f", "-s", str(self.dir.parent / "logrotate.state"), str(conf)], check=True)
+    def rotate(self) -> None:
+        subprocess.run([_logrotate(), "-f", "-s", str(self.dir.parent / "logrotate.state"), str(self.conf)], check=True)
         self.line = 0  # a new (or truncated) app.log: the next line is line 1 of it
+
+
+def _app(tmp_path: Path, options: str) -> tuple[App, Lake]:
+    """``tmp_path/log/app.log``, rotated by logrotate with ``options``, and a lake beside it."""
+    app = App(tmp_path / "log")
+    app.dir.mkdir()
+    app.conf.write_text(f'"{app.path}" {{\n  rotate 20\n  missingok\n  {options}\n}}\n')
+    return app, Lake(str(tmp_path / "lake"))
 
 
 def assert_every_line_once(lake: Lake, app: App) -> None:
@@ -85,12 +93,8 @@ MODES = {
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_logrotate_every_line_lands_once(tmp_path: Path, mode: str) -> None:
-    d = tmp_path / "log"
-    d.mkdir()
-    conf = tmp_path / "logrotate.conf"
-    conf.write_text(f'"{d}/app.log" {{\n  rotate 20\n  missingok\n  {MODES[mode]}\n}}\n')
-    lake = Lake(str(tmp_path / "lake"))
-    app = App(d)
+    app, lake = _app(tmp_path, MODES[mode])
+    d = app.dir
 
     def ingest() -> None:
         ingest_logs(lake, str(d))
@@ -98,22 +102,22 @@ def test_logrotate_every_line_lands_once(tmp_path: Path, mode: str) -> None:
     app.write(300)
     ingest()
     app.write(200)  # not read before the rotation: found in app.log.1 (or .1.gz) at the offset
-    app.rotate(conf)
+    app.rotate()
     app.write(150)
     ingest()
     app.write(100)
-    app.rotate(conf)
-    app.rotate(conf)  # the new app.log is rotated before any ingest saw it
+    app.rotate()
+    app.rotate()  # the new app.log is rotated before any ingest saw it
     app.write(1)  # a file shorter than the fingerprint length...
     ingest()
     app.write(40)  # ...that grows past it later
     assert app.path.stat().st_size > FINGERPRINT_BYTES
     ingest()
-    app.rotate(conf)  # fully read, then renamed (and gzipped): not loaded again
+    app.rotate()  # fully read, then renamed (and gzipped): not loaded again
     app.write(7)
     ingest()
     ingest()
-    app.rotate(conf)
+    app.rotate()
     ingest()
     assert_every_line_once(lake, app)
     assert len(list(d.glob("app.log.*"))) == 5
@@ -201,16 +205,12 @@ def _path_identity_ingest_logs():
 
 def test_lake_written_by_path_identity_is_not_read_again(tmp_path: Path) -> None:
     old_ingest_logs = _path_identity_ingest_logs()
-    d = tmp_path / "log"
-    d.mkdir()
-    conf = tmp_path / "logrotate.conf"
-    conf.write_text(f'"{d}/app.log" {{\n  rotate 20\n  create\n  compress\n  delaycompress\n}}\n')
-    lake = Lake(str(tmp_path / "lake"))
-    app = App(d)
+    app, lake = _app(tmp_path, "create\n  compress\n  delaycompress")
+    d = app.dir
     app.write(120)
-    app.rotate(conf)
+    app.rotate()
     app.write(80)
-    app.rotate(conf)  # app.log.2.gz, app.log.1
+    app.rotate()  # app.log.2.gz, app.log.1
     app.write(60)
     app.blank()  # the old run ends on a blank line
     old = old_ingest_logs(lake, str(d))
@@ -218,7 +218,7 @@ def test_lake_written_by_path_identity_is_not_read_again(tmp_path: Path) -> None
     res = ingest_logs(lake, str(d))
     assert (res.rows_written, res.skipped, res.bytes_read) == (0, 3, 0)
     app.write(5)  # unread, then the file is renamed: found by content in app.log.1
-    app.rotate(conf)
+    app.rotate()
     app.write(3)
     res = ingest_logs(lake, str(d))
     assert res.rows_written == 8
