@@ -152,6 +152,8 @@ class _FileLoader:
     def read_content(self, start: int, n: int) -> bytes:
         """Bytes ``[start, start+n)`` of the file's content (decompressed for .gz)."""
         if not self.gz:
+            if start >= self.f.size:
+                return b""  # an empty file (and no ranged GET past the end)
             with open_range(self.lake, self.f, start, min(self.f.size, start + n)) as fh:
                 return _read_exactly(fh, n)
         with open_range(self.lake, self.f, 0) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
