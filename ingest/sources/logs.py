@@ -291,7 +291,8 @@ class _Streams:
     ``…:2``, ``…:3`` for files that share a first line but not their content.  A stream matches
     when the file is at least as long as its committed offset and the bytes before that offset
     hash to the committed check (a .gz whose uncompressed size equals the offset is taken as read
-    without decompressing it).  No match: a new stream, read from 0.
+    without decompressing it: rotated archives are many and never change).  No match: a new
+    stream, read from 0.
     """
 
     def __init__(self, loader: _FileLoader, dt: Any, key: bytes, head: bytes) -> None:
@@ -339,12 +340,12 @@ class _Streams:
         f = self.loader.f
         if self.loader.gz and self._isize_is(offset):
             return _Stream(app_id, offset, lines, done=True)
-        if not self.loader.gz and offset >= f.size:
-            return _Stream(app_id, offset, lines, done=True) if offset == f.size else None
+        if not self.loader.gz and offset > f.size:
+            return None  # shrank: another file
         tail = self._before(offset)
         if len(tail) != min(offset, _CHECK_BYTES) or _check(tail) != self._txn(app_id + _CHECK):
             return None
-        return _Stream(app_id, offset, lines, tail)
+        return _Stream(app_id, offset, lines, tail, done=not self.loader.gz and offset == f.size)
 
     def _legacy(self, app_id: str) -> _Stream | None:
         """A lake written before streams were named by content: ``logs:<table>:<file uri>``."""

@@ -224,3 +224,19 @@ def test_lake_written_by_path_identity_is_not_read_again(tmp_path: Path) -> None
     assert res.rows_written == 8
     assert_every_line_once(lake, app)
     assert ingest_logs(lake, str(d)).rows_written == 0
+
+
+def test_two_files_with_the_same_first_line_and_size_are_both_read(local_lake: Lake, tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    d.mkdir()
+    (d / "a.log").write_text("starting\n" + "".join(f"a{i:03d}\n" for i in range(300)))
+    assert ingest_logs(local_lake, str(d), table="bronze.txt", format="text").rows_written == 301
+    (d / "b.log").write_text("starting\n" + "".join(f"b{i:03d}\n" for i in range(300)))  # same size as a.log
+    assert ingest_logs(local_lake, str(d), table="bronze.txt", format="text").rows_written == 301
+    again = ingest_logs(local_lake, str(d), table="bronze.txt", format="text")
+    assert (again.rows_written, again.skipped) == (0, 2)
+    rows = read(local_lake, "bronze.txt", ["message", "_source_file", "_source_line"])
+    assert sorted((Path(r["_source_file"]).name, r["_source_line"], r["message"]) for r in rows) == sorted(
+        [(n, 1, "starting") for n in ("a.log", "b.log")]
+        + [(f"{n}.log", i + 2, f"{n}{i:03d}") for n in "ab" for i in range(300)]
+    )
