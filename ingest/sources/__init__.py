@@ -329,13 +329,16 @@ def read_bytes(lake: Lake, f: SourceFile, client: Any = None) -> bytes:
 
 
 @contextlib.contextmanager
-def open_range(lake: Lake, f: SourceFile, start: int = 0, end: int | None = None) -> Iterator[BinaryIO]:
-    """A binary stream of bytes ``[start, end)`` of a source file (ranged GET on S3)."""
+def open_range(
+    lake: Lake, f: SourceFile, start: int = 0, end: int | None = None, *, client: Any = None
+) -> Iterator[BinaryIO]:
+    """A binary stream of bytes ``[start, end)`` of a source file (ranged GET on S3; pass the
+    run's ``client`` when reading many small ranges)."""
     if is_s3(f.uri):
         bucket, key = _split_s3(f.uri)
         rng = f"bytes={start}-" + ("" if end is None else str(end - 1))
         try:
-            body = s3_client(lake, pool=4).get_object(Bucket=bucket, Key=key, Range=rng)["Body"]
+            body = (client or s3_client(lake, pool=4)).get_object(Bucket=bucket, Key=key, Range=rng)["Body"]
         except Exception as exc:  # noqa: BLE001
             raise source_error(lake, exc, f.uri) from None
         try:

@@ -34,10 +34,12 @@ from ingest.sources import (
     ensure_table,
     env_int,
     fit_rows,
+    is_s3,
     list_source,
     open_range,
     progress_bar,
     quarantine_table,
+    s3_client,
     utcnow,
     with_commit_retry,
     write_quarantine,
@@ -85,9 +87,12 @@ def ingest_logs(
     totals = _Totals()
     with track(lake, command="logs", source=src, target=str(tid)) as run:
         files = list_source(lake, src)
+        client = s3_client(lake, pool=4) if is_s3(src) else None  # one for every small read
         with progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files)) as bar:
             for f in files:
-                reader = _FileLoader(lake, tid, f, regex=regex, run_id=run.run_id, totals=totals, bar=bar)
+                reader = _FileLoader(
+                    lake, tid, f, regex=regex, run_id=run.run_id, totals=totals, bar=bar, client=client
+                )
                 with_commit_retry(reader.load)
         run.details = {"format": format, "files": totals.files, "notes": totals.notes}
         result = totals.finish(lake, tid, run)
@@ -99,9 +104,11 @@ class _FileLoader:
     """Loads one file from where its content stands in the lake; ``load`` can be re-run after a
     commit conflict (it re-reads the table)."""
 
-    def __init__(self, lake: Lake, tid: TableId, f: SourceFile, *, regex, run_id: str, totals: _Totals, bar) -> None:
+    def __init__(
+        self, lake: Lake, tid: TableId, f: SourceFile, *, regex, run_id: str, totals: _Totals, bar, client: Any
+    ) -> None:
         self.lake, self.tid, self.f, self.regex, self.run_id = lake, tid, f, regex, run_id
-        self.totals, self.bar = totals, bar
+        self.totals, self.bar, self.client = totals, bar, client
         self.gz = f.uri.endswith(".gz")
         self.batch_lines = env_int("INGEST_LOG_BATCH_LINES", 100_000)
         self.batch_bytes = env_int("INGEST_LOG_BATCH_BYTES", 64 << 20)
@@ -127,7 +134,7 @@ class _FileLoader:
             return
         start, line_no = st.offset, st.lines
         rows = quarantined = 0
-        with open_range(self.lake, self.f, 0 if self.gz else start) as raw:
+        with open_range(self.lake, self.f, 0 if self.gz else start, client=self.client) as raw:
             counted = _Counting(raw)
             stream: BinaryIO = gzip.GzipFile(fileobj=counted, mode="rb") if self.gz else counted  # type: ignore[assignment]
             if self.gz and start:
@@ -154,15 +161,23 @@ class _FileLoader:
         if not self.gz:
             if start >= self.f.size:
                 return b""  # an empty file (and no ranged GET past the end)
-            with open_range(self.lake, self.f, start, min(self.f.size, start + n)) as fh:
+            with open_range(self.lake, self.f, start, min(self.f.size, start + n), client=self.client) as fh:
                 return _read_exactly(fh, n)
-        with open_range(self.lake, self.f, 0) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+        if start + n <= FINGERPRINT_BYTES < self.f.size:  # the head: its first 64 KiB suffice
+            try:
+                with open_range(self.lake, self.f, 0, min(self.f.size, 64 << 10), client=self.client) as raw:
+                    data = _read_exactly(gzip.GzipFile(fileobj=raw, mode="rb"), start + n)[start:]
+                if len(data) == n or self.f.size <= 64 << 10:  # all of it, or the whole file
+                    return data
+            except EOFError:
+                pass  # compressed more than 64x: read on
+        with open_range(self.lake, self.f, 0, client=self.client) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
             _discard(gz, start)  # type: ignore[arg-type]
             return _read_exactly(gz, n)  # type: ignore[arg-type]
 
     def gzip_size(self) -> int:
         """ISIZE: the uncompressed size (mod 2**32) of the last gzip member."""
-        with open_range(self.lake, self.f, max(0, self.f.size - 4)) as fh:
+        with open_range(self.lake, self.f, max(0, self.f.size - 4), client=self.client) as fh:
             tail = fh.read()
         return int.from_bytes(tail, "little") if len(tail) == 4 else -1
 

@@ -240,3 +240,20 @@ def test_two_files_with_the_same_first_line_and_size_are_both_read(local_lake: L
         [(n, 1, "starting") for n in ("a.log", "b.log")]
         + [(f"{n}.log", i + 2, f"{n}{i:03d}") for n in "ab" for i in range(300)]
     )
+
+
+def test_large_gzip_renamed_is_known_by_its_head(local_lake: Lake, tmp_path: Path) -> None:
+    """A .gz larger than the part read for its fingerprint (64 KiB compressed) is still known."""
+    import random
+
+    d = tmp_path / "log"
+    d.mkdir()
+    rng = random.Random(7)
+    lines = "".join(json.dumps({"event_id": f"g{i}", "blob": rng.randbytes(48).hex()}) + "\n" for i in range(3000))
+    with gzip.open(d / "app.log.1.gz", "wt") as fh:
+        fh.write(lines)
+    assert (d / "app.log.1.gz").stat().st_size > 64 << 10
+    assert ingest_logs(local_lake, str(d)).rows_written == 3000
+    (d / "app.log.1.gz").rename(d / "app.log.2.gz")
+    again = ingest_logs(local_lake, str(d))
+    assert (again.rows_written, again.skipped) == (0, 1)
