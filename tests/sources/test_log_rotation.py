@@ -68,7 +68,9 @@ def _app(tmp_path: Path, options: str) -> tuple[App, Lake]:
     return app, Lake(str(tmp_path / "lake"))
 
 
-def assert_every_line_once(lake: Lake, app: App) -> None:
+def assert_every_line_once(lake: Lake, app: App, *, src: str | None = None) -> None:
+    """Each line the app wrote is one row whose columns equal the line's fields, numbered as in
+    the file it was written to, and read from one of the rotated names of that file under ``src``."""
     rows = read(lake, "bronze.events")
     ids = [r["event_id"] for r in rows]
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} lines loaded twice"
@@ -78,7 +80,8 @@ def assert_every_line_once(lake: Lake, app: App) -> None:
         assert r["ts"] == datetime.fromisoformat(rec["ts"].replace("Z", "+00:00"))
         assert {k: r[k] for k in ("event_id", "user_id", "event_type", "photo_id")} == {k: v for k, v in rec.items() if k != "ts"}
         assert r["_source_line"] == line, r
-        assert Path(r["_source_file"]).name.startswith("app.log") and Path(r["_source_file"]).parent == app.dir
+        folder, name = r["_source_file"].rsplit("/", 1)
+        assert name.startswith("app.log") and folder == (src or str(app.dir))
     assert not lake.table_exists("bronze.events_quarantine")
 
 
@@ -257,3 +260,35 @@ def test_large_gzip_renamed_is_known_by_its_head(local_lake: Lake, tmp_path: Pat
     (d / "app.log.1.gz").rename(d / "app.log.2.gz")
     again = ingest_logs(local_lake, str(d))
     assert (again.rows_written, again.skipped) == (0, 1)
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_logrotate_mirrored_to_s3(s3_server, s3_lake: Lake, tmp_path: Path) -> None:
+    """The same rotations seen through an S3 prefix (objects replaced as the directory changes)."""
+    app, _ = _app(tmp_path, "create\n  compress\n  delaycompress")
+    bucket = s3_lake.location.bucket
+    client = s3_server.client()
+    src = f"s3://{bucket}/raw/log"
+
+    def ingest() -> None:
+        keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="raw/log/").get("Contents", [])}
+        for p in app.dir.iterdir():
+            client.upload_file(str(p), bucket, f"raw/log/{p.name}")
+            keys.discard(f"raw/log/{p.name}")
+        for k in keys:
+            client.delete_object(Bucket=bucket, Key=k)
+        ingest_logs(s3_lake, src)
+
+    app.write(300)
+    ingest()
+    app.write(200)
+    app.rotate()
+    app.write(1)
+    ingest()
+    app.write(40)
+    app.rotate()
+    app.rotate()
+    ingest()
+    ingest()
+    assert_every_line_once(s3_lake, app, src=src)
