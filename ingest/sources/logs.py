@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Iterator, Literal
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from ingest.delta import committed_version, write_batch
+from ingest.delta import write_batch
 from ingest.errors import ConfigError
 from ingest.lake import Lake, TableId
 from ingest.runlog import track
