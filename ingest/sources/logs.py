@@ -370,6 +370,8 @@ class _Streams:
             return None  # never loaded, or shrank since: a new file
         done = self._isize_is(offset) if self.loader.gz else offset == f.size
         tail = self._before(offset)
+        if not self.loader.gz and not done and not tail.endswith(b"\n"):
+            return None  # mid-line: the path now holds another file (renamed before this version ran)
         lines = self.loader.legacy_lines(offset)
         return _Stream(app_id, offset, lines, tail, done=done, adopt=True)
 

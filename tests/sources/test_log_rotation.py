@@ -292,3 +292,21 @@ def test_logrotate_mirrored_to_s3(s3_server, s3_lake: Lake, tmp_path: Path) -> N
     ingest()
     ingest()
     assert_every_line_once(s3_lake, app, src=src)
+
+
+def test_path_identity_lake_new_file_at_the_old_path_is_read_from_0(tmp_path: Path) -> None:
+    """Rotated after the last run of the path-named version: the new app.log is not read from the
+    old file's offset (which falls mid-line in it)."""
+    old_ingest_logs = _path_identity_ingest_logs()
+    app, lake = _app(tmp_path, "create")
+    app.write(100)
+    assert old_ingest_logs(lake, str(app.dir)).rows_written == 100
+    app.rotate()
+    app.write(120)  # longer lines than before (e-numbers grew), so offset 100 lines in is mid-line
+    (app.dir / "app.log.1").unlink()  # only the new file is left to read
+    old_ids = [k for k in app.written if int(k[1:]) < 100]
+    res = ingest_logs(lake, str(app.dir))
+    assert res.rows_written == 120
+    rows = read(lake, "bronze.events", ["event_id", "_source_line"])
+    new = sorted((r["_source_line"], r["event_id"]) for r in rows if r["event_id"] not in old_ids)
+    assert new == [(i + 1, f"e{100 + i}") for i in range(120)]
