@@ -25,10 +25,12 @@ install: $(UV) $(PY)
 	$(UV) pip install -q --python $(PY) --no-deps -e . --config-settings editable_mode=compat
 	$(PY) -m compileall -q ingest transforms flows
 
-# System packages for the integration tests (PostgreSQL server binaries).
+# System packages for the integration tests (PostgreSQL server binaries; logrotate for log rotation).
 test-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
+	@if ! command -v logrotate >/dev/null && [ ! -x /usr/sbin/logrotate ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq logrotate >/dev/null; fi
 
 # The real mosaicml-streaming reader (it pulls torch) in a venv of its own, for the MDS shard tests.
 $(STREAMING)/.installed: tests/readers/streaming.lock | $(UV) $(PY)

@@ -105,8 +105,12 @@ def write_batch(
     partition_by: list[str] | None = None,
     metadata: dict[str, Any] | None = None,
     target_file_size: int | None = None,
+    extra_transactions: dict[str, int] | None = None,
 ) -> WriteResult:
     """Append or overwrite one batch, exactly once per ``(app_id, batch_version)``.
+
+    ``extra_transactions`` (app id -> int) are committed atomically with the batch: state a
+    reader needs beside the batch number (``transaction_version`` returns the latest one).
 
     ``target_file_size`` bounds data files; a table created with it keeps it as
     ``delta.targetFileSize``, which later merges honour too.
@@ -116,6 +120,8 @@ def write_batch(
     tid = TableId.parse(table)
     if (app_id is None) != (batch_version is None):
         raise ValueError("app_id and batch_version go together")
+    if extra_transactions and app_id is None:
+        raise ValueError("extra_transactions need an app_id")
     # Check and commit against ONE snapshot: a concurrent commit of the same app id after it is
     # then a Delta conflict (retried by the caller), never a silent duplicate.
     dt = lake.delta_table(tid) if lake.table_exists(tid) else None
@@ -127,7 +133,8 @@ def write_batch(
     creating = dt is None
     props = CommitProperties(
         custom_metadata={k: str(v) for k, v in (metadata or {}).items()} or None,
-        app_transactions=[Transaction(app_id, batch_version)] if app_id is not None else None,
+        app_transactions=[Transaction(app_id, batch_version)]
+        + [Transaction(k, v) for k, v in (extra_transactions or {}).items()] if app_id is not None else None,
         max_commit_retries=CREATE_RETRIES if creating else 25,
     )
     try:
@@ -147,6 +154,7 @@ def write_batch(
             return write_batch(
                 lake, tid, data, mode=mode, app_id=app_id, batch_version=batch_version,
                 partition_by=partition_by, metadata=metadata, target_file_size=target_file_size,
+                extra_transactions=extra_transactions,
             )
         raise
     return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)

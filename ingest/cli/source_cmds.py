@@ -18,6 +18,8 @@ def _human(res: IngestResult) -> None:
         f"{res.table} v{res.version}: {res.rows_written} rows written, {res.rows_quarantined} quarantined, "
         f"{res.skipped} skipped (already loaded), {res.bytes_read} bytes read  [run {res.run_id}]"
     )
+    for note in res.notes:
+        typer.echo(f"  {note}")
 
 
 def _split_cols(values: List[str]) -> tuple[str, ...]:

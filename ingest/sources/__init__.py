@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import re
@@ -41,6 +42,7 @@ class IngestResult(BaseModel):
     skipped: int = 0  # inputs (files, images, batches) already in the lake
     run_id: str
     bytes_read: int = 0
+    notes: list[str] = []  # things the user should know, e.g. a partial line waiting
 
 
 @dataclass
@@ -240,31 +242,73 @@ def source_error(lake: Lake, exc: BaseException, src: str) -> SourceError:
 
 
 def list_source(lake: Lake, src: str) -> list[SourceFile]:
-    """Every non-hidden file under a local directory or S3 prefix (recursively), sorted by URI."""
+    """Every non-hidden file under a local directory or S3 prefix (recursively), sorted by URI.
+
+    An S3 prefix is a folder: ``s3://b/logs`` lists ``logs/…`` (or the object ``logs`` itself),
+    never ``logs-archive/…``.  Locally, symlinks never lead out of SRC: a link to a file outside
+    it is skipped with a warning, a link to a file inside it is that file, listed once under its
+    real path; linked directories are not walked (their content is either listed already or
+    outside).
+    """
     if is_s3(src):
-        bucket, prefix = _split_s3(src)
-        client = s3_client(lake)
-        out: list[SourceFile] = []
-        try:
-            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    key = obj["Key"]
-                    if key.endswith("/") or _hidden(key[len(prefix):]):
-                        continue
-                    mtime = obj["LastModified"]
-                    out.append(SourceFile(f"s3://{bucket}/{key}", int(obj["Size"]), mtime.astimezone(timezone.utc)))
-        except Exception as exc:  # noqa: BLE001 - any failure to list is an unreadable source
-            raise source_error(lake, exc, src) from None
-        return sorted(out, key=lambda f: f.uri)
+        return _list_s3(lake, src)
     root = Path(src).expanduser()
     if not root.exists():
         raise SourceError(f"source {src!r} does not exist: pass an existing directory, file or s3://bucket/prefix")
-    paths = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and not _hidden(str(p.relative_to(root)))]
+    paths = [root.resolve()] if root.is_file() else _walk_inside(root.resolve())
     out = []
     for p in paths:
         st = p.stat()
-        out.append(SourceFile(str(p.resolve()), st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc)))
+        out.append(SourceFile(str(p), st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc)))
+    return sorted(out, key=lambda f: f.uri)
+
+
+def _walk_inside(base: Path) -> list[Path]:
+    """Regular files under ``base`` (resolved), by real path, following no link out of it."""
+    found: set[Path] = set()
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not _hidden(d)]
+        for name in [*filenames, *(d for d in dirnames if (here / d).is_symlink())]:
+            p = here / name
+            if _hidden(str(p.relative_to(base))):
+                continue
+            if p.is_symlink():
+                target = p.resolve()
+                if not target.is_relative_to(base):
+                    logging.getLogger(__name__).warning("skipped %s: a symlink to %s, outside %s", p, target, base)
+                    continue
+                if not target.is_file() or _hidden(str(target.relative_to(base))):
+                    continue  # a linked directory inside SRC is walked as itself
+                p = target
+            elif not p.is_file():
+                continue  # sockets, FIFOs
+            found.add(p)
+    return sorted(found)
+
+
+def _list_s3(lake: Lake, src: str) -> list[SourceFile]:
+    bucket, prefix = _split_s3(src)
+    folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    client = s3_client(lake)
+    out: list[SourceFile] = []
+
+    def add(obj: dict[str, Any]) -> None:
+        mtime = obj["LastModified"]
+        out.append(SourceFile(f"s3://{bucket}/{obj['Key']}", int(obj["Size"]), mtime.astimezone(timezone.utc)))
+
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if not key.endswith("/") and not _hidden(key[len(folder):]):
+                    add(obj)
+        if not out and folder != prefix:  # s3://b/logs/app.log names one object
+            first = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("Contents", [])
+            if first and first[0]["Key"] == prefix:
+                add(first[0])
+    except Exception as exc:  # noqa: BLE001 - any failure to list is an unreadable source
+        raise source_error(lake, exc, src) from None
     return sorted(out, key=lambda f: f.uri)
 
 
@@ -285,13 +329,16 @@ def read_bytes(lake: Lake, f: SourceFile, client: Any = None) -> bytes:
 
 
 @contextlib.contextmanager
-def open_range(lake: Lake, f: SourceFile, start: int = 0, end: int | None = None) -> Iterator[BinaryIO]:
-    """A binary stream of bytes ``[start, end)`` of a source file (ranged GET on S3)."""
+def open_range(
+    lake: Lake, f: SourceFile, start: int = 0, end: int | None = None, *, client: Any = None
+) -> Iterator[BinaryIO]:
+    """A binary stream of bytes ``[start, end)`` of a source file (ranged GET on S3; pass the
+    run's ``client`` when reading many small ranges)."""
     if is_s3(f.uri):
         bucket, key = _split_s3(f.uri)
         rng = f"bytes={start}-" + ("" if end is None else str(end - 1))
         try:
-            body = s3_client(lake, pool=4).get_object(Bucket=bucket, Key=key, Range=rng)["Body"]
+            body = (client or s3_client(lake, pool=4)).get_object(Bucket=bucket, Key=key, Range=rng)["Body"]
         except Exception as exc:  # noqa: BLE001
             raise source_error(lake, exc, f.uri) from None
         try:

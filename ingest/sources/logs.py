@@ -1,14 +1,19 @@
 """Log files (JSON lines, or text parsed by a regex) -> a bronze Delta table.
 
-Each file is its own exactly-once stream: app id ``logs:<table>:<file uri>``, batch version = the
-byte offset the batch ends at (decompressed offset for ``.gz``).  A file already loaded is not
-read again; a file that grew is read from the committed offset; a run killed mid-file resumes at
-the last committed batch.  Bad lines go to ``<table>_quarantine`` before the batch's good rows.
+A file is named by its content, not its path, so rotation (rename, copytruncate, gzip) neither
+re-reads nor skips lines: each distinct content is an exactly-once stream, app id
+``logs:<table>:fp:<hash of its first line>``, batch version = the byte offset the batch ends at
+(decompressed offset for ``.gz``), committed with the line count and a hash of the bytes before
+the offset (see ``_Streams``).  A file already loaded is not read again; a file that grew is read
+from the committed offset; a file that shrank or whose content changed is new and read from 0;
+a run killed mid-file resumes at the last committed batch.  Bad lines go to
+``<table>_quarantine`` before the batch's good rows.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -17,7 +22,7 @@ from typing import Any, BinaryIO, Iterator, Literal
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from ingest.delta import committed_version, write_batch
+from ingest.delta import write_batch
 from ingest.errors import ConfigError
 from ingest.lake import Lake, TableId
 from ingest.runlog import track
@@ -29,10 +34,12 @@ from ingest.sources import (
     ensure_table,
     env_int,
     fit_rows,
+    is_s3,
     list_source,
     open_range,
     progress_bar,
     quarantine_table,
+    s3_client,
     utcnow,
     with_commit_retry,
     write_quarantine,
@@ -51,6 +58,7 @@ _META_TYPES = {
 @dataclass
 class _Totals(Tally):
     files: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def ingest_logs(
@@ -79,66 +87,103 @@ def ingest_logs(
     totals = _Totals()
     with track(lake, command="logs", source=src, target=str(tid)) as run:
         files = list_source(lake, src)
+        client = s3_client(lake, pool=4) if is_s3(src) else None  # one for every small read
         with progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files)) as bar:
             for f in files:
-                reader = _FileLoader(lake, tid, f, regex=regex, run_id=run.run_id, totals=totals, bar=bar)
+                reader = _FileLoader(
+                    lake, tid, f, regex=regex, run_id=run.run_id, totals=totals, bar=bar, client=client
+                )
                 with_commit_retry(reader.load)
-        run.details = {"format": format, "files": totals.files}
+        run.details = {"format": format, "files": totals.files, "notes": totals.notes}
         result = totals.finish(lake, tid, run)
+        result.notes = totals.notes
     return result
 
 
 class _FileLoader:
-    """Loads one file from its committed offset; ``load`` can be re-run after a commit conflict."""
+    """Loads one file from where its content stands in the lake; ``load`` can be re-run after a
+    commit conflict (it re-reads the table)."""
 
-    def __init__(self, lake: Lake, tid: TableId, f: SourceFile, *, regex, run_id: str, totals: _Totals, bar) -> None:
+    def __init__(
+        self, lake: Lake, tid: TableId, f: SourceFile, *, regex, run_id: str, totals: _Totals, bar, client: Any
+    ) -> None:
         self.lake, self.tid, self.f, self.regex, self.run_id = lake, tid, f, regex, run_id
-        self.totals, self.bar = totals, bar
-        self.app_id = f"logs:{tid}:{f.uri}"
+        self.totals, self.bar, self.client = totals, bar, client
         self.gz = f.uri.endswith(".gz")
         self.batch_lines = env_int("INGEST_LOG_BATCH_LINES", 100_000)
         self.batch_bytes = env_int("INGEST_LOG_BATCH_BYTES", 64 << 20)
 
     def load(self) -> None:
-        start = committed_version(self.lake, self.tid, self.app_id) or 0
-        if self._already_loaded(start):
+        head = self.read_content(0, FINGERPRINT_BYTES)
+        key = fingerprint_key(head, whole=len(head) < FINGERPRINT_BYTES)
+        if key is None:  # empty, only blank lines, or a first line still being written
+            self.totals.skipped += 1
+            self.bar.advance(self.f.size)
+            if head.strip():
+                self.totals.notes.append(f"1 partial line waiting in {self.f.name}")
+            self.totals.files.append({"file": self.f.uri, "skipped": True})
+            return
+        dt = self.lake.delta_table(self.tid) if self.lake.table_exists(self.tid) else None
+        st = _Streams(self, dt, key, head).find()
+        if st.done:
+            if st.adopt:  # a file loaded by a version that named streams by path: record it by content
+                self._write([], st.lines, st.offset, st)
             self.totals.skipped += 1
             self.bar.advance(self.f.size)
             self.totals.files.append({"file": self.f.uri, "skipped": True})
             return
-        line_no = self._lines_before(start) if start else 0
+        start, line_no = st.offset, st.lines
         rows = quarantined = 0
-        with open_range(self.lake, self.f, 0 if self.gz else start) as raw:
+        with open_range(self.lake, self.f, 0 if self.gz else start, client=self.client) as raw:
             counted = _Counting(raw)
             stream: BinaryIO = gzip.GzipFile(fileobj=counted, mode="rb") if self.gz else counted  # type: ignore[assignment]
             if self.gz and start:
                 _discard(stream, start)
-            offset = start
+            batches = _LineBatches(stream, start, self.batch_lines, self.batch_bytes, complete_tail=self.gz, tail=st.tail)
             last_bar = 0
-            for batch, end in _line_batches(stream, offset, self.batch_lines, self.batch_bytes, complete_tail=self.gz):
-                r, q = self._write(batch, line_no, end)
+            for batch, end, tail in batches:
+                st.tail = tail
+                r, q = self._write(batch, line_no, end, st)
                 line_no += len(batch)
                 rows, quarantined = rows + r, quarantined + q
                 self.bar.advance(counted.n - last_bar)
                 last_bar = counted.n
             self.bar.advance(counted.n - last_bar)
+        if batches.partial:
+            self.totals.notes.append(f"1 partial line waiting in {self.f.name}")
         self.totals.rows += rows
         self.totals.quarantined += quarantined
         self.totals.bytes_read += counted.n
         self.totals.files.append({"file": self.f.uri, "from": start, "rows": rows, "quarantined": quarantined})
 
-    def _already_loaded(self, start: int) -> bool:
+    def read_content(self, start: int, n: int) -> bytes:
+        """Bytes ``[start, start+n)`` of the file's content (decompressed for .gz)."""
         if not self.gz:
-            return start >= self.f.size  # a file that shrank was replaced: never re-read its prefix
-        if not start:
-            return False
-        with open_range(self.lake, self.f, max(0, self.f.size - 4)) as fh:
-            tail = fh.read()
-        # ISIZE: the uncompressed size (mod 2**32) of the last gzip member
-        return len(tail) == 4 and int.from_bytes(tail, "little") == start % (1 << 32)
+            if start >= self.f.size:
+                return b""  # an empty file (and no ranged GET past the end)
+            with open_range(self.lake, self.f, start, min(self.f.size, start + n), client=self.client) as fh:
+                return _read_exactly(fh, n)
+        if start + n <= FINGERPRINT_BYTES < self.f.size:  # the head: its first 64 KiB suffice
+            try:
+                with open_range(self.lake, self.f, 0, min(self.f.size, 64 << 10), client=self.client) as raw:
+                    data = _read_exactly(gzip.GzipFile(fileobj=raw, mode="rb"), start + n)[start:]
+                if len(data) == n or self.f.size <= 64 << 10:  # all of it, or the whole file
+                    return data
+            except EOFError:
+                pass  # compressed more than 64x: read on
+        with open_range(self.lake, self.f, 0, client=self.client) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+            _discard(gz, start)  # type: ignore[arg-type]
+            return _read_exactly(gz, n)  # type: ignore[arg-type]
 
-    def _lines_before(self, offset: int) -> int:
-        """Line numbering continues where the committed batches stopped."""
+    def gzip_size(self) -> int:
+        """ISIZE: the uncompressed size (mod 2**32) of the last gzip member."""
+        with open_range(self.lake, self.f, max(0, self.f.size - 4), client=self.client) as fh:
+            tail = fh.read()
+        return int.from_bytes(tail, "little") if len(tail) == 4 else -1
+
+    def legacy_lines(self, offset: int) -> int:
+        """Lines before ``offset`` of a file loaded by a version that named streams by path: the
+        last line number stored for it, plus the blank lines after it (they leave no row)."""
         best = 0
         for t, col, filt in (
             (self.tid, "_source_line", pads.field("_source_file") == self.f.uri),
@@ -152,9 +197,18 @@ class _FileLoader:
             vals = ds.to_table(columns=[col], filter=filt)[col].to_pylist()
             nums = [int(str(v).removeprefix("line ")) for v in vals if v is not None]
             best = max([best, *nums])
-        return best
+        if self.gz:
+            return best
+        end, blank, found = offset, b"", False
+        while end > 0 and not found:  # walk back over the trailing blank lines
+            lo = max(0, end - 4096)
+            chunk = self.read_content(lo, end - lo)
+            stripped = chunk.rstrip()
+            blank, end, found = chunk[len(stripped):] + blank, lo, bool(stripped)
+        newlines = blank.count(b"\n")
+        return best + max(0, newlines - 1) if found else newlines
 
-    def _write(self, lines: list[bytes], line_no: int, end: int) -> tuple[int, int]:
+    def _write(self, lines: list[bytes], line_no: int, end: int, st: "_Stream") -> tuple[int, int]:
         now = utcnow()
         records: list[dict[str, Any]] = []
         bad: list[Bad] = []
@@ -179,9 +233,12 @@ class _FileLoader:
             bad.append(Bad(self.f.uri, f"line {numbers[idx]}", reason, lines[numbers[idx] - line_no - 1].rstrip(b"\r\n")))
         if data.num_columns == 0:
             data = pa.table({k: pa.array([], t) for k, t in _META_TYPES.items()})
-        q = write_quarantine(self.lake, self.tid, bad, run_id=self.run_id, app_id=self.app_id, batch_version=end)
+        q = write_quarantine(self.lake, self.tid, bad, run_id=self.run_id, app_id=st.app_id, batch_version=end)
         ensure_table(self.lake, self.tid, data.schema)
-        res = write_batch(self.lake, self.tid, data, app_id=self.app_id, batch_version=end)
+        res = write_batch(
+            self.lake, self.tid, data, app_id=st.app_id, batch_version=end,
+            extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
+        )
         return (0 if res.skipped else res.rows), q
 
     def _parse(self, text: bytes) -> dict[str, Any]:
@@ -201,6 +258,122 @@ class _FileLoader:
         if not m:
             raise ValueError("line does not match --pattern")
         return dict(m.groupdict())
+
+
+# -- file identity ---------------------------------------------------------------------------------
+FINGERPRINT_BYTES = 1024  # like Filebeat's fingerprint length
+_CHECK_BYTES = 64
+_LINES, _CHECK = "#lines", "#check"
+_FIRST_LINE = re.compile(rb"\s*\S[^\n]*\n")
+
+
+def fingerprint_key(head: bytes, *, whole: bool) -> bytes | None:
+    """The bytes that name a file: its first non-blank line, or its first FINGERPRINT_BYTES when
+    that line is longer.  They never change as the file grows, so a file that was short when it
+    was first read keeps its name.  None while the first line is still being written (``whole``:
+    ``head`` is the entire file)."""
+    head = head[:FINGERPRINT_BYTES]
+    m = _FIRST_LINE.match(head)
+    if m:
+        return head[: m.end()]
+    if len(head) >= FINGERPRINT_BYTES and not whole:
+        return head
+    return None
+
+
+def _check(tail: bytes) -> int:
+    """A 62-bit hash of the bytes before the committed offset (fits a Delta txn version)."""
+    return int.from_bytes(hashlib.sha256(tail).digest()[:8], "big") >> 2
+
+
+@dataclass
+class _Stream:
+    """One file's content in the lake: its app id, committed offset and line count, and the bytes
+    before the offset (for the next check)."""
+
+    app_id: str
+    offset: int = 0
+    lines: int = 0
+    tail: bytes = b""
+    done: bool = False  # nothing beyond the offset
+    adopt: bool = False  # state found under the old path-based app id
+
+
+class _Streams:
+    """Finds which stream a file continues.
+
+    Streams are named by content: ``logs:<table>:fp:<sha256 of the fingerprint key>``, then
+    ``…:2``, ``…:3`` for files that share a first line but not their content.  A stream matches
+    when the file is at least as long as its committed offset and the bytes before that offset
+    hash to the committed check (a .gz whose uncompressed size equals the offset is taken as read
+    without decompressing it: rotated archives are many and never change).  No match: a new
+    stream, read from 0.
+    """
+
+    def __init__(self, loader: _FileLoader, dt: Any, key: bytes, head: bytes) -> None:
+        self.loader, self.dt, self.head = loader, dt, head
+        self.base = f"logs:{loader.tid}:fp:{hashlib.sha256(key).hexdigest()[:32]}"
+        self._isize: int | None = None
+
+    def find(self) -> _Stream:
+        known: list[tuple[str, int]] = []  # (app id, offset) of every generation, oldest first
+        while True:
+            app_id = self._name(len(known) + 1)
+            offset = self._txn(app_id)
+            if offset is None:
+                break
+            known.append((app_id, offset))
+        for app_id, offset in reversed(known):  # a live file is most likely the newest
+            st = self._match(app_id, offset)
+            if st is not None:
+                return st
+        if not known:
+            legacy = self._legacy(self.base)
+            if legacy is not None:
+                return legacy
+        return _Stream(self._name(len(known) + 1))
+
+    def _name(self, gen: int) -> str:
+        return self.base if gen == 1 else f"{self.base}:{gen}"
+
+    def _txn(self, app_id: str) -> int | None:
+        return None if self.dt is None else self.dt.transaction_version(app_id)
+
+    def _isize_is(self, offset: int) -> bool:
+        if self._isize is None:
+            self._isize = self.loader.gzip_size()
+        return self._isize == offset % (1 << 32)
+
+    def _before(self, offset: int) -> bytes:
+        start = max(0, offset - _CHECK_BYTES)
+        if offset <= len(self.head):
+            return self.head[start:offset]
+        return self.loader.read_content(start, offset - start)
+
+    def _match(self, app_id: str, offset: int) -> _Stream | None:
+        lines = self._txn(app_id + _LINES) or 0
+        f = self.loader.f
+        if self.loader.gz and self._isize_is(offset):
+            return _Stream(app_id, offset, lines, done=True)
+        if not self.loader.gz and offset > f.size:
+            return None  # shrank: another file
+        tail = self._before(offset)
+        if len(tail) != min(offset, _CHECK_BYTES) or _check(tail) != self._txn(app_id + _CHECK):
+            return None
+        return _Stream(app_id, offset, lines, tail, done=not self.loader.gz and offset == f.size)
+
+    def _legacy(self, app_id: str) -> _Stream | None:
+        """A lake written before streams were named by content: ``logs:<table>:<file uri>``."""
+        f = self.loader.f
+        offset = self._txn(f"logs:{self.loader.tid}:{f.uri}")
+        if offset is None or (not self.loader.gz and offset > f.size):
+            return None  # never loaded, or shrank since: a new file
+        done = self._isize_is(offset) if self.loader.gz else offset == f.size
+        tail = self._before(offset)
+        if not self.loader.gz and not done and not tail.endswith(b"\n"):
+            return None  # mid-line: the path now holds another file (renamed before this version ran)
+        lines = self.loader.legacy_lines(offset)
+        return _Stream(app_id, offset, lines, tail, done=done, adopt=True)
 
 
 class _Counting:
@@ -223,32 +396,64 @@ def _discard(stream: BinaryIO, n: int) -> None:
         n -= len(chunk)
 
 
-def _line_batches(
-    stream: BinaryIO, offset: int, max_lines: int, max_bytes: int, *, complete_tail: bool
-) -> Iterator[tuple[list[bytes], int]]:
-    """Bounded batches of complete lines and the offset after each batch.
-
-    A last line without a newline is still being written, so it waits for the next run - except in
-    a gzip file, which is complete once it is readable.
-    """
-    batch: list[bytes] = []
-    size = 0
-    rest = b""
-    while True:
-        chunk = stream.read(1 << 20)
+def _read_exactly(fh: Any, n: int) -> bytes:
+    parts, left = [], n
+    while left > 0:
+        chunk = fh.read(left)
         if not chunk:
             break
-        parts = (rest + chunk).split(b"\n")
-        rest = parts.pop()
-        for p in parts:
-            batch.append(p + b"\n")
-            size += len(p) + 1
-            if len(batch) >= max_lines or size >= max_bytes:
-                offset += size
-                yield batch, offset
-                batch, size = [], 0
-    if rest and complete_tail:
-        batch.append(rest)
-        size += len(rest)
-    if batch:
-        yield batch, offset + size
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+class _LineBatches:
+    """Bounded batches of complete lines, each with the offset after it and the bytes before that
+    offset (for the stream's check).
+
+    A last line without a newline is still being written, so it waits for the next run (``partial``
+    says one is waiting) - except in a gzip file, which is complete once it is readable.
+    """
+
+    def __init__(
+        self, stream: BinaryIO, offset: int, max_lines: int, max_bytes: int, *, complete_tail: bool, tail: bytes
+    ) -> None:
+        self.stream, self.offset, self.max_lines, self.max_bytes = stream, offset, max_lines, max_bytes
+        self.complete_tail, self.tail = complete_tail, tail
+        self.partial = False
+
+    def _emit(self, batch: list[bytes], size: int) -> tuple[list[bytes], int, bytes]:
+        self.offset += size
+        last: list[bytes] = []
+        n = 0
+        for line in reversed(batch):
+            last.append(line)
+            n += len(line)
+            if n >= _CHECK_BYTES:
+                break
+        self.tail = (self.tail + b"".join(reversed(last)))[-_CHECK_BYTES:]
+        return batch, self.offset, self.tail
+
+    def __iter__(self) -> Iterator[tuple[list[bytes], int, bytes]]:
+        batch: list[bytes] = []
+        size = 0
+        rest = b""
+        while True:
+            chunk = self.stream.read(1 << 20)
+            if not chunk:
+                break
+            parts = (rest + chunk).split(b"\n")
+            rest = parts.pop()
+            for p in parts:
+                batch.append(p + b"\n")
+                size += len(p) + 1
+                if len(batch) >= self.max_lines or size >= self.max_bytes:
+                    yield self._emit(batch, size)
+                    batch, size = [], 0
+        if rest and self.complete_tail:
+            batch.append(rest)
+            size += len(rest)
+        elif rest:
+            self.partial = True
+        if batch:
+            yield self._emit(batch, size)

@@ -10,7 +10,7 @@ import pytest
 
 from ingest.lake import Lake
 from ingest.sources.logs import ingest_logs
-from tests.sources.conftest import kill_after_commits, read, run_json, sorted_rows, spawn_cli
+from tests.sources.conftest import kill_after_commits, read, run_cli, run_json, sorted_rows, spawn_cli
 
 KEY = ["event_id", "_source_file", "_source_line"]
 
@@ -157,3 +157,38 @@ def test_logs_from_s3_into_s3_lake(s3_server, s3_lake: Lake, sample) -> None:
     client.put_object(Bucket=bucket, Key=key, Body=body + _events(4, 9000).encode())
     grown = ingest_logs(s3_lake, f"s3://{bucket}/raw/logs")
     assert (grown.rows_written, grown.skipped, grown.bytes_read) == (4, 2, len(_events(4, 9000).encode()))
+
+
+def test_line_numbers_continue_after_a_run_that_ended_on_blank_lines(local_lake: Lake, tmp_path: Path) -> None:
+    f = tmp_path / "logs" / "app.jsonl"
+    f.parent.mkdir()
+    f.write_text(_events(2) + "\n  \n")  # lines 3 and 4 are blank: no row, but they are lines
+    assert ingest_logs(local_lake, str(f.parent)).rows_written == 2
+    with f.open("a") as fh:
+        fh.write(_events(2, 2) + "\n")
+    assert ingest_logs(local_lake, str(f.parent)).rows_written == 2
+    with f.open("a") as fh:
+        fh.write(_events(1, 4))
+    assert ingest_logs(local_lake, str(f.parent)).rows_written == 1
+    rows = read(local_lake, "bronze.events", ["event_id", "_source_line"])
+    assert sorted((r["_source_line"], r["event_id"]) for r in rows) == [(1, "e0"), (2, "e1"), (5, "e2"), (6, "e3"), (8, "e4")]
+
+
+def test_partial_last_line_is_reported_and_loaded_once_complete(tmp_path: Path) -> None:
+    d = tmp_path / "logs"
+    d.mkdir()
+    (d / "app.jsonl").write_text(_events(3) + '{"event_id": "e3"')
+    (d / "new.jsonl").write_text('{"event_id": "n0"')  # not even one complete line yet
+    lake = Lake(str(tmp_path / "lake"))
+    human = run_cli(lake, "logs", str(d))
+    assert "3 rows written" in human.stdout
+    assert "1 partial line waiting in app.jsonl" in human.stdout
+    assert "1 partial line waiting in new.jsonl" in human.stdout
+    out = run_json(lake, "logs", str(d))
+    assert out["rows_written"] == 0
+    assert sorted(out["notes"]) == ["1 partial line waiting in app.jsonl", "1 partial line waiting in new.jsonl"]
+    with (d / "app.jsonl").open("a") as fh:
+        fh.write("}\n")
+    out = run_json(lake, "logs", str(d))
+    assert out["rows_written"] == 1 and out["notes"] == ["1 partial line waiting in new.jsonl"]
+    assert sorted(r["event_id"] for r in read(lake, "bronze.events", ["event_id"])) == ["e0", "e1", "e2", "e3"]
