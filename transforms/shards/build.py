@@ -292,7 +292,13 @@ def build_shards(
 
 def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: Format, key: str | None,
                  splits, target: int, seed: int, mtime: int, progress: bool):
-    data = lake.delta_table(tid, version=version).to_pyarrow_table()
+    try:
+        data = lake.delta_table(tid, version=version).to_pyarrow_table()
+    except OSError:
+        from ingest.vacuum import raise_if_vacuumed
+
+        raise_if_vacuumed(lake, {str(tid): version})
+        raise
     spec = ShardSpec.from_schema(
         data.schema, format=format, key=key or default_key(data.schema), mtime=mtime,
         size_limit=target, nullable=nullable_columns(data),
