@@ -908,6 +908,38 @@ def sync_shards(
     )
 
 
+def prune_synced(root: str | Path, *, keep: int, current: str | Path) -> list[str]:
+    """Remove all but the ``keep`` newest synced copies (DEST directories) directly under ``root``;
+    ``current`` always stays.  Only directories a sync wrote (with its state file or manifest)
+    are touched; a copy's age is its manifest's ``created_at`` (else when its state was written)."""
+    import shutil
+    from datetime import datetime
+
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    current = Path(current).resolve()
+    aged: list[tuple[float, Path]] = []
+    for d in Path(root).iterdir() if Path(root).is_dir() else ():
+        if not d.is_dir() or d.is_symlink() or d.resolve() == current:
+            continue
+        when = None
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            when = datetime.fromisoformat(json.loads((d / MANIFEST_NAME).read_bytes())["created_at"]).timestamp()
+        if when is None:
+            with contextlib.suppress(OSError):
+                when = (d / STATE_NAME).stat().st_mtime
+        if when is not None:
+            aged.append((when, d))
+    aged.sort(reverse=True)
+    removed = []
+    for _, d in aged[keep - 1:]:
+        with contextlib.suppress(FileNotFoundError):
+            (d / MANIFEST_NAME).unlink()  # first: a half-removed copy no longer looks complete
+        shutil.rmtree(d)
+        removed.append(d.name)
+    return removed
+
+
 def _delete_unlisted(dest: Path, keep: set[str]) -> int:
     """Remove files under DEST that this rank's selection does not list (``--delete``)."""
     n = 0

@@ -41,7 +41,8 @@ def _seed(lake: Lake) -> None:
 def _check_lifecycle(lake: Lake) -> None:
     _seed(lake)
     snap = create_snapshot(lake, "train-1")
-    assert snap.tables == {"gold.daily_activity": 0, "gold.photo_features": 0}
+    # version 1 is the metadata-only commit that extends the log retention, made before pinning
+    assert snap.tables == {"gold.daily_activity": 1, "gold.photo_features": 1}
     with pytest.raises(SnapshotExists):
         create_snapshot(lake, "train-1")
     # the table moves on: overwrite replaces every row
@@ -66,7 +67,6 @@ def _check_lifecycle(lake: Lake) -> None:
         get_snapshot(lake, "train-1")
     # a dropped name can be used again
     again = create_snapshot(lake, "train-1", tables=["gold.daily_activity"])
-    # version 1 is the metadata-only commit that extended the log retention for the first pin
     assert again.tables == {"gold.daily_activity": 1}
     assert sorted(s.name for s in list_snapshots(lake)) == ["just-photos", "train-1"]
 
@@ -151,7 +151,7 @@ def test_cli_snapshot_commands(local_lake: Lake) -> None:
     res = runner.invoke(app, [*base, "snapshot", "create", "cli-snap", "--tables", "gold.photo_features"])
     assert res.exit_code == 0, res.output
     shown = json.loads(runner.invoke(app, [*base, "snapshot", "show", "cli-snap"]).output)
-    assert shown["name"] == "cli-snap" and shown["tables"] == {"gold.photo_features": 0}
+    assert shown["name"] == "cli-snap" and shown["tables"] == {"gold.photo_features": 1}
     assert "created_at" in shown
     listed = json.loads(runner.invoke(app, [*base, "snapshot", "list"]).output)
     assert [s["name"] for s in listed] == ["cli-snap"]
