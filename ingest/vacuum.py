@@ -100,7 +100,7 @@ def raise_if_vacuumed(lake: Lake, reads: dict[str, int | None]) -> None:
     for table, version in reads.items():
         try:
             v, gone = missing_files(lake, table, version)
-        except IngestError:  # the table or version itself is gone: not this case
+        except (IngestError, OSError):  # the table or version itself is gone, or storage fails: not this case
             continue
         if gone:
             raise VersionVacuumed(

@@ -19,7 +19,7 @@ def _run(cwd: Path, env: dict[str, str]) -> dict:
         [str(BIN / "ingest"), "--lake", "./l", "--json", "run", "--orchestrator", "local"],
         cwd=cwd, capture_output=True, text=True, timeout=1800, env={**os.environ, **env},
     )
-    assert r.returncode == 0, r.stderr[-4000:]
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr[-4000:]
     return json.loads(r.stdout)
 
 

@@ -327,7 +327,7 @@ def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: F
                  splits, target: int, seed: int, mtime: int, progress: bool):
     try:
         data = lake.delta_table(tid, version=version).to_pyarrow_table()
-    except OSError:
+    except Exception:  # noqa: BLE001 - only explained here, re-raised as it is otherwise
         from ingest.vacuum import raise_if_vacuumed
 
         raise_if_vacuumed(lake, {str(tid): version})
