@@ -87,11 +87,11 @@ def missing_files(lake: Lake, table: str | TableId, version: int | None = None) 
     """(the version, the data files it reads that no longer exist)."""
     import pyarrow.fs as pafs
 
-    dt = lake.delta_table(table, version=version)
+    v = version if version is not None else lake.delta_table(table).version()
+    rels = sorted(files_of_version(lake, table, v))
     root = lake.table_uri(table).rstrip("/")
-    rels = sorted({_rel(u, dt.table_uri) for u in dt.file_uris()})
     infos = lake.pyarrow_filesystem().get_file_info([lake.fs_path(f"{root}/{r}") for r in rels])
-    return dt.version(), [r for r, i in zip(rels, infos) if i.type == pafs.FileType.NotFound]
+    return v, [r for r, i in zip(rels, infos) if i.type == pafs.FileType.NotFound]
 
 
 def raise_if_vacuumed(lake: Lake, reads: dict[str, int | None]) -> None:
