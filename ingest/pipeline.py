@@ -36,10 +36,12 @@ class PipelineSummary(BaseModel):
     transformed: list[dict[str, Any]] = Field(default_factory=list)
     snapshot: str | None = None
     snapshot_tables: dict[str, int] = Field(default_factory=dict)
+    reused: bool = False  # nothing new: the last snapshot, its shard set and synced copy serve again
     shard_set: str | None = None
     shards: int = 0
     synced_to: str | None = None
     synced_files: int = 0
+    pruned: dict[str, list[str]] = Field(default_factory=dict)  # retention: shard sets, synced copies removed
 
     def human(self) -> str:
         lines = [f"lake: {self.lake}"]
@@ -53,11 +55,15 @@ class PipelineSummary(BaseModel):
                 lines.append(f"  built {m['table']}: {m.get('status')} ({m.get('rows')} rows, v{m.get('version')})")
         if self.snapshot:
             pinned = ", ".join(f"{t}@v{v}" for t, v in sorted(self.snapshot_tables.items()))
-            lines.append(f"  snapshot {self.snapshot} pins {pinned or 'no tables'}")
+            again = " (reused: no table changed)" if self.reused else ""
+            lines.append(f"  snapshot {self.snapshot}{again} pins {pinned or 'no tables'}")
         if self.shard_set:
             lines.append(f"  shard set {self.shard_set} ({self.shards} shards)")
         if self.synced_to:
             lines.append(f"  synced {self.synced_files} files to {self.synced_to}")
+        for what, names in self.pruned.items():
+            if names:
+                lines.append(f"  removed {len(names)} old {what} (keep): {', '.join(names)}")
         return "\n".join(lines)
 
 
@@ -122,34 +128,49 @@ def snapshot_name(dataset: str, now: datetime | None = None) -> str:
     return f"{dataset}-{now:%Y%m%dT%H%M%SZ}"
 
 
-def snapshot_stage(settings: Settings, *, name: str | None = None) -> dict[str, Any]:
-    from ingest.snapshots import create_snapshot
+def snapshot_stage(settings: Settings, *, name: str | None = None, reuse: bool = True) -> dict[str, Any]:
+    """Pin the gold tables; with ``reuse``, when no table changed since the pipeline's last
+    snapshot, that snapshot is returned instead (``reused``), so its shard set serves again."""
+    from ingest.snapshots import PIPELINE_NOTE, create_snapshot, current_versions, find_snapshot
 
     lake = Lake.from_settings(settings)
-    snap = create_snapshot(lake, name or snapshot_name(settings.shards.dataset))
-    return snap.model_dump(mode="json")
+    dataset = settings.shards.dataset
+    if reuse:
+        same = find_snapshot(lake, tables=current_versions(lake), prefix=f"{dataset}-", note=PIPELINE_NOTE)
+        if same is not None:
+            return {**same.model_dump(mode="json"), "reused": True}
+    snap = create_snapshot(lake, name or snapshot_name(dataset), note=PIPELINE_NOTE)
+    return {**snap.model_dump(mode="json"), "reused": False}
 
 
 def shards_stage(settings: Settings, snapshot: str, *, progress: bool = False) -> dict[str, Any]:
+    """The snapshot's shard set (built, or the complete one already there), then retention:
+    only the ``shards.keep`` newest sets of pipeline snapshots stay (``transforms.shards.retention``)."""
     from transforms.shards import build_shards
+    from transforms.shards.retention import prune_shard_sets
 
     lake = Lake.from_settings(settings)
     s = settings.shards
     res = build_shards(
         lake, s.dataset, table=s.table, snapshot=snapshot, format=s.format, key=s.key,
-        shard_size=s.shard_size, progress=progress,
+        shard_size=s.shard_size, progress=progress, reuse=True,
     )
-    return res.model_dump(mode="json")
+    pruned = prune_shard_sets(lake, s.dataset, keep=s.keep, current=snapshot)
+    return {**res.model_dump(mode="json"), "pruned": pruned}
 
 
 def sync_stage(settings: Settings, shard_set_uri: str, *, progress: bool = False) -> dict[str, Any]:
-    from ingest.sync import sync_shards
+    """Sync to ``sync_dest/DATASET/SNAPSHOT`` (a no-op when that copy is complete), then keep the
+    ``sync.keep`` newest copies of the dataset there."""
+    from ingest.sync import prune_synced, sync_shards
 
     lake = Lake.from_settings(settings)
     dest = Path(settings.sync_dest or "synced").resolve()
     parts = shard_set_uri.rstrip("/").split("/")
-    res = sync_shards(shard_set_uri, dest / parts[-2] / parts[-1], lake=lake, progress=progress)
-    return res.to_dict()
+    target = dest / parts[-2] / parts[-1]
+    res = sync_shards(shard_set_uri, target, lake=lake, progress=progress)
+    pruned = prune_synced(target.parent, keep=settings.sync.keep, current=target)
+    return {**res.to_dict(), "pruned": pruned}
 
 
 def _ingest_all(settings: Settings, sources: list[SourceConfig], progress: bool) -> list[dict[str, Any]]:
@@ -192,12 +213,15 @@ def run_pipeline(
             summary.tables[m["table"]] = m.get("version")
     snap = stages.snapshot(settings, name=snapshot_name(settings.shards.dataset))
     summary.snapshot, summary.snapshot_tables = snap["name"], snap.get("tables", {})
-    say(f"snapshot {summary.snapshot}; shards from {settings.shards.table}")
+    summary.reused = bool(snap.get("reused"))
+    say(f"snapshot {summary.snapshot}{' (reused)' if summary.reused else ''}; shards from {settings.shards.table}")
     shards = stages.shards(settings, summary.snapshot, progress=progress)
     summary.shard_set, summary.shards = shards["uri"], shards.get("shards", 0)
+    summary.pruned["shard sets"] = shards.get("pruned", [])
     if sync:
         say(f"sync {summary.shard_set}")
         synced = stages.sync(settings, summary.shard_set, progress=progress)
         summary.synced_to, summary.synced_files = synced.get("dest"), synced.get("files", 0)
+        summary.pruned["synced copies"] = synced.get("pruned", [])
     summary.finished_at = datetime.now(timezone.utc)
     return summary

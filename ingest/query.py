@@ -126,9 +126,14 @@ def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Tab
     try:
         return con.execute(query).to_arrow_table()
     except Exception as exc:  # noqa: BLE001 - duckdb errors become one line
-        raise IngestError(f"query failed: {str(exc).splitlines()[0]}") from None
+        message = f"query failed: {str(exc).splitlines()[0]}"
     finally:
         con.close()
+    from ingest.vacuum import raise_if_vacuumed
+
+    # the versions read may have lost their files to `ingest vacuum`: say so, not "Could not open"
+    raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]
+    raise IngestError(message)
 
 
 def rows(table: pa.Table) -> list[dict[str, Any]]:

@@ -85,6 +85,11 @@ class ShardSettings(BaseModel):
     format: Literal["webdataset", "mds", "parquet"] = "webdataset"
     key: str = "photo_id"
     shard_size: str = "256MB"
+    keep: int = Field(default=5, ge=1, description="`ingest run` keeps this many newest shard sets of its own snapshots")
+
+
+class SyncSettings(BaseModel):
+    keep: int = Field(default=5, ge=1, description="`ingest run` keeps this many newest synced copies under sync_dest")
 
 
 class PrefectSettings(BaseModel):
@@ -125,6 +130,7 @@ class Settings(BaseSettings):
     sources: list[SourceConfig] | None = None
     shards: ShardSettings = Field(default_factory=ShardSettings)
     sync_dest: str | None = None
+    sync: SyncSettings = Field(default_factory=SyncSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
     health: HealthThresholds = Field(default_factory=HealthThresholds)
     s3: S3Settings = Field(default_factory=S3Settings.from_env)

@@ -33,6 +33,10 @@ SNAPSHOTS_SCHEMA = pa.schema(
     ]
 )
 
+# The note on snapshots `ingest run` makes: each exists to name one shard set, so shard-set
+# retention (`shards.keep`) drops it with its set.  Snapshots made by hand are never dropped.
+PIPELINE_NOTE = "ingest run"
+
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -154,11 +158,14 @@ def create_snapshot(
         raise SnapshotExists(
             f"snapshot {name!r} already exists: pick another name or `ingest snapshot drop {name}` first"
         )
-    pinned: dict[str, int] = {}
     for tid in tids:
         if not lake.table_exists(tid):
             raise ConfigError(f"table {tid} does not exist in lake {lake.uri}: run `ingest ls` to see the tables")
-        pinned[str(tid)] = lake.delta_table(tid).version()
+    # before pinning: the retention commit is then part of the pin, and a run with nothing new
+    # finds the same versions as the last snapshot (see `find_snapshot`)
+    for tid in tids:
+        _protect_log(lake, tid)
+    pinned = current_versions(lake, tids)
     create_id = uuid.uuid4().hex
     snap = Snapshot(name=name, created_at=datetime.now(timezone.utc), tables=pinned, note=note)
     row = {
@@ -198,9 +205,20 @@ def create_snapshot(
         raise SnapshotExists(
             f"snapshot {name!r} already exists (created concurrently): pick another name"
         )
-    for tid in tids:
-        _protect_log(lake, tid)
     return snap
+
+
+def current_versions(lake: Lake, tables: list[TableId] | None = None) -> dict[str, int]:
+    """``{table: latest version}`` for ``tables`` (default: every gold table, what a snapshot pins)."""
+    return {str(t): lake.delta_table(t).version() for t in (tables if tables is not None else _default_tables(lake))}
+
+
+def find_snapshot(lake: Lake, *, tables: dict[str, int], prefix: str = "", note: str | None = None) -> Snapshot | None:
+    """The newest snapshot pinning exactly ``tables`` (named ``prefix...``, with ``note``), or None."""
+    for snap in reversed(list_snapshots(lake)):
+        if snap.tables == tables and snap.name.startswith(prefix) and (note is None or snap.note == note):
+            return snap
+    return None
 
 
 def drop_snapshot(lake: Lake, name: str) -> Snapshot:

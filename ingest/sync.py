@@ -462,6 +462,7 @@ def _load_state(dest: Path) -> dict[str, dict[str, Any]]:
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}{TMP_SUFFIX}")
     with open(tmp, "wb") as fh:
+        _lock_tmp(fh.fileno(), tmp)
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -630,15 +631,37 @@ class _Cancelled(Exception):
 
 
 def _open_tmp(path: Path, *, direct: bool) -> tuple[int, bool]:
-    """A new file for writing, with O_DIRECT when asked and supported (not on tmpfs, macOS)."""
+    """A new, locked file for writing, with O_DIRECT when asked and supported (not on tmpfs, macOS)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    fd, on = -1, False
     if direct and hasattr(os, "O_DIRECT"):
         try:
-            return os.open(path, flags | os.O_DIRECT, 0o644), True
+            fd, on = os.open(path, flags | os.O_DIRECT, 0o644), True
         except OSError:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-    return os.open(path, flags, 0o644), False
+    if fd < 0:
+        fd = os.open(path, flags, 0o644)
+    try:
+        _lock_tmp(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, on
+
+
+def _lock_tmp(fd: int, path: Path) -> None:
+    """Lock a temp file for as long as it is open: a sync removes only unlocked temp files
+    (``_clean_stale_tmp``), so a killed run's leftovers go and a running sync's stay."""
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        same = os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        same = False
+    if not same:  # removed as stale between our create and our lock
+        raise _Transient(f"temp file {path.name} was removed by another sync")
 
 
 def _set_direct(fd: int, on: bool) -> bool:
@@ -677,14 +700,42 @@ def _human(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def _clean_stale_tmp(dest: Path, dirs: set[Path]) -> None:
-    """Remove temp files an interrupted sync left (they never look complete: hidden + suffix)."""
+def _clean_stale_tmp(dirs: set[Path]) -> int:
+    """Remove the temp files an interrupted sync left in ``dirs``; returns the bytes freed.
+
+    They never look complete (hidden name + suffix) but hold disk space: a shard's temp file is
+    preallocated to its full size, so a killed sync on a nearly full disk would otherwise make
+    every re-run refuse for space.  Files still locked belong to a running sync and stay.
+    """
+    freed = 0
     for d in dirs:
-        with contextlib.suppress(OSError):
-            for p in d.iterdir():
-                if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file():
-                    with contextlib.suppress(OSError):
-                        p.unlink()
+        try:
+            entries = os.scandir(d)
+        except OSError:
+            continue
+        with entries:
+            for e in entries:
+                if e.name.startswith(".") and e.name.endswith(TMP_SUFFIX) and e.is_file(follow_symlinks=False):
+                    freed += _remove_if_stale(e.path)
+    return freed
+
+
+def _remove_if_stale(path: str) -> int:
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return 0
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        blocks = os.fstat(fd).st_blocks
+        os.unlink(path)  # under our lock: a writer that locks after this sees it gone
+        return blocks * 512
+    except OSError:  # locked by a running sync, or already gone
+        return 0
+    finally:
+        os.close(fd)
 
 
 def sync_shards(
@@ -753,6 +804,10 @@ def sync_shards(
         else:
             rehash.append(sh)
 
+    # A killed sync's temp files count as used space until removed: remove them before measuring.
+    if dest.exists():
+        _clean_stale_tmp({dest} | {(dest / s.path).parent for s in [*manifest.shards, *manifest.files]})
+
     nworkers = workers or DEFAULT_WORKERS
     # Space for the missing shards, plus temp copies of local files that may fail re-hashing
     # (at most one per worker at a time; the old copy is only replaced after verification).
@@ -773,7 +828,6 @@ def sync_shards(
     if old_manifest.exists() and (todo or rehash) and old_manifest.read_bytes() != raw:
         old_manifest.unlink()
     state = _StateWriter(dest, {k: v for k, v in state_files.items() if isinstance(v, dict)})
-    _clean_stale_tmp(dest, {(dest / s.path).parent for s in todo + rehash})
 
     stop = threading.Event()
     bar = _Progress(progress, sum(s.bytes for s in todo + rehash), f"sync {len(todo) + len(rehash)} shards")
@@ -852,6 +906,38 @@ def sync_shards(
         dataset=manifest.dataset,
         snapshot=manifest.snapshot,
     )
+
+
+def prune_synced(root: str | Path, *, keep: int, current: str | Path) -> list[str]:
+    """Remove all but the ``keep`` newest synced copies (DEST directories) directly under ``root``;
+    ``current`` always stays.  Only directories a sync wrote (with its state file or manifest)
+    are touched; a copy's age is its manifest's ``created_at`` (else when its state was written)."""
+    import shutil
+    from datetime import datetime
+
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    current = Path(current).resolve()
+    aged: list[tuple[float, Path]] = []
+    for d in Path(root).iterdir() if Path(root).is_dir() else ():
+        if not d.is_dir() or d.is_symlink() or d.resolve() == current:
+            continue
+        when = None
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            when = datetime.fromisoformat(json.loads((d / MANIFEST_NAME).read_bytes())["created_at"]).timestamp()
+        if when is None:
+            with contextlib.suppress(OSError):
+                when = (d / STATE_NAME).stat().st_mtime
+        if when is not None:
+            aged.append((when, d))
+    aged.sort(reverse=True)
+    removed = []
+    for _, d in aged[keep - 1:]:
+        with contextlib.suppress(FileNotFoundError):
+            (d / MANIFEST_NAME).unlink()  # first: a half-removed copy no longer looks complete
+        shutil.rmtree(d)
+        removed.append(d.name)
+    return removed
 
 
 def _delete_unlisted(dest: Path, keep: set[str]) -> int:

@@ -12,7 +12,20 @@ import math
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from ingest.errors import IngestError
 from ingest.lake import Lake, TableId
+
+# Delta's default delta.deletedFileRetentionDuration (7 days): a reader that loaded an older
+# version (`ingest sql --as-of`, a shard build) must find its files for at least this long.
+MIN_RETAIN_HOURS = 168
+
+
+class RetentionTooShort(IngestError):
+    """``retain_hours`` below Delta's minimum without ``force``."""
+
+
+class VersionVacuumed(IngestError):
+    """A read needs data files that vacuum deleted."""
 
 
 @dataclass
@@ -70,10 +83,52 @@ def files_of_version(lake: Lake, table: str | TableId, version: int) -> set[str]
     return {_rel(u, root) for u in dt.file_uris()}
 
 
-def vacuum(lake: Lake, *, retain_hours: float = 168, dry_run: bool = False, tables: list[str] | None = None) -> VacuumResult:
-    """Delete files older than ``retain_hours`` that no current version or pinned snapshot needs."""
+def missing_files(lake: Lake, table: str | TableId, version: int | None = None) -> tuple[int, list[str]]:
+    """(the version, the data files it reads that no longer exist)."""
+    import pyarrow.fs as pafs
+
+    v = version if version is not None else lake.delta_table(table).version()
+    rels = sorted(files_of_version(lake, table, v))
+    root = lake.table_uri(table).rstrip("/")
+    infos = lake.pyarrow_filesystem().get_file_info([lake.fs_path(f"{root}/{r}") for r in rels])
+    return v, [r for r, i in zip(rels, infos) if i.type == pafs.FileType.NotFound]
+
+
+def raise_if_vacuumed(lake: Lake, reads: dict[str, int | None]) -> None:
+    """After a failed read of ``{table: version or None (latest)}``: ``VersionVacuumed`` if the
+    reason is that vacuum deleted files of a version read, else nothing (the caller re-raises)."""
+    for table, version in reads.items():
+        try:
+            v, gone = missing_files(lake, table, version)
+        except (IngestError, OSError):  # the table or version itself is gone, or storage fails: not this case
+            continue
+        if gone:
+            raise VersionVacuumed(
+                f"version {v} of {table} was vacuumed ({len(gone)} of its data files are deleted): "
+                f"read a newer version (`ingest history {table}`); pin versions you need with `ingest snapshot create`"
+            )
+
+
+def vacuum(
+    lake: Lake,
+    *,
+    retain_hours: float = MIN_RETAIN_HOURS,
+    dry_run: bool = False,
+    tables: list[str] | None = None,
+    force: bool = False,
+) -> VacuumResult:
+    """Delete files older than ``retain_hours`` that no current version or pinned snapshot needs.
+
+    Below ``MIN_RETAIN_HOURS`` a concurrent reader of an older version could lose its files
+    mid-read, so that needs ``force`` (a dry run deletes nothing and needs none).
+    """
     if retain_hours < 0:
         raise ValueError(f"retain_hours must be >= 0, got {retain_hours}")
+    if retain_hours < MIN_RETAIN_HOURS and not (force or dry_run):
+        raise RetentionTooShort(
+            f"refused: --retain-hours {retain_hours:g} is below Delta's minimum of {MIN_RETAIN_HOURS} h (7 days): "
+            "a query or shard build reading an older version could lose its files mid-read; pass --force to vacuum anyway"
+        )
     from ingest.runlog import track
 
     with track(lake, command="vacuum", source=f"retain_hours={retain_hours:g}", target="lake") as run:

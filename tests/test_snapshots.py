@@ -41,7 +41,8 @@ def _seed(lake: Lake) -> None:
 def _check_lifecycle(lake: Lake) -> None:
     _seed(lake)
     snap = create_snapshot(lake, "train-1")
-    assert snap.tables == {"gold.daily_activity": 0, "gold.photo_features": 0}
+    # version 1 is the metadata-only commit that extends the log retention, made before pinning
+    assert snap.tables == {"gold.daily_activity": 1, "gold.photo_features": 1}
     with pytest.raises(SnapshotExists):
         create_snapshot(lake, "train-1")
     # the table moves on: overwrite replaces every row
@@ -66,7 +67,6 @@ def _check_lifecycle(lake: Lake) -> None:
         get_snapshot(lake, "train-1")
     # a dropped name can be used again
     again = create_snapshot(lake, "train-1", tables=["gold.daily_activity"])
-    # version 1 is the metadata-only commit that extended the log retention for the first pin
     assert again.tables == {"gold.daily_activity": 1}
     assert sorted(s.name for s in list_snapshots(lake)) == ["just-photos", "train-1"]
 
@@ -106,7 +106,7 @@ def _check_vacuum_keeps_pins(lake: Lake) -> None:
     photos = next(t for t in dry.tables if t.table == "gold.photo_features")
     assert len(photos.deleted) == 1  # only v1's file; v0 is pinned, v2 is current
 
-    result = vacuum(lake, retain_hours=0)
+    result = vacuum(lake, retain_hours=0, force=True)
     assert result.files_deleted >= 1
     fs = lake.pyarrow_filesystem()
     for uri in v1_files:
@@ -122,7 +122,7 @@ def _check_vacuum_keeps_pins(lake: Lake) -> None:
     # once dropped, the pin's files are fair game
     drop_snapshot(lake, "keep-me")
     assert "gold.photo_features" not in pinned_versions(lake)
-    vacuum(lake, retain_hours=0)
+    vacuum(lake, retain_hours=0, force=True)
     with pytest.raises(Exception):
         lake.delta_table("gold.photo_features", version=0).to_pyarrow_table()
 
@@ -151,7 +151,7 @@ def test_cli_snapshot_commands(local_lake: Lake) -> None:
     res = runner.invoke(app, [*base, "snapshot", "create", "cli-snap", "--tables", "gold.photo_features"])
     assert res.exit_code == 0, res.output
     shown = json.loads(runner.invoke(app, [*base, "snapshot", "show", "cli-snap"]).output)
-    assert shown["name"] == "cli-snap" and shown["tables"] == {"gold.photo_features": 0}
+    assert shown["name"] == "cli-snap" and shown["tables"] == {"gold.photo_features": 1}
     assert "created_at" in shown
     listed = json.loads(runner.invoke(app, [*base, "snapshot", "list"]).output)
     assert [s["name"] for s in listed] == ["cli-snap"]
@@ -194,3 +194,63 @@ def test_concurrent_creators_of_one_name_get_one_snapshot(local_lake: Lake) -> N
     assert [s.name for s in list_snapshots(local_lake)].count("race") == 1
     rows = local_lake.delta_table("_meta.snapshots").to_pyarrow_table().to_pylist()
     assert sum(r["name"] == "race" for r in rows) == 1  # losers withdrew their rows
+
+
+def _ingest(lake: Lake, *args: str):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "ingest"
+    return subprocess.run([str(exe), "--lake", lake.uri, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_vacuum_below_seven_days_is_refused_unless_forced(local_lake: Lake) -> None:
+    write_batch(local_lake, "gold.photo_features", _photos([1, 2], "v0"))
+    write_batch(local_lake, "gold.photo_features", _photos([3], "v1"), mode="overwrite")
+    v0_files = set(local_lake.delta_table("gold.photo_features", version=0).file_uris())
+    query = ["sql", "select photo_id from gold.photo_features order by 1", "--as-of", "0", "--format", "csv"]
+
+    refused = _ingest(local_lake, "vacuum", "--retain-hours", "0")
+    assert refused.returncode != 0
+    assert refused.stderr.startswith("error: refused: --retain-hours 0 is below Delta's minimum of 168 h")
+    assert "--force" in refused.stderr and refused.stderr.count("\n") == 1
+    assert set(local_lake.delta_table("gold.photo_features", version=0).file_uris()) == v0_files
+    assert all(local_lake.pyarrow_filesystem().get_file_info(local_lake.fs_path(u)).type.name == "File" for u in v0_files)
+    before = _ingest(local_lake, *query)
+    assert before.returncode == 0 and before.stdout.split() == ["photo_id", "1", "2"], before.stderr
+
+    assert _ingest(local_lake, "vacuum", "--retain-hours", "0", "--dry-run").returncode == 0  # deletes nothing
+    forced = _ingest(local_lake, "--json", "vacuum", "--retain-hours", "0", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["files_deleted"] == len(v0_files)
+
+    after = _ingest(local_lake, *query)
+    assert after.returncode != 0
+    assert after.stderr.startswith("error: version 0 of gold.photo_features was vacuumed"), after.stderr
+    assert after.stderr.count("\n") == 1 and "Parquet" not in after.stderr
+    current = _ingest(local_lake, "sql", "select photo_id from gold.photo_features", "--format", "csv")
+    assert current.returncode == 0 and current.stdout.split() == ["photo_id", "3"]
+
+
+def test_snapshot_reads_of_vacuumed_files_name_the_version(local_lake: Lake) -> None:
+    """A pin whose files were removed anyway (another engine's VACUUM): one line, not an Arrow error."""
+    write_batch(local_lake, "gold.photo_features", _photos([1, 2], "v0"))
+    snap = create_snapshot(local_lake, "pinned")
+    version = snap.tables["gold.photo_features"]
+    write_batch(local_lake, "gold.photo_features", _photos([3], "v1"), mode="overwrite")
+    # Delta's own vacuum knows nothing of our pins (as Spark's VACUUM would not)
+    local_lake.delta_table("gold.photo_features").vacuum(
+        retention_hours=0, dry_run=False, enforce_retention_duration=False
+    )
+    for args in (
+        ["sql", "select count(*) from gold.photo_features", "--as-of", "pinned"],
+        ["shards", "build", "ds", "--table", "gold.photo_features", "--snapshot", "pinned", "--key", "photo_id"],
+    ):
+        out = _ingest(local_lake, *args)
+        assert out.returncode != 0, args
+        assert out.stderr == (
+            f"error: version {version} of gold.photo_features was vacuumed (1 of its data files are deleted): "
+            "read a newer version (`ingest history gold.photo_features`); pin versions "
+            "you need with `ingest snapshot create`\n"
+        ), args

@@ -417,6 +417,162 @@ def test_killed_sync_leaves_nothing_that_looks_complete_and_resumes(tmp_path: Pa
     assert not list(dest.rglob(f"*{TMP_SUFFIX}"))
 
 
+class _StallingS3:
+    """A loopback S3 endpoint whose first shard GET sends 1 MiB and then stalls (a throttled
+    source: the sync is mid-transfer for as long as we like); later GETs are served whole."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        import http.server
+        import threading
+
+        self.release = threading.Event()
+        self.stalled = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                key = self.path.split("?", 1)[0].lstrip("/")
+                body = objects.get(key)
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if key.endswith(".tar") and not outer.stalled.is_set():
+                    outer.stalled.set()
+                    self.wfile.write(body[: 1 << 20])
+                    self.wfile.flush()
+                    outer.release.wait(120)
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+# Runs inside the disk it syncs to (a real 40 MiB tmpfs in a user+mount namespace, or a 40 MiB
+# quota emulated on free_bytes when namespaces are not allowed): start `ingest sync`, SIGKILL it
+# mid-transfer, report the free space, sync again.  Prints one JSON line.
+_FULL_DISK_DRIVER = textwrap.dedent(
+    """
+    import json, os, signal, subprocess, sys, time
+    dest, cmd = sys.argv[1], json.loads(sys.argv[2])
+    def free():
+        v = os.statvfs(dest); return v.f_bavail * v.f_frsize
+    def temps():
+        return [os.path.join(r, f) for r, _, fs in os.walk(dest) for f in fs if f.endswith(".ingest-tmp")]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(os.stat(t).st_blocks * 512 >= int(sys.argv[3]) for t in temps()):
+        time.sleep(0.05)
+    time.sleep(0.3)  # the stalled GET: the transfer is under way, not finished
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed = {"rc": first.returncode, "temps": len(temps()), "free": free()}
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    print(json.dumps({"killed": killed, "rc": again.returncode, "stderr": again.stderr,
+                      "temps_after": len(temps()),
+                      "data": open(os.path.join(dest, "train/shard-00000.tar"), "rb").read().hex()
+                      if again.returncode == 0 else None}))
+    """
+)
+
+# The emulated disk: free space = capacity - blocks allocated under DEST (temp files included).
+_EMULATED_DISK = textwrap.dedent(
+    """
+    import os, sys
+    import ingest.sync as m
+    cap, root = int(os.environ["TEST_DISK_BYTES"]), os.environ["TEST_DISK_ROOT"]
+    def free_bytes(path):
+        return cap - sum(os.lstat(os.path.join(r, f)).st_blocks * 512 for r, _, fs in os.walk(root) for f in fs)
+    m.free_bytes = free_bytes
+    from ingest.cli import main
+    main(sys.argv[1:])
+    """
+)
+
+
+def _namespace_tmpfs_works(where: Path) -> bool:
+    import shutil
+
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {where} && touch {where}/x"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.parametrize("disk", ["tmpfs", "emulated"])
+def test_killed_cli_sync_on_a_nearly_full_disk_reclaims_its_temp_files(disk: str, tmp_path: Path) -> None:
+    size, capacity = 24 << 20, 40 << 20  # one shard's temp copy + the shard do not fit together
+    data = os.urandom(size)
+    manifest = {"dataset": "ds", "snapshot": "s1", "shards": [
+        {"path": "train/shard-00000.tar", "bytes": size, "sha256": hashlib.sha256(data).hexdigest()}]}
+    server = _StallingS3({"bkt/ds/s1/manifest.json": json.dumps(manifest).encode(), "bkt/ds/s1/train/shard-00000.tar": data})
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    dest = mnt / "dest"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAKEHOUSE_", "AWS_"))}
+    env.update(AWS_ENDPOINT_URL=server.url, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test-secret")
+    args = ["sync", "s3://bkt/ds/s1/", str(dest), "--workers", "1", "--json"]
+    try:
+        if disk == "tmpfs":
+            if not _namespace_tmpfs_works(mnt):
+                pytest.skip("no unprivileged user+mount namespaces here; the emulated disk covers this")
+            cmd = [INGEST, *args]
+            runner = ["unshare", "-rm", "sh", "-c",
+                      f'mount -t tmpfs -o size={capacity} tmpfs "$0" && exec "$@"', str(mnt)]
+        else:
+            cmd = [sys.executable, "-c", _EMULATED_DISK, *args]
+            env.update(TEST_DISK_BYTES=str(capacity), TEST_DISK_ROOT=str(mnt))
+            runner = []
+        out = subprocess.run(
+            [*runner, sys.executable, "-c", _FULL_DISK_DRIVER, str(dest), json.dumps(cmd), str(size)],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        )
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["killed"]["rc"] == -signal.SIGKILL and got["killed"]["temps"] == 1
+    if disk == "tmpfs":
+        assert got["killed"]["free"] < size  # without reclaiming the temp file the shard cannot fit
+    assert got["rc"] == 0, got["stderr"]
+    assert bytes.fromhex(got["data"]) == data and got["temps_after"] == 0
+
+
+def test_running_syncs_temp_files_are_not_removed(tmp_path: Path) -> None:
+    """Only unlocked temp files are stale: one a live writer holds stays."""
+    import fcntl
+
+    d = tmp_path / "train"
+    d.mkdir()
+    live, stale = d / f".a.tar.1{TMP_SUFFIX}", d / f".b.tar.2{TMP_SUFFIX}"
+    stale.write_bytes(b"x" * 10_000)
+    with open(live, "wb") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fh.write(b"y" * 10_000)
+        freed = sync_mod._clean_stale_tmp({d, tmp_path})
+        assert live.exists() and not stale.exists() and freed >= 10_000
+
+
 def test_lake_relative_source_on_a_local_lake(local_lake: Lake, tmp_path: Path) -> None:
     manifest = make_shard_set(Path(local_lake.path("shards", "ds", "snap1")), SIZES[:4])
     res = sync_shards("shards/ds/snap1", tmp_path / "d", lake=local_lake)

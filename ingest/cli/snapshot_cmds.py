@@ -89,15 +89,20 @@ def register(app: typer.Typer) -> None:
     @app.command("vacuum")
     def vacuum_cmd(
         ctx: typer.Context,
-        retain_hours: float = typer.Option(168, "--retain-hours", help="Keep files removed less than this many hours ago"),
+        retain_hours: float = typer.Option(
+            168, "--retain-hours", help="Keep files removed less than this many hours ago (at least 168 unless --force)"
+        ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be deleted"),
         tables: Optional[str] = typer.Option(None, "--tables", help="Comma-separated tables (default: all)"),
+        force: bool = typer.Option(
+            False, "--force", help="Allow --retain-hours below 168: readers of older versions may fail mid-read"
+        ),
     ) -> None:
         """Delete old data files, except those a pinned snapshot still needs."""
         from ingest.snapshots import vacuum
 
         names = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
-        res = vacuum(state(ctx).lake_obj, retain_hours=retain_hours, dry_run=dry_run, tables=names)
+        res = vacuum(state(ctx).lake_obj, retain_hours=retain_hours, dry_run=dry_run, tables=names, force=force)
         verb = "would delete" if dry_run else "deleted"
         emit(ctx, res.payload(), lambda: typer.echo(
             f"{verb} {res.files_deleted} file(s); "

@@ -26,7 +26,8 @@ HELP = "Copy this rank's shards to a local disk, sha256-verified while streaming
 EPILOG = """\
 DEST ends up with manifest.json and exactly this rank's shards at their manifest paths.  Files are
 written under a temporary name and renamed only after their sha256 matched, so an interrupted
-sync leaves nothing that looks complete; run it again to resume.  A re-sync of an unchanged DEST
+sync leaves nothing that looks complete; run it again to resume (it first removes the temp files
+a killed run left, so they do not count against free space).  A re-sync of an unchanged DEST
 transfers nothing (it trusts sizes and the recorded checksums unless --verify-local).
 
 examples:

@@ -51,7 +51,8 @@ def _check_samples(samples: list[dict], gold: dict) -> None:
 
 def test_webdataset_round_trip_and_manifest(local_lake: Lake) -> None:
     version = make_gold(local_lake, list(range(1, 61)))
-    create_snapshot(local_lake, "snap-a")
+    pinned = create_snapshot(local_lake, "snap-a").tables["gold.photo_features"]
+    assert pinned == version + 1  # the log-retention commit comes before the pin
     res = build_shards(local_lake, "photos", table="gold.photo_features", snapshot="snap-a",
                        key="photo_id", shard_size="8KB")
     root = Path(res.uri)
@@ -59,7 +60,7 @@ def test_webdataset_round_trip_and_manifest(local_lake: Lake) -> None:
     m = json.loads((root / "manifest.json").read_text())
     assert m == res.manifest
     assert m["dataset"] == "photos" and m["snapshot"] == "snap-a" and m["format"] == "webdataset"
-    assert m["tables"] == {"gold.photo_features": version}
+    assert m["tables"] == {"gold.photo_features": pinned}
     assert [r["version_after"] for r in m["source_runs"]] == [version]
     assert m["code_version"] and m["created_at"]
     assert {s["split"] for s in m["shards"]} == {"train", "val"}

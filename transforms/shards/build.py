@@ -44,6 +44,7 @@ class ShardSetResult(BaseModel):
     shards: int
     samples: int
     bytes: int
+    reused: bool = False  # an identical complete set was already there (``reuse``)
 
     def payload(self) -> dict[str, Any]:
         return {"uri": self.uri, "shards": self.shards, "samples": self.samples, "bytes": self.bytes,
@@ -242,10 +243,12 @@ def build_shards(
     seed: int = 0,
     engine: Engine = "local",
     progress: bool = False,
+    reuse: bool = False,
 ) -> ShardSetResult:
     """Write ``<lake>/shards/DATASET/SNAPSHOT/`` from ``table`` at the snapshot's version.
 
-    Deterministic: the same snapshot and arguments give byte-identical shards and checksums.
+    Deterministic: the same snapshot and arguments give byte-identical shards and checksums, so
+    with ``reuse`` a complete set built with the same arguments is returned as it is (``reused``).
     """
     from ingest.runlog import track
     from ingest.snapshots import get_snapshot
@@ -268,6 +271,9 @@ def build_shards(
         )
     version = snap.tables[str(tid)]
     root = lake.path("shards", dataset, snap.name)
+    options = build_options(splits, target, seed)
+    if reuse and (found := _existing(lake, root, {str(tid): version}, format=format, key=key, options=options)):
+        return found
     with track(lake, command="shards build", source=f"{tid}@{version}", target=root) as run:
         if engine == "spark":
             from transforms.shards.spark import build_with_spark
@@ -281,7 +287,10 @@ def build_shards(
                 lake, root, tid, version, format=format, key=key, splits=splits, target=target,
                 seed=seed, mtime=int(snap.created_at.timestamp()), progress=progress,
             )
-        manifest = finish(lake, root, spec, shards, dataset=dataset, snapshot=snap.name, tables={str(tid): version})
+        manifest = finish(
+            lake, root, spec, shards, dataset=dataset, snapshot=snap.name, tables={str(tid): version},
+            options=options,
+        )
         run.rows_written = sum(s["samples"] for s in shards)
         run.details = {"shards": len(shards), "format": format, "engine": engine, "snapshot": snap.name}
     return ShardSetResult(
@@ -290,9 +299,39 @@ def build_shards(
     )
 
 
+def build_options(splits: list[tuple[str, float]], target: int, seed: int) -> dict[str, Any]:
+    """The arguments besides table, format and key that shape a shard set (kept in its manifest)."""
+    return {"split": dict(splits), "shard_size": target, "seed": seed}
+
+
+def _existing(lake: Lake, root: str, tables: dict[str, int], *, format: str, key: str | None,
+              options: dict[str, Any]) -> ShardSetResult | None:
+    """The complete set at ``root`` if its manifest records the same pin, format, key and options."""
+    try:
+        with lake.pyarrow_filesystem().open_input_stream(lake.fs_path(f"{root}/{MANIFEST}")) as fh:
+            manifest = json.loads(fh.read())
+    except (FileNotFoundError, ValueError):
+        return None
+    if (manifest.get("tables"), manifest.get("format"), manifest.get("options")) != (tables, format, options) or (
+        key is not None and manifest.get("key") != key
+    ):
+        return None
+    shards = manifest.get("shards") or []
+    return ShardSetResult(
+        uri=root, manifest=manifest, shards=len(shards), reused=True,
+        samples=sum(s.get("samples") or 0 for s in shards), bytes=sum(s["bytes"] for s in shards),
+    )
+
+
 def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: Format, key: str | None,
                  splits, target: int, seed: int, mtime: int, progress: bool):
-    data = lake.delta_table(tid, version=version).to_pyarrow_table()
+    try:
+        data = lake.delta_table(tid, version=version).to_pyarrow_table()
+    except Exception:  # noqa: BLE001 - only explained here, re-raised as it is otherwise
+        from ingest.vacuum import raise_if_vacuumed
+
+        raise_if_vacuumed(lake, {str(tid): version})
+        raise
     spec = ShardSpec.from_schema(
         data.schema, format=format, key=key or default_key(data.schema), mtime=mtime,
         size_limit=target, nullable=nullable_columns(data),
@@ -325,7 +364,7 @@ def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: F
 
 
 def finish(lake: Lake, root: str, spec: ShardSpec, shards: list[dict[str, Any]], *, dataset: str,
-           snapshot: str, tables: dict[str, int]) -> dict[str, Any]:
+           snapshot: str, tables: dict[str, int], options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the MDS index (if any), SHA256SUMS, then manifest.json; return the manifest."""
     fs = lake.pyarrow_filesystem()
     root_fs = lake.fs_path(root)
@@ -346,6 +385,7 @@ def finish(lake: Lake, root: str, spec: ShardSpec, shards: list[dict[str, Any]],
         "source_runs": source_runs(lake, table, tables[table]),
         "code_version": code_version(),
         "key": spec.key,
+        "options": options or {},
         "shards": shards,
         "files": extra,  # other files readers need (MDS index.json per split)
     }
