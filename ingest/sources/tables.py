@@ -511,13 +511,14 @@ def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: i
             yield from good.to_batches()
 
     gen = typed()
-    head = next(gen, None)
-    if head is None:  # pragma: no cover - read_batches always yields at least one batch
-        return
+    head = next(gen, None)  # None: the source table is empty, and the table becomes empty too
     schema = first["schema"]
+    if head is None and existing is not None and schema.names == list(META_COLUMNS):
+        schema = existing  # an empty result read through SQLAlchemy names no columns: keep the table's
 
     def all_batches() -> Iterator[pa.RecordBatch]:
-        yield head
+        if head is not None:
+            yield head
         yield from gen
 
     # one snapshot for the batch number and the commit: two overwrites with the same app id then
