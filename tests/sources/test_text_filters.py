@@ -74,8 +74,6 @@ def test_sqlite_merge_and_cursor_runs_keep_text_filterable(local_lake: Lake, tmp
     url = _sqlite_photos(tmp_path / "src.db")
     for table, extra in (("bronze.merged", ["--primary-key", "photo_id"]), ("bronze.cursored", [])):
         run_cli(local_lake, "tables", url, "--source-table", "photos", "--table", table, "--cursor", "updated_at", *extra)
-    # a clean source: its quarantine exists, empty, so queries on it work
-    assert sql_rows(local_lake, "select count(*) as n from bronze.merged_quarantine where source = 'x'") == [{"n": 0}]
     _sqlite_exec(
         url,
         "update photos set place = 'Oslo', updated_at = '2026-11-01 00:00:04' where photo_id = 2",
@@ -93,6 +91,8 @@ def test_sqlite_merge_and_cursor_runs_keep_text_filterable(local_lake: Lake, tmp
     out = run_json(local_lake, "tables", url, "--source-table", "photos", "--table", "bronze.merged",
                    "--cursor", "updated_at", "--primary-key", "photo_id")
     assert out["rows_written"] == 0
+    # a clean source: its quarantine exists, empty, so queries on it work
+    assert sql_rows(local_lake, "select count(*) as n from bronze.merged_quarantine where source = 'x'") == [{"n": 0}]
 
 
 def test_snapshot_of_an_emptied_source_table_empties_the_table(local_lake: Lake, tmp_path: Path) -> None:
