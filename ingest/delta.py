@@ -265,12 +265,15 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
     root = lake.fs_path(lake.table_uri(tid))
     with fs.open_input_stream(f"{root}/_delta_log/{version:020d}.json") as f:
         entries = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+    # the swap commits against this snapshot: a file a later commit removed is not ours to copy
+    dt = lake.delta_table(tid)
+    live = set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
     actions: list[AddAction | RemoveAction] = []
     written: list[str] = []
     now = int(time.time() * 1000)
     for add in (e["add"] for e in entries if "add" in e):
         path = add["path"]
-        if "://" in path:  # an absolute path (shallow clones): leave it alone
+        if "://" in path or path not in live:  # absolute (shallow clones), or gone since
             continue
         src = f"{root}/{unquote(path)}"
         with fs.open_input_file(src) as f:
@@ -290,7 +293,6 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
         actions.append(RemoveAction(path, False, now, add.get("size"), parts))
     if not actions:
         return 0
-    dt = lake.delta_table(tid)
     try:
         dt.create_write_transaction(
             actions, mode="append", schema=dt.schema(),
