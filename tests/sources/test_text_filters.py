@@ -184,3 +184,19 @@ def test_sql_json_prints_decimals_exactly(local_lake: Lake) -> None:
     rows = sql_rows(local_lake, "select amount from gold.money order by amount desc")
     assert rows == [{"amount": "12345678.0123456789"}, {"amount": "-0.0000000001"}]
     assert Decimal(rows[0]["amount"]) == value
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_merges_on_an_s3_lake_keep_text_filterable(s3_lake: Lake, tmp_path: Path) -> None:
+    url = _sqlite_photos(tmp_path / "src.db")
+    args = ["tables", url, "--source-table", "photos", "--table", "bronze.merged", "--cursor", "updated_at",
+            "--primary-key", "photo_id"]
+    run_cli(s3_lake, *args)
+    _sqlite_exec(url, "update photos set place = 'Oslo', updated_at = '2026-11-01 00:00:04' where photo_id = 2")
+    assert run_json(s3_lake, *args)["rows_written"] == 1
+    assert count_where(s3_lake, "bronze.merged", "place", "Oslo") == 3
+    fs = s3_lake.pyarrow_filesystem()
+    for uri in s3_lake.delta_table("bronze.merged").file_uris():
+        with fs.open_input_file(s3_lake.fs_path(uri)) as f:
+            assert not [t for t in pq.read_schema(f).types if "view" in str(t)], uri
