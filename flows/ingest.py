@@ -26,6 +26,6 @@ def ingest_logs_flow(params: LogsParams) -> dict[str, Any]:
 def ingest_tables_flow(params: TablesParams) -> dict[str, Any]:
     src = TableSource(
         url=params.url, source_table=params.source_table, table=params.table,
-        primary_key=params.primary_key, cursor=params.cursor,
+        primary_key=params.primary_key, cursor=params.cursor, cursor_lag=params.cursor_lag,
     )
     return ingest_source_task(params.settings(), src)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ingest.settings import Settings, load_settings
+from ingest.settings import CursorLag, Settings, load_settings
 
 
 class LakeParams(BaseModel):
@@ -36,6 +36,7 @@ class TablesParams(LakeParams):
     table: str
     primary_key: list[str] = Field(default_factory=list)
     cursor: str | None = None
+    cursor_lag: CursorLag
 
 
 class TransformParams(LakeParams):

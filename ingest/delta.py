@@ -44,18 +44,43 @@ def current_version(lake: Lake, table: str | TableId) -> int | None:
     return lake.delta_table(table).version() if lake.table_exists(table) else None
 
 
+def lake_type(t: pa.DataType) -> pa.DataType:
+    """The Arrow type a lake file stores for ``t``: timestamps as UTC microseconds
+    (timestampNtz tables are rejected by Spark 3.5 readers), and plain string/binary/list instead
+    of their large and view variants, at any depth.  pyarrow (through 26) cannot filter a
+    ``string_view`` column, so a file that records one breaks every filtered read of the table.
+    """
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", tz="UTC")
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.binary()
+    if pa.types.is_map(t):
+        return pa.map_(lake_type(t.key_type), lake_type(t.item_type), t.keys_sorted)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return pa.list_(t.value_field.with_type(lake_type(t.value_type)))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(t.value_field.with_type(lake_type(t.value_type)), t.list_size)
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(lake_type(f.type)) for f in t])
+    return t
+
+
 def _utc(schema: pa.Schema) -> pa.Schema:
-    """Timestamps as UTC microseconds (timestampNtz tables are rejected by Spark 3.5 readers)."""
-    fields = []
-    for f in schema:
-        if pa.types.is_timestamp(f.type):
-            f = f.with_type(pa.timestamp("us", tz="UTC"))
-        elif pa.types.is_large_string(f.type):
-            f = f.with_type(pa.string())
-        elif pa.types.is_large_binary(f.type):
-            f = f.with_type(pa.binary())
-        fields.append(f)
-    return pa.schema(fields, metadata=schema.metadata)
+    """``schema`` with every column in its lake type (see ``lake_type``)."""
+    return pa.schema([f.with_type(lake_type(f.type)) for f in schema], metadata=schema.metadata)
+
+
+def has_view_types(schema: pa.Schema) -> bool:
+    """Whether a column (at any depth) is a string/binary/list view: see ``lake_type``."""
+    return any(_holds_view(f.type) for f in schema)
+
+
+def _holds_view(t: pa.DataType) -> bool:
+    if pa.types.is_string_view(t) or pa.types.is_binary_view(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return True
+    return any(_holds_view(t.field(i).type) for i in range(t.num_fields))
 
 
 def conform(lake: Lake, table: str | TableId, data: pa.Table) -> pa.Table:
@@ -213,4 +238,82 @@ def merge_batch(
         .when_not_matched_insert_all()
         .execute()
     )
+    plain_files(lake, tid, dt.version(), metadata=metadata)
     return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)
+
+
+def delete_rows(lake: Lake, table: str | TableId, predicate: str) -> None:
+    """Delete the rows matching ``predicate`` (a Delta SQL predicate), in one commit."""
+    dt = lake.delta_table(table)
+    dt.delete(predicate)
+    plain_files(lake, TableId.parse(table), dt.version())
+
+
+def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dict[str, Any] | None = None) -> int:
+    """Rewrite the data files commit ``version`` added in view types, in plain types.
+
+    delta-rs's DataFusion operations (merge, delete, update, optimize) write string columns as
+    ``string_view`` whatever the input, and pyarrow cannot filter those (see ``lake_type``).  The
+    copies hold the same rows, so the commit swaps files with ``dataChange=false`` (like OPTIMIZE)
+    and keeps the original statistics.  Readers cope with view types anyway
+    (``Lake.dataset``), so a swap that loses a race to a concurrent writer is dropped, not
+    retried.  Returns the number of files rewritten.
+    """
+    import json
+    import time
+    import uuid
+    from urllib.parse import unquote
+
+    import pyarrow.parquet as pq
+    from deltalake import CommitProperties
+    from deltalake.transaction import AddAction, RemoveAction
+
+    tid = TableId.parse(table)
+    fs = lake.pyarrow_filesystem()
+    root = lake.fs_path(lake.table_uri(tid))
+    with fs.open_input_stream(f"{root}/_delta_log/{version:020d}.json") as f:
+        entries = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+    # the swap commits against this snapshot: a file a later commit removed is not ours to copy
+    dt = lake.delta_table(tid)
+    live = set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
+    actions: list[AddAction | RemoveAction] = []
+    written: list[str] = []
+    now = int(time.time() * 1000)
+    for add in (e["add"] for e in entries if "add" in e):
+        path = add["path"]
+        if "://" in path or path not in live:  # absolute (shallow clones), or gone since
+            continue
+        src = f"{root}/{unquote(path)}"
+        with fs.open_input_file(src) as f:
+            schema = pq.read_schema(f)
+        if not has_view_types(schema):
+            continue
+        with fs.open_input_file(src) as f:
+            data = pq.read_table(f)
+        data = data.cast(_utc(data.schema))
+        new_path = f"{path.rsplit('/', 1)[0] + '/' if '/' in path else ''}part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        dest = f"{root}/{unquote(new_path)}"
+        pq.write_table(data, dest, filesystem=fs, compression="snappy")
+        written.append(dest)
+        size = fs.get_file_info(dest).size
+        parts = add.get("partitionValues") or {}
+        actions.append(AddAction(new_path, size, parts, now, False, add.get("stats") or ""))
+        actions.append(RemoveAction(path, False, now, add.get("size"), parts))
+    if not actions:
+        return 0
+    try:
+        dt.create_write_transaction(
+            actions, mode="append", schema=dt.schema(),
+            partition_by=dt.metadata().partition_columns or None,
+            commit_properties=CommitProperties(
+                custom_metadata={**{k: str(v) for k, v in (metadata or {}).items()}, "rewrite": "view-typed files"}
+            ),
+        )
+    except Exception:  # noqa: BLE001 - e.g. a concurrent writer removed a file first; readers cope
+        for dest in written:
+            try:
+                fs.delete_file(dest)
+            except OSError:
+                pass
+        return 0
+    return len(written)

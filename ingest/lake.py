@@ -266,6 +266,17 @@ class Lake:
                 ) from None
         return dt
 
+    def dataset(self, table: "str | TableId", *, version: int | str | None = None) -> "pyarrow.dataset.Dataset":
+        """The table as a pyarrow dataset that every filter works on.
+
+        pyarrow cannot filter a file that records ``string_view``/``binary_view`` columns (its
+        row-group statistics compare a ``string`` literal with ``string_view`` ones and fail).
+        Writes store plain types (``ingest.delta.lake_type``), but lakes written before that, or by
+        other engines, hold such files: they are read here in plain types, in memory, while the
+        other files stay a lazy, filterable dataset.
+        """
+        return plain_dataset(self.delta_table(table, version=version).to_pyarrow_dataset())
+
     def list_tables(self) -> list[TableId]:
         """Every Delta table in the lake, in layer order."""
         fs = self.pyarrow_filesystem()
@@ -303,8 +314,7 @@ class Lake:
         con = duckdb.connect()
         version = version or {}
         for tid in tables if tables is not None else self.list_tables():
-            dt = self.delta_table(tid, version=version.get(str(tid)))
-            ds = dt.to_pyarrow_dataset()
+            ds = self.dataset(tid, version=version.get(str(tid)))
             con.execute(f'create schema if not exists "{tid.layer}"')
             con.register(f"__arrow_{tid.layer}_{tid.name}", ds)
             con.execute(
@@ -331,6 +341,36 @@ class Lake:
             elif "403" in low or "forbidden" in low or "accessdenied" in low or "signature" in low:
                 hint = " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
         return f"{what}: {msg}{hint}"
+
+
+def plain_dataset(ds: "pyarrow.dataset.Dataset") -> "pyarrow.dataset.Dataset":
+    """``ds`` with its view-typed files (see ``Lake.dataset``) read into memory in plain types."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    from ingest.delta import has_view_types
+
+    textual = (pa.types.is_string, pa.types.is_binary, pa.types.is_nested)
+    if not isinstance(ds, pads.FileSystemDataset) or not any(
+        any(kind(f.type) for kind in textual) for f in ds.schema
+    ):
+        return ds
+    fragments = list(ds.get_fragments())
+    if len(fragments) > 8:  # one footer read each (S3: one request): in parallel
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(16) as pool:
+            schemas = list(pool.map(lambda f: f.physical_schema, fragments))
+    else:
+        schemas = [f.physical_schema for f in fragments]
+    views = [f for f, s in zip(fragments, schemas) if has_view_types(s)]
+    if not views:
+        return ds
+    plain = pads.FileSystemDataset(
+        [f for f, s in zip(fragments, schemas) if not has_view_types(s)], ds.schema, ds.format, ds.filesystem
+    )
+    copied = pa.concat_tables([f.to_table(schema=ds.schema) for f in views])
+    return pads.dataset([plain, pads.dataset(copied)])
 
 
 def s3_client(s3: "S3Settings", **config: Any):

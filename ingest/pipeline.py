@@ -109,7 +109,8 @@ def ingest_source(lake: Lake, source: SourceConfig, *, progress: bool = False) -
 
         res = ingest_table(
             lake, source.url, source_table=source.source_table, table=source.table,
-            primary_key=tuple(source.primary_key), cursor=source.cursor, progress=progress,
+            primary_key=tuple(source.primary_key), cursor=source.cursor, cursor_lag=source.cursor_lag,
+            progress=progress,
         )
     return res.model_dump(mode="json")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -67,6 +67,15 @@ class LogSource(BaseModel):
     pattern: str | None = None
 
 
+# One definition for the CLI (--cursor-lag), lakehouse.yaml sources and the flow parameters.
+CURSOR_LAG_DEFAULT = 0.0
+CURSOR_LAG_HELP = (
+    "Re-read this far below the last cursor value (seconds for timestamps, units for numbers), "
+    "so rows committed late with an older cursor value are still loaded."
+)
+CursorLag = Annotated[float, Field(default=CURSOR_LAG_DEFAULT, ge=0, description=CURSOR_LAG_HELP)]
+
+
 class TableSource(BaseModel):
     kind: Literal["tables"] = "tables"
     url: str
@@ -74,6 +83,7 @@ class TableSource(BaseModel):
     table: str
     primary_key: list[str] = Field(default_factory=list)
     cursor: str | None = None
+    cursor_lag: CursorLag
 
 
 SourceConfig = ImageSource | LogSource | TableSource

@@ -148,7 +148,7 @@ def create_snapshot(
     note: str | None = None,
 ) -> Snapshot:
     """Pin the current version of ``tables`` (default: every gold table) under a unique name."""
-    from ingest.delta import write_batch
+    from ingest.delta import delete_rows, write_batch
 
     name = validate_name(name)
     tids = [TableId.parse(t) for t in tables] if tables else _default_tables(lake)
@@ -201,7 +201,7 @@ def create_snapshot(
     rows = [r for r in _rows(lake) if r["name"] == name]
     if result.skipped or not rows or _winner(rows)["create_id"] != create_id:
         if not result.skipped:
-            lake.delta_table(SNAPSHOTS_TABLE).delete(f"create_id = '{create_id}'")
+            delete_rows(lake, SNAPSHOTS_TABLE, f"create_id = '{create_id}'")
         raise SnapshotExists(
             f"snapshot {name!r} already exists (created concurrently): pick another name"
         )
@@ -223,8 +223,10 @@ def find_snapshot(lake: Lake, *, tables: dict[str, int], prefix: str = "", note:
 
 def drop_snapshot(lake: Lake, name: str) -> Snapshot:
     """Remove a snapshot; its files become ordinary old files that ``vacuum`` may delete."""
+    from ingest.delta import delete_rows
+
     snap = get_snapshot(lake, name)
-    lake.delta_table(SNAPSHOTS_TABLE).delete(f"name = '{validate_name(name)}'")
+    delete_rows(lake, SNAPSHOTS_TABLE, f"name = '{validate_name(name)}'")
     return snap
 
 

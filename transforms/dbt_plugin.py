@@ -36,7 +36,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import SourceConfig, TargetConfig
 
 from ingest.errors import ConfigError, IngestError
-from ingest.lake import Lake, TableId
+from ingest.lake import Lake, TableId, plain_dataset
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -261,7 +261,7 @@ class Plugin(BasePlugin):
         returns that version and the table's row count."""
         dt = self.lake.delta_table(tid)
         name = dataset_name(tid)
-        ds = dt.to_pyarrow_dataset()
+        ds = plain_dataset(dt.to_pyarrow_dataset())
         self._publish(name, ds)
         cur = (conn or self._conn).cursor()  # type: ignore[union-attr]
         try:
@@ -296,7 +296,7 @@ class Plugin(BasePlugin):
         dt = self.lake.delta_table(table, version=version)
         _CONTEXT.reads[str(table)] = dt.version()
         self._note_new_rows(table, dt, source_config.get("loaded_at_column"), pinned=version is not None)
-        return dt.to_pyarrow_dataset()
+        return plain_dataset(dt.to_pyarrow_dataset())
 
     def _note_new_rows(self, table: TableId, dt: Any, column: str | None, *, pinned: bool) -> None:
         """Record in ``lake_changes.scope`` from when this source's rows are new to the tests."""
@@ -402,7 +402,7 @@ class Plugin(BasePlugin):
         cur = self._conn.cursor()  # type: ignore[union-attr]
         try:
             cur.register("__lake_keys__", data.select(keys))
-            cur.register("__lake_target__", self.lake.delta_table(tid).to_pyarrow_dataset())
+            cur.register("__lake_target__", self.lake.dataset(tid))
             on = " and ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
             row = cur.execute(
                 f"select exists (select 1 from __lake_target__ t semi join __lake_keys__ s on {on})"

@@ -53,8 +53,8 @@ def state(ctx: typer.Context) -> CliState:
 def _default(o: Any) -> Any:
     if isinstance(o, (datetime, date)):
         return o.isoformat()
-    if isinstance(o, Decimal):
-        return float(o)
+    if isinstance(o, Decimal):  # a string, exactly: a JSON number would become a float in most readers
+        return format(o, "f")
     if isinstance(o, bytes):
         return f"<{len(o)} bytes>"
     if hasattr(o, "model_dump"):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from ingest.cli.common import emit, state
+from ingest.settings import CURSOR_LAG_DEFAULT, CURSOR_LAG_HELP
 
 if TYPE_CHECKING:  # imported lazily: pyarrow would slow every `ingest` start-up
     from ingest.sources import IngestResult
@@ -70,10 +71,7 @@ def register(app: typer.Typer) -> None:
             [], "--primary-key", help="Merge on these columns (comma-separated or repeated)."
         ),
         cursor: Optional[str] = typer.Option(None, "--cursor", help="Load incrementally by this column."),
-        cursor_lag: float = typer.Option(
-            0.0, "--cursor-lag",
-            help="Re-read this far below the last cursor value (seconds for timestamps, units for numbers).",
-        ),
+        cursor_lag: float = typer.Option(CURSOR_LAG_DEFAULT, "--cursor-lag", help=CURSOR_LAG_HELP),
     ) -> None:
         """Load a database table: incremental (--cursor), merged (--primary-key) or a full snapshot."""
         from ingest.sources.tables import ingest_table

@@ -55,8 +55,10 @@ class Tally:
     bytes_read: int = 0
 
     def finish(self, lake: Lake, table: TableId, run: Any) -> IngestResult:
+        """Also creates the (empty) quarantine table, so queries on it work for a clean source."""
         from ingest.delta import current_version
 
+        ensure_table(lake, quarantine_table(table), QUARANTINE_SCHEMA)
         run.rows_written, run.rows_quarantined = self.rows, self.quarantined
         run.skipped, run.bytes_read = self.skipped, self.bytes_read
         run.version_after = current_version(lake, table)

@@ -191,7 +191,7 @@ class _FileLoader:
         ):
             if not self.lake.table_exists(t):
                 continue
-            ds = self.lake.delta_table(t).to_pyarrow_dataset()
+            ds = self.lake.dataset(t)
             if col not in ds.schema.names:
                 continue
             vals = ds.to_table(columns=[col], filter=filt)[col].to_pylist()

@@ -348,7 +348,7 @@ def _rows_already_stored(
             t = schema.field(keys[0]).type
             filt = (pads.field(keys[0]) >= pa.scalar(lo.as_py(), t)) & (pads.field(keys[0]) <= pa.scalar(hi.as_py(), t))
     shared = [c for c in batch.column_names if c in schema.names]
-    existing = lake.delta_table(tid).to_pyarrow_dataset().to_table(columns=shared, filter=filt)
+    existing = lake.dataset(tid).to_table(columns=shared, filter=filt)
     if existing.num_rows == 0:
         return batch
     for c in batch.column_names:
@@ -442,7 +442,7 @@ def _new_bad(lake: Lake, tid: TableId, bad: list[Bad]) -> list[Bad]:
     q = quarantine_table(tid)
     if not bad or not lake.table_exists(q):
         return bad
-    stored = lake.delta_table(q).to_pyarrow_dataset().to_table(
+    stored = lake.dataset(q).to_table(
         columns=["raw", "reason"], filter=pads.field("source") == bad[0].source
     )
     seen = set(zip(stored["raw"].to_pylist(), stored["reason"].to_pylist()))
@@ -511,13 +511,14 @@ def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: i
             yield from good.to_batches()
 
     gen = typed()
-    head = next(gen, None)
-    if head is None:  # pragma: no cover - read_batches always yields at least one batch
-        return
+    head = next(gen, None)  # None: the source table is empty, and the table becomes empty too
     schema = first["schema"]
+    if head is None and existing is not None and schema.names == list(META_COLUMNS):
+        schema = existing  # an empty result read through SQLAlchemy names no columns: keep the table's
 
     def all_batches() -> Iterator[pa.RecordBatch]:
-        yield head
+        if head is not None:
+            yield head
         yield from gen
 
     # one snapshot for the batch number and the commit: two overwrites with the same app id then

@@ -92,5 +92,6 @@ def test_deploy_all_registers_every_deployment(prefect_server, tmp_path):
         crons = [s["schedule"]["cron"] for s in dep["schedules"]]
         assert crons == [s["cron"] for s in d["schedules"]]
         assert dep["concurrency_limit"] == 1 or (dep.get("global_concurrency_limit") or {}).get("limit") == 1
+    assert got["ingest-tables-daily"]["parameters"]["params"]["cursor_lag"] == 600  # late rows still load
     logs = got["ingest-logs-hourly"]["parameters"]["params"]
     assert logs["src"] == str(tmp_path / "logs")

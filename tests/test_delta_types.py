@@ -1,0 +1,51 @@
+"""ingest.delta stores plain string/binary/list types on every write path (issue #13): input in
+view or large types, and the files delta-rs's own merge and delete write as string_view."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from ingest.delta import delete_rows, merge_batch, write_batch
+from ingest.lake import Lake
+
+
+def file_types(lake: Lake, table: str) -> set[str]:
+    return {str(t) for uri in lake.delta_table(table).file_uris() for t in pq.read_schema(uri).types}
+
+
+def test_view_and_large_input_is_stored_plain(local_lake: Lake) -> None:
+    data = pa.table({
+        "s": pa.array(["Oslo", "Lima"], pa.string_view()),
+        "b": pa.array([b"x", b"y"], pa.binary_view()),
+        "l": pa.array([["a"], ["b", "c"]], pa.large_list(pa.large_string())),
+        "st": pa.array([{"k": "v"}, {"k": "w"}], pa.struct([("k", pa.string_view())])),
+    })
+    write_batch(local_lake, "bronze.typed", data)
+    write_batch(local_lake, "bronze.typed", data.slice(0, 1))  # append (conform) path
+    stored = file_types(local_lake, "bronze.typed")
+    assert not [t for t in stored if "view" in t or "large" in t], stored
+    assert {"string", "binary", "struct<k: string>"} <= stored
+    ds = local_lake.delta_table("bronze.typed").to_pyarrow_dataset()
+    assert ds.to_table(filter=pads.field("s") == "Oslo").num_rows == 2
+
+
+def test_merge_and_delete_leave_plain_files_with_the_same_rows(local_lake: Lake) -> None:
+    rows = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "place": ["Oslo", "Lima", "Oslo"], "raw": [b"a", b"b", b"c"]})
+    write_batch(local_lake, "silver.m", rows)
+    merge_batch(local_lake, "silver.m", pa.table({"id": pa.array([2, 4], pa.int64()), "place": ["Oslo", "Kyoto"],
+                                                  "raw": [b"B", b"d"]}), keys=["id"], metadata={"run_id": "r1"})
+    assert file_types(local_lake, "silver.m") == {"int64", "string", "binary"}
+    dt = local_lake.delta_table("silver.m")
+    assert sorted(dt.to_pyarrow_table().to_pylist(), key=lambda r: r["id"]) == [
+        {"id": 1, "place": "Oslo", "raw": b"a"}, {"id": 2, "place": "Oslo", "raw": b"B"},
+        {"id": 3, "place": "Oslo", "raw": b"c"}, {"id": 4, "place": "Kyoto", "raw": b"d"},
+    ]
+    # the copies keep the file statistics (file skipping and `rows_loaded_since` use them)
+    adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    assert sum(a["num_records"] for a in adds) == 4 and all(a.get("min.id") is not None for a in adds)
+    assert dt.to_pyarrow_dataset().to_table(filter=pads.field("place") == "Oslo").num_rows == 3
+    delete_rows(local_lake, "silver.m", "id = 1")
+    assert file_types(local_lake, "silver.m") == {"int64", "string", "binary"}
+    assert local_lake.dataset("silver.m").to_table(filter=pads.field("place") == "Oslo").num_rows == 2
