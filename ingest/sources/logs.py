@@ -77,7 +77,7 @@ def ingest_logs(
         raise ConfigError("--pattern only applies to --format text")
     tid = TableId.parse(table)
     totals = _Totals()
-    with track(lake, command="logs", source=src, target=str(tid)) as run:
+    with track(lake, command="logs", source=src, target=str(tid), counts=totals) as run:
         files = list_source(lake, src)
         with progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files)) as bar:
             for f in files:
@@ -116,14 +116,12 @@ class _FileLoader:
             offset = start
             last_bar = 0
             for batch, end in _line_batches(stream, offset, self.batch_lines, self.batch_bytes, complete_tail=self.gz):
-                r, q = self._write(batch, line_no, end)
+                r, q = self._write(batch, line_no, end)  # counted in totals as committed
                 line_no += len(batch)
                 rows, quarantined = rows + r, quarantined + q
                 self.bar.advance(counted.n - last_bar)
                 last_bar = counted.n
             self.bar.advance(counted.n - last_bar)
-        self.totals.rows += rows
-        self.totals.quarantined += quarantined
         self.totals.bytes_read += counted.n
         self.totals.files.append({"file": self.f.uri, "from": start, "rows": rows, "quarantined": quarantined})
 
@@ -179,10 +177,14 @@ class _FileLoader:
             bad.append(Bad(self.f.uri, f"line {numbers[idx]}", reason, lines[numbers[idx] - line_no - 1].rstrip(b"\r\n")))
         if data.num_columns == 0:
             data = pa.table({k: pa.array([], t) for k, t in _META_TYPES.items()})
+        # each commit is counted when it lands: a conflict that re-runs ``load`` must not forget it
         q = write_quarantine(self.lake, self.tid, bad, run_id=self.run_id, app_id=self.app_id, batch_version=end)
+        self.totals.quarantined += q
         ensure_table(self.lake, self.tid, data.schema)
         res = write_batch(self.lake, self.tid, data, app_id=self.app_id, batch_version=end)
-        return (0 if res.skipped else res.rows), q
+        r = 0 if res.skipped else res.rows
+        self.totals.rows += r
+        return r, q
 
     def _parse(self, text: bytes) -> dict[str, Any]:
         try:
