@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -67,7 +68,27 @@ def recorded_inputs(lake: Lake, table: str | TableId) -> dict[str, Any] | None:
         recorded = json.loads((last[0] if last else {}).get("userMetadata") or "")
     except ValueError:
         return None
-    return recorded if isinstance(recorded, dict) else None
+    if not isinstance(recorded, dict):
+        return None
+    recorded.pop("run_id", None)  # which run wrote it, not what it was built from
+    return recorded
+
+
+# Delta's commit conflicts (io.delta.exceptions.*): another writer committed to the table between
+# this transaction's read and its commit.  Running the model again from fresh inputs is correct.
+_CONFLICT = re.compile(
+    r"Concurrent(Append|Write|DeleteRead|DeleteDelete|Transaction|Modification)Exception"
+    r"|MetadataChangedException|ProtocolChangedException|DELTA_CONCURRENT_|DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED"
+)
+
+
+def conflict_name(exc: BaseException) -> str | None:
+    """The Delta conflict ``exc`` is (e.g. ``ConcurrentAppendException``), or None for any other error."""
+    for name in (*(c.__name__ for c in type(exc).__mro__), (str(exc).splitlines() or [""])[0]):
+        m = _CONFLICT.search(name)
+        if m:
+            return m.group(0)
+    return None
 
 
 def up_to_date(lake: Lake, inputs: ModelInputs, target: str | TableId) -> SparkModelResult | None:
@@ -115,13 +136,20 @@ def overwrite_delta(
     """
     from delta.tables import DeltaTable
 
+    from ingest.runlog import current_run_id
+
     tid = TableId.parse(table)
     path = lake.spark_path(str(tid))
+    run_id = current_run_id()  # named in the commit, for lineage (ingest.delta.commit_metadata)
+    if inputs is not None:
+        meta = json.dumps({**json.loads(inputs.to_json()), **({"run_id": run_id} if run_id else {})}, sort_keys=True)
+    else:
+        meta = json.dumps({"model": name, "run_id": run_id}, sort_keys=True)
     (
         df.write.format("delta")
         .mode("overwrite")
         .option("overwriteSchema", "true")
-        .option("userMetadata", inputs.to_json() if inputs is not None else f"spark model {name}")
+        .option("userMetadata", meta)
         .save(path)
     )
     last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()
