@@ -7,6 +7,7 @@ only unreferenced files; the re-run writes the batch once.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -101,6 +102,19 @@ def commit_metadata(metadata: dict[str, Any] | None = None) -> dict[str, str] | 
     if run_id is not None:
         out.setdefault("run_id", run_id)
     return out or None
+
+
+def commit_run_id(commit: dict[str, Any]) -> str | None:
+    """The run id a commit (an entry of ``DeltaTable.history()``) records: ``commit_metadata``
+    puts it in the custom metadata, a Spark model inside its ``userMetadata`` JSON."""
+    run_id = commit.get("run_id")
+    if run_id is None and commit.get("userMetadata"):
+        try:
+            meta = json.loads(commit["userMetadata"])
+        except ValueError:
+            meta = None
+        run_id = meta.get("run_id") if isinstance(meta, dict) else None
+    return str(run_id) if run_id else None
 
 
 # delta-rs rebases a creation commit that lost the race for version 0 onto the winner as a plain

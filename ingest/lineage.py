@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ingest.delta import commit_run_id
 from ingest.errors import ConfigError
 from ingest.lake import Lake, TableId
 from ingest.runlog import RUNS_TABLE
@@ -44,24 +45,14 @@ def _runs(lake: Lake) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["started_at"])
 
 
-def commit_run_id(lake: Lake, table: str, version: int, *, _cache: dict | None = None) -> str | None:
-    """The run id recorded in the Delta commit that made ``version`` (``ingest.delta.commit_metadata``;
-    a Spark model records it inside ``userMetadata``), or None for a commit without one."""
-    cache = _cache if _cache is not None else {}
+def _commit_run_id(lake: Lake, table: str, version: int, cache: dict) -> str | None:
+    """The run id recorded in the Delta commit that made ``version`` (None: a commit without one)."""
     if table not in cache:
         try:
             cache[table] = {c.get("version"): c for c in lake.delta_table(table).history()}
         except Exception:  # noqa: BLE001 - a vacuumed or missing log: fall back to the run log
             cache[table] = {}
-    commit = cache[table].get(version) or {}
-    run_id = commit.get("run_id")
-    if run_id is None and commit.get("userMetadata"):
-        try:
-            meta = json.loads(commit["userMetadata"])
-        except ValueError:
-            meta = None
-        run_id = meta.get("run_id") if isinstance(meta, dict) else None
-    return str(run_id) if run_id else None
+    return commit_run_id(cache[table].get(version) or {})
 
 
 def _writer_run(
@@ -99,7 +90,7 @@ def trace_table(
     if key in seen:
         return node
     seen.add(key)
-    run = _writer_run(runs, table, version, commit_run_id(lake, table, version, _cache=commits))
+    run = _writer_run(runs, table, version, _commit_run_id(lake, table, version, commits))
     if run is None:
         node.detail["note"] = "no run recorded for this version"
         return node
