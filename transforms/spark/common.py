@@ -132,7 +132,8 @@ def overwrite_delta(
     """Replace the table's contents in ONE Delta commit, so readers see old or new, never a mix.
 
     The schema is replaced too (``overwriteSchema``): a model owns its output table.  The commit
-    records ``inputs`` (as ``userMetadata``), which lets the next run see it has nothing to do.
+    records ``inputs`` and the run id (as ``userMetadata``), which lets the next run see it has
+    nothing to do and lineage name the run that wrote it.
     """
     from delta.tables import DeltaTable
 
@@ -140,19 +141,21 @@ def overwrite_delta(
 
     tid = TableId.parse(table)
     path = lake.spark_path(str(tid))
-    run_id = current_run_id()  # named in the commit, for lineage (ingest.delta.commit_metadata)
-    if inputs is not None:
-        meta = json.dumps({**json.loads(inputs.to_json()), **({"run_id": run_id} if run_id else {})}, sort_keys=True)
-    else:
-        meta = json.dumps({"model": name, "run_id": run_id}, sort_keys=True)
+    meta = json.loads(inputs.to_json()) if inputs is not None else {"model": name}
+    run_id = current_run_id()  # named in the commit, for lineage (ingest.delta.commit_run_id)
+    if run_id is not None:
+        meta["run_id"] = run_id
+    user_metadata = json.dumps(meta, sort_keys=True)
     (
         df.write.format("delta")
         .mode("overwrite")
         .option("overwriteSchema", "true")
-        .option("userMetadata", meta)
+        .option("userMetadata", user_metadata)
         .save(path)
     )
-    last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()
+    # our commit, not a later one by another writer: the newest that carries our metadata
+    recent = DeltaTable.forPath(spark, path).history(20).select("version", "operationMetrics", "userMetadata").collect()
+    last = next((c for c in recent if c["userMetadata"] == user_metadata), recent[0])
     metrics = last["operationMetrics"] or {}
     rows = int(metrics["numOutputRows"]) if metrics.get("numOutputRows") is not None else None
     return SparkModelResult(
