@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from ingest.delta import write_batch
 from ingest.lake import Lake
@@ -67,3 +68,43 @@ def test_lineage_names_a_failed_run_for_the_batches_it_committed(tmp_path: Path)
     run = _writer(node)
     assert run["name"] == failed["run_id"]
     assert run["detail"]["status"] == "failed" and run["detail"]["rows_written"] == 20
+
+
+@pytest.mark.integration
+def test_gold_lineage_after_a_second_run_with_nothing_new_names_the_first_loads(tmp_path: Path) -> None:
+    """The `make run` twice case: the second logs run and the second transform find nothing new;
+    gold.photo_features still traces to the transform and the logs run that made its rows."""
+    from datetime import datetime, timezone
+
+    from tests.transforms.test_dbt_transform import build, make_images, make_photos
+
+    t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    lake = Lake(str(tmp_path / "lake"))
+    make_photos(lake, range(1, 6), loaded=t0)
+    make_images(lake, range(1, 6), loaded=t0)
+    src = tmp_path / "logs"
+    src.mkdir()
+    (src / "events.jsonl").write_text("".join(
+        json.dumps({"event_id": f"e{i}", "ts": f"2026-11-01T{i:02d}:00:00Z", "user_id": i % 3 + 1,
+                    "event_type": "view" if i % 2 else "like", "photo_id": i % 5 + 1}) + "\n"
+        for i in range(20)
+    ))
+    logs_first = run_json(lake, "logs", str(src), INGEST_LOG_BATCH_LINES="10")
+    build(lake)
+    assert run_json(lake, "logs", str(src))["rows_written"] == 0
+    build(lake)  # nothing new: no commit
+    gold = run_json(lake, "lineage", "gold.photo_features")
+    transform = _writer(gold)
+    gold_commit = lake.delta_table("gold.photo_features").history(1)[0]
+    runs = {r["run_id"]: r for r in lake.delta_table("_meta.runs").to_pyarrow_table().to_pylist()}
+    assert json.loads(runs[transform["name"]]["details"])["transform_run"] == gold_commit["run_id"]
+
+    def tables(node: dict) -> list[dict]:
+        found = [node] if node["kind"] == "table" else []
+        for c in node["children"]:
+            found += tables(c)
+        return found
+
+    (events,) = [t for t in tables(gold) if t["name"].startswith("bronze.events@")]
+    assert events["name"] == f"bronze.events@v{logs_first['version']}"
+    assert _writer(events)["name"] == logs_first["run_id"]
