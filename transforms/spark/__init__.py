@@ -99,6 +99,8 @@ def run_spark_models(
     code and parameters, as recorded in its last commit) is skipped unless ``full_refresh``.
     ``source_versions`` pins inputs (``{"bronze.images": 3}``).  A model whose input table is
     missing is skipped when running everything, but is an error when it was asked for by name.
+    A commit that conflicts with another writer of the model's table runs the model again
+    (``COMMIT_ATTEMPTS``), then fails with a ``TransientError``.
     """
     from transforms.spark.common import table_exists
 
