@@ -98,16 +98,21 @@ class _FileLoader:
         self.gz = f.uri.endswith(".gz")
         self.batch_lines = env_int("INGEST_LOG_BATCH_LINES", 100_000)
         self.batch_bytes = env_int("INGEST_LOG_BATCH_BYTES", 64 << 20)
+        self.rows = self.quarantined = 0  # over every attempt (a conflict re-runs ``load``)
+        self.first_start: int | None = None
 
     def load(self) -> None:
         start = committed_version(self.lake, self.tid, self.app_id) or 0
         if self._already_loaded(start):
-            self.totals.skipped += 1
             self.bar.advance(self.f.size)
-            self.totals.files.append({"file": self.f.uri, "skipped": True})
+            if self.rows or self.quarantined:  # another run finished what this one started
+                self._record_file()
+            else:
+                self.totals.skipped += 1
+                self.totals.files.append({"file": self.f.uri, "skipped": True})
             return
         line_no = self._lines_before(start) if start else 0
-        rows = quarantined = 0
+        self.first_start = start if self.first_start is None else self.first_start
         with open_range(self.lake, self.f, 0 if self.gz else start) as raw:
             counted = _Counting(raw)
             stream: BinaryIO = gzip.GzipFile(fileobj=counted, mode="rb") if self.gz else counted  # type: ignore[assignment]
@@ -118,12 +123,17 @@ class _FileLoader:
             for batch, end in _line_batches(stream, offset, self.batch_lines, self.batch_bytes, complete_tail=self.gz):
                 r, q = self._write(batch, line_no, end)  # counted in totals as committed
                 line_no += len(batch)
-                rows, quarantined = rows + r, quarantined + q
+                self.rows, self.quarantined = self.rows + r, self.quarantined + q
                 self.bar.advance(counted.n - last_bar)
                 last_bar = counted.n
             self.bar.advance(counted.n - last_bar)
         self.totals.bytes_read += counted.n
-        self.totals.files.append({"file": self.f.uri, "from": start, "rows": rows, "quarantined": quarantined})
+        self._record_file()
+
+    def _record_file(self) -> None:
+        self.totals.files.append(
+            {"file": self.f.uri, "from": self.first_start, "rows": self.rows, "quarantined": self.quarantined}
+        )
 
     def _already_loaded(self, start: int) -> bool:
         if not self.gz:

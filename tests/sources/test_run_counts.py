@@ -84,6 +84,9 @@ def test_concurrent_log_ingests_report_every_row_they_committed(tmp_path: Path) 
     runs = {r["run_id"]: r for r in read(lake, "_meta.runs") if r["command"] == "logs"}
     assert sorted(runs) == sorted(r["run_id"] for r in reported)
     assert sum(r["rows_written"] for r in runs.values()) == 1600
+    for r in runs.values():  # and per file in the run's details
+        files = json.loads(r["details"])["files"]
+        assert sum(f.get("rows", 0) for f in files) == r["rows_written"], files
     for r in reported:
         committed = sum(
             c["operationMetrics"]["num_added_rows"]
