@@ -7,6 +7,7 @@ only unreferenced files; the re-run writes the batch once.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -113,6 +114,34 @@ def conform(lake: Lake, table: str | TableId, data: pa.Table) -> pa.Table:
     return pa.table(cols, names=data.column_names)
 
 
+def commit_metadata(metadata: dict[str, Any] | None = None) -> dict[str, str] | None:
+    """A commit's custom metadata: ``metadata`` plus the ``run_id`` of the run making it.
+
+    Lineage reads the run id back from the commit, so a table version names the run that
+    really wrote it (``ingest.lineage``), whichever runs came and went since.
+    """
+    from ingest.runlog import current_run_id
+
+    out = {k: str(v) for k, v in (metadata or {}).items()}
+    run_id = current_run_id()
+    if run_id is not None:
+        out.setdefault("run_id", run_id)
+    return out or None
+
+
+def commit_run_id(commit: dict[str, Any]) -> str | None:
+    """The run id a commit (an entry of ``DeltaTable.history()``) records: ``commit_metadata``
+    puts it in the custom metadata, a Spark model inside its ``userMetadata`` JSON."""
+    run_id = commit.get("run_id")
+    if run_id is None and commit.get("userMetadata"):
+        try:
+            meta = json.loads(commit["userMetadata"])
+        except ValueError:
+            meta = None
+        run_id = meta.get("run_id") if isinstance(meta, dict) else None
+    return str(run_id) if run_id else None
+
+
 # delta-rs rebases a creation commit that lost the race for version 0 onto the winner as a plain
 # add, whatever the mode, so two writers creating one table both land.  Creations therefore
 # never retry inside delta-rs: the loser fails, and the caller re-reads the table the winner made.
@@ -157,7 +186,7 @@ def write_batch(
     data = conform(lake, tid, data) if mode == "append" else data.cast(_utc(data.schema))
     creating = dt is None
     props = CommitProperties(
-        custom_metadata={k: str(v) for k, v in (metadata or {}).items()} or None,
+        custom_metadata=commit_metadata(metadata),
         app_transactions=[Transaction(app_id, batch_version)]
         + [Transaction(k, v) for k, v in (extra_transactions or {}).items()] if app_id is not None else None,
         max_commit_retries=CREATE_RETRIES if creating else 25,
@@ -221,7 +250,7 @@ def merge_batch(
     data = conform(lake, tid, data)
     predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
     props = CommitProperties(
-        custom_metadata={k: str(v) for k, v in (metadata or {}).items()} or None,
+        custom_metadata=commit_metadata(metadata),
         app_transactions=[Transaction(app_id, batch_version)] if app_id is not None else None,
         max_commit_retries=25,
     )

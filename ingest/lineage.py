@@ -1,7 +1,8 @@
 """Lineage: shard set -> snapshot -> table versions -> transform runs -> ingest runs -> sources.
 
 Everything comes from what the stages already record: the shard manifest, the snapshot, Delta
-versions and `_meta.runs` (whose `details.inputs` name the table versions a transform read).
+versions (each commit names the run that made it) and `_meta.runs` (whose `details.inputs` name
+the table versions a transform read).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ingest.delta import commit_run_id
 from ingest.errors import ConfigError
 from ingest.lake import Lake, TableId
 from ingest.runlog import RUNS_TABLE
@@ -43,37 +45,65 @@ def _runs(lake: Lake) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["started_at"])
 
 
-def _writer_run(runs: list[dict[str, Any]], table: str, version: int) -> dict[str, Any] | None:
-    """The successful run that produced ``version`` (or the newest one before it)."""
-    best = None
-    for r in runs:
-        if r["target"] != table or r["status"] != "success" or r["version_after"] is None:
-            continue
-        if r["version_after"] <= version:
-            best = r
-    return best
+def _commit_run_id(lake: Lake, table: str, version: int, cache: dict) -> str | None:
+    """The run id recorded in the Delta commit that made ``version`` (None: a commit without one)."""
+    if table not in cache:
+        try:
+            cache[table] = {c.get("version"): c for c in lake.delta_table(table).history()}
+        except Exception:  # noqa: BLE001 - a vacuumed or missing log: fall back to the run log
+            cache[table] = {}
+    return commit_run_id(cache[table].get(version) or {})
 
 
-def trace_table(lake: Lake, table: str, version: int, runs: list[dict[str, Any]], *, _seen: set | None = None) -> Node:
+def _writer_run(
+    runs: list[dict[str, Any]], table: str, version: int, run_id: str | None = None
+) -> dict[str, Any] | None:
+    """The run that produced ``version``: the one its commit names (or the per-model record of
+    that transform), else one recorded as ending at exactly that version, else the newest run
+    before it that changed the table.  A run that found nothing new never counts as a writer."""
+    if run_id is not None:
+        named = [r for r in runs if r["target"] == table and run_id in (r["run_id"], r["details"].get("transform_run"))]
+        named = named or [r for r in runs if r["run_id"] == run_id]
+        if named:
+            return named[-1]
+
+    def wrote(r: dict[str, Any]) -> bool:
+        return bool(r["rows_written"]) or (r["version_after"] is not None and r["version_before"] != r["version_after"])
+
+    candidates = [
+        r for r in runs
+        if r["target"] == table and r["status"] == "success" and r["version_after"] is not None
+        and r["version_after"] <= version and wrote(r)
+    ]
+    exact = [r for r in candidates if r["version_after"] == version]
+    return (exact or candidates or [None])[-1]
+
+
+def trace_table(
+    lake: Lake, table: str, version: int, runs: list[dict[str, Any]], *, _seen: set | None = None,
+    _commits: dict | None = None,
+) -> Node:
     seen = _seen if _seen is not None else set()
+    commits = _commits if _commits is not None else {}
     node = Node(kind="table", name=f"{table}@v{version}")
     key = (table, version)
     if key in seen:
         return node
     seen.add(key)
-    run = _writer_run(runs, table, version)
+    run = _writer_run(runs, table, version, _commit_run_id(lake, table, version, commits))
     if run is None:
         node.detail["note"] = "no run recorded for this version"
         return node
     run_node = Node(
         kind="run",
         name=run["run_id"],
-        detail={"command": run["command"], "started_at": str(run["started_at"]), "rows_written": run["rows_written"]},
+        detail={"command": run["command"], "started_at": str(run["started_at"]), "rows_written": run["rows_written"],
+                "status": None if run["status"] == "success" else run["status"]},
     )
     node.children.append(run_node)
     inputs: dict[str, int] = run["details"].get("inputs") or {}
     for in_table, in_version in sorted(inputs.items()):
-        run_node.children.append(trace_table(lake, in_table, int(in_version), runs, _seen=seen))
+        run_node.children.append(trace_table(lake, in_table, int(in_version), runs, _seen=seen, _commits=commits))
     if not inputs and run["source"]:
         run_node.children.append(Node(kind="source", name=run["source"]))
     return node
@@ -110,8 +140,9 @@ def lineage(lake: Lake, ref: str) -> Node:
         )
         snap = Node(kind="snapshot", name=str(manifest.get("snapshot")), detail={})
         root.children.append(snap)
+        commits: dict = {}
         for table, version in sorted((manifest.get("tables") or {}).items()):
-            snap.children.append(trace_table(lake, table, int(version), runs))
+            snap.children.append(trace_table(lake, table, int(version), runs, _commits=commits))
         return root
     table, _, at = ref.partition("@")
     if not _looks_like_table(table):

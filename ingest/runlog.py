@@ -9,9 +9,10 @@ import json
 import time
 import uuid
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import pyarrow as pa
 
@@ -38,6 +39,22 @@ RUNS_SCHEMA = pa.schema(
         ("details", pa.string()),
     ]
 )
+
+
+# the run whose code is executing: every Delta commit made meanwhile records it (ingest.delta),
+# so lineage names the run that produced a version, not the last run that looked at the table
+_CURRENT_RUN: ContextVar[str | None] = ContextVar("lakehouse_run_id", default=None)
+
+
+def current_run_id() -> str | None:
+    """The run id of the innermost ``track`` block running in this context, if any."""
+    return _CURRENT_RUN.get()
+
+
+class Counts(Protocol):
+    """What a run has committed so far (``ingest.sources.Tally``)."""
+
+    def copy_to(self, run: "Run") -> None: ...
 
 
 def new_run_id() -> str:
@@ -77,13 +94,18 @@ def record(lake: Lake, *runs: Run) -> None:
 
 
 @contextmanager
-def track(lake: Lake, *, command: str, source: str, target: str) -> Iterator[Run]:
-    """Record a run in ``_meta.runs`` whether it succeeds or fails."""
+def track(lake: Lake, *, command: str, source: str, target: str, counts: Counts | None = None) -> Iterator[Run]:
+    """Record a run in ``_meta.runs`` whether it succeeds or fails.
+
+    ``counts`` is copied into a failed run's record too: the batches it committed before failing
+    stay in the table, so the run log says so.
+    """
     from ingest.delta import current_version
     from ingest.lake import redact
 
     run = Run(command=command, source=redact(source, lake), target=target)
     t0 = time.monotonic()
+    token = _CURRENT_RUN.set(run.run_id)
     try:
         if "." in target:
             try:
@@ -95,6 +117,13 @@ def track(lake: Lake, *, command: str, source: str, target: str) -> Iterator[Run
     except BaseException as exc:
         run.status = "failed"
         run.error = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, lake)
+        if counts is not None:
+            counts.copy_to(run)
+        if "." in target and run.version_after is None:
+            try:
+                run.version_after = current_version(lake, target)
+            except Exception:  # noqa: BLE001 - the lake itself may be what failed
+                pass
         raise
     finally:
         run.duration_s = time.monotonic() - t0
@@ -102,3 +131,5 @@ def track(lake: Lake, *, command: str, source: str, target: str) -> Iterator[Run
             record(lake, run)
         except Exception:  # noqa: BLE001 - never mask the run's own outcome
             pass
+        finally:
+            _CURRENT_RUN.reset(token)

@@ -69,6 +69,9 @@ class RunContext:
     # set by the runner: the project's fingerprint, and whether unit tests run this time
     project_sha: str = ""
     unit_tests: bool = True
+    # the transform's run id, for the commits (dbt runs models on its own threads, which do not
+    # see ``ingest.runlog.current_run_id``)
+    run_id: str | None = None
 
 
 _CONTEXT = RunContext()
@@ -85,11 +88,14 @@ def configure(
 
     ``tested_sources`` (the ``sources`` of :func:`last_tested_run`) turns on scoped data tests.
     """
+    from ingest.runlog import current_run_id
+
     global _CONTEXT
     with _LOCK:
         _CONTEXT = RunContext(
             lake=lake, source_versions=dict(source_versions or {}),
             scope_tests=tested_sources is not None, tested_sources=dict(tested_sources or {}),
+            run_id=current_run_id(),
         )
         return _CONTEXT
 
@@ -370,6 +376,8 @@ class Plugin(BasePlugin):
             cur.close()
         model = str(getattr(rel, "identifier", "")).removesuffix("__delta_stage")
         model_meta = {"writer": "dbt", "model": model, "mode": mode}
+        if _CONTEXT.run_id is not None:
+            model_meta["run_id"] = _CONTEXT.run_id
         # every dbt write of a table carries one app id: two transforms writing it at once
         # conflict in Delta (or the later one finds its batch number taken) instead of both landing
         app_id = f"dbt:{tid}"

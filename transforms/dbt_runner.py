@@ -513,6 +513,7 @@ def run_transform(
             )
         except TransformFailed as exc:
             run.details = exc.result.model_dump(mode="json")
+            run.rows_written = _rows_written(exc.result)  # what landed before the failure stays
             raise
         if include_spark:
             try:
@@ -522,18 +523,25 @@ def run_transform(
             except IngestError as exc:
                 result.ok = False
                 run.details = result.model_dump(mode="json")
+                run.rows_written = _rows_written(result)  # dbt's commits stand
                 raise TransformFailed(f"spark models failed: {exc}", result) from exc
             except Exception as exc:  # noqa: BLE001 - Spark/JVM errors become one line
                 result.ok = False
                 run.details = result.model_dump(mode="json")
+                run.rows_written = _rows_written(result)
                 raise TransformFailed(
                     f"spark models failed: {lake.describe_error(exc, type(exc).__name__)}", result
                 ) from exc
         result.duration_s = round(time.monotonic() - t0, 3)
-        run.rows_written = sum(m.rows_written or 0 for m in result.models)
+        run.rows_written = _rows_written(result)
         run.details = result.model_dump(mode="json")
     _record_model_runs(lake, result, transform_run=run.run_id)
     return result
+
+
+def _rows_written(result: TransformResult) -> int:
+    """Rows the models of this run committed (a failed run's record keeps them too)."""
+    return sum(m.rows_written or 0 for m in result.models)
 
 
 def _record_model_runs(lake: Lake, result: TransformResult, *, transform_run: str) -> None:

@@ -35,6 +35,8 @@ def list_tables(lake) -> list[dict]:
 def table_history(lake, table: str, limit: int | None = None) -> list[dict]:
     from datetime import datetime, timezone
 
+    from ingest.delta import commit_run_id
+
     dt = lake.delta_table(table)
     out = []
     for h in dt.history(limit):
@@ -48,7 +50,7 @@ def table_history(lake, table: str, limit: int | None = None) -> list[dict]:
                 "operation": h.get("operation"),
                 "rows_added": _int(metrics.get("num_added_rows", metrics.get("numOutputRows"))),
                 "rows_removed": _int(metrics.get("num_removed_rows", metrics.get("numTargetRowsDeleted"))),
-                "run_id": h.get("run_id") or (h.get("userMetadata") or None),
+                "run_id": commit_run_id(h) or (h.get("userMetadata") or None),
             }
         )
     return out

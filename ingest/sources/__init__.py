@@ -47,20 +47,25 @@ class IngestResult(BaseModel):
 
 @dataclass
 class Tally:
-    """What a run has done so far; ``finish`` copies it into the run log and the result."""
+    """What a run has committed so far, counted as each commit lands (a retried batch counts
+    once, a failed run keeps what it committed: ``track(counts=...)``); ``finish`` copies it into
+    the run log and the result."""
 
     rows: int = 0
     quarantined: int = 0
     skipped: int = 0
     bytes_read: int = 0
 
+    def copy_to(self, run: Any) -> None:
+        run.rows_written, run.rows_quarantined = self.rows, self.quarantined
+        run.skipped, run.bytes_read = self.skipped, self.bytes_read
+
     def finish(self, lake: Lake, table: TableId, run: Any) -> IngestResult:
         """Also creates the (empty) quarantine table, so queries on it work for a clean source."""
         from ingest.delta import current_version
 
         ensure_table(lake, quarantine_table(table), QUARANTINE_SCHEMA)
-        run.rows_written, run.rows_quarantined = self.rows, self.quarantined
-        run.skipped, run.bytes_read = self.skipped, self.bytes_read
+        self.copy_to(run)
         run.version_after = current_version(lake, table)
         return IngestResult(
             table=str(table), version=run.version_after, rows_written=self.rows,

@@ -188,12 +188,13 @@ def ingest_images(
 ) -> IngestResult:
     """Load every image under ``src`` whose content the table does not hold yet."""
     tid = TableId.parse(table)
-    with track(lake, command="images", source=src, target=str(tid)) as run:
+    tally = Tally()
+    with track(lake, command="images", source=src, target=str(tid), counts=tally) as run:
         listed = list_source(lake, src)
         files = [f for f in listed if f.uri.lower().endswith(IMAGE_EXTENSIONS)]
         # shallow paths first: an original is preferred over a copy in a sub-folder
         files.sort(key=lambda f: (f.uri.count("/"), f.uri))
-        writer = _Writer(lake, tid, run.run_id)
+        writer = _Writer(lake, tid, run.run_id, tally)
         unchanged = stored_locations(lake, tid)
         todo = [f for f in files if (f.uri, f.size, f.mtime) not in unchanged]
         writer.tally.skipped += len(files) - len(todo)
@@ -221,14 +222,14 @@ def ingest_images(
 
 
 class _Writer:
-    def __init__(self, lake: Lake, tid: TableId, run_id: str) -> None:
+    def __init__(self, lake: Lake, tid: TableId, run_id: str, tally: Tally) -> None:
         self.lake, self.tid, self.run_id = lake, tid, run_id
         self.app_id = f"images:{tid}"
         self.known = stored_hashes(lake, tid)
         self.known_version = current_version(lake, tid)
         self.known_bad: set[str] = set()  # content hashes in the quarantine table
         self.known_bad_version: int | None = None
-        self.tally = Tally()
+        self.tally = tally
 
     def write(self, fetched: list[_Fetched]) -> None:
         self.tally.bytes_read += sum(len(x.data) for x in fetched)

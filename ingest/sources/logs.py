@@ -85,7 +85,7 @@ def ingest_logs(
         raise ConfigError("--pattern only applies to --format text")
     tid = TableId.parse(table)
     totals = _Totals()
-    with track(lake, command="logs", source=src, target=str(tid)) as run:
+    with track(lake, command="logs", source=src, target=str(tid), counts=totals) as run:
         files = list_source(lake, src)
         client = s3_client(lake, pool=4) if is_s3(src) else None  # one for every small read
         with progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files)) as bar:
@@ -112,6 +112,8 @@ class _FileLoader:
         self.gz = f.uri.endswith(".gz")
         self.batch_lines = env_int("INGEST_LOG_BATCH_LINES", 100_000)
         self.batch_bytes = env_int("INGEST_LOG_BATCH_BYTES", 64 << 20)
+        self.rows = self.quarantined = 0  # over every attempt (a conflict re-runs ``load``)
+        self.first_start: int | None = None
 
     def load(self) -> None:
         head = self.read_content(0, FINGERPRINT_BYTES)
@@ -128,12 +130,15 @@ class _FileLoader:
         if st.done:
             if st.adopt:  # a file loaded by a version that named streams by path: record it by content
                 self._write([], st.lines, st.offset, st)
-            self.totals.skipped += 1
             self.bar.advance(self.f.size)
-            self.totals.files.append({"file": self.f.uri, "skipped": True})
+            if self.rows or self.quarantined:  # another run finished what this one started
+                self._record_file()
+            else:
+                self.totals.skipped += 1
+                self.totals.files.append({"file": self.f.uri, "skipped": True})
             return
         start, line_no = st.offset, st.lines
-        rows = quarantined = 0
+        self.first_start = start if self.first_start is None else self.first_start
         with open_range(self.lake, self.f, 0 if self.gz else start, client=self.client) as raw:
             counted = _Counting(raw)
             stream: BinaryIO = gzip.GzipFile(fileobj=counted, mode="rb") if self.gz else counted  # type: ignore[assignment]
@@ -143,18 +148,21 @@ class _FileLoader:
             last_bar = 0
             for batch, end, tail in batches:
                 st.tail = tail
-                r, q = self._write(batch, line_no, end, st)
+                r, q = self._write(batch, line_no, end, st)  # counted in totals as committed
                 line_no += len(batch)
-                rows, quarantined = rows + r, quarantined + q
+                self.rows, self.quarantined = self.rows + r, self.quarantined + q
                 self.bar.advance(counted.n - last_bar)
                 last_bar = counted.n
             self.bar.advance(counted.n - last_bar)
         if batches.partial:
             self.totals.notes.append(f"1 partial line waiting in {self.f.name}")
-        self.totals.rows += rows
-        self.totals.quarantined += quarantined
         self.totals.bytes_read += counted.n
-        self.totals.files.append({"file": self.f.uri, "from": start, "rows": rows, "quarantined": quarantined})
+        self._record_file()
+
+    def _record_file(self) -> None:
+        self.totals.files.append(
+            {"file": self.f.uri, "from": self.first_start, "rows": self.rows, "quarantined": self.quarantined}
+        )
 
     def read_content(self, start: int, n: int) -> bytes:
         """Bytes ``[start, start+n)`` of the file's content (decompressed for .gz)."""
@@ -233,13 +241,17 @@ class _FileLoader:
             bad.append(Bad(self.f.uri, f"line {numbers[idx]}", reason, lines[numbers[idx] - line_no - 1].rstrip(b"\r\n")))
         if data.num_columns == 0:
             data = pa.table({k: pa.array([], t) for k, t in _META_TYPES.items()})
+        # each commit is counted when it lands: a conflict that re-runs ``load`` must not forget it
         q = write_quarantine(self.lake, self.tid, bad, run_id=self.run_id, app_id=st.app_id, batch_version=end)
+        self.totals.quarantined += q
         ensure_table(self.lake, self.tid, data.schema)
         res = write_batch(
             self.lake, self.tid, data, app_id=st.app_id, batch_version=end,
             extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
         )
-        return (0 if res.skipped else res.rows), q
+        r = 0 if res.skipped else res.rows
+        self.totals.rows += r
+        return r, q
 
     def _parse(self, text: bytes) -> dict[str, Any]:
         try:

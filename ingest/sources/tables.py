@@ -396,7 +396,7 @@ def ingest_table(
     mode: Mode = "merge" if keys else "incremental" if cursor else "snapshot"
     counts = _Counts()
     batch_rows = env_int("INGEST_TABLE_BATCH_ROWS", 100_000)
-    with track(lake, command="tables", source=src.label, target=str(tid)) as run:
+    with track(lake, command="tables", source=src.label, target=str(tid), counts=counts) as run:
         low = lower_bound(high_water_mark(lake, tid, cursor), cursor_lag) if cursor else None
         query = build_query(src, cursor=cursor, low=low)
         with progress_bar(progress, f"{src.name} -> {tid}") as bar:
@@ -542,9 +542,9 @@ def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: i
         target_file_size=env_int("INGEST_TABLE_FILE_BYTES", 16 << 20),
     )
     counts.batches += 1
+    for f in ("rows", "quarantined", "bytes_read", "batches"):  # committed: a later failure keeps them
+        setattr(total, f, getattr(total, f) + getattr(counts, f))
     bad = _new_bad(lake, tid, bad_all)
-    counts.quarantined += with_commit_retry(
+    total.quarantined += with_commit_retry(
         lambda: write_quarantine(lake, tid, bad, run_id=run_id, app_id=f"tables:{tid}", batch_version=seq)
     )
-    for f in ("rows", "quarantined", "bytes_read", "batches"):
-        setattr(total, f, getattr(total, f) + getattr(counts, f))

@@ -224,6 +224,11 @@ def test_failing_data_test_fails_the_command_and_names_it(local_lake: Lake, caps
         build(local_lake)
     assert "accepted_values_stg_bronze__events_event_type" in str(err.value)
     assert err.value.result.ok is False
+    # the models that committed before the failure are counted on the failed run's record
+    (failed,) = [r for r in local_lake.delta_table("_meta.runs").to_pyarrow_table().to_pylist()
+                 if r["command"] == "transform"]
+    written = sum(m.rows_written or 0 for m in err.value.result.models)
+    assert failed["status"] == "failed" and failed["rows_written"] == written > 0
 
     from ingest.cli import main
 

@@ -318,3 +318,44 @@ def test_models_run_against_s3(spark_for, s3_lake: Lake) -> None:
     (res,) = run_spark_models(spark, s3_lake, select="sessionize_events")
     assert res["status"] == "success" and res["rows"] == 3
     assert s3_lake.delta_table("silver.user_sessions").version() == 0
+
+
+# -- commit conflicts --------------------------------------------------------------------------
+def test_a_commit_conflict_runs_the_model_again_and_lands_once(spark, local_lake: Lake, monkeypatch, tmp_path) -> None:
+    """Another writer appends to the model's table while the Spark job runs (between the
+    transaction's read and its commit): Delta refuses the overwrite with ConcurrentAppendException;
+    the model runs again from fresh inputs and its result is the only thing in the table."""
+    import transforms.spark.sessionize as sessionize
+
+    write_batch(local_lake, "bronze.events", _events())
+    write_batch(local_lake, "silver.user_sessions", pa.table({"stale": [1, 2]}))  # an earlier table
+    target = local_lake.table_uri("silver.user_sessions")
+    marker = str(tmp_path / "appended")
+    real_frame = sessionize.sessions_frame
+
+    def sessions_with_a_concurrent_append(events, **kwargs):
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import BooleanType
+
+        def append_once(_user_id):  # runs in a Python worker while the job writes its files
+            import os
+
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return True
+            from deltalake import DeltaTable, write_deltalake
+
+            write_deltalake(target, DeltaTable(target).to_pyarrow_table().slice(0, 1), mode="append")
+            return True
+
+        return real_frame(events, **kwargs).where(F.udf(append_once, BooleanType())(F.col("user_id")))
+
+    monkeypatch.setattr(sessionize, "sessions_frame", sessions_with_a_concurrent_append)
+    before = local_lake.delta_table("silver.user_sessions").version()
+    (again,) = run_spark_models(spark, local_lake, select="sessionize_events")
+    history = local_lake.delta_table("silver.user_sessions").history()
+    ops = [c["operation"] for c in sorted(history, key=lambda c: c["version"]) if c["version"] > before]
+    assert ops == ["WRITE", "WRITE"], ops  # the concurrent append, then the retried overwrite
+    assert (again["status"], again["rows"], again["version"]) == ("success", 3, before + 2)
+    assert local_lake.delta_table("silver.user_sessions").to_pyarrow_table().num_rows == 3

@@ -5,9 +5,11 @@ Nothing here imports pyspark at import time, so ``ingest`` starts fast without a
 
 from __future__ import annotations
 
+import random
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, TransientError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -97,8 +99,10 @@ def run_spark_models(
     code and parameters, as recorded in its last commit) is skipped unless ``full_refresh``.
     ``source_versions`` pins inputs (``{"bronze.images": 3}``).  A model whose input table is
     missing is skipped when running everything, but is an error when it was asked for by name.
+    A commit that conflicts with another writer of the model's table runs the model again
+    (``COMMIT_ATTEMPTS``), then fails with a ``TransientError``.
     """
-    from transforms.spark.common import table_exists, up_to_date
+    from transforms.spark.common import table_exists
 
     pins = source_versions or {}
     names = selected_models(select)
@@ -113,10 +117,40 @@ def run_spark_models(
                  "rows": None, "rows_written": None, "mode": "overwrite", "message": f"{source} does not exist yet"}
             )
             continue
-        inputs = model_inputs(lake, name, source_version=pins.get(source))
-        fresh = None if full_refresh else up_to_date(lake, inputs, target)
-        results.append((fresh or _model(name)(spark, lake, inputs=inputs)).as_dict())
+        results.append(_run_model(spark, lake, name, pin=pins.get(source), full_refresh=full_refresh))
     return results
+
+
+# a commit that loses a race to another writer of the model's table is run again, this many times
+COMMIT_ATTEMPTS = 5
+
+
+def _run_model(
+    spark: "SparkSession", lake: "Lake", name: str, *, pin: int | str | None, full_refresh: bool
+) -> dict[str, Any]:
+    """One model run; after a Delta commit conflict it starts over from freshly read inputs (the
+    source may have moved on, or the other writer may already have built the same result)."""
+    from transforms.spark.common import conflict_name, up_to_date
+
+    _, target = SPARK_MODELS[name]
+    for attempt in range(COMMIT_ATTEMPTS):
+        inputs = model_inputs(lake, name, source_version=pin)
+        fresh = None if full_refresh and attempt == 0 else up_to_date(lake, inputs, target)
+        if fresh is not None:
+            return fresh.as_dict()
+        try:
+            return _model(name)(spark, lake, inputs=inputs).as_dict()
+        except Exception as exc:  # noqa: BLE001 - only commit conflicts are retried
+            conflict = conflict_name(exc)
+            if conflict is None:
+                raise
+            if attempt == COMMIT_ATTEMPTS - 1:
+                raise TransientError(
+                    f"{target}: another writer committed to it during each of {COMMIT_ATTEMPTS} attempts "
+                    f"({conflict}); run `ingest transform` again"
+                ) from None
+            time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 __all__ = ["SPARK_MODELS", "model_inputs", "run_spark_models", "selected_models", "up_to_date_results"]

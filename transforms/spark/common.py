@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -67,7 +68,27 @@ def recorded_inputs(lake: Lake, table: str | TableId) -> dict[str, Any] | None:
         recorded = json.loads((last[0] if last else {}).get("userMetadata") or "")
     except ValueError:
         return None
-    return recorded if isinstance(recorded, dict) else None
+    if not isinstance(recorded, dict):
+        return None
+    recorded.pop("run_id", None)  # which run wrote it, not what it was built from
+    return recorded
+
+
+# Delta's commit conflicts (io.delta.exceptions.*): another writer committed to the table between
+# this transaction's read and its commit.  Running the model again from fresh inputs is correct.
+_CONFLICT = re.compile(
+    r"Concurrent(Append|Write|DeleteRead|DeleteDelete|Transaction|Modification)Exception"
+    r"|MetadataChangedException|ProtocolChangedException|DELTA_CONCURRENT_|DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED"
+)
+
+
+def conflict_name(exc: BaseException) -> str | None:
+    """The Delta conflict ``exc`` is (e.g. ``ConcurrentAppendException``), or None for any other error."""
+    for name in (*(c.__name__ for c in type(exc).__mro__), (str(exc).splitlines() or [""])[0]):
+        m = _CONFLICT.search(name)
+        if m:
+            return m.group(0)
+    return None
 
 
 def up_to_date(lake: Lake, inputs: ModelInputs, target: str | TableId) -> SparkModelResult | None:
@@ -111,20 +132,30 @@ def overwrite_delta(
     """Replace the table's contents in ONE Delta commit, so readers see old or new, never a mix.
 
     The schema is replaced too (``overwriteSchema``): a model owns its output table.  The commit
-    records ``inputs`` (as ``userMetadata``), which lets the next run see it has nothing to do.
+    records ``inputs`` and the run id (as ``userMetadata``), which lets the next run see it has
+    nothing to do and lineage name the run that wrote it.
     """
     from delta.tables import DeltaTable
 
+    from ingest.runlog import current_run_id
+
     tid = TableId.parse(table)
     path = lake.spark_path(str(tid))
+    meta = json.loads(inputs.to_json()) if inputs is not None else {"model": name}
+    run_id = current_run_id()  # named in the commit, for lineage (ingest.delta.commit_run_id)
+    if run_id is not None:
+        meta["run_id"] = run_id
+    user_metadata = json.dumps(meta, sort_keys=True)
     (
         df.write.format("delta")
         .mode("overwrite")
         .option("overwriteSchema", "true")
-        .option("userMetadata", inputs.to_json() if inputs is not None else f"spark model {name}")
+        .option("userMetadata", user_metadata)
         .save(path)
     )
-    last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()
+    # our commit, not a later one by another writer: the newest that carries our metadata
+    recent = DeltaTable.forPath(spark, path).history(20).select("version", "operationMetrics", "userMetadata").collect()
+    last = next((c for c in recent if c["userMetadata"] == user_metadata), recent[0])
     metrics = last["operationMetrics"] or {}
     rows = int(metrics["numOutputRows"]) if metrics.get("numOutputRows") is not None else None
     return SparkModelResult(
