@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ingest.errors import ConfigError
 from ingest.settings import Settings, load_settings
@@ -51,6 +51,8 @@ class TablesParams(LakeParams):
     `prefect deployment inspect`, so a parameter never carries a credential: ``url_env`` names
     the variable the worker resolves at run time, and a ``url`` with a password is refused.
     """
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a refused URL is not echoed in the error
 
     url: str | None = Field(
         default=None, description="Database URL without a password (SQLite, peer or IAM auth)"

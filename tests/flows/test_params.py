@@ -27,7 +27,7 @@ KW = {"source_table": "photos", "table": "bronze.photos"}
 def test_a_url_with_a_password_is_refused(url: str) -> None:
     with pytest.raises(ValidationError, match="url_env") as err:
         TablesParams(url=url, **KW)
-    assert "s3cret" not in str(err.value).replace(url, "")
+    assert "s3cret" not in str(err.value)
 
 
 def test_a_url_without_a_password_is_kept() -> None:
