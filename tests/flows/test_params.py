@@ -20,14 +20,14 @@ KW = {"source_table": "photos", "table": "bronze.photos"}
     "url",
     [
         "postgresql+psycopg://reader:s3cret@db:5432/app",
-        "mysql+pymysql://reader:s3cret@db/app",
+        "mysql://r:s3cret@db/app",
         "postgresql://reader@db/app?password=s3cret",
     ],
 )
 def test_a_url_with_a_password_is_refused(url: str) -> None:
     with pytest.raises(ValidationError, match="url_env") as err:
         TablesParams(url=url, **KW)
-    assert "s3cret" not in str(err.value)
+    assert "s3c" not in str(err.value)  # pydantic would echo (a truncated) input otherwise
 
 
 def test_a_url_without_a_password_is_kept() -> None:
