@@ -6,9 +6,10 @@ README's "Running it as a service" on real processes: `prefect server start` (SQ
 photos table comes from a real PostgreSQL that asks for a password (scram-sha-256), seeded by
 the compose stack's seed job; the password lives only in the worker's environment.
 
-The runs go one after another in pipeline order (ingests, transform, shards, then the whole
+The runs go in a day's order (the three ingests at once, transform, shards, then the whole
 pipeline): the pipeline run then finds nothing new to ingest and its Spark models up to date, so
-it stays short while still running every stage (incremental dbt, snapshot, shards, sync).
+it stays short while still running every stage (incremental dbt, snapshot, shards, sync). Only
+transform-daily starts a JVM.
 """
 
 from __future__ import annotations
