@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ingest.errors import ConfigError
 from ingest.settings import CursorLag, Settings, load_settings
+
+
+def _has_password(url: str) -> bool:
+    """Whether a SQLAlchemy URL carries a password (in its user info or as a query argument)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return False  # not a URL at all: the ingest says so when it runs
+    return bool(u.password) or any(k.lower() in ("password", "passwd") for k in u.query)
 
 
 class LakeParams(BaseModel):
@@ -31,12 +45,47 @@ class LogsParams(LakeParams):
 
 
 class TablesParams(LakeParams):
-    url: str
+    """A database table; the URL comes from the worker's environment whenever it holds a password.
+
+    Prefect stores flow-run parameters and shows them in the UI, the API and
+    `prefect deployment inspect`, so a parameter never carries a credential: ``url_env`` names
+    the variable the worker resolves at run time, and a ``url`` with a password is refused.
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a refused URL is not echoed in the error
+
+    url: str | None = Field(
+        default=None, description="Database URL without a password (SQLite, peer or IAM auth)"
+    )
+    url_env: str | None = Field(
+        default=None,
+        description="Environment variable on the worker that holds the database URL (with its password)",
+    )
     source_table: str
     table: str
     primary_key: list[str] = Field(default_factory=list)
     cursor: str | None = None
     cursor_lag: CursorLag
+
+    @model_validator(mode="after")
+    def _reference_not_credential(self) -> "TablesParams":
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url (no password) and url_env (a variable that holds the URL)")
+        if self.url is not None and _has_password(self.url):
+            raise ValueError(
+                "url carries a password, which Prefect would store and show: put the URL in an "
+                "environment variable of the worker and pass its name as url_env"
+            )
+        return self
+
+    def resolved_url(self) -> str:
+        """The database URL, read from the worker's environment at run time when ``url_env`` is set."""
+        if self.url_env is None:
+            return self.url or ""
+        value = os.environ.get(self.url_env)
+        if not value:
+            raise ConfigError(f"url_env: {self.url_env} is not set in the worker's environment")
+        return value
 
 
 class TransformParams(LakeParams):

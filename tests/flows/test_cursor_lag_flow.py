@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.prefect]
 
 
 def test_flow_parameter_cursor_lag_reaches_the_load(prefect_harness, tmp_path: Path) -> None:
-    from flows.ingest import ingest_tables_flow
+    from flows.sources import ingest_tables_flow
     from flows.params import TablesParams
 
     url = make_source(tmp_path / "src.db")

@@ -8,7 +8,7 @@ from stackfiles import ROOT, Compose, load_compose
 
 @pytest.fixture
 def compose() -> Compose:
-    """docker-compose.yml as `docker compose up` with no .env file would see it."""
+    """docker-compose.yml as `docker compose up` sees it with a .env made from .env.example."""
     return load_compose()
 
 

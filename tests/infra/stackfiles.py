@@ -17,6 +17,7 @@ from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 PROJECT_IMAGE_SERVICES = (
     "minio-init",
@@ -93,8 +94,17 @@ class Compose:
         return shlex.split(cmd) if isinstance(cmd, str) else list(cmd or [])
 
 
-def load_compose(shell: Mapping[str, str] | None = None) -> Compose:
-    return Compose(yaml.safe_load(COMPOSE_FILE.read_text()), dict(shell or {}))
+def example_env() -> dict[str, str]:
+    """``.env.example`` filled in as its header says: every empty password set (test values)."""
+    values = dotenv_values(ENV_EXAMPLE, interpolate=False)
+    return {k: v or f"test-{k.lower().replace('_', '-')}-0123" for k, v in values.items()}
+
+
+def load_compose(shell: Mapping[str, str] | None = None, *, with_example: bool = True) -> Compose:
+    """docker-compose.yml with the filled-in ``.env.example`` (unless not ``with_example``),
+    ``shell`` overriding it."""
+    base = example_env() if with_example else {}
+    return Compose(yaml.safe_load(COMPOSE_FILE.read_text()), {**base, **(shell or {})})
 
 
 def lock_versions() -> dict[str, str]:

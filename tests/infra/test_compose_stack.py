@@ -244,7 +244,9 @@ def test_worker_pool_and_prefect_yaml_agree(compose: Compose, monkeypatch) -> No
     assert doc["deployments"], "prefect.yaml has no deployments"
     for dep in doc["deployments"]:
         assert dep["work_pool"]["name"] == pool, dep["name"]
-        assert (ROOT / dep["entrypoint"].split(":")[0]).is_file(), dep["entrypoint"]
+        # a module path (package.module.flow): the worker imports it from the installed project
+        module, _, func = dep["entrypoint"].rpartition(".")
+        assert ":" not in dep["entrypoint"] and (ROOT / (module.replace(".", "/") + ".py")).is_file(), dep["entrypoint"]
     # Every {{ $VAR }} prefect.yaml reads is set where deployments are built and where they run.
     needed = set(re.findall(r"\{\{\s*\$([A-Z_][A-Z0-9_]*)\s*\}\}", prefect_yaml.read_text()))
     assert needed

@@ -152,6 +152,9 @@ def test_prefect_server_on_postgres_and_the_deploy_job(
         by_name = {d["name"]: d for d in deployments}
         if "ingest-logs-hourly" in by_name:  # parameters templated from the compose env
             assert by_name["ingest-logs-hourly"]["parameters"]["params"]["src"] == deploy_env["LAKEHOUSE_LOGS_SRC"]
+        # the deploy job's environment holds the source DB URL; the deployments only name it
+        secret = stack.env("postgres")["SOURCES_DB_PASSWORD"]
+        assert secret in deploy_env["LAKEHOUSE_SOURCE_DB_URL"] and secret not in json.dumps(deployments)
     finally:
         stop_process(server)
 

@@ -25,7 +25,7 @@ def ingest_logs_flow(params: LogsParams) -> dict[str, Any]:
 @flow(name="ingest-tables", flow_run_name="ingest-tables-{params.table}")
 def ingest_tables_flow(params: TablesParams) -> dict[str, Any]:
     src = TableSource(
-        url=params.url, source_table=params.source_table, table=params.table,
+        url=params.resolved_url(), source_table=params.source_table, table=params.table,
         primary_key=params.primary_key, cursor=params.cursor, cursor_lag=params.cursor_lag,
     )
     return ingest_source_task(params.settings(), src)
