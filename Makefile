@@ -25,10 +25,13 @@ install: $(UV) $(PY)
 	$(UV) pip install -q --python $(PY) --no-deps -e . --config-settings editable_mode=compat
 	$(PY) -m compileall -q ingest transforms flows
 
-# System packages for the integration tests (PostgreSQL server binaries).
+# System packages for the integration tests (PostgreSQL and MariaDB server binaries); the tests
+# start their own servers in temp dirs on free loopback ports, never the packaged services.
 test-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
+	@if ! command -v mariadb-install-db >/dev/null 2>&1 || ! [ -x /usr/sbin/mariadbd ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; fi
 
 # The real mosaicml-streaming reader (it pulls torch) in a venv of its own, for the MDS shard tests.
 $(STREAMING)/.installed: tests/readers/streaming.lock | $(UV) $(PY)

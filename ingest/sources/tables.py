@@ -17,6 +17,7 @@ in Delta and the loser retries against what the winner wrote.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -251,12 +252,16 @@ def _preflight(src: DbSource) -> str | None:
     except Exception:  # noqa: BLE001 - no driver: connectorx will report the problem
         return None
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn, warnings.catch_warnings():
+            warnings.simplefilter("ignore", sa.exc.SAWarning)  # "did not recognize type": the type map reads it
             insp = sa.inspect(conn)
             try:
                 pk = insp.get_pk_constraint(src.name, schema=src.schema).get("constrained_columns") or []
                 if len(pk) != 1:
                     return None
+                if src.plan is not None:  # the catalog was read already (and SQLAlchemy warns of types it lacks)
+                    return pk[0] if any(c.name == pk[0] and c.delta is not None and pa.types.is_integer(c.delta)
+                                        for c in src.plan.columns) else None
                 types = {c["name"]: c["type"] for c in insp.get_columns(src.name, schema=src.schema)}
                 return pk[0] if isinstance(types.get(pk[0]), sa.Integer) else None
             except sa.exc.NoSuchTableError:
