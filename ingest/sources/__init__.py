@@ -508,9 +508,12 @@ def fit_table(data: pa.Table, existing: pa.Schema | None) -> tuple[pa.Table, lis
         if idx >= 0 and not col.type.equals(existing.field(idx).type):
             try:
                 cast = col.cast(existing.field(idx).type, safe=True)
-                # a "safe" cast that still lost information; text parsed as a decimal is exact or
-                # an error already, and prints back differently ("1.50" -> "1.500", "-1E-15")
-                exact_parse = pa.types.is_string(col.type) and pa.types.is_decimal(cast.type)
+                # a "safe" cast that still lost information; text parsed as a decimal, date or
+                # timestamp is exact or an error already, and prints back differently ("1.50" ->
+                # "1.500", "-1E-15", "...05Z" -> "...05.000000Z")
+                exact_parse = pa.types.is_string(col.type) and (
+                    pa.types.is_decimal(cast.type) or pa.types.is_date(cast.type) or pa.types.is_timestamp(cast.type)
+                )
                 if not exact_parse and not cast.cast(col.type).equals(col):
                     raise pa.ArrowInvalid("lossy")
                 col = cast

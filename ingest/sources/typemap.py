@@ -193,8 +193,9 @@ class MySQLTypes(TypeMap):
         Rule(r"set\(.*\)|json", pa.string(), _char),
         Rule(r"(var)?binary(\(\d+\))?|(tiny|medium|long)?blob", pa.binary()),
         Rule(r"year(\(\d+\))?", pa.int16()),
-        Rule(r"date", pa.date32()),  # zero dates ('0000-00-00') are refused
-        Rule(r"(datetime|timestamp)(\(\d\))?", pa.timestamp("us", tz="UTC")),
+        # as text, so zero dates ('0000-00-00', which connectorx panics on) are refused per row
+        Rule(r"date", pa.date32(), _char),
+        Rule(r"(datetime|timestamp)(\(\d\))?", pa.timestamp("us", tz="UTC"), "concat(cast({c} as char), 'Z')"),
         Rule(r"time(\(\d\))?", pa.string(), _char),  # a duration, -838:59:59 .. 838:59:59
     )
     fallback = Rule(r".*", pa.binary(), "cast({c} as binary)")

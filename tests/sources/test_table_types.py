@@ -8,6 +8,7 @@ table is read on the fast path (connectorx) and on the SQLAlchemy fallback.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import uuid
@@ -21,7 +22,7 @@ import pytest
 
 from ingest.lake import Lake
 from ingest.sources.tables import ingest_table
-from tests.sources.conftest import read
+from tests.sources.conftest import read, run_cli
 
 UTC = timezone.utc
 TS_MAX = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
@@ -256,3 +257,77 @@ def test_sqlite_every_type_round_trips(local_lake: Lake, tmp_path: Path) -> None
     r = ingest_table(local_lake, f"sqlite:///{db}", source_table="t", table="bronze.lite_types")
     assert (r.rows_written, r.rows_quarantined) == (len(inserts), 0)
     _check(local_lake, "bronze.lite_types", SQLITE_CASES)
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_postgres_types_connectorx_lacks_load_by_cli(tmp_path: Path, postgres_url: str) -> None:
+    """The types that made connectorx panic and the fallback quarantine every row now load on the
+    fast path: exit 0, nothing on stderr (no Rust backtrace), nothing quarantined."""
+    import psycopg
+
+    name = "lacks_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as con:
+        con.execute(f'create table "{name}" (id int primary key, i interval, m money, v tsvector, n numeric,'
+                    ' big numeric(40,2), t time, tz timestamptz, d date)')
+        con.execute(f"""insert into "{name}" values
+            (1, '1 day', 0.99, 'a b', 0.99, 12345678901234567890123456789012345678.91, '01:02:03', 'infinity', 'today'),
+            (2, '-1 mon', 1.5, '', 1.5, -1, '23:59:59.999999', '-infinity', '-infinity'),
+            (3, null, null, null, 12345678901234567890123456789.5, null, null, '2024-01-01', null)""")
+    lake = Lake(str(tmp_path / "lake"))
+    proc = run_cli(lake, "--json", "tables", postgres_url, "--source-table", name, "--table", "bronze.lacks")
+    assert proc.stderr == ""
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (out["rows_written"], out["rows_quarantined"]) == (3, 0)
+    rows = {r["id"]: r for r in read(lake, "bronze.lacks")}
+    assert [rows[i]["n"] for i in (1, 2, 3)] == ["0.99", "1.5", "12345678901234567890123456789.5"]
+    assert rows[1]["big"] == "12345678901234567890123456789012345678.91" and rows[2]["big"] == "-1.00"
+    assert (rows[1]["i"], rows[2]["i"], rows[1]["m"]) == ("P0M1DT0S", "P-1M0DT0S", Decimal("0.99"))
+    assert (rows[1]["tz"], rows[2]["tz"], rows[2]["d"]) == (TS_MAX, TS_MIN, date(1, 1, 1))
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_postgres_value_without_delta_value_is_refused_not_rounded(local_lake: Lake, postgres_url: str) -> None:
+    import psycopg
+
+    name = "nan_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as con:
+        con.execute(f'create table "{name}" (id int primary key, x numeric(10,2))')
+        con.execute(f"insert into \"{name}\" values (1, 1.25), (2, 'NaN'), (3, null)")
+    r = ingest_table(local_lake, postgres_url, source_table=name, table="bronze.nan")
+    assert (r.rows_written, r.rows_quarantined) == (2, 1)
+    assert {x["id"]: x["x"] for x in read(local_lake, "bronze.nan")} == {1: Decimal("1.25"), 3: None}
+    q = read(local_lake, "bronze.nan_quarantine")
+    assert len(q) == 1 and "'x'" in q[0]["reason"] and b'"id": 2' in q[0]["raw"]
+
+
+@pytest.mark.integration
+@pytest.mark.mysql
+def test_mariadb_zero_dates_are_refused_per_row_by_cli(tmp_path: Path, mysql_url: str) -> None:
+    """MySQL's zero dates have no date value: their rows go to the quarantine, the rest load on the
+    fast path (connectorx used to panic on them, with a Rust backtrace on stderr)."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    name = "zero_" + uuid.uuid4().hex[:8]
+    u = make_url(mysql_url)
+    con = pymysql.connect(host=u.host, port=u.port, user=u.username, password=u.password, database=u.database,
+                          autocommit=True)
+    try:
+        with con.cursor() as cur:
+            cur.execute(f"create table `{name}` (id int primary key, d date, t datetime)")
+            cur.execute(f"insert into `{name}` values (1, '2024-01-02', '2024-01-02 03:04:05'),"
+                        " (2, '0000-00-00', '2024-01-02 00:00:00'), (3, '2024-01-03', '0000-00-00 00:00:00'), (4, null, null)")
+    finally:
+        con.close()
+    lake = Lake(str(tmp_path / "lake"))
+    plain = mysql_url.replace("mysql+pymysql://", "mysql://")
+    proc = run_cli(lake, "--json", "tables", plain, "--source-table", name, "--table", "bronze.zero")
+    assert proc.stderr == ""
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (out["rows_written"], out["rows_quarantined"]) == (2, 2)
+    rows = {r["id"]: (r["d"], r["t"]) for r in read(lake, "bronze.zero")}
+    assert rows == {1: (date(2024, 1, 2), datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)), 4: (None, None)}
+    reasons = sorted(r["reason"].split(":")[0] for r in read(lake, "bronze.zero_quarantine"))
+    assert reasons == ["column 'd' (date32[day])", "column 't' (timestamp[us, tz=UTC])"]
