@@ -164,6 +164,21 @@ def _create(cases: list[Case], quote: str = '"') -> tuple[str, list[str]]:
     return cols, inserts
 
 
+def _mysql(url: str, *statements: str) -> None:
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    con = pymysql.connect(host=u.host, port=u.port, user=u.username, password=u.password, database=u.database,
+                          autocommit=True)
+    try:
+        with con.cursor() as cur:
+            for stmt in statements:
+                cur.execute(stmt)
+    finally:
+        con.close()
+
+
 def _same(got: Any, want: Any) -> bool:
     if isinstance(want, float) and math.isnan(want):
         return isinstance(got, float) and math.isnan(got)
@@ -224,20 +239,10 @@ def test_postgres_every_type_round_trips(local_lake: Lake, postgres_url: str, re
 @pytest.mark.integration
 @pytest.mark.mysql
 def test_mariadb_every_type_round_trips(local_lake: Lake, mysql_url: str, reader: str) -> None:
-    import pymysql
-    from sqlalchemy.engine import make_url
-
     name = "types_" + uuid.uuid4().hex[:8]
     cols, inserts = _create(MYSQL_CASES, quote="`")
-    u = make_url(mysql_url)
-    con = pymysql.connect(host=u.host, port=u.port, user=u.username, password=u.password, database=u.database,
-                          autocommit=True)
-    try:
-        with con.cursor() as cur:
-            cur.execute(f"create table `{name}` (id int primary key, {cols})")
-            cur.execute(f"insert into `{name}` values {', '.join(inserts)}")
-    finally:
-        con.close()
+    _mysql(mysql_url, f"create table `{name}` (id int primary key, {cols})",
+           f"insert into `{name}` values {', '.join(inserts)}")
     plain = mysql_url.replace("mysql+pymysql://", "mysql://")  # as users write it
     r = ingest_table(local_lake, plain, source_table=name, table="bronze.my_types")
     assert (r.rows_written, r.rows_quarantined) == (len(inserts), 0)
@@ -307,20 +312,10 @@ def test_postgres_value_without_delta_value_is_refused_not_rounded(local_lake: L
 def test_mariadb_zero_dates_are_refused_per_row_by_cli(tmp_path: Path, mysql_url: str) -> None:
     """MySQL's zero dates have no date value: their rows go to the quarantine, the rest load on the
     fast path (connectorx used to panic on them, with a Rust backtrace on stderr)."""
-    import pymysql
-    from sqlalchemy.engine import make_url
-
     name = "zero_" + uuid.uuid4().hex[:8]
-    u = make_url(mysql_url)
-    con = pymysql.connect(host=u.host, port=u.port, user=u.username, password=u.password, database=u.database,
-                          autocommit=True)
-    try:
-        with con.cursor() as cur:
-            cur.execute(f"create table `{name}` (id int primary key, d date, t datetime)")
-            cur.execute(f"insert into `{name}` values (1, '2024-01-02', '2024-01-02 03:04:05'),"
-                        " (2, '0000-00-00', '2024-01-02 00:00:00'), (3, '2024-01-03', '0000-00-00 00:00:00'), (4, null, null)")
-    finally:
-        con.close()
+    _mysql(mysql_url, f"create table `{name}` (id int primary key, d date, t datetime)",
+           f"insert into `{name}` values (1, '2024-01-02', '2024-01-02 03:04:05'),"
+           " (2, '0000-00-00', '2024-01-02 00:00:00'), (3, '2024-01-03', '0000-00-00 00:00:00'), (4, null, null)")
     lake = Lake(str(tmp_path / "lake"))
     plain = mysql_url.replace("mysql+pymysql://", "mysql://")
     proc = run_cli(lake, "--json", "tables", plain, "--source-table", name, "--table", "bronze.zero")
