@@ -395,7 +395,14 @@ def _rows_already_stored(
             t = schema.field(keys[0]).type
             filt = (pads.field(keys[0]) >= pa.scalar(lo.as_py(), t)) & (pads.field(keys[0]) <= pa.scalar(hi.as_py(), t))
     shared = [c for c in batch.column_names if c in schema.names]
-    existing = lake.delta_table(tid).to_pyarrow_dataset().to_table(columns=shared, filter=filt)
+    ds = lake.delta_table(tid).to_pyarrow_dataset()
+    try:
+        existing = ds.to_table(columns=shared, filter=filt)
+    except pa.ArrowNotImplementedError:
+        # a text cursor/key over files that store it as string_view: pyarrow cannot compare the
+        # two in a scan filter, so filter after the read (no file pruning)
+        existing = ds.to_table(columns=shared)
+        existing = existing.filter(filt) if filt is not None else existing
     if existing.num_rows == 0:
         return batch
     for c in batch.column_names:

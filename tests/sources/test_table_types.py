@@ -326,3 +326,22 @@ def test_mariadb_zero_dates_are_refused_per_row_by_cli(tmp_path: Path, mysql_url
     assert rows == {1: (date(2024, 1, 2), datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)), 4: (None, None)}
     reasons = sorted(r["reason"].split(":")[0] for r in read(lake, "bronze.zero_quarantine"))
     assert reasons == ["column 'd' (date32[day])", "column 't' (timestamp[us, tz=UTC])"]
+
+
+def test_sqlite_text_cursor_incremental(local_lake: Lake, tmp_path: Path) -> None:
+    """An ISO-8601 text column (SQLite TEXT) stays text and still works as a cursor."""
+    db = tmp_path / "events.db"
+    con = sqlite3.connect(db)
+    con.execute("create table e (id integer primary key, updated_at text not null)")
+    con.executemany("insert into e values (?, ?)", [(i, f"2026-11-{i:02d}T00:00:00Z") for i in range(1, 21)])
+    con.commit()
+    args = dict(source_table="e", table="bronze.e", primary_key=("id",), cursor="updated_at")
+    assert ingest_table(local_lake, f"sqlite:///{db}", **args).rows_written == 20
+    con.execute("insert into e values (21, '2026-11-21T00:00:00Z')")
+    con.execute("update e set updated_at = '2026-11-22T00:00:00Z' where id = 5")
+    con.commit()
+    con.close()
+    r = ingest_table(local_lake, f"sqlite:///{db}", **args)
+    assert (r.rows_written, r.rows_quarantined) == (2, 0)
+    rows = {x["id"]: x["updated_at"] for x in read(local_lake, "bronze.e")}
+    assert len(rows) == 21 and rows[5] == "2026-11-22T00:00:00Z"
