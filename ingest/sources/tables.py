@@ -8,7 +8,8 @@ Three modes, chosen by the options:
   rows are not rewritten.  Combined with ``--cursor`` only the cursor window is read.
 * neither: a full snapshot replaces the table in one atomic commit.
 
-Reads are columnar (connectorx -> Arrow in bounded batches) with a SQLAlchemy fallback.  SQL is
+Reads are columnar (connectorx -> Arrow in bounded batches) with a SQLAlchemy fallback; both read
+every column as the dialect's type map says (``ingest.sources.typemap``, README).  SQL is
 built with SQLAlchemy's dialect quoting: identifiers are always quoted, values are literals.
 Every batch commits under the app id ``tables:<table>`` (a counter), so concurrent runs conflict
 in Delta and the loser retries against what the winner wrote.

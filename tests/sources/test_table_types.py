@@ -345,3 +345,38 @@ def test_sqlite_text_cursor_incremental(local_lake: Lake, tmp_path: Path) -> Non
     assert (r.rows_written, r.rows_quarantined) == (2, 0)
     rows = {x["id"]: x["updated_at"] for x in read(local_lake, "bronze.e")}
     assert len(rows) == 21 and rows[5] == "2026-11-22T00:00:00Z"
+
+
+@pytest.mark.parametrize(("dialect", "declared", "delta", "select"), [
+    ("postgresql", "numeric(17,15)", pa.decimal128(17, 15), "{c}::text"),
+    ("postgresql", "numeric(39,2)", pa.string(), "{c}::text"),
+    ("postgresql", "numeric", pa.string(), "{c}::text"),
+    ("postgresql", "numeric(2,-3)", pa.decimal128(5, 0), "{c}::text"),
+    ("postgresql", "integer[]", pa.string(), "{c}::text"),
+    ("postgresql", "some_extension_type", pa.string(), "{c}::text"),
+    ("postgresql", "text", pa.string(), "{c}"),
+    ("mysql", "decimal(65,30)", pa.string(), "cast({c} as char)"),
+    ("mysql", "bigint(20) unsigned", pa.decimal128(20, 0), "cast({c} as char)"),
+    ("mysql", "int(10) unsigned", pa.int64(), "{c}"),
+    ("mysql", "bit(63)", pa.int64(), "cast({c} as unsigned)"),
+    ("mysql", "enum('a\nb','c')", pa.string(), "{c}"),
+    ("sqlite", "VARCHAR(20)", pa.string(), "{c}"),
+    ("sqlite", "DECIMAL(10,2)", None, "{c}"),
+])
+def test_type_map_rules(dialect: str, declared: str, delta: pa.DataType | None, select: str) -> None:
+    from ingest.sources.typemap import type_map
+
+    col = type_map(dialect).column("c", declared)
+    assert (col.delta, col.select) == (delta, select)
+
+
+def test_text_parsed_as_decimal_is_exact_or_refused() -> None:
+    from ingest.sources import fit_rows, fit_table
+
+    t = pa.decimal128(17, 15)
+    good, bad = fit_table(pa.table({"x": pa.array(["45.123456789012345", "-1e-15", "NaN", "1.0000000000000001", None])}),
+                          pa.schema([("x", t)]))
+    assert good["x"].to_pylist() == [Decimal("45.123456789012345"), Decimal("-1E-15"), None]
+    assert [i for i, _ in bad] == [2, 3]
+    good, bad = fit_rows([{"x": "0.5"}, {"x": Decimal("NaN")}, {"x": Decimal("1.25")}], pa.schema([("x", t)]))
+    assert good["x"].to_pylist() == [Decimal("0.5"), Decimal("1.25")] and [i for i, _ in bad] == [1]
