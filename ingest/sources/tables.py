@@ -149,7 +149,7 @@ def describe(src: DbSource) -> DbSource:
         try:
             with engine.connect() as conn:
                 quote = src.sa_dialect().identifier_preparer.quote_identifier
-                plan = type_map(src.dialect).plan(conn, src.schema, src.name, quote)
+                plan = type_map(src.dialect).plan(conn, schema=src.schema, name=src.name, quote=quote)
         finally:
             engine.dispose()
     except Exception as exc:  # noqa: BLE001 - one line, password hidden

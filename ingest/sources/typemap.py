@@ -88,7 +88,7 @@ class TypeMap(ABC):
     fallback: ClassVar[Rule]  # for declared types no rule names
 
     @abstractmethod
-    def catalog(self, conn: Any, schema: str | None, name: str, quote: Callable[[str], str]) -> list[tuple[str, str]]:
+    def catalog(self, conn: Any, *, schema: str | None, name: str, quote: Callable[[str], str]) -> list[tuple[str, str]]:
         """``[(column, declared type)]`` in table order; empty when the table does not exist."""
 
     def column(self, name: str, declared: str) -> Column:
@@ -99,8 +99,10 @@ class TypeMap(ABC):
                 return Column(name, declared, rule.type_for(m), rule.select)
         raise ValueError(f"{type(self).__name__}.fallback must match every type, not {declared!r}")
 
-    def plan(self, conn: Any, schema: str | None, name: str, quote: Callable[[str], str]) -> TablePlan:
-        return TablePlan(tuple(self.column(c, t) for c, t in self.catalog(conn, schema, name, quote)))
+    def plan(self, conn: Any, *, schema: str | None, name: str, quote: Callable[[str], str]) -> TablePlan:
+        """Every column of ``schema.name`` with its Delta type and select expression."""
+        cols = self.catalog(conn, schema=schema, name=name, quote=quote)
+        return TablePlan(tuple(self.column(c, t) for c, t in cols))
 
 
 def _rows(conn: Any, sql: str, **params: Any) -> list[tuple]:
@@ -156,7 +158,7 @@ class PostgresTypes(TypeMap):
     )
     fallback = Rule(r".*", pa.string(), "{c}::text")
 
-    def catalog(self, conn, schema, name, quote):
+    def catalog(self, conn, *, schema, name, quote):
         rel = (quote(schema) + "." if schema else "") + quote(name)
         rows = _rows(
             conn,
@@ -200,7 +202,7 @@ class MySQLTypes(TypeMap):
     )
     fallback = Rule(r".*", pa.binary(), "cast({c} as binary)")
 
-    def catalog(self, conn, schema, name, quote):
+    def catalog(self, conn, *, schema, name, quote):
         rows = _rows(
             conn,
             "select column_name, column_type from information_schema.columns"
@@ -226,7 +228,7 @@ class SQLiteTypes(TypeMap):
     )
     fallback = Rule(r".*", None)  # NUMERIC affinity: integers and reals, typed by the values
 
-    def catalog(self, conn, schema, name, quote):
+    def catalog(self, conn, *, schema, name, quote):
         prefix = quote(schema) + "." if schema else ""
         rows = [tuple(r) for r in conn.exec_driver_sql(f"PRAGMA {prefix}table_info({quote(name)})")]
         return [(_text(r[1]), _text(r[2] or "")) for r in rows]
