@@ -7,7 +7,8 @@ column itself where connectorx reads it exactly, or a cast (usually to the datab
 form) where connectorx's default is lossy or unsupported.  Both read paths, connectorx and the
 SQLAlchemy fallback, run the same expressions, so both see the same values; ``fit_table`` /
 ``fit_rows`` then cast them to the declared types exactly, or refuse a value (quarantine).
-A type no rule names is read as text, per column: the rest of the table stays typed and fast.
+A type no rule names is read as text (PostgreSQL) or bytes (MySQL), per column: the rest of the
+table stays typed and on the fast path.
 """
 
 from __future__ import annotations
