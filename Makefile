@@ -25,10 +25,14 @@ install: $(UV) $(PY)
 	$(UV) pip install -q --python $(PY) --no-deps -e . --config-settings editable_mode=compat
 	$(PY) -m compileall -q ingest transforms flows
 
-# System packages for the integration tests (PostgreSQL server binaries; logrotate for log rotation).
+# System packages for the integration tests: PostgreSQL and MariaDB server binaries (the tests
+# start their own servers in temp dirs on free loopback ports, never the packaged services) and
+# logrotate (log rotation tests).
 test-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
+	@if ! command -v mariadb-install-db >/dev/null 2>&1 || ! [ -x /usr/sbin/mariadbd ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; fi
 	@if ! command -v logrotate >/dev/null && [ ! -x /usr/sbin/logrotate ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq logrotate >/dev/null; fi
 

@@ -4,6 +4,7 @@
 * ``s3_lake``    - a ``Lake`` on a fresh bucket, AWS_* env set for the test.
 * ``local_lake`` - a ``Lake`` on ``tmp_path / "lake"``.
 * ``postgres_url`` - a real PostgreSQL 15 (initdb + pg_ctl) in a temp dir.
+* ``mysql_url`` - a real MariaDB (mariadb-install-db + mariadbd) in a temp dir.
 * ``spark`` / ``spark_for`` - one local[2] SparkSession with Delta (and hadoop-aws) per session.
 
 Every server is stopped on teardown even when tests fail; nothing listens on non-loopback ports.
@@ -308,6 +309,65 @@ def postgres_url() -> Iterator[str]:
                 _as_pg_user([str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"]),
                 capture_output=True, env=env, cwd=base,
             )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# MariaDB
+# ---------------------------------------------------------------------------------------------
+def _mariadb_bins() -> tuple[str, str]:
+    server = shutil.which("mariadbd") or ("/usr/sbin/mariadbd" if Path("/usr/sbin/mariadbd").exists() else None)
+    install = shutil.which("mariadb-install-db")
+    if not server or not install:
+        pytest.skip("MariaDB server binaries not found (apt-get install mariadb-server, or `make test-deps`)")
+    return server, install
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A throwaway MariaDB (mariadb-install-db + mariadbd) on a free loopback port, UTC session
+    time zone; yields ``mysql+pymysql://...``."""
+    server, install = _mariadb_bins()
+    base = Path(tempfile.mkdtemp(prefix="lakehouse-mariadb-"))
+    datadir, sock, log = base / "data", base / "mysqld.sock", base / "mariadb.log"
+    as_root = os.geteuid() == 0
+    if as_root:  # mariadbd refuses to run as root: the datadir belongs to the `mysql` OS user
+        shutil.chown(base, "mysql")
+        os.chmod(base, 0o755)
+    user_opt = ["--user=mysql"] if as_root else []
+    subprocess.run(
+        [install, "--no-defaults", f"--datadir={datadir}", "--auth-root-authentication-method=normal",
+         "--skip-test-db", *user_opt],
+        check=True, capture_output=True, cwd=base,
+    )
+    (port,) = free_ports(1)
+    cmd = [
+        server, "--no-defaults", f"--datadir={datadir}", f"--socket={sock}", f"--port={port}",
+        "--bind-address=127.0.0.1", f"--pid-file={base / 'mariadb.pid'}", f"--log-error={log}",
+        "--default-time-zone=+00:00", "--character-set-server=utf8mb4", "--skip-log-bin",
+        "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=0", "--skip-name-resolve",
+        *user_opt,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=base)
+    try:
+        import pymysql
+
+        def root():
+            return pymysql.connect(host="127.0.0.1", port=port, user="root", password="", autocommit=True)
+
+        _wait_for(lambda: root().close() is None, timeout=60, what="MariaDB", proc=proc, log=log)
+        user, password, dbname = "lakehouse", "my-" + uuid.uuid4().hex[:12], "lakehouse_test"
+        con = root()
+        try:
+            with con.cursor() as cur:
+                cur.execute(f"create user '{user}'@'127.0.0.1' identified by '{password}'")
+                cur.execute(f"create database `{dbname}`")
+                cur.execute(f"grant all on `{dbname}`.* to '{user}'@'127.0.0.1'")
+        finally:
+            con.close()
+        yield f"mysql+pymysql://{user}:{password}@127.0.0.1:{port}/{dbname}"
+    finally:
+        _stop(proc, timeout=30)
         shutil.rmtree(base, ignore_errors=True)
 
 

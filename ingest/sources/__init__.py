@@ -15,6 +15,7 @@ import os
 import random
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -473,11 +474,38 @@ def coerce(v: Any, t: pa.DataType) -> Any:
             return v
         if isinstance(v, (dict, list)):
             return json.dumps(v, sort_keys=True)
+        if isinstance(v, uuid.UUID):  # the database's own text form (lower case, hyphens)
+            return str(v)
         raise _Misfit(f"{v!r} is not a string")
+    if pa.types.is_decimal(t) and isinstance(v, (str, Decimal)) and not isinstance(v, bool):
+        v = _decimal(v)  # exact text of a numeric column, read as text (see sources/typemap.py)
+    elif pa.types.is_date(t):
+        v = _date(v)
     try:
         pa.scalar(v, type=t)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
         raise _Misfit(f"{v!r} does not fit {t}") from None
+    return v
+
+
+def _decimal(v: str | Decimal) -> Decimal:
+    try:
+        d = Decimal(v.strip()) if isinstance(v, str) else v
+    except ArithmeticError:
+        raise _Misfit(f"{v!r} is not a decimal number") from None
+    if not d.is_finite():
+        raise _Misfit(f"{v} has no decimal value")
+    return d
+
+
+def _date(v: Any) -> date:
+    if isinstance(v, datetime):  # a date column never takes a time of day
+        raise _Misfit(f"{v!r} is not a date")
+    if isinstance(v, str):
+        try:
+            return date.fromisoformat(v.strip())
+        except ValueError:
+            raise _Misfit(f"{v!r} is not an ISO-8601 date") from None
     return v
 
 
@@ -534,7 +562,13 @@ def fit_table(data: pa.Table, existing: pa.Schema | None) -> tuple[pa.Table, lis
         if idx >= 0 and not col.type.equals(existing.field(idx).type):
             try:
                 cast = col.cast(existing.field(idx).type, safe=True)
-                if not cast.cast(col.type).equals(col):  # a "safe" cast that still lost information
+                # a "safe" cast that still lost information; text parsed as a decimal, date or
+                # timestamp is exact or an error already, and prints back differently ("1.50" ->
+                # "1.500", "-1E-15", "...05Z" -> "...05.000000Z")
+                exact_parse = pa.types.is_string(col.type) and (
+                    pa.types.is_decimal(cast.type) or pa.types.is_date(cast.type) or pa.types.is_timestamp(cast.type)
+                )
+                if not exact_parse and not cast.cast(col.type).equals(col):
                     raise pa.ArrowInvalid("lossy")
                 col = cast
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):

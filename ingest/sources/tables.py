@@ -8,7 +8,8 @@ Three modes, chosen by the options:
   rows are not rewritten.  Combined with ``--cursor`` only the cursor window is read.
 * neither: a full snapshot replaces the table in one atomic commit.
 
-Reads are columnar (connectorx -> Arrow in bounded batches) with a SQLAlchemy fallback.  SQL is
+Reads are columnar (connectorx -> Arrow in bounded batches) with a SQLAlchemy fallback; both read
+every column as the dialect's type map says (``ingest.sources.typemap``, README).  SQL is
 built with SQLAlchemy's dialect quoting: identifiers are always quoted, values are literals.
 Every batch commits under the app id ``tables:<table>`` (a counter), so concurrent runs conflict
 in Delta and the loser retries against what the winner wrote.
@@ -17,7 +18,8 @@ in Delta and the loser retries against what the winner wrote.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Iterator, Literal
@@ -47,6 +49,7 @@ from ingest.sources import (
     with_commit_retry,
     write_quarantine,
 )
+from ingest.sources.typemap import TablePlan, type_map
 
 Mode = Literal["snapshot", "incremental", "merge"]
 META_COLUMNS = ("_run_id", "_ingested_at")
@@ -61,6 +64,7 @@ class DbSource:
     dialect: str
     schema: str | None
     name: str
+    plan: TablePlan | None = None  # the columns and how each is read (``describe``)
 
     @property
     def label(self) -> str:
@@ -70,6 +74,13 @@ class DbSource:
 
     def sa_dialect(self):
         return self.url.get_dialect()()
+
+    def sa_url(self) -> Any:
+        """The URL for SQLAlchemy: a plain mysql:// URL uses PyMySQL (a dependency) rather than
+        SQLAlchemy's default driver, mysqlclient, which needs C libraries."""
+        if self.dialect == "mysql" and "+" not in self.url.drivername:
+            return self.url.set(drivername="mysql+pymysql")
+        return self.url
 
     def connectorx_url(self) -> str:
         scheme = "postgresql" if self.dialect == "postgresql" else "mysql"
@@ -100,11 +111,20 @@ def parse_source(url: str, source_table: str) -> DbSource:
 
 
 def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None) -> str:
-    """``SELECT * FROM "schema"."table" [WHERE "cursor" >= <literal> ORDER BY "cursor"]``."""
+    """``SELECT <columns> FROM "schema"."table" [WHERE "cursor" >= <literal> ORDER BY "cursor"]``;
+    the columns as the type map reads them (``src.plan``), or ``*``."""
     import sqlalchemy as sa
     from sqlalchemy.sql import quoted_name
 
-    q = sa.select(sa.text("*")).select_from(
+    cols: list[Any] = [sa.text("*")]
+    if src.plan is not None:
+        quote = src.sa_dialect().identifier_preparer.quote_identifier
+        cols = [
+            sa.column(quoted_name(c.name, True)) if c.select == "{c}"
+            else sa.literal_column(c.select.format(c=quote(c.name))).label(quoted_name(c.name, True))
+            for c in src.plan.columns
+        ]
+    q = sa.select(*cols).select_from(
         sa.table(quoted_name(src.name, True), schema=quoted_name(src.schema, True) if src.schema else None)
     )
     if cursor is not None:
@@ -113,6 +133,30 @@ def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None) ->
             q = q.where(col >= sa.literal(low))
         q = q.order_by(col)
     return str(q.compile(dialect=src.sa_dialect(), compile_kwargs={"literal_binds": True}))
+
+
+def _engine(src: DbSource) -> Any:
+    import sqlalchemy as sa
+
+    return sa.create_engine(src.sa_url(), connect_args={"connect_timeout": 10} if src.dialect != "sqlite" else {})
+
+
+def describe(src: DbSource) -> DbSource:
+    """``src`` with its ``plan``: each column's declared type from the database's catalog, mapped
+    by the dialect's type map (``ingest.sources.typemap``)."""
+    try:
+        engine = _engine(src)
+        try:
+            with engine.connect() as conn:
+                quote = src.sa_dialect().identifier_preparer.quote_identifier
+                plan = type_map(src.dialect).plan(conn, schema=src.schema, name=src.name, quote=quote)
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - one line, password hidden
+        raise _db_error(src, exc) from None
+    if not plan.columns:
+        raise SourceError(f"cannot read {src.label}: table does not exist - check --source-table")
+    return replace(src, plan=plan)
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -205,16 +249,20 @@ def _preflight(src: DbSource) -> str | None:
     import sqlalchemy as sa
 
     try:
-        engine = sa.create_engine(src.url, connect_args={"connect_timeout": 10} if src.dialect == "postgresql" else {})
+        engine = _engine(src)
     except Exception:  # noqa: BLE001 - no driver: connectorx will report the problem
         return None
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn, warnings.catch_warnings():
+            warnings.simplefilter("ignore", sa.exc.SAWarning)  # "did not recognize type": the type map reads it
             insp = sa.inspect(conn)
             try:
                 pk = insp.get_pk_constraint(src.name, schema=src.schema).get("constrained_columns") or []
                 if len(pk) != 1:
                     return None
+                if src.plan is not None:  # the catalog was read already (and SQLAlchemy warns of types it lacks)
+                    return pk[0] if any(c.name == pk[0] and c.delta is not None and pa.types.is_integer(c.delta)
+                                        for c in src.plan.columns) else None
                 types = {c["name"]: c["type"] for c in insp.get_columns(src.name, schema=src.schema)}
                 return pk[0] if isinstance(types.get(pk[0]), sa.Integer) else None
             except sa.exc.NoSuchTableError:
@@ -235,7 +283,7 @@ def _sqlalchemy_batches(
     import sqlalchemy as sa
 
     try:
-        engine = sa.create_engine(src.url)
+        engine = sa.create_engine(src.sa_url())
         conn = engine.connect()
     except Exception as exc:  # noqa: BLE001 - cannot reach the database at all
         raise _db_error(src, first_error if first_error and "No module named" in str(exc) else exc) from None
@@ -397,6 +445,7 @@ def ingest_table(
     counts = _Counts()
     batch_rows = env_int("INGEST_TABLE_BATCH_ROWS", 100_000)
     with track(lake, command="tables", source=src.label, target=str(tid), counts=counts) as run:
+        src = describe(src)
         low = lower_bound(high_water_mark(lake, tid, cursor), cursor_lag) if cursor else None
         query = build_query(src, cursor=cursor, low=low)
         with progress_bar(progress, f"{src.name} -> {tid}") as bar:
@@ -419,7 +468,10 @@ def _len(batch: pa.Table | list) -> int:
 def _fit(src: DbSource, batch: pa.Table | list[dict[str, Any]], against: pa.Schema | None,
          counts: _Counts) -> tuple[pa.Table, list[Bad]]:
     """A source batch typed like ``against`` (the target's schema) plus the rows that do not fit,
-    as quarantine records.  Columns ``against`` lacks pass through (schema merge adds them)."""
+    as quarantine records.  Columns ``against`` lacks take the type map's type (``src.plan``), or
+    pass through (schema merge adds them)."""
+    if src.plan is not None:
+        against = src.plan.declared_schema(against)
     if isinstance(batch, pa.Table):
         counts.bytes_read += batch.nbytes
         batch = batch.cast(_utc(batch.schema))

@@ -135,7 +135,7 @@ def test_schema_drift_adds_columns_and_quarantines_narrowing(local_lake: Lake, p
     assert sorted(rows) == [1, 2, 3] and rows[3]["note"] == "fits" and rows[3]["qty"] == 30
     import pyarrow as pa
 
-    assert pa.schema(local_lake.delta_table("bronze.drift").schema().to_arrow()).field("qty").type == pa.int64()
+    assert pa.schema(local_lake.delta_table("bronze.drift").schema().to_arrow()).field("qty").type == pa.int32()  # integer stays integer
     q = read(local_lake, "bronze.drift_quarantine")
     assert len(q) == 1 and "qty" in q[0]["reason"] and b"many" in q[0]["raw"]
     again = ingest_table(local_lake, postgres_url, source_table=name, table="bronze.drift", primary_key=("id",))
