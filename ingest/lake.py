@@ -23,11 +23,15 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow.fs
     from deltalake import DeltaTable
 
+    from ingest.errors import IngestError
     from ingest.settings import S3Settings, Settings
 
 Layer = Literal["bronze", "silver", "gold", "_meta"]
 LAYERS: tuple[str, ...] = ("bronze", "silver", "gold", "_meta")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Layers only the project's own writers fill (run log, snapshots, lineage read them); an ingest
+# into one could replace their schema and leave `snapshot`, `vacuum` and `lineage` broken.
+RESERVED_LAYERS: tuple[str, ...] = ("_meta",)
 
 # Spark's hadoop-aws must match the Hadoop bundled with pyspark (pyspark 4.2 -> Hadoop 3.5.0).
 HADOOP_AWS_PACKAGE = "org.apache.hadoop:hadoop-aws:3.5.0"
@@ -64,6 +68,17 @@ class TableId:
 
     def __str__(self) -> str:
         return f"{self.layer}.{self.name}"
+
+
+def ingest_target(ident: "str | TableId") -> TableId:
+    """A table a user may load data into: any ``layer.name`` outside the project's own layers."""
+    tid = TableId.parse(ident)
+    if tid.layer in RESERVED_LAYERS:
+        raise ConfigError(
+            f"table {tid} is reserved: {tid.layer} holds the project's own metadata (run log, snapshots); "
+            f"load into bronze instead (e.g. bronze.{tid.name})"
+        )
+    return tid
 
 
 @dataclass(frozen=True)
@@ -232,6 +247,35 @@ class Lake:
         """A location as the pyarrow filesystem expects it (no scheme)."""
         return uri[len("s3://") :] if uri.startswith("s3://") else uri
 
+    # -- existence --------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """Whether the lake root holds anything (a local directory, or objects under the prefix).
+
+        Raises ``ConfigError`` for a local path that is a file, and the storage error (see
+        :meth:`storage_error`) when S3 cannot be asked.
+        """
+        if not self.is_s3:
+            root = Path(self.location.prefix)
+            if root.exists() and not root.is_dir():
+                raise ConfigError(f"lake {self.uri} is a file, not a directory: check --lake / LAKEHOUSE_LAKE")
+            return root.is_dir()
+        client = self.boto3_client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=10)
+        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        try:
+            res = client.list_objects_v2(Bucket=self.location.bucket, Prefix=prefix, MaxKeys=1)
+        except Exception as exc:  # noqa: BLE001 - classified into one line
+            raise self.storage_error(exc, f"cannot read lake {self.uri}") from None
+        return bool(res.get("KeyCount") or res.get("Contents"))
+
+    def require_exists(self) -> "Lake":
+        """Reading a lake that does not exist is an error, not an empty lake (a misspelt --lake)."""
+        if not self.exists():
+            raise ConfigError(
+                f"lake {self.uri} does not exist: check --lake / LAKEHOUSE_LAKE "
+                "(commands that load data, e.g. `ingest images`, create a new lake)"
+            )
+        return self
+
     # -- Delta access -----------------------------------------------------------------------
     def table_exists(self, table: "str | TableId") -> bool:
         from deltalake import DeltaTable
@@ -253,7 +297,7 @@ class Lake:
                 f"table {t} does not exist in lake {self.uri}: run `ingest ls` to see the tables"
             ) from None
         except OSError as exc:
-            raise ConfigError(self.describe_error(exc, f"cannot open {t}")) from None
+            raise self.storage_error(exc, f"cannot open {t}") from None
         if version is not None:
             try:
                 if isinstance(version, int):
@@ -277,7 +321,7 @@ class Lake:
             try:
                 infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
             except OSError as exc:
-                raise ConfigError(self.describe_error(exc, "cannot list the lake")) from None
+                raise self.storage_error(exc, "cannot list the lake") from None
             for info in sorted(infos, key=lambda i: i.base_name):
                 if info.type != pafs.FileType.Directory or not _NAME_RE.match(info.base_name):
                     continue
@@ -319,18 +363,60 @@ class Lake:
         Classifies on the whole (multi-line) error chain but prints only its first line plus the
         root cause, e.g. ``Generic S3 error: Connection refused (os error 111)``.
         """
-        full = _plain(str(exc))
-        msg = redact(_summary(exc), self)
-        hint = ""
-        if self.is_s3:
-            low = full.lower()
-            if any(k in low for k in ("connect", "dns", "timed out", "error sending request", "resolve host")):
-                hint = f" - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable"
-            elif "nosuchbucket" in low or ("bucket" in low and ("not exist" in low or "not found" in low)):
-                hint = f" - check that bucket {self.location.bucket!r} exists"
-            elif "403" in low or "forbidden" in low or "accessdenied" in low or "signature" in low:
-                hint = " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-        return f"{what}: {msg}{hint}"
+        return f"{what}: {redact(_summary(exc), self)}{self._hint(classify_storage_error(exc))}"
+
+    def storage_error(self, exc: BaseException, what: str) -> "IngestError":
+        """The typed error for a failed read or write of lake storage: ``TransientError`` when the
+        endpoint could not be reached (an orchestrator retries), ``ConfigError`` otherwise."""
+        from ingest.errors import TransientError
+
+        message = self.describe_error(exc, what)
+        return TransientError(message) if classify_storage_error(exc) == "unreachable" else ConfigError(message)
+
+    def _hint(self, fault: "StorageFault | None") -> str:
+        if fault == "unreachable":
+            return f" - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable"
+        if fault == "no_bucket":
+            return f" - check that bucket {self.location.bucket!r} exists" if self.is_s3 else " - check that the bucket exists"
+        if fault == "denied":
+            return " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        return ""
+
+
+StorageFault = Literal["unreachable", "no_bucket", "denied"]
+
+
+def classify_storage_error(exc: BaseException | str) -> "StorageFault | None":
+    """The one classifier of object-storage failures, for reads and writes alike (deltalake /
+    object_store, pyarrow, boto3): which of the user's settings to check, or None."""
+    low = _plain(exc if isinstance(exc, str) else _chain_text(exc)).lower()
+    if "nosuchbucket" in low or ("bucket" in low and ("not exist" in low or "not found" in low)):
+        return "no_bucket"
+    if any(k in low for k in (
+        "403", "forbidden", "accessdenied", "access denied", "signature", "invalidaccesskey", "invalid access key",
+    )):
+        return "denied"
+    if any(k in low for k in (
+        "connect", "dns", "timed out", "timeout", "error sending request", "resolve host", "unreachable",
+        "connection refused", "could not connect",
+    )):
+        return "unreachable"
+    return None
+
+
+def _chain_text(exc: BaseException) -> str:
+    """The text of an error and of the errors it was raised from (boto3's codes live in ``response``)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        parts.append(f"{type(cur).__name__}: {cur}")
+        code = (getattr(cur, "response", None) or {}).get("Error", {}).get("Code") if isinstance(getattr(cur, "response", None), dict) else None
+        if code:
+            parts.append(str(code))
+        cur = cur.__cause__ or cur.__context__
+    return "\n".join(parts)
 
 
 def s3_client(s3: "S3Settings", **config: Any):
@@ -482,16 +568,26 @@ def presign_get(s3: "S3Settings | AwsEnv", bucket: str, key: str, *, expires: in
     return f"{url.scheme}://{host}{url.path}?{query}&X-Amz-Signature={sig}"
 
 
-def redact(text: str, lake: "Lake | None" = None) -> str:
-    """Remove secret values from a message."""
+# scheme://user:PASSWORD@host: the password runs to the LAST "@" before the host, since people
+# write raw "@" in passwords (postgresql://reader:p@ss@db/app) and a first-"@" rule leaks the rest.
+_URL_PASSWORD_RE = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<password>\S*)@(?P<host>[^\s@/]+)")
+
+
+def redact(text: str, lake: "Lake | None" = None, *, secrets: "tuple[str | None, ...] | list[str | None]" = ()) -> str:
+    """Remove secret values from a message: URL passwords, the S3 keys and any given ``secrets``.
+
+    The one redaction helper: errors, ``--json``, the run log and Prefect results all go through it.
+    """
     s3 = lake.s3 if lake else AwsEnv.read()
     # an access key id is an identifier (AKIA + 16): a toy one like "bench" would mangle output
+    values: list[tuple[str | None, int]] = [(s, 4) for s in secrets]
     for secret, shortest in ((s3.secret_access_key, 4), (s3.session_token, 4), (s3.access_key_id, 12)):
         if secret is not None:
-            value = secret.get_secret_value()
-            if value and len(value) >= shortest:
-                text = text.replace(value, "***")
-    return text
+            values.append((secret.get_secret_value(), shortest))
+    for value, shortest in sorted(values, key=lambda v: -len(v[0] or "")):  # longest first
+        if value and len(value) >= shortest:
+            text = text.replace(value, "***")
+    return _URL_PASSWORD_RE.sub(lambda m: f"{m['head']}***@{m['host']}", text)
 
 
 def _first_line(exc: BaseException) -> str:

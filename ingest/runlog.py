@@ -83,6 +83,8 @@ def track(lake: Lake, *, command: str, source: str, target: str) -> Iterator[Run
     from ingest.lake import redact
 
     run = Run(command=command, source=redact(source, lake), target=target)
+    # a run that fails before writing anything must not create a (misspelt) local lake just to log it
+    existed = lake.is_s3 or lake.exists()
     t0 = time.monotonic()
     try:
         if "." in target:
@@ -99,6 +101,7 @@ def track(lake: Lake, *, command: str, source: str, target: str) -> Iterator[Run
     finally:
         run.duration_s = time.monotonic() - t0
         try:
-            record(lake, run)
+            if existed or run.status != "failed" or lake.exists():
+                record(lake, run)
         except Exception:  # noqa: BLE001 - never mask the run's own outcome
             pass

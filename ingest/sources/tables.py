@@ -28,7 +28,7 @@ import pyarrow.dataset as pads
 
 from ingest.delta import CREATE_RETRIES, _utc, merge_batch, write_batch
 from ingest.errors import ConfigError, IngestError, SourceError
-from ingest.lake import Lake, TableId, redact
+from ingest.lake import Lake, TableId, ingest_target, redact
 from ingest.runlog import track
 from ingest.sources import (
     Bad,
@@ -385,7 +385,7 @@ def ingest_table(
     progress: bool = False,
 ) -> IngestResult:
     """Load ``source_table`` from the database at ``url`` into ``table`` (see the module doc for modes)."""
-    tid = TableId.parse(table)
+    tid = ingest_target(table)
     src = parse_source(url, source_table)
     keys = tuple(k.strip() for k in primary_key if k and k.strip())
     if cursor is not None and not cursor.strip():
