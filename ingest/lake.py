@@ -259,13 +259,17 @@ class Lake:
             if root.exists() and not root.is_dir():
                 raise ConfigError(f"lake {self.uri} is a file, not a directory: check --lake / LAKEHOUSE_LAKE")
             return root.is_dir()
-        client = self.boto3_client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=10)
-        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
         try:
-            res = client.list_objects_v2(Bucket=self.location.bucket, Prefix=prefix, MaxKeys=1)
+            res = self._list_one()
         except Exception as exc:  # noqa: BLE001 - classified into one line
             raise self.storage_error(exc, f"cannot read lake {self.uri}") from None
         return bool(res.get("KeyCount") or res.get("Contents"))
+
+    def _list_one(self) -> dict[str, Any]:
+        """One LIST under the prefix (boto3 names the fault: NoSuchBucket, SignatureDoesNotMatch...)."""
+        client = self.boto3_client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=10)
+        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        return client.list_objects_v2(Bucket=self.location.bucket, Prefix=prefix, MaxKeys=1)
 
     def require_exists(self) -> "Lake":
         """Reading a lake that does not exist is an error, not an empty lake (a misspelt --lake)."""
@@ -280,7 +284,10 @@ class Lake:
     def table_exists(self, table: "str | TableId") -> bool:
         from deltalake import DeltaTable
 
-        return DeltaTable.is_deltatable(self.table_uri(table), storage_options=self.storage_options())
+        try:
+            return DeltaTable.is_deltatable(self.table_uri(table), storage_options=self.storage_options())
+        except OSError as exc:  # object_store: bucket, credentials or endpoint
+            raise self.storage_error(exc, f"cannot reach {TableId.parse(table)}") from None
 
     def delta_table(
         self, table: "str | TableId", *, version: int | str | None = None
@@ -357,27 +364,39 @@ class Lake:
         return con
 
     # -- errors -----------------------------------------------------------------------------
-    def describe_error(self, exc: BaseException, what: str) -> str:
+    def describe_error(self, exc: BaseException, what: str, *, bucket: str | None = None) -> str:
         """One line, without secrets, that says what to check.
 
         Classifies on the whole (multi-line) error chain but prints only its first line plus the
         root cause, e.g. ``Generic S3 error: Connection refused (os error 111)``.
         """
-        return f"{what}: {redact(_summary(exc), self)}{self._hint(classify_storage_error(exc))}"
+        return str(self.storage_error(exc, what, bucket=bucket))
 
-    def storage_error(self, exc: BaseException, what: str) -> "IngestError":
+    def storage_error(self, exc: BaseException, what: str, *, bucket: str | None = None) -> "IngestError":
         """The typed error for a failed read or write of lake storage: ``TransientError`` when the
-        endpoint could not be reached (an orchestrator retries), ``ConfigError`` otherwise."""
+        endpoint could not be reached (an orchestrator retries), ``ConfigError`` otherwise.
+
+        object_store sometimes says only ``Generic S3 error``; then one LIST through boto3 finds
+        out which setting is wrong, so a write fails as clearly as a read.  ``bucket``: the one
+        the operation used, when not the lake's (a source bucket).
+        """
         from ingest.errors import TransientError
 
-        message = self.describe_error(exc, what)
-        return TransientError(message) if classify_storage_error(exc) == "unreachable" else ConfigError(message)
+        if bucket is None and self.is_s3 and classify_storage_error(exc) is None and "generic s3 error" in _plain(str(exc)).lower():
+            try:
+                self._list_one()
+            except Exception as probe:  # noqa: BLE001 - only used to name the fault
+                if classify_storage_error(probe) is not None:
+                    exc = probe
+        fault = classify_storage_error(exc)
+        message = f"{what}: {redact(_summary(exc), self)}{self._hint(fault, bucket or self.location.bucket)}"
+        return TransientError(message) if fault == "unreachable" else ConfigError(message)
 
-    def _hint(self, fault: "StorageFault | None") -> str:
+    def _hint(self, fault: "StorageFault | None", bucket: str | None) -> str:
         if fault == "unreachable":
             return f" - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable"
         if fault == "no_bucket":
-            return f" - check that bucket {self.location.bucket!r} exists" if self.is_s3 else " - check that the bucket exists"
+            return f" - check that bucket {bucket!r} exists" if bucket else " - check that the bucket exists"
         if fault == "denied":
             return " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
         return ""
@@ -596,6 +615,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+# an S3 error body as object_store passes it on: <Error><Code>NoSuchBucket</Code><Message>...</Message>...</Error>
+_S3_XML_ERROR_RE = re.compile(r"<Error>\s*<Code>(?P<code>[^<]*)</Code>\s*<Message>(?P<message>[^<]*)</Message>.*?</Error>", re.S)
 
 
 def _plain(text: str) -> str:
@@ -604,7 +625,8 @@ def _plain(text: str) -> str:
 
 def _summary(exc: BaseException) -> str:
     """First line of an error plus its root cause (delta-rs/object_store chain errors with ``↳``)."""
-    lines = [ln.strip().lstrip("↳").strip() for ln in _plain(str(exc)).splitlines() if ln.strip()]
+    text = _S3_XML_ERROR_RE.sub(lambda m: f"{m['code']}: {m['message']}", _plain(str(exc)))
+    lines = [ln.strip().lstrip("↳").strip() for ln in text.splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
     head = lines[0].removeprefix("Kernel error -> ")

@@ -162,7 +162,7 @@ def _yaml_source(settings_cls: type[BaseSettings]) -> PydanticBaseSettingsSource
 
     named = os.environ.get(CONFIG_FILE_ENV)
     config_file = Path(named or DEFAULT_CONFIG_FILE)
-    if named and not config_file.is_file():
+    if named and (not config_file.exists() or config_file.is_dir()):
         what = "is a directory" if config_file.is_dir() else "does not exist"
         raise ConfigError(f"config file {named} {what}: check --config / {CONFIG_FILE_ENV}")
     try:
