@@ -287,7 +287,7 @@ class Lake:
         try:
             return DeltaTable.is_deltatable(self.table_uri(table), storage_options=self.storage_options())
         except OSError as exc:  # object_store: bucket, credentials or endpoint
-            raise self.storage_error(exc, f"cannot reach {TableId.parse(table)}") from None
+            raise self.storage_error(exc, f"cannot open {TableId.parse(table)}") from None
 
     def delta_table(
         self, table: "str | TableId", *, version: int | str | None = None

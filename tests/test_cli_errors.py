@@ -338,3 +338,79 @@ def test_one_classifier_for_reads_and_writes() -> None:
     err = lake.storage_error(OSError("Generic S3 error\n  ↳ Connection refused (os error 111)"), "cannot write bronze.x")
     assert isinstance(err, TransientError) and is_transient(err)
     assert isinstance(lake.storage_error(OSError("AccessDenied"), "x"), ConfigError)
+
+
+def test_write_failures_from_storage_are_typed_commit_races_are_not() -> None:
+    from deltalake.exceptions import CommitFailedError
+
+    from ingest.delta import _storage_failure
+    from ingest.lake import TableId
+
+    lake, tid = Lake("s3://bkt/lake"), TableId("bronze", "x")
+    err = _storage_failure(lake, OSError("Generic S3 error\n<Error><Code>AccessDenied</Code><Message>no</Message></Error>"), tid)
+    assert isinstance(err, ConfigError) and str(err) == (
+        "cannot write bronze.x: Generic S3 error: AccessDenied: no - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+    )
+    race = CommitFailedError("version 3 already exists")
+    assert _storage_failure(lake, race, tid) is race
+
+
+# -- noise: the terminal shows the project's output; the JVM's and Prefect's go to a log file -----
+@pytest.mark.integration
+@pytest.mark.postgres
+@pytest.mark.prefect
+def test_ingest_run_with_a_bad_db_password_prints_one_line(postgres_url: str, tmp_path: Path) -> None:
+    """Used to be 251 lines of stderr with three tracebacks (Prefect's task and flow logs)."""
+    from sqlalchemy.engine import make_url
+
+    bad = make_url(postgres_url).set(password="wrong-" + uuid.uuid4().hex[:8])
+    config = tmp_path / "lakehouse.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "lake": str(tmp_path / "lake"),
+                "sources": [
+                    {"kind": "tables", "url": bad.render_as_string(hide_password=False), "source_table": "photos",
+                     "table": "bronze.photos"}
+                ],
+            }
+        )
+    )
+    logs = tmp_path / "logs"
+    env = _env(LAKEHOUSE_CONFIG=str(config), LAKEHOUSE_LOG_DIR=str(logs), PREFECT_HOME=str(tmp_path / "prefect"))
+    proc = _run("run", "--no-sync", cwd=tmp_path, env=env, timeout=600)
+    line = _one_error_line(proc)
+    assert "check the user and password" in line and bad.password not in proc.stderr + proc.stdout
+    assert proc.returncode == SourceError.exit_code
+    log = next(logs.glob("ingest-*.log"))
+    assert "Starting temporary server" in log.read_text()  # Prefect's own lines went to the file
+    assert f"Prefect and Spark logs: {log}" in proc.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.spark
+def test_spark_start_sends_ivy_and_jvm_output_to_the_log_file(tmp_path: Path) -> None:
+    """`ingest transform` / `ingest run` start Spark through build_spark: its JVM used to print
+    ~100 lines of Ivy resolution and WARN lines into the terminal (and into --json output)."""
+    logs = tmp_path / "logs"
+    script = textwrap.dedent(
+        f"""
+        from ingest.lake import Lake
+        from transforms.spark.session import build_spark
+
+        spark = build_spark(Lake({str(tmp_path / 'lake')!r}))
+        print(spark.range(5).selectExpr("sum(id)").collect()[0][0])
+        spark.stop()
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=_env(LAKEHOUSE_LOG_DIR=str(logs)),
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "10"
+    for noise in (":: resolving dependencies", "Ivy", "WARN", "log4j", "incubator"):
+        assert noise not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == "", proc.stderr
+    text = next(logs.glob("ingest-*.log")).read_text()
+    assert "log4j" in text or "Ivy" in text
