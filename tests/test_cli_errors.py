@@ -414,3 +414,18 @@ def test_spark_start_sends_ivy_and_jvm_output_to_the_log_file(tmp_path: Path) ->
     assert proc.stderr.strip() == "", proc.stderr
     text = next(logs.glob("ingest-*.log")).read_text()
     assert "log4j" in text or "Ivy" in text
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_reading_an_s3_lake_that_does_not_exist_is_an_error(s3_server, tmp_path: Path) -> None:
+    env = _env(**s3_server.env())
+    bucket = s3_server.make_bucket()
+    for lake in (f"s3://{bucket}/no-lake-here", f"s3://nobucket-{uuid.uuid4().hex[:8]}/x"):
+        line = _one_error_line(_run("--lake", lake, "ls", cwd=tmp_path, env=env))
+        assert "does not exist" in line or "check that bucket" in line, line
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"a": 1}\n')
+    assert _run("--lake", f"s3://{bucket}/new-lake", "logs", str(src), "--table", "bronze.ev", cwd=tmp_path, env=env).returncode == 0
+    ok = _run("--lake", f"s3://{bucket}/new-lake", "--json", "ls", cwd=tmp_path, env=env)
+    assert ok.returncode == 0 and [t["table"] for t in json.loads(ok.stdout)] == ["bronze.ev", "_meta.runs"]

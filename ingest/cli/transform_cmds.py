@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
         from transforms.dbt_runner import TransformFailed, run_transform
 
         st = state(ctx)
+        st.lake_obj  # noqa: B018 - reading a missing lake (a misspelt --lake) fails here, before dbt starts
         try:
             result = run_transform(
                 st.settings, select=select, full_refresh=full_refresh, progress=st.progress,
