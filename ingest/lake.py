@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 from urllib.parse import urlparse
 
 from ingest.errors import ConfigError
@@ -388,7 +388,7 @@ class Lake:
             except Exception as probe:  # noqa: BLE001 - only used to name the fault
                 if classify_storage_error(probe) is not None:
                     exc = probe
-        fault = classify_storage_error(exc)
+        fault = classify_storage_error(exc) if self.is_s3 or bucket else None  # a local lake has no S3 settings to check
         message = f"{what}: {redact(_summary(exc), self)}{self._hint(fault, bucket or self.location.bucket)}"
         return TransientError(message) if fault == "unreachable" else ConfigError(message)
 
@@ -431,9 +431,9 @@ def _chain_text(exc: BaseException) -> str:
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         parts.append(f"{type(cur).__name__}: {cur}")
-        code = (getattr(cur, "response", None) or {}).get("Error", {}).get("Code") if isinstance(getattr(cur, "response", None), dict) else None
-        if code:
-            parts.append(str(code))
+        response = getattr(cur, "response", None)
+        if isinstance(response, dict):
+            parts.append(str(response.get("Error", {}).get("Code", "")))
         cur = cur.__cause__ or cur.__context__
     return "\n".join(parts)
 
@@ -592,7 +592,7 @@ def presign_get(s3: "S3Settings | AwsEnv", bucket: str, key: str, *, expires: in
 _URL_PASSWORD_RE = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<password>\S*)@(?P<host>[^\s@/]+)")
 
 
-def redact(text: str, lake: "Lake | None" = None, *, secrets: "tuple[str | None, ...] | list[str | None]" = ()) -> str:
+def redact(text: str, lake: "Lake | None" = None, *, secrets: "Iterable[str | None]" = ()) -> str:
     """Remove secret values from a message: URL passwords, the S3 keys and any given ``secrets``.
 
     The one redaction helper: errors, ``--json``, the run log and Prefect results all go through it.
