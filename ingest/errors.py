@@ -34,11 +34,13 @@ class TransientError(IngestError):
     exit_code = 4
 
 
-# botocore / SQLAlchemy classes whose instances are network failures (matched by class, lazily:
-# a module not imported yet cannot have raised).
+# Library errors that are network failures or commit races (matched by class, lazily: a module
+# not imported yet cannot have raised).  A database's OperationalError that escapes the sources'
+# own classification (which turns bad credentials into SourceError) is a dropped connection.
 _TRANSIENT_CLASSES = {
     "botocore.exceptions": ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"),
     "deltalake.exceptions": ("CommitFailedError",),
+    "sqlalchemy.exc": ("OperationalError", "InterfaceError"),
 }
 
 

@@ -429,3 +429,20 @@ def test_reading_an_s3_lake_that_does_not_exist_is_an_error(s3_server, tmp_path:
     assert _run("--lake", f"s3://{bucket}/new-lake", "logs", str(src), "--table", "bronze.ev", cwd=tmp_path, env=env).returncode == 0
     ok = _run("--lake", f"s3://{bucket}/new-lake", "--json", "ls", cwd=tmp_path, env=env)
     assert ok.returncode == 0 and [t["table"] for t in json.loads(ok.stdout)] == ["bronze.ev", "_meta.runs"]
+
+
+def test_is_transient_matches_library_errors_by_class() -> None:
+    import botocore.exceptions
+    import sqlalchemy.exc
+    from deltalake.exceptions import CommitFailedError, DeltaError
+
+    assert is_transient(botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"))
+    assert is_transient(CommitFailedError("version 3 already exists"))
+    assert is_transient(sqlalchemy.exc.OperationalError("select 1", {}, Exception("server closed the connection")))
+    assert not is_transient(DeltaError("schema mismatch"))
+    assert not is_transient(SourceError("cannot read x: password authentication failed"))
+
+    class CommitFailedErrorLookalike(Exception):  # a name alone no longer counts
+        pass
+
+    assert not is_transient(CommitFailedErrorLookalike())
