@@ -34,6 +34,16 @@ class WriteResult:
     rows: int
 
 
+def _storage_failure(lake: Lake, exc: BaseException, tid: TableId) -> BaseException:
+    """A write that failed because object storage did (bucket, credentials, endpoint) as the
+    lake's typed one-line error, like a read; anything else (a commit race) unchanged."""
+    from ingest.lake import classify_storage_error
+
+    if isinstance(exc, OSError) and (classify_storage_error(exc) or "generic s3 error" in str(exc).lower()):
+        return lake.storage_error(exc, f"cannot write {tid}")
+    return exc
+
+
 def committed_version(lake: Lake, table: str | TableId, app_id: str) -> int | None:
     """The last batch version committed under ``app_id``, or None."""
     if not lake.table_exists(table):
@@ -203,14 +213,14 @@ def write_batch(
             target_file_size=target_file_size,
             configuration={"delta.targetFileSize": str(target_file_size)} if creating and target_file_size else None,
         )
-    except Exception:  # noqa: BLE001 - only the lost creation race is handled here
+    except Exception as exc:  # noqa: BLE001 - only the lost creation race is handled here
         if creating and lake.table_exists(tid):  # another writer created it: check again
             return write_batch(
                 lake, tid, data, mode=mode, app_id=app_id, batch_version=batch_version,
                 partition_by=partition_by, metadata=metadata, target_file_size=target_file_size,
                 extra_transactions=extra_transactions,
             )
-        raise
+        raise _storage_failure(lake, exc, tid) from None
     return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)
 
 
@@ -254,19 +264,22 @@ def merge_batch(
         app_transactions=[Transaction(app_id, batch_version)] if app_id is not None else None,
         max_commit_retries=25,
     )
-    (
-        dt.merge(
-            data,
-            predicate=predicate,
-            source_alias="s",
-            target_alias="t",
-            merge_schema=True,
-            commit_properties=props,
+    try:
+        (
+            dt.merge(
+                data,
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                commit_properties=props,
+            )
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
         )
-        .when_matched_update_all()
-        .when_not_matched_insert_all()
-        .execute()
-    )
+    except OSError as exc:
+        raise _storage_failure(lake, exc, tid) from None
     plain_files(lake, tid, dt.version(), metadata=metadata)
     return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)
 
@@ -335,7 +348,7 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
             actions, mode="append", schema=dt.schema(),
             partition_by=dt.metadata().partition_columns or None,
             commit_properties=CommitProperties(
-                custom_metadata={**{k: str(v) for k, v in (metadata or {}).items()}, "rewrite": "view-typed files"}
+                custom_metadata={**(commit_metadata(metadata) or {}), "rewrite": "view-typed files"}
             ),
         )
     except Exception:  # noqa: BLE001 - e.g. a concurrent writer removed a file first; readers cope

@@ -1,4 +1,15 @@
-"""User-facing errors: the CLI prints these as one line and exits non-zero."""
+"""User-facing errors: the CLI prints these as one line and exits non-zero.
+
+Kept free of heavy imports: ``ingest sync`` (argparse fast path) imports this module too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+DEBUG_ENV = "LAKEHOUSE_DEBUG"
 
 
 class IngestError(Exception):
@@ -18,25 +29,41 @@ class SourceError(IngestError):
 
 
 class TransientError(IngestError):
-    """A failure that may succeed on retry (connection reset, endpoint briefly unreachable)."""
+    """A failure that may succeed on retry (connection refused or reset, endpoint briefly unreachable)."""
 
     exit_code = 4
 
 
+# Library errors that are network failures or commit races (matched by class, lazily: a module
+# not imported yet cannot have raised).  A database's OperationalError that escapes the sources'
+# own classification (which turns bad credentials into SourceError) is a dropped connection.
+_TRANSIENT_CLASSES = {
+    "botocore.exceptions": ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"),
+    "deltalake.exceptions": ("CommitFailedError",),
+    "sqlalchemy.exc": ("OperationalError", "InterfaceError"),
+}
+
+
+def _transient_types() -> tuple[type, ...]:
+    found: list[type] = [ConnectionError, TimeoutError]
+    for module, names in _TRANSIENT_CLASSES.items():
+        mod = sys.modules.get(module)
+        if mod is not None:
+            found += [getattr(mod, n) for n in names if hasattr(mod, n)]
+    return tuple(found)
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Whether an orchestrator should retry: network and commit-conflict errors yes, data errors no."""
+    """Whether an orchestrator should retry: network and commit-conflict errors yes, data errors no.
+
+    Sources and the lake wrap connection failures (refused, timed out, unreachable endpoint) in
+    ``TransientError``; bad credentials, missing buckets and bad data are never retried.
+    """
     if isinstance(exc, TransientError):
         return True
     if isinstance(exc, IngestError):
         return bool(getattr(exc, "transient", False))
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    name = type(exc).__name__
-    transient_names = {
-        "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
-        "OperationalError", "CommitFailedError", "InterfaceError",
-    }
-    return name in transient_names or any(c.__name__ in transient_names for c in type(exc).__mro__)
+    return isinstance(exc, _transient_types())
 
 
 def describe_validation_error(exc: Exception) -> str:
@@ -48,3 +75,43 @@ def describe_validation_error(exc: Exception) -> str:
         msg = err.get("msg", "").removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "bad configuration: " + "; ".join(parts)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def error_line(exc: BaseException) -> tuple[str, int]:
+    """(one-line message, exit code) for any error a command ends with; never exit code 0.
+
+    Errors the project raises say how to fix them; anything else (a bug, a library's own error)
+    is named by its type so a report can be searched, and ``--debug`` shows the traceback.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(exc, IngestError):
+        return first_line(exc), int(exc.exit_code) or 1
+    if type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):  # pydantic, not imported here
+        return describe_validation_error(exc), 2  # type: ignore[arg-type]
+    if isinstance(exc, (ValueError, OSError)):
+        return first_line(exc), 1
+    return f"{type(exc).__name__}: {first_line(exc)} (unexpected; rerun with --debug for the traceback)", 1
+
+
+def debug_enabled(argv: "list[str] | None" = None) -> bool:
+    """``--debug`` before the command, or ``LAKEHOUSE_DEBUG=1``: show tracebacks."""
+    if os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    return bool(argv) and "--debug" in (argv or [])
+
+
+def report(exc: BaseException, *, debug: bool, redact=None) -> int:  # noqa: ANN001 - redact: str -> str
+    """Print ``exc`` as one ``error:`` line on stderr (after its traceback under --debug); returns
+    the exit code."""
+    message, code = error_line(exc)
+    if debug and not isinstance(exc, KeyboardInterrupt):
+        text = "".join(traceback.format_exception(exc))
+        print(redact(text) if redact else text, file=sys.stderr, end="")
+    print(f"error: {redact(message) if redact else message}", file=sys.stderr)
+    return code

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 from urllib.parse import urlparse
 
 from ingest.errors import ConfigError
@@ -23,11 +23,15 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow.fs
     from deltalake import DeltaTable
 
+    from ingest.errors import IngestError
     from ingest.settings import S3Settings, Settings
 
 Layer = Literal["bronze", "silver", "gold", "_meta"]
 LAYERS: tuple[str, ...] = ("bronze", "silver", "gold", "_meta")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Layers only the project's own writers fill (run log, snapshots, lineage read them); an ingest
+# into one could replace their schema and leave `snapshot`, `vacuum` and `lineage` broken.
+RESERVED_LAYERS: tuple[str, ...] = ("_meta",)
 
 # Spark's hadoop-aws must match the Hadoop bundled with pyspark (pyspark 4.2 -> Hadoop 3.5.0).
 HADOOP_AWS_PACKAGE = "org.apache.hadoop:hadoop-aws:3.5.0"
@@ -64,6 +68,17 @@ class TableId:
 
     def __str__(self) -> str:
         return f"{self.layer}.{self.name}"
+
+
+def ingest_target(ident: "str | TableId") -> TableId:
+    """A table a user may load data into: any ``layer.name`` outside the project's own layers."""
+    tid = TableId.parse(ident)
+    if tid.layer in RESERVED_LAYERS:
+        raise ConfigError(
+            f"table {tid} is reserved: {tid.layer} holds the project's own metadata (run log, snapshots); "
+            f"load into bronze instead (e.g. bronze.{tid.name})"
+        )
+    return tid
 
 
 @dataclass(frozen=True)
@@ -232,11 +247,47 @@ class Lake:
         """A location as the pyarrow filesystem expects it (no scheme)."""
         return uri[len("s3://") :] if uri.startswith("s3://") else uri
 
+    # -- existence --------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """Whether the lake root holds anything (a local directory, or objects under the prefix).
+
+        Raises ``ConfigError`` for a local path that is a file, and the storage error (see
+        :meth:`storage_error`) when S3 cannot be asked.
+        """
+        if not self.is_s3:
+            root = Path(self.location.prefix)
+            if root.exists() and not root.is_dir():
+                raise ConfigError(f"lake {self.uri} is a file, not a directory: check --lake / LAKEHOUSE_LAKE")
+            return root.is_dir()
+        try:
+            res = self._list_one()
+        except Exception as exc:  # noqa: BLE001 - classified into one line
+            raise self.storage_error(exc, f"cannot read lake {self.uri}") from None
+        return bool(res.get("KeyCount") or res.get("Contents"))
+
+    def _list_one(self) -> dict[str, Any]:
+        """One LIST under the prefix (boto3 names the fault: NoSuchBucket, SignatureDoesNotMatch...)."""
+        client = self.boto3_client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=10)
+        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        return client.list_objects_v2(Bucket=self.location.bucket, Prefix=prefix, MaxKeys=1)
+
+    def require_exists(self) -> "Lake":
+        """Reading a lake that does not exist is an error, not an empty lake (a misspelt --lake)."""
+        if not self.exists():
+            raise ConfigError(
+                f"lake {self.uri} does not exist: check --lake / LAKEHOUSE_LAKE "
+                "(commands that load data, e.g. `ingest images`, create a new lake)"
+            )
+        return self
+
     # -- Delta access -----------------------------------------------------------------------
     def table_exists(self, table: "str | TableId") -> bool:
         from deltalake import DeltaTable
 
-        return DeltaTable.is_deltatable(self.table_uri(table), storage_options=self.storage_options())
+        try:
+            return DeltaTable.is_deltatable(self.table_uri(table), storage_options=self.storage_options())
+        except OSError as exc:  # object_store: bucket, credentials or endpoint
+            raise self.storage_error(exc, f"cannot open {TableId.parse(table)}") from None
 
     def delta_table(
         self, table: "str | TableId", *, version: int | str | None = None
@@ -253,7 +304,7 @@ class Lake:
                 f"table {t} does not exist in lake {self.uri}: run `ingest ls` to see the tables"
             ) from None
         except OSError as exc:
-            raise ConfigError(self.describe_error(exc, f"cannot open {t}")) from None
+            raise self.storage_error(exc, f"cannot open {t}") from None
         if version is not None:
             try:
                 if isinstance(version, int):
@@ -288,7 +339,7 @@ class Lake:
             try:
                 infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
             except OSError as exc:
-                raise ConfigError(self.describe_error(exc, "cannot list the lake")) from None
+                raise self.storage_error(exc, "cannot list the lake") from None
             for info in sorted(infos, key=lambda i: i.base_name):
                 if info.type != pafs.FileType.Directory or not _NAME_RE.match(info.base_name):
                     continue
@@ -323,24 +374,78 @@ class Lake:
         return con
 
     # -- errors -----------------------------------------------------------------------------
-    def describe_error(self, exc: BaseException, what: str) -> str:
+    def describe_error(self, exc: BaseException, what: str, *, bucket: str | None = None) -> str:
         """One line, without secrets, that says what to check.
 
         Classifies on the whole (multi-line) error chain but prints only its first line plus the
         root cause, e.g. ``Generic S3 error: Connection refused (os error 111)``.
         """
-        full = _plain(str(exc))
-        msg = redact(_summary(exc), self)
-        hint = ""
-        if self.is_s3:
-            low = full.lower()
-            if any(k in low for k in ("connect", "dns", "timed out", "error sending request", "resolve host")):
-                hint = f" - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable"
-            elif "nosuchbucket" in low or ("bucket" in low and ("not exist" in low or "not found" in low)):
-                hint = f" - check that bucket {self.location.bucket!r} exists"
-            elif "403" in low or "forbidden" in low or "accessdenied" in low or "signature" in low:
-                hint = " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-        return f"{what}: {msg}{hint}"
+        return str(self.storage_error(exc, what, bucket=bucket))
+
+    def storage_error(self, exc: BaseException, what: str, *, bucket: str | None = None) -> "IngestError":
+        """The typed error for a failed read or write of lake storage: ``TransientError`` when the
+        endpoint could not be reached (an orchestrator retries), ``ConfigError`` otherwise.
+
+        object_store sometimes says only ``Generic S3 error``; then one LIST through boto3 finds
+        out which setting is wrong, so a write fails as clearly as a read.  ``bucket``: the one
+        the operation used, when not the lake's (a source bucket).
+        """
+        from ingest.errors import TransientError
+
+        if bucket is None and self.is_s3 and classify_storage_error(exc) is None and "generic s3 error" in _plain(str(exc)).lower():
+            try:
+                self._list_one()
+            except Exception as probe:  # noqa: BLE001 - only used to name the fault
+                if classify_storage_error(probe) is not None:
+                    exc = probe
+        fault = classify_storage_error(exc) if self.is_s3 or bucket else None  # a local lake has no S3 settings to check
+        message = f"{what}: {redact(_summary(exc), self)}{self._hint(fault, bucket or self.location.bucket)}"
+        return TransientError(message) if fault == "unreachable" else ConfigError(message)
+
+    def _hint(self, fault: "StorageFault | None", bucket: str | None) -> str:
+        if fault == "unreachable":
+            return f" - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable"
+        if fault == "no_bucket":
+            return f" - check that bucket {bucket!r} exists" if bucket else " - check that the bucket exists"
+        if fault == "denied":
+            return " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        return ""
+
+
+StorageFault = Literal["unreachable", "no_bucket", "denied"]
+
+
+def classify_storage_error(exc: BaseException | str) -> "StorageFault | None":
+    """The one classifier of object-storage failures, for reads and writes alike (deltalake /
+    object_store, pyarrow, boto3): which of the user's settings to check, or None."""
+    low = _plain(exc if isinstance(exc, str) else _chain_text(exc)).lower()
+    if "nosuchbucket" in low or ("bucket" in low and ("not exist" in low or "not found" in low)):
+        return "no_bucket"
+    if any(k in low for k in (
+        "403", "forbidden", "accessdenied", "access denied", "signature", "invalidaccesskey", "invalid access key",
+    )):
+        return "denied"
+    if any(k in low for k in (
+        "connect", "dns", "timed out", "timeout", "error sending request", "resolve host", "unreachable",
+        "connection refused", "could not connect",
+    )):
+        return "unreachable"
+    return None
+
+
+def _chain_text(exc: BaseException) -> str:
+    """The text of an error and of the errors it was raised from (boto3's codes live in ``response``)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        parts.append(f"{type(cur).__name__}: {cur}")
+        response = getattr(cur, "response", None)
+        if isinstance(response, dict):
+            parts.append(str(response.get("Error", {}).get("Code", "")))
+        cur = cur.__cause__ or cur.__context__
+    return "\n".join(parts)
 
 
 def plain_dataset(ds: "pyarrow.dataset.Dataset") -> "pyarrow.dataset.Dataset":
@@ -522,16 +627,26 @@ def presign_get(s3: "S3Settings | AwsEnv", bucket: str, key: str, *, expires: in
     return f"{url.scheme}://{host}{url.path}?{query}&X-Amz-Signature={sig}"
 
 
-def redact(text: str, lake: "Lake | None" = None) -> str:
-    """Remove secret values from a message."""
+# scheme://user:PASSWORD@host: the password runs to the LAST "@" before the host, since people
+# write raw "@" in passwords (postgresql://reader:p@ss@db/app) and a first-"@" rule leaks the rest.
+_URL_PASSWORD_RE = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<password>\S*)@(?P<host>[^\s@/]+)")
+
+
+def redact(text: str, lake: "Lake | None" = None, *, secrets: "Iterable[str | None]" = ()) -> str:
+    """Remove secret values from a message: URL passwords, the S3 keys and any given ``secrets``.
+
+    The one redaction helper: errors, ``--json``, the run log and Prefect results all go through it.
+    """
     s3 = lake.s3 if lake else AwsEnv.read()
     # an access key id is an identifier (AKIA + 16): a toy one like "bench" would mangle output
+    values: list[tuple[str | None, int]] = [(s, 4) for s in secrets]
     for secret, shortest in ((s3.secret_access_key, 4), (s3.session_token, 4), (s3.access_key_id, 12)):
         if secret is not None:
-            value = secret.get_secret_value()
-            if value and len(value) >= shortest:
-                text = text.replace(value, "***")
-    return text
+            values.append((secret.get_secret_value(), shortest))
+    for value, shortest in sorted(values, key=lambda v: -len(v[0] or "")):  # longest first
+        if value and len(value) >= shortest:
+            text = text.replace(value, "***")
+    return _URL_PASSWORD_RE.sub(lambda m: f"{m['head']}***@{m['host']}", text)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -540,6 +655,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+# an S3 error body as object_store passes it on: <Error><Code>NoSuchBucket</Code><Message>...</Message>...</Error>
+_S3_XML_ERROR_RE = re.compile(r"<Error>\s*<Code>(?P<code>[^<]*)</Code>\s*<Message>(?P<message>[^<]*)</Message>.*?</Error>", re.S)
 
 
 def _plain(text: str) -> str:
@@ -548,7 +665,8 @@ def _plain(text: str) -> str:
 
 def _summary(exc: BaseException) -> str:
     """First line of an error plus its root cause (delta-rs/object_store chain errors with ``↳``)."""
-    lines = [ln.strip().lstrip("↳").strip() for ln in _plain(str(exc)).splitlines() if ln.strip()]
+    text = _S3_XML_ERROR_RE.sub(lambda m: f"{m['code']}: {m['message']}", _plain(str(exc)))
+    lines = [ln.strip().lstrip("↳").strip() for ln in text.splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
     head = lines[0].removeprefix("Kernel error -> ")

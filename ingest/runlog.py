@@ -104,6 +104,8 @@ def track(lake: Lake, *, command: str, source: str, target: str, counts: Counts 
     from ingest.lake import redact
 
     run = Run(command=command, source=redact(source, lake), target=target)
+    # a run that fails before writing anything must not create a (misspelt) local lake just to log it
+    existed = lake.is_s3 or lake.exists()
     t0 = time.monotonic()
     token = _CURRENT_RUN.set(run.run_id)
     try:
@@ -128,7 +130,8 @@ def track(lake: Lake, *, command: str, source: str, target: str, counts: Counts 
     finally:
         run.duration_s = time.monotonic() - t0
         try:
-            record(lake, run)
+            if existed or run.status != "failed" or lake.exists():
+                record(lake, run)
         except Exception:  # noqa: BLE001 - never mask the run's own outcome
             pass
         finally:

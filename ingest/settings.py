@@ -19,6 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from ingest.errors import ConfigError
 from ingest.lake import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX, AwsEnv
 
 
@@ -167,9 +168,33 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_file = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
-        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file)
-        return (init_settings, env_settings, yaml_source)
+        return (init_settings, env_settings, _yaml_source(settings_cls))
+
+
+def _yaml_source(settings_cls: type[BaseSettings]) -> PydanticBaseSettingsSource:
+    """The settings file: ``./lakehouse.yaml`` if present, or the one named by ``--config`` /
+    ``LAKEHOUSE_CONFIG``, which must exist (a typo must not silently mean "all defaults")."""
+    import yaml
+
+    named = os.environ.get(CONFIG_FILE_ENV)
+    config_file = Path(named or DEFAULT_CONFIG_FILE)
+    if named and (not config_file.exists() or config_file.is_dir()):
+        what = "is a directory" if config_file.is_dir() else "does not exist"
+        raise ConfigError(f"config file {named} {what}: check --config / {CONFIG_FILE_ENV}")
+    try:
+        source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"bad configuration: cannot parse {config_file}{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"bad configuration: cannot read {config_file}: {exc}") from None
+    except (TypeError, ValueError):  # valid YAML, but a list or a scalar at the top
+        source = None
+    if source is None or not isinstance(source.yaml_data, dict):
+        raise ConfigError(f"bad configuration: {config_file} must be a mapping of settings (e.g. `lake: ./lake`)")
+    return source
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 from urllib.parse import urlsplit
 
-from ingest.errors import ConfigError, IngestError, SourceError
+from ingest.errors import ConfigError, IngestError, SourceError, TransientError
 from ingest.lake import AwsEnv, presign_get
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -409,8 +409,8 @@ class S3Source:
             resp, conn = self._get(MANIFEST_NAME)
         except SyncError:
             raise SourceError(f"no {MANIFEST_NAME} at {self.uri}/: pass a shard-set root (s3://bucket/prefix/ with manifest.json)") from None
-        except _Transient as exc:
-            raise SourceError(f"cannot read {self.uri}/{MANIFEST_NAME}: {exc} - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable") from None
+        except _Transient as exc:  # unreachable or failing endpoint: an orchestrator retries
+            raise TransientError(f"cannot read {self.uri}/{MANIFEST_NAME}: {exc} - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable") from None
         data = resp.read()
         self._release(conn)
         return data

@@ -42,6 +42,7 @@ def test_full_app_lists_every_command():
 
 
 def test_main_in_process_runs_a_command(tmp_path, capsys):
+    (tmp_path / "lake").mkdir()  # an empty lake: reading a missing one is an error
     try:
         main(["--lake", str(tmp_path / "lake"), "--json", "ls"])
     except SystemExit as exc:

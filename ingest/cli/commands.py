@@ -51,8 +51,11 @@ def _main(
         None, "--config", help="Settings file (env LAKEHOUSE_CONFIG; default ./lakehouse.yaml)", show_default=False
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(
+        False, "--debug", help="On failure, print the traceback before the one-line error (env LAKEHOUSE_DEBUG=1)."
+    ),
 ) -> None:
-    ctx.obj = CliState(lake=lake, json=json_out, config=config)
+    ctx.obj = CliState(lake=lake, json=json_out, config=config, debug=debug)
 
 
 def register_commands(modules: list[str] | None = None) -> typer.Typer:
@@ -101,5 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         _EXIT_CODE = code if isinstance(code, int) else (0 if code is None else 1)
         if isinstance(code, str):
             print(code, file=sys.stderr)
+        raise
+    except BaseException:  # run_cli reports every error; never let one end the process with 0
+        _EXIT_CODE = 1
         raise
 

@@ -11,9 +11,8 @@ from decimal import Decimal
 from typing import Any, Callable, NoReturn
 
 import typer
-from pydantic import ValidationError
 
-from ingest.errors import ConfigError, IngestError, describe_validation_error
+from ingest.errors import debug_enabled
 from ingest.lake import Lake, redact
 from ingest.settings import CONFIG_FILE_ENV, Settings, load_settings
 
@@ -23,7 +22,9 @@ class CliState:
     lake: str | None
     json: bool
     config: str | None
+    debug: bool = False
     _settings: Settings | None = field(default=None, repr=False)
+    _lake: Lake | None = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -35,7 +36,15 @@ class CliState:
 
     @property
     def lake_obj(self) -> Lake:
-        return Lake.from_settings(self.settings)
+        """The lake to read: it must exist (a misspelt --lake is an error, not an empty lake)."""
+        return self.lake_for_write.require_exists()
+
+    @property
+    def lake_for_write(self) -> Lake:
+        """The lake for commands that load data: a new local lake is created by the first write."""
+        if self._lake is None:
+            self._lake = Lake.from_settings(self.settings)
+        return self._lake
 
     @property
     def progress(self) -> bool:
@@ -80,27 +89,25 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def run_cli(app: typer.Typer, argv: list[str]) -> None:
-    """Run the app; user errors become one line on stderr and a non-zero exit.
+    """Run the app; every error becomes one line on stderr and a non-zero exit.
 
-    The exit happens after the ``except`` block: exiting inside it would chain the error (and
-    every frame and Arrow/Delta object it holds) to SystemExit until interpreter shutdown,
-    where native thread pools are already gone and C++ aborts ("terminate called ...").
+    Errors the project raises say how to fix them; anything else is named by its type, and
+    ``--debug`` (or ``LAKEHOUSE_DEBUG=1``) adds the traceback.  The exit happens after the
+    ``except`` block: exiting inside it would chain the error (and every frame and Arrow/Delta
+    object it holds) to SystemExit until interpreter shutdown, where native thread pools are
+    already gone and C++ aborts ("terminate called ...").
     """
-    message, code = None, 0
+    from ingest.errors import report
+
+    code = 0
     try:
         app(args=argv, prog_name="ingest", standalone_mode=True)
     except SystemExit:
         raise
-    except IngestError as exc:
-        message, code = str(exc), exc.exit_code
-    except ValidationError as exc:
-        message, code = describe_validation_error(exc), 2
-    except (ValueError, OSError) as exc:
-        message, code = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__), 1
-    except KeyboardInterrupt:
-        message, code = "interrupted", 130
-    if message is not None:
-        typer.echo(f"error: {redact(message)}", err=True)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure is one line and exit != 0
+        code = report(exc, debug=debug_enabled(argv), redact=redact)
+        del exc
+    if code:
         import gc
 
         gc.collect()  # free Arrow/Delta objects held in reference cycles now, not at shutdown

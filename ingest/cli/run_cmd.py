@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Literal
 
 import typer
@@ -30,32 +32,51 @@ def register(app: typer.Typer) -> None:
         if orchestrator not in ("prefect", "local"):
             raise typer.BadParameter("use prefect or local", param_hint="--orchestrator")
         mode = orchestrator  # type: ignore[assignment]
-        if mode == "prefect":
-            summary = _run_with_prefect(st.settings, sync=sync, quiet=st.json)
-        else:
-            from ingest.pipeline import run_pipeline
+        echo = None if st.json else typer.echo
+        try:
+            if mode == "prefect":
+                summary = _run_with_prefect(st.settings, sync=sync, quiet=st.json, echo=echo)
+            else:
+                from ingest.pipeline import run_pipeline
 
-            summary = run_pipeline(
-                st.settings, progress=st.progress, echo=None if st.json else typer.echo, sync=sync
-            )
+                summary = run_pipeline(st.settings, progress=st.progress, echo=echo, sync=sync)
+        finally:
+            _echo_log_file(echo)
         emit(ctx, summary.model_dump(mode="json"), lambda: typer.echo(summary.human()))
 
 
-def _run_with_prefect(settings, *, sync: bool, quiet: bool):
-    import logging
+def _echo_log_file(echo) -> None:  # noqa: ANN001
+    """Say where Prefect's and Spark's own output went (stdout: stderr keeps one line on failure)."""
+    from ingest.logfile import current_log_file
+
+    path = current_log_file()
+    if echo and path is not None:
+        echo(f"Prefect and Spark logs: {path}")
+
+
+def _run_with_prefect(settings, *, sync: bool, quiet: bool, echo=None):  # noqa: ANN001 - echo: str -> None
+    """The pipeline flow; Prefect's and the JVM's own logs go to the log file (ingest.logfile),
+    the terminal gets one line per finished stage (``echo``) and the summary."""
     import os
 
     from ingest.errors import IngestError
+    from ingest.logfile import prefect_logs_to_file
 
     # a temporary server on a busy 2-core machine can take longer than Prefect's 20 s default
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # no usage heartbeat: offline it only fails (an ERROR with a traceback in the server's log)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    prefect_logs_to_file()
     from flows.params import PipelineParams
     from flows.pipeline import pipeline_flow
 
     if quiet:
         logging.getLogger("prefect").setLevel(logging.WARNING)
+    stages = _StageEcho(echo) if echo else None
+    if stages:
+        logging.getLogger("prefect.task_runs").addHandler(stages)
     try:
         state = pipeline_flow(PipelineParams(lake=settings.lake, sync=sync), return_state=True)
     except RuntimeError as exc:
@@ -65,4 +86,23 @@ def _run_with_prefect(settings, *, sync: bool, quiet: bool):
             f"could not start a local Prefect server ({exc}); set PREFECT_API_URL to a running "
             "server or use `ingest run --orchestrator local`"
         ) from None
+    finally:
+        if stages:
+            logging.getLogger("prefect.task_runs").removeHandler(stages)
     return state.result()  # re-raises the failing stage's error
+
+
+class _StageEcho(logging.Handler):
+    """Echoes "<task run>: <final state>" for each finished Prefect task (the terminal's progress)."""
+
+    _finished = re.compile(r"^Finished in state (\w+)")
+
+    def __init__(self, echo) -> None:  # noqa: ANN001 - echo: str -> None
+        super().__init__()
+        self.echo = echo
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = self._finished.match(record.getMessage())
+        name = getattr(record, "task_run_name", None)
+        if m and name:
+            self.echo(f"  {name}: {m.group(1).lower()}")

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         from ingest.sources.images import ingest_images
 
         st = state(ctx)
-        res = ingest_images(st.lake_obj, src, table=table, progress=st.progress)
+        res = ingest_images(st.lake_for_write, src, table=table, progress=st.progress)
         emit(ctx, res.model_dump(mode="json"), lambda: _human(res))
 
     @app.command("logs")
@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         if format not in ("jsonl", "text"):
             raise ConfigError(f"unknown --format {format!r}: use jsonl or text")
         st = state(ctx)
-        res = ingest_logs(st.lake_obj, src, table=table, format=format, pattern=pattern, progress=st.progress)  # type: ignore[arg-type]
+        res = ingest_logs(st.lake_for_write, src, table=table, format=format, pattern=pattern, progress=st.progress)  # type: ignore[arg-type]
         emit(ctx, res.model_dump(mode="json"), lambda: _human(res))
 
     @app.command("tables")
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
         st = state(ctx)
         res = ingest_table(
-            st.lake_obj, db_url, source_table=source_table, table=table,
+            st.lake_for_write, db_url, source_table=source_table, table=table,
             primary_key=_split_cols(primary_key), cursor=cursor, cursor_lag=cursor_lag, progress=st.progress,
         )
         emit(ctx, res.model_dump(mode="json"), lambda: _human(res))

@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]] | None:
-    """(``--lake``/``--config``/``--json`` before ``sync``, the arguments after it), or None when
+    """(``--lake``/``--config``/``--json``/``--debug`` before ``sync``, the arguments after it), or None when
     the line needs the typer app (``--help``/``--version`` before the command)."""
-    found: dict[str, Any] = {"lake": None, "config": None, "json": False}
+    found: dict[str, Any] = {"lake": None, "config": None, "json": False, "debug": False}
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -86,8 +86,8 @@ def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]] | None:
                     return None
                 i, value = i + 1, argv[i + 1]
             found[name[2:]] = value
-        elif token == "--json":
-            found["json"] = True
+        elif token in ("--json", "--debug"):
+            found[token[2:]] = True
         elif token == "sync":
             return found, argv[i + 1 :]
         else:
@@ -110,15 +110,17 @@ def _lake(lake: str | None, config: str | None, src: str) -> "Lake | None":
     return Lake.from_settings(load_settings(lake=lake))
 
 
-def run(argv: list[str], *, lake: str | None = None, config: str | None = None, json_out: bool = False) -> int:
+def run(
+    argv: list[str], *, lake: str | None = None, config: str | None = None, json_out: bool = False, debug: bool = False
+) -> int:
     """Parse ``argv`` (what follows ``sync``), sync, print; returns the exit code."""
-    from ingest.errors import IngestError, describe_validation_error
+    from ingest.errors import debug_enabled, report
     from ingest.lake import redact
 
     opts = build_parser().parse_args(argv)  # usage errors: message and exit 2, as argparse does
     json_out = json_out or opts.json
     lake_obj = None
-    message, code = None, 0
+    code = 0
     try:
         from ingest.sync import sync_shards
 
@@ -136,18 +138,10 @@ def run(argv: list[str], *, lake: str | None = None, config: str | None = None, 
             direct_io=opts.direct_io,
             progress=not json_out and sys.stderr.isatty(),
         )
-    except IngestError as exc:
-        message, code = str(exc), exc.exit_code
-    except ValueError as exc:
-        is_config = type(exc).__name__ == "ValidationError"  # settings (pydantic), not imported here
-        message = describe_validation_error(exc) if is_config else (str(exc).splitlines()[0] if str(exc) else "ValueError")
-        code = 2 if is_config else 1
-    except OSError as exc:
-        message, code = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__), 1
-    except KeyboardInterrupt:
-        message, code = "interrupted", 130
-    if message is not None:
-        print(f"error: {redact(message, lake_obj)}", file=sys.stderr)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure is one line and exit != 0
+        code = report(exc, debug=debug or debug_enabled(), redact=lambda text: redact(text, lake_obj))
+        del exc
+    if code:
         return code
     print(redact(json.dumps(res.to_dict()), lake_obj) if json_out else _human(res))
     return 0
@@ -170,7 +164,7 @@ def main(argv: list[str]) -> None:
     if split is None:
         return
     found, rest = split
-    code = run(rest, lake=found["lake"], config=found["config"], json_out=found["json"])
+    code = run(rest, lake=found["lake"], config=found["config"], json_out=found["json"], debug=found["debug"])
     sys.stdout.flush()
     sys.exit(code)
 
@@ -183,7 +177,7 @@ def register(app: "typer.Typer") -> None:
 
     def sync_cmd(ctx: typer.Context) -> None:
         st = state(ctx)
-        code = run(list(ctx.args), lake=st.lake, config=st.config, json_out=st.json)
+        code = run(list(ctx.args), lake=st.lake, config=st.config, json_out=st.json, debug=st.debug)
         if code:
             raise typer.Exit(code)
 

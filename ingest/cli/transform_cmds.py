@@ -35,6 +35,15 @@ def _print_result(payload: dict) -> None:
     )
 
 
+def _echo_spark_log(json_out: bool) -> None:
+    """Where the Spark JVM's own output went, if one started (ingest.logfile)."""
+    from ingest.logfile import current_log_file
+
+    path = current_log_file()
+    if path is not None and not json_out:
+        typer.echo(f"Spark logs: {path}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("transform")
     def transform_cmd(
@@ -65,6 +74,7 @@ def register(app: typer.Typer) -> None:
         from transforms.dbt_runner import TransformFailed, run_transform
 
         st = state(ctx)
+        st.lake_obj  # noqa: B018 - reading a missing lake (a misspelt --lake) fails here, before dbt starts
         try:
             result = run_transform(
                 st.settings, select=select, full_refresh=full_refresh, progress=st.progress,
@@ -76,9 +86,11 @@ def register(app: typer.Typer) -> None:
                 typer.echo(to_json(payload))
             else:
                 _print_result(payload)
+            _echo_spark_log(st.json)
             raise
         payload = result.model_dump(mode="json")
         emit(ctx, payload, lambda: _print_result(payload))
+        _echo_spark_log(st.json)
 
     catalog = typer.Typer(help="Share the lake with SQL clients.", no_args_is_help=True)
 

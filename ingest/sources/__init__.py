@@ -27,7 +27,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from ingest.delta import write_batch
-from ingest.errors import SourceError
+from ingest.errors import IngestError, SourceError, TransientError
 from ingest.lake import Lake, TableId
 
 T = TypeVar("T")
@@ -147,11 +147,12 @@ def is_commit_conflict(exc: BaseException) -> bool:
     """A concurrent writer won the race (retry), as opposed to a real failure."""
     if isinstance(exc, BatchTaken):
         return True
-    name = type(exc).__name__
-    text = str(exc).lower()
-    if name in ("CommitFailedError",):
+    from deltalake.exceptions import CommitFailedError, DeltaError
+
+    if isinstance(exc, CommitFailedError):
         return True
-    return name in ("DeltaError", "DeltaProtocolError", "OSError", "Generic") and (
+    text = str(exc).lower()
+    return isinstance(exc, (DeltaError, OSError)) and (
         "already exists" in text or "version" in text and "exists" in text or "concurrent" in text
     )
 
@@ -234,19 +235,12 @@ def s3_client(lake: Lake, pool: int = 32):
     return lake.boto3_client(max_pool_connections=pool)
 
 
-def source_error(lake: Lake, exc: BaseException, src: str) -> SourceError:
-    """One line that says which source failed and what to check."""
-    msg = lake.describe_error(exc, f"cannot read source {src}")
-    low = msg.lower()
-    if "nosuchbucket" in low:
-        msg += " - check that the bucket exists"
-    elif any(s in low for s in ("accessdenied", "forbidden", "403", "signature", "invalidaccesskey")):
-        if "AWS_ACCESS_KEY_ID" not in msg:
-            msg += " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-    elif any(s in low for s in ("could not connect", "connect timeout", "endpoint")):
-        if "AWS_ENDPOINT_URL" not in msg:
-            msg += " - check AWS_ENDPOINT_URL is reachable"
-    return SourceError(msg)
+def source_error(lake: Lake, exc: BaseException, src: str) -> IngestError:
+    """One line that says which source failed and what to check (the lake's classifier); an
+    unreachable endpoint is a ``TransientError`` so an orchestrator retries it."""
+    bucket = urlparse(src).netloc if is_s3(src) else None
+    err = lake.storage_error(exc, f"cannot read source {src}", bucket=bucket)
+    return err if isinstance(err, TransientError) else SourceError(str(err))
 
 
 def list_source(lake: Lake, src: str) -> list[SourceFile]:

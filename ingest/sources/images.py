@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from ingest.delta import current_version, write_batch
-from ingest.lake import Lake, TableId
+from ingest.lake import Lake, TableId, ingest_target
 from ingest.runlog import track
 from ingest.sources import (
     Bad,
@@ -187,7 +187,7 @@ def ingest_images(
     lake: Lake, src: str, *, table: str = "bronze.images", progress: bool = False
 ) -> IngestResult:
     """Load every image under ``src`` whose content the table does not hold yet."""
-    tid = TableId.parse(table)
+    tid = ingest_target(table)
     tally = Tally()
     with track(lake, command="images", source=src, target=str(tid), counts=tally) as run:
         listed = list_source(lake, src)

@@ -24,7 +24,7 @@ import pyarrow.dataset as pads
 
 from ingest.delta import write_batch
 from ingest.errors import ConfigError
-from ingest.lake import Lake, TableId
+from ingest.lake import Lake, TableId, ingest_target
 from ingest.runlog import track
 from ingest.sources import (
     Bad,
@@ -83,7 +83,7 @@ def ingest_logs(
             raise ConfigError("--pattern needs named groups, e.g. '(?P<level>\\w+) (?P<msg>.*)' (one column per group)")
     elif pattern:
         raise ConfigError("--pattern only applies to --format text")
-    tid = TableId.parse(table)
+    tid = ingest_target(table)
     totals = _Totals()
     with track(lake, command="logs", source=src, target=str(tid), counts=totals) as run:
         files = list_source(lake, src)

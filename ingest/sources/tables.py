@@ -30,7 +30,7 @@ import pyarrow.dataset as pads
 
 from ingest.delta import CREATE_RETRIES, _utc, merge_batch, write_batch
 from ingest.errors import ConfigError, IngestError, SourceError
-from ingest.lake import Lake, TableId, redact
+from ingest.lake import Lake, TableId, ingest_target, redact
 from ingest.runlog import track
 from ingest.sources import (
     Bad,
@@ -89,7 +89,7 @@ class DbSource:
 
 def parse_source(url: str, source_table: str) -> DbSource:
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
         u = make_url(url)
@@ -98,9 +98,19 @@ def parse_source(url: str, source_table: str) -> DbSource:
             "malformed database URL: write e.g. postgresql://user:pass@host:5432/db, "
             "mysql://user:pass@host/db or sqlite:///path/to.db"
         ) from None
+    if u.host and "@" in u.host:  # a raw "@" in the password: the host follows the last "@"
+        rest, _, host = u.host.rpartition("@")
+        u = u.set(password=f"{u.password or ''}@{rest}", host=host)
     backend = u.get_backend_name()
     if backend not in _DIALECTS:
         raise ConfigError(f"unsupported database {backend!r}: use a postgresql, mysql or sqlite URL")
+    try:
+        u.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"unknown SQLAlchemy driver {u.drivername!r}: write e.g. postgresql://, postgresql+psycopg://, "
+            "mysql+pymysql:// or sqlite:///"
+        ) from None
     if not source_table or not source_table.strip():
         raise ConfigError("--source-table is empty: name the table to read, e.g. --source-table public.photos")
     parts = source_table.strip().split(".")
@@ -307,20 +317,22 @@ def _sqlalchemy_batches(
         engine.dispose()
 
 
-def _db_error(src: DbSource, exc: BaseException) -> SourceError:
+def _db_error(src: DbSource, exc: BaseException) -> IngestError:
+    """One line naming the source and what to check; a server that cannot be reached is a
+    ``TransientError`` (an orchestrator retries it), bad credentials or a missing table are not."""
+    from ingest.errors import TransientError
+
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = redact(text)
-    if src.url.password:
-        text = text.replace(str(src.url.password), "***")
+    text = redact(text, secrets=[src.url.password])
     low = text.lower()
-    hint = ""
+    hint, error = "", SourceError
     if "does not exist" in low or "no such table" in low or "doesn't exist" in low:
         hint = " - check --source-table"
     elif "password" in low or "authentication" in low or "access denied" in low:
         hint = " - check the user and password in the URL"
-    elif "connect" in low or "timeout" in low or "refused" in low:
-        hint = " - check the host and port in the URL"
-    return SourceError(f"cannot read {src.label}: {text[:300]}{hint}")
+    elif "connect" in low or "timeout" in low or "timed out" in low or "refused" in low:
+        hint, error = " - check the host and port in the URL", TransientError
+    return error(f"cannot read {src.label}: {text[:300]}{hint}")
 
 
 # -- lake side -----------------------------------------------------------------------------------
@@ -433,7 +445,7 @@ def ingest_table(
     progress: bool = False,
 ) -> IngestResult:
     """Load ``source_table`` from the database at ``url`` into ``table`` (see the module doc for modes)."""
-    tid = TableId.parse(table)
+    tid = ingest_target(table)
     src = parse_source(url, source_table)
     keys = tuple(k.strip() for k in primary_key if k and k.strip())
     if cursor is not None and not cursor.strip():

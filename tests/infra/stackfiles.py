@@ -145,7 +145,7 @@ def clean_environ(extra: Mapping[str, str]) -> dict[str, str]:
     import os
 
     base = {k: v for k, v in os.environ.items() if not k.startswith(_STACK_PREFIXES)}
-    return {**base, "LAKEHOUSE_CONFIG": str(ROOT / "does-not-exist.yaml"), **extra}
+    return {**base, "LAKEHOUSE_CONFIG": os.devnull, **extra}  # an empty settings file
 
 
 def settings_for_env(env: Mapping[str, str], monkeypatch):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ingest.lake import HADOOP_AWS_PACKAGE, Lake
+from ingest.logfile import native_output_to_log
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -82,13 +83,15 @@ def build_spark(
         # `python3` is on PATH; pyspark reads only the environment variable for this.
         os.environ["PYSPARK_PYTHON"] = sys.executable
     ivy_dir().mkdir(parents=True, exist_ok=True)
-    builder = SparkSession.builder.master(master).appName(app_name)
-    if not sys.stderr.isatty():  # stage progress bars only for people at a terminal
-        builder = builder.config("spark.ui.showConsoleProgress", "false")
+    # stage progress bars would only land in the log file (see below)
+    builder = SparkSession.builder.master(master).appName(app_name).config("spark.ui.showConsoleProgress", "false")
     for key, value in conf.items():
         builder = builder.config(key, value)
     builder = configure_spark_with_delta_pip(builder, extra_packages=[*packages, *extra_packages])
-    return builder.getOrCreate()
+    # the JVM inherits stdout/stderr: Ivy resolution, log4j WARN lines go to the log file, never
+    # to the terminal or into --json output
+    with native_output_to_log():
+        return builder.getOrCreate()
 
 
 def point_at_lake(spark: "SparkSession", lake: Lake) -> "SparkSession":
