@@ -119,7 +119,14 @@ def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Tab
     check_read_only(query)
     tables = referenced_tables(query)
     versions = resolve_as_of(lake, as_of, tables)
-    con = lake.duckdb(tables=tables, version=versions)  # type: ignore[arg-type]
+    from ingest.vacuum import raise_if_vacuumed
+
+    try:
+        con = lake.duckdb(tables=tables, version=versions)  # type: ignore[arg-type]
+    except Exception:
+        # opening the tables reads file footers: a vacuumed version fails here already
+        raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]
+        raise
     # the views are set up: from here on the query cannot touch files (no COPY TO, no ATTACH)
     con.execute("set enable_external_access = false")
     con.execute("set lock_configuration = true")
@@ -129,8 +136,6 @@ def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Tab
         message = f"query failed: {str(exc).splitlines()[0]}"
     finally:
         con.close()
-    from ingest.vacuum import raise_if_vacuumed
-
     # the versions read may have lost their files to `ingest vacuum`: say so, not "Could not open"
     raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]
     raise IngestError(message)
