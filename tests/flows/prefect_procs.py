@@ -49,7 +49,7 @@ class PrefectServer:
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without PREFECT_*/LAKEHOUSE_* values, plus ``extra``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN) or k == "LAKEHOUSE_IVY_DIR"}
-    return {**base, "LAKEHOUSE_CONFIG": str(ROOT / "does-not-exist.yaml"), **extra}
+    return {**base, "LAKEHOUSE_CONFIG": os.devnull, **extra}
 
 
 def free_port() -> int:
