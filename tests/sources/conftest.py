@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -24,6 +24,17 @@ def sample(tmp_path: Path):
     from ingest.sample import generate_sample
 
     return generate_sample(tmp_path / "src")
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def new_lake(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], Lake]:
+    """Makes lakes by name, on local disk or (the ``s3`` param) in one fresh SeaweedFS bucket:
+    the same test then proves a guarantee on both kinds of lake."""
+    if request.param == "local":
+        return lambda name: Lake(str(tmp_path / name))
+    server = request.getfixturevalue("s3_server")
+    bucket = server.make_bucket()
+    return lambda name: Lake(f"s3://{bucket}/{name}", s3=server.s3_settings())
 
 
 def cli_env(lake: Lake, **extra: str) -> dict[str, str]:
@@ -61,17 +72,35 @@ def spawn_cli(lake: Lake, *args: str, **env: str) -> subprocess.Popen:
     )
 
 
+def _count_files(lake: Lake, folder: str, suffix: str) -> int:
+    """Files ending in ``suffix`` directly in ``folder`` (a local path or an s3:// URI)."""
+    import pyarrow.fs as pafs
+
+    fs = lake.pyarrow_filesystem()
+    infos = fs.get_file_info(pafs.FileSelector(lake.fs_path(folder), allow_not_found=True))
+    return sum(1 for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(suffix))
+
+
 def commits(lake: Lake, table: str) -> int:
-    """Number of commits in a local table's log."""
-    log = Path(lake.table_uri(table)) / "_delta_log"
-    return len(list(log.glob("*.json"))) if log.exists() else 0
+    """Number of commits in a table's log (local or S3)."""
+    return _count_files(lake, f"{lake.table_uri(table)}/_delta_log", ".json")
+
+
+def data_files(lake: Lake, table: str) -> int:
+    """Number of parquet files in an unpartitioned table's folder, committed or not (local or S3)."""
+    return _count_files(lake, lake.table_uri(table), ".parquet")
 
 
 def kill_after_commits(proc: subprocess.Popen, lake: Lake, table: str, n: int, timeout: float = 120) -> bool:
     """SIGKILL ``proc`` once ``table`` has at least ``n`` commits; False if it finished first."""
+    return kill_when(proc, lambda: commits(lake, table) >= n, f"{table} never reached {n} commits", timeout=timeout)
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float = 120) -> bool:
+    """SIGKILL ``proc`` as soon as ``ready()``; False if it finished first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if commits(lake, table) >= n:
+        if ready():
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return True
@@ -80,7 +109,7 @@ def kill_after_commits(proc: subprocess.Popen, lake: Lake, table: str, n: int, t
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    raise AssertionError(f"{table} never reached {n} commits")
+    raise AssertionError(what)
 
 
 def read(lake: Lake, table: str, columns: list[str] | None = None, *, version: int | None = None) -> list[dict]:

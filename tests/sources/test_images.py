@@ -90,13 +90,13 @@ def test_snapshot_keeps_bytes_after_source_changes(local_lake: Lake, tmp_path: P
 
 @pytest.mark.integration
 @pytest.mark.parametrize("kill_at", [1, 4])
-def test_killed_run_then_rerun_equals_one_clean_run(tmp_path: Path, kill_at: int) -> None:
+def test_killed_run_then_rerun_equals_one_clean_run(tmp_path: Path, new_lake, kill_at: int) -> None:
     d = tmp_path / "imgs"
     _write_images(d, 240)
     (d / "bad.png").write_bytes(_png(1)[:40])
-    clean = Lake(str(tmp_path / "clean"))
+    clean = new_lake("clean")
     run_json(clean, "images", str(d))
-    lake = Lake(str(tmp_path / "killed"))
+    lake = new_lake("killed")
     proc = spawn_cli(lake, "images", str(d), INGEST_IMAGE_BATCH_FILES="20", INGEST_IMAGE_WORKERS="2")
     assert kill_after_commits(proc, lake, "bronze.images", kill_at)
     out = run_json(lake, "images", str(d), INGEST_IMAGE_BATCH_FILES="20")
@@ -108,14 +108,14 @@ def test_killed_run_then_rerun_equals_one_clean_run(tmp_path: Path, kill_at: int
 
 
 @pytest.mark.integration
-def test_killed_between_quarantine_batches_then_rerun_quarantines_each_once(tmp_path: Path) -> None:
+def test_killed_between_quarantine_batches_then_rerun_quarantines_each_once(tmp_path: Path, new_lake) -> None:
     d = tmp_path / "imgs"
     _write_images(d, 120)
     for i in range(0, 120, 2):  # img_00000_bad.png sorts right after img_00000.png: mixed batches
         (d / f"img_{i:05d}_bad.png").write_bytes(b"not a png %d" % i)
-    clean = Lake(str(tmp_path / "clean"))
+    clean = new_lake("clean")
     run_json(clean, "images", str(d))
-    lake = Lake(str(tmp_path / "killed"))
+    lake = new_lake("killed")
     proc = spawn_cli(lake, "images", str(d), INGEST_IMAGE_BATCH_FILES="20", INGEST_IMAGE_WORKERS="2")
     assert kill_after_commits(proc, lake, "bronze.images_quarantine", 3)
     out = run_json(lake, "images", str(d), INGEST_IMAGE_BATCH_FILES="20")

@@ -12,7 +12,9 @@ import pytest
 from ingest.errors import SourceError
 from ingest.lake import Lake
 from ingest.sources.tables import build_query, ingest_table, parse_source
-from tests.sources.conftest import kill_after_commits, read, run_cli, run_json, sorted_rows, spawn_cli
+from tests.sources.conftest import (
+    commits, data_files, kill_after_commits, kill_when, read, run_cli, run_json, sorted_rows, spawn_cli,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -145,19 +147,55 @@ def test_schema_drift_adds_columns_and_quarantines_narrowing(local_lake: Lake, p
 @pytest.mark.integration
 @pytest.mark.postgres
 @pytest.mark.parametrize("kill_at", [2, 6])
-def test_killed_incremental_run_then_rerun_equals_clean_run(tmp_path: Path, postgres_url: str, kill_at: int) -> None:
+@pytest.mark.parametrize("mode", [["--cursor", "updated_at"], ["--primary-key", "id"]], ids=["cursor", "merge"])
+def test_killed_incremental_run_then_rerun_equals_clean_run(
+    postgres_url: str, new_lake, mode: list[str], kill_at: int
+) -> None:
     name = _name()
     _make_events(postgres_url, name, 12000)
-    args = ["tables", postgres_url, "--source-table", name, "--table", "bronze.inc", "--cursor", "updated_at"]
-    clean = Lake(str(tmp_path / "clean"))
+    args = ["tables", postgres_url, "--source-table", name, "--table", "bronze.inc", *mode]
+    clean = new_lake("clean")
     run_json(clean, *args)
-    lake = Lake(str(tmp_path / "killed"))
+    lake = new_lake("killed")
     proc = spawn_cli(lake, *args, INGEST_TABLE_BATCH_ROWS="500")
-    assert kill_after_commits(proc, lake, "bronze.inc", kill_at)
+    assert kill_after_commits(proc, lake, "bronze.inc", kill_at), "the run finished before it could be killed"
+    assert len(read(lake, "bronze.inc", ["id"])) < 12000
     run_json(lake, *args, INGEST_TABLE_BATCH_ROWS="500")
     cols = ["id", "v", "n", "updated_at"]
     assert sorted_rows(lake, "bronze.inc", cols) == sorted_rows(clean, "bronze.inc", cols)
     assert len(read(lake, "bronze.inc", ["id"])) == 12000
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_killed_snapshot_run_keeps_the_old_snapshot_then_rerun_equals_clean_run(postgres_url: str, new_lake) -> None:
+    name = _name()
+    _make_events(postgres_url, name, 20000)
+    with _pg(postgres_url) as con:  # a source that streams slowly, so the kill lands while files are written
+        con.execute(f'create view "{name}_slow" as select * from "{name}" '
+                    "where (case when id % 25 = 0 then pg_sleep(0.001)::text else '' end || id::text) is not null")
+    args = ["tables", postgres_url, "--source-table", f"{name}_slow", "--table", "bronze.snap"]
+    lake = new_lake("killed")
+    run_json(lake, *args)
+    cols = ["id", "v", "n", "updated_at"]
+    old = sorted_rows(lake, "bronze.snap", cols)
+    with _pg(postgres_url) as con:  # every row changes, some go, new ones come
+        con.execute(f"update \"{name}\" set v = 'new ' || id, n = n + 1")
+        con.execute(f'delete from "{name}" where id % 10 = 0')
+        con.execute(f"insert into \"{name}\" select i, 'added', 1, now() from generate_series(100000, 102999) i")
+    clean = new_lake("clean")
+    run_json(clean, *args)
+    before = commits(lake, "bronze.snap"), data_files(lake, "bronze.snap")
+    # small files: the writer closes one per ~8192 rows (its batch size) well before its one commit
+    knobs = {"INGEST_TABLE_BATCH_ROWS": "500", "INGEST_TABLE_FILE_BYTES": "4096", "INGEST_TABLE_ROW_GROUP": "500"}
+    proc = spawn_cli(lake, *args, **knobs)
+    assert kill_when(proc, lambda: data_files(lake, "bronze.snap") > before[1], "no data files were written")
+    last = lake.delta_table("bronze.snap").history(1)[0]
+    assert commits(lake, "bronze.snap") == before[0] or last.get("mode") != "snapshot", "the kill landed after the commit"
+    assert sorted_rows(lake, "bronze.snap", cols) == old  # readers still see the whole old snapshot
+    run_json(lake, *args, **knobs)
+    assert sorted_rows(lake, "bronze.snap", cols) == sorted_rows(clean, "bronze.snap", cols)
+    assert len(read(lake, "bronze.snap", ["id"])) == 18000 + 3000
 
 
 @pytest.mark.integration
