@@ -2,12 +2,11 @@
 
 delta-rs rebases a losing creation commit as a plain add, so two overwrites of a table that did
 not exist yet both landed (CI caught 9000 rows for 3000 when three snapshot ingests raced).
-The racers here start together from a barrier, in separate processes as real runs would.
+The racers here start together from a barrier, in separate processes as real runs would (tests/procs.py).
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import sqlite3
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from ingest.delta import write_batch
 from ingest.lake import Lake
+from tests.procs import race
 
 RACERS = 3
 
@@ -51,21 +51,10 @@ def _snapshot(root: str, db: str, barrier) -> None:
     ingest_table(lake, f"sqlite:///{db}", source_table="t", table="bronze.t")
 
 
-def _race(target, *args) -> list[int]:
-    ctx = mp.get_context("spawn")  # deltalake's tokio runtime does not survive fork
-    barrier = ctx.Barrier(RACERS)
-    procs = [ctx.Process(target=target, args=(*args, barrier)) for _ in range(RACERS)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    return [p.exitcode for p in procs]
-
-
 @pytest.mark.parametrize("round_", range(3))
 def test_racing_overwrites_of_a_new_table_keep_one_copy(tmp_path: Path, round_: int) -> None:
     root = str(tmp_path / "lake")
-    codes = _race(_overwrite, root)
+    codes = race(_overwrite, [(root,)] * RACERS)
     assert codes.count(0) >= 1, codes
     ids = Lake(root).delta_table("silver.m").to_pyarrow_table()["id"].to_pylist()
     assert sorted(ids) == list(range(1000))
@@ -83,6 +72,6 @@ def test_racing_snapshot_ingests_of_a_new_table_keep_one_copy(tmp_path: Path, ro
     con.commit()
     con.close()
     root = str(tmp_path / "lake")
-    assert _race(_snapshot, root, str(db)) == [0] * RACERS
+    assert race(_snapshot, [(root, str(db))] * RACERS) == [0] * RACERS
     ids = Lake(root).delta_table("bronze.t").to_pyarrow_table()["id"].to_pylist()
     assert sorted(ids) == list(range(500))

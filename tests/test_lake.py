@@ -256,17 +256,44 @@ def test_cluster_spark_defaults_agree_with_lake_spark_conf() -> None:
         assert secret_key not in defaults
 
 
+RACERS, APPENDS = 4, 8
+
+
+def _append_after_reading(lake: Lake, racer: int, out: str, barrier) -> None:
+    """Append APPENDS rows, one commit each. The first meets the other racers right before its
+    commit, after reading the table: every racer commits on top of version 0 at once, and all but
+    one must be refused by S3; the later appends keep racing each other."""
+    import deltalake
+    import pyarrow as pa
+
+    from ingest.delta import write_batch
+
+    real, met = deltalake.write_deltalake, []
+
+    def write_after_barrier(table, *args, **kwargs):
+        if not met:
+            met.append(True)
+            Path(out).write_text(str(table.version()))  # the version this racer builds on
+            barrier.wait(timeout=120)
+        return real(table, *args, **kwargs)
+
+    deltalake.write_deltalake = write_after_barrier
+    for j in range(APPENDS):
+        row = pa.table({"n": pa.array([racer * 100 + j], pa.int64())})
+        write_batch(lake, "bronze.concurrent", row, metadata={"racer": racer})
+
+
 @pytest.mark.integration
 @pytest.mark.s3
-def test_seaweedfs_gives_deltalake_safe_concurrent_commits(s3_lake: Lake) -> None:
+def test_seaweedfs_gives_deltalake_safe_concurrent_commits(s3_lake: Lake, tmp_path: Path) -> None:
     """deltalake commits with conditional put (If-None-Match) - SeaweedFS must refuse the second
-    writer of a log entry, so concurrent appends each get their own version and none is lost."""
-    import threading
-
+    writer of a log entry, so concurrent appends each get their own version and none is lost.
+    The appenders are processes that all read version 0 before any of them commits."""
     import botocore.exceptions
     import pyarrow as pa
 
     from ingest.delta import write_batch
+    from tests.procs import assert_interleaved, race
 
     client = s3_lake.boto3_client()
     key = s3_lake.key("probe", "once")
@@ -276,20 +303,11 @@ def test_seaweedfs_gives_deltalake_safe_concurrent_commits(s3_lake: Lake) -> Non
     assert info.value.response["Error"]["Code"] == "PreconditionFailed"
 
     write_batch(s3_lake, "bronze.concurrent", pa.table({"n": pa.array([0], pa.int64())}))
-    errors: list[BaseException] = []
-
-    def append(i: int) -> None:
-        try:
-            write_batch(s3_lake, "bronze.concurrent", pa.table({"n": pa.array([i], pa.int64())}))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=append, args=(i,)) for i in range(1, 7)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    outs = [str(tmp_path / f"racer{i}") for i in range(1, RACERS + 1)]
+    assert race(_append_after_reading, [(s3_lake, i, o) for i, o in enumerate(outs, start=1)]) == [0] * RACERS
+    assert [Path(o).read_text() for o in outs] == ["0"] * RACERS  # all inside their first commit at once
+    assert_interleaved(s3_lake, "bronze.concurrent", writer=lambda c: c.get("racer"))  # and kept racing
     dt = s3_lake.delta_table("bronze.concurrent")
-    assert dt.version() == 6
-    assert sorted(dt.to_pyarrow_table().column("n").to_pylist()) == list(range(7))
+    assert dt.version() == RACERS * APPENDS
+    expected = [0] + [r * 100 + j for r in range(1, RACERS + 1) for j in range(APPENDS)]
+    assert sorted(dt.to_pyarrow_table().column("n").to_pylist()) == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -169,28 +170,38 @@ def test_cli_snapshot_commands(local_lake: Lake) -> None:
     assert json.loads(runner.invoke(app, [*base, "snapshot", "list"]).output) == []
 
 
-def test_concurrent_creators_of_one_name_get_one_snapshot(local_lake: Lake) -> None:
-    import threading
+def _create_after_barrier(lake: Lake, out: str, barrier) -> None:
+    """Create snapshot "race", meeting the other creators right before writing its row: each has
+    then found no "race" yet, and they commit at once."""
+    import ingest.delta
+
+    real, met = ingest.delta.write_batch, []
+
+    def write_after_barrier(lake_, table, *args, **kwargs):
+        if str(table) == "_meta.snapshots" and not met:
+            met.append(True)
+            barrier.wait(timeout=120)
+        return real(lake_, table, *args, **kwargs)
+
+    ingest.delta.write_batch = write_after_barrier
+    try:
+        create_snapshot(lake, "race", tables=["gold.daily_activity"])
+        Path(out).write_text("created")
+    except SnapshotExists as exc:
+        Path(out).write_text(f"exists: {exc}")
+
+
+def test_concurrent_creators_of_one_name_get_one_snapshot(local_lake: Lake, tmp_path: Path) -> None:
+    from tests.procs import race
 
     _seed(local_lake)
     create_snapshot(local_lake, "warm-up")  # the snapshots table exists: both writers append to it
-    barrier = threading.Barrier(3)
-    outcomes: list[str] = []
-
-    def creator() -> None:
-        barrier.wait()
-        try:
-            create_snapshot(local_lake, "race", tables=["gold.daily_activity"])
-            outcomes.append("created")
-        except SnapshotExists:
-            outcomes.append("exists")
-
-    threads = [threading.Thread(target=creator) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes) == ["created", "exists", "exists"]
+    outs = [str(tmp_path / f"creator{i}") for i in range(3)]
+    assert race(_create_after_barrier, [(local_lake, o) for o in outs]) == [0] * 3
+    outcomes = sorted(Path(o).read_text() for o in outs)
+    assert outcomes[0] == "created" and len(outcomes) == 3, outcomes
+    for lost in outcomes[1:]:  # the losers were writing when the winner committed
+        assert lost.startswith("exists") and "created concurrently" in lost, outcomes
     assert [s.name for s in list_snapshots(local_lake)].count("race") == 1
     rows = local_lake.delta_table("_meta.snapshots").to_pyarrow_table().to_pylist()
     assert sum(r["name"] == "race" for r in rows) == 1  # losers withdrew their rows

@@ -11,6 +11,7 @@ import pytest
 
 from ingest.lake import Lake
 from ingest.sources.logs import ingest_logs
+from tests.procs import assert_interleaved, race_cli
 from tests.sources.conftest import kill_after_commits, read, run_cli, run_json, sorted_rows, spawn_cli
 
 KEY = ["event_id", "_source_file", "_source_line"]
@@ -152,13 +153,12 @@ def test_concurrent_ingests_into_one_table(tmp_path: Path) -> None:
     (a / "x.jsonl").write_text(_events(300))
     (b / "y.jsonl").write_text(_events(300, 300))
     lake = Lake(str(tmp_path / "lake"))
-    env = {"INGEST_LOG_BATCH_LINES": "20"}
-    procs = [spawn_cli(lake, "logs", str(p), **env) for p in (a, b, a, b)]  # same sources twice, at once
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    runs = [["logs", str(p)] for p in (a, b, a, b)]  # same sources twice, released together
+    results = race_cli(lake, runs, tmp_path, INGEST_LOG_BATCH_LINES="20")
+    assert [code for code, _, _ in results] == [0] * len(runs), [err for _, _, err in results]
     rows = read(lake, "bronze.events", ["event_id"])
     assert len(rows) == 600 and len({r["event_id"] for r in rows}) == 600
+    assert_interleaved(lake, "bronze.events")  # the runs overlapped: their commits alternate
 
 
 @pytest.mark.integration
