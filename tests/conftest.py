@@ -4,6 +4,7 @@
 * ``s3_lake``    - a ``Lake`` on a fresh bucket, AWS_* env set for the test.
 * ``local_lake`` - a ``Lake`` on ``tmp_path / "lake"``.
 * ``postgres_url`` - a real PostgreSQL 15 (initdb + pg_ctl) in a temp dir.
+* ``restartable_postgres`` - a PostgreSQL of one test's own, which it may stop and start.
 * ``mysql_url`` - a real MariaDB (mariadb-install-db + mariadbd) in a temp dir.
 * ``spark`` / ``spark_for`` - one local[2] SparkSession with Delta (and hadoop-aws) per session.
 
@@ -264,52 +265,82 @@ def _as_pg_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd]
 
 
+class PgServer:
+    """A throwaway PostgreSQL cluster (initdb) in a temp dir on a free loopback port, which
+    can be stopped and started again (the same data, port and password)."""
+
+    def __init__(self) -> None:
+        self.bindir = _pg_bin()
+        self.base = Path(tempfile.mkdtemp(prefix="lakehouse-pg-"))
+        self.pgdata, self.sock, self.log = self.base / "data", self.base / "sock", self.base / "pg.log"
+        self.sock.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres")
+            shutil.chown(self.sock, "postgres")
+            os.chmod(self.base, 0o755)
+        (self.port,) = free_ports(1)
+        self.user, self.password, self.dbname = "lakehouse", "pg-" + uuid.uuid4().hex[:12], "lakehouse_test"
+        self._env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        pwfile = self.base / "pw"
+        pwfile.write_text(self.password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres")
+        self._run("initdb", "-D", str(self.pgdata), "-U", self.user, f"--pwfile={pwfile}",
+                  "-A", "scram-sha-256", "-E", "UTF8", "--no-sync")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.dbname}"
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run(_as_pg_user([str(self.bindir / tool), *args]), check=True, capture_output=True,
+                       env=self._env, cwd=self.base)
+
+    def start(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off -c full_page_writes=off"
+        self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start")
+
+    def stop(self) -> None:
+        if (self.pgdata / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop")
+
+    def create_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                             dbname="postgres", autocommit=True) as con:
+            con.execute(f'create database "{self.dbname}"')
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _pg_server() -> Iterator[PgServer]:
+    server = PgServer()
+    try:
+        server.start()
+        server.create_database()
+        yield server
+    finally:
+        server.remove()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL on a free loopback port; yields ``postgresql+psycopg://...``."""
-    bindir = _pg_bin()
-    base = Path(tempfile.mkdtemp(prefix="lakehouse-pg-"))
-    pgdata, sock = base / "data", base / "sock"
-    sock.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-        shutil.chown(sock, "postgres")
-        os.chmod(base, 0o755)
-    (port,) = free_ports(1)
-    user, password, dbname = "lakehouse", "pg-" + uuid.uuid4().hex[:12], "lakehouse_test"
-    pwfile = base / "pw"
-    pwfile.write_text(password + "\n")
-    if os.geteuid() == 0:
-        shutil.chown(pwfile, "postgres")
-    log = base / "pg.log"
-    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
-    subprocess.run(
-        _as_pg_user(
-            [str(bindir / "initdb"), "-D", str(pgdata), "-U", user, f"--pwfile={pwfile}",
-             "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"]
-        ),
-        check=True, capture_output=True, env=env, cwd=base,
-    )
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off -c full_page_writes=off"
-    started = False
-    try:
-        subprocess.run(
-            _as_pg_user([str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"]),
-            check=True, capture_output=True, env=env, cwd=base,
-        )
-        started = True
-        import psycopg
+    with _pg_server() as server:
+        yield server.url
 
-        with psycopg.connect(host="127.0.0.1", port=port, user=user, password=password, dbname="postgres", autocommit=True) as con:
-            con.execute(f'create database "{dbname}"')
-        yield f"postgresql+psycopg://{user}:{password}@127.0.0.1:{port}/{dbname}"
-    finally:
-        if started or (pgdata / "postmaster.pid").exists():
-            subprocess.run(
-                _as_pg_user([str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"]),
-                capture_output=True, env=env, cwd=base,
-            )
-        shutil.rmtree(base, ignore_errors=True)
+
+@pytest.fixture
+def restartable_postgres() -> Iterator[PgServer]:
+    """A PostgreSQL of this test's own (running), for tests that stop and start it: never the
+    session's shared one."""
+    with _pg_server() as server:
+        yield server
 
 
 # ---------------------------------------------------------------------------------------------

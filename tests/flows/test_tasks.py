@@ -1,13 +1,20 @@
-"""Retry policy: transient errors are retried with backoff, data errors are not."""
+"""Retry policy: transient errors are retried with backoff, data errors are not.
+
+The flow tests ingest from a real PostgreSQL of their own: down when the task starts, started
+again during the retry backoff.
+"""
+
+import asyncio
+import logging
+import threading
 
 import pytest
 from prefect import flow
 
 from flows import tasks
 from ingest.errors import IngestError, TransientError, is_transient
-from ingest.settings import ImageSource, Settings
-
-pytestmark = [pytest.mark.integration, pytest.mark.prefect]
+from ingest.lake import Lake
+from ingest.settings import ImageSource, Settings, TableSource
 
 
 def test_is_transient_classifies_errors():
@@ -17,52 +24,108 @@ def test_is_transient_classifies_errors():
     assert not is_transient(ValueError("bad value"))
 
 
-def _run_once(monkeypatch, tmp_path, failures):
-    calls = []
-
-    def fake_ingest_source(lake, source, *, progress=False):
-        calls.append(source.table)
-        if len(calls) <= len(failures):
-            raise failures[len(calls) - 1]
-        return {"table": source.table, "version": 0, "rows_written": 1}
-
-    monkeypatch.setattr("ingest.pipeline.ingest_source", fake_ingest_source)
-    fast = tasks.ingest_source_task.with_options(retry_delay_seconds=0)
-    settings = Settings(lake=str(tmp_path / "lake"))
-    source = ImageSource(path=str(tmp_path), table="bronze.images")
-
+def _run(task, *args):
     @flow
     def one():
         # wrapped so a failed task state does not fail the test flow itself
-        return {"state": fast(settings, source, return_state=True)}
+        return {"state": task(*args, return_state=True)}
 
-    return one()["state"], calls
-
-
-def test_transient_failure_is_retried(prefect_harness, monkeypatch, tmp_path):
-    state, calls = _run_once(monkeypatch, tmp_path, [ConnectionError("S3 connection reset")])
-    assert state.is_completed()
-    assert state.result()["table"] == "bronze.images"
-    assert calls == ["bronze.images", "bronze.images"]
+    return one()["state"]
 
 
-def test_data_error_is_not_retried(prefect_harness, monkeypatch, tmp_path):
-    state, calls = _run_once(monkeypatch, tmp_path, [IngestError("bad data")] * 4)
-    assert state.is_failed()
-    assert calls == ["bronze.images"]  # one attempt only
-    with pytest.raises(IngestError, match="bad data"):
-        state.result()
-
-
-def test_task_run_named_after_source(prefect_harness, monkeypatch, tmp_path):
+def _task_run(state):
     from prefect.client.orchestration import get_client
 
-    state, _ = _run_once(monkeypatch, tmp_path, [])
-    import asyncio
-
-    async def name():
+    async def read():
         async with get_client() as client:
-            run = await client.read_task_run(state.state_details.task_run_id)
-            return run.name
+            return await client.read_task_run(state.state_details.task_run_id)
 
-    assert asyncio.run(name()) == "ingest-images-bronze.images"
+    return asyncio.run(read())
+
+
+class _FirstRetry(logging.Handler):
+    """Set when the task engine schedules the first retry (the server may come up only then)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.scheduled = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Retry 1/" in record.getMessage():
+            self.scheduled.set()
+
+
+@pytest.fixture
+def photos_db(restartable_postgres):
+    """public.photos (3 rows) in the test's own PostgreSQL, which is then stopped."""
+    import psycopg
+
+    pg = restartable_postgres
+    with psycopg.connect(host="127.0.0.1", port=pg.port, user=pg.user, password=pg.password, dbname=pg.dbname,
+                         autocommit=True) as con:
+        con.execute("create table photos (photo_id bigint primary key, title text)")
+        con.execute("insert into photos values (1, 'a'), (2, 'b'), (3, 'c')")
+    pg.stop()
+    return pg
+
+
+@pytest.mark.integration
+@pytest.mark.prefect
+@pytest.mark.postgres
+def test_database_outage_is_retried_until_the_server_is_back(prefect_harness, photos_db, tmp_path):
+    settings = Settings(lake=str(tmp_path / "lake"))
+    source = TableSource(url=photos_db.url, source_table="public.photos", table="bronze.photos", primary_key=["photo_id"])
+    first_retry = _FirstRetry()
+    engine_log = logging.getLogger("prefect.task_runs")
+    engine_log.addHandler(first_retry)
+    started = threading.Event()
+
+    def bring_server_back() -> None:
+        if first_retry.scheduled.wait(timeout=120):
+            photos_db.start()
+            started.set()
+
+    restarter = threading.Thread(target=bring_server_back, daemon=True)
+    restarter.start()
+    try:
+        # the first attempt fails (server down); the server starts during the 8 s backoff
+        state = _run(tasks.ingest_source_task.with_options(retry_delay_seconds=8), settings, source)
+    finally:
+        engine_log.removeHandler(first_retry)
+        first_retry.scheduled.set()  # release the thread whatever happened
+        restarter.join(timeout=90)
+    assert started.is_set(), "no retry was scheduled after the connection failure"
+    assert state.is_completed(), state
+    assert state.result()["table"] == "bronze.photos"
+    run = _task_run(state)
+    assert run.run_count >= 2, run.run_count  # failed while the server was down, then loaded
+    rows = Lake(settings.lake).delta_table("bronze.photos").to_pyarrow_table().sort_by("photo_id")
+    assert rows.select(["photo_id", "title"]).to_pylist() == [
+        {"photo_id": 1, "title": "a"}, {"photo_id": 2, "title": "b"}, {"photo_id": 3, "title": "c"}
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.prefect
+@pytest.mark.postgres
+def test_data_error_is_not_retried(prefect_harness, photos_db, tmp_path):
+    photos_db.start()
+    settings = Settings(lake=str(tmp_path / "lake"))
+    # the server answers; the data has no such key column: the same every time, so one attempt
+    source = TableSource(url=photos_db.url, source_table="public.photos", table="bronze.photos", primary_key=["nope"])
+    state = _run(tasks.ingest_source_task.with_options(retry_delay_seconds=0), settings, source)
+    assert state.is_failed()
+    with pytest.raises(IngestError, match="nope") as err:
+        state.result()
+    assert not is_transient(err.value)
+    assert _task_run(state).run_count == 1  # one attempt only
+
+
+@pytest.mark.integration
+@pytest.mark.prefect
+def test_task_run_named_after_source(prefect_harness, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    settings = Settings(lake=str(tmp_path / "lake"))
+    state = _run(tasks.ingest_source_task, settings, ImageSource(path=str(images), table="bronze.images"))
+    assert _task_run(state).name == "ingest-images-bronze.images"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from stackfiles import ROOT, clean_environ, load_compose, start_process, stop_process, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.s3]
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -50,6 +50,7 @@ def swap_host(cmd: list[str], mapping: dict[str, str]) -> list[str]:
     return out
 
 
+@pytest.mark.s3
 def test_compose_spark_cluster_runs_delta_over_s3a(s3_server, free_ports, tmp_path: Path) -> None:
     from ingest.lake import Lake
     from ingest.settings import S3Settings
