@@ -119,7 +119,13 @@ def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Tab
     check_read_only(query)
     tables = referenced_tables(query)
     versions = resolve_as_of(lake, as_of, tables)
-    con = lake.duckdb(tables=tables, version=versions)  # type: ignore[arg-type]
+    try:
+        con = lake.duckdb(tables=tables, version=versions)  # type: ignore[arg-type]
+    except OSError:  # setting up the views reads file schemas: a vacuumed version fails here
+        from ingest.vacuum import raise_if_vacuumed
+
+        raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]
+        raise
     # the views are set up: from here on the query cannot touch files (no COPY TO, no ATTACH)
     con.execute("set enable_external_access = false")
     con.execute("set lock_configuration = true")
