@@ -402,3 +402,41 @@ def test_unit_tests_rerun_when_the_project_changes(local_lake: Lake, monkeypatch
     assert rerun.unit_tests_run is True
     assert any(t.startswith("test_") for t in rerun.tests.passed)  # unit tests are named test_*
     assert rerun.project_sha == "edited"
+
+
+def test_unique_fails_on_an_old_key_repeated_by_an_incremental_run(local_lake: Lake, tmp_path, monkeypatch) -> None:
+    """README: a scoped `unique` reads every stored row with the keys this run wrote, so a new
+    row that repeats an old key still fails. The bundled model never repeats a key, so a copy of
+    the project with a broken model (it no longer skips event ids already in silver.events)
+    stands in for a model bug; a log shipped again then appends an old event id."""
+    import shutil
+
+    import transforms.dbt_runner as runner
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(runner.PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    model = project / "models" / "intermediate" / "int_events_deduplicated.sql"
+    sql = model.read_text()
+    skip_old = "      and event_id not in (select event_id from already_loaded)\n"
+    assert skip_old in sql
+    model.write_text(sql.replace(skip_old, ""))
+    monkeypatch.setattr(runner, "PROJECT_DIR", project)
+
+    build_bronze(local_lake)
+    build(local_lake)
+    loaded = T0 + timedelta(days=1)
+    make_photos(local_lake, range(13, 14), loaded=loaded)
+    make_images(local_lake, range(13, 14), loaded=loaded)
+    make_events(local_lake, event_rows(range(13, 14), prefix="b", day=1), loaded=loaded)
+    clean = build(local_lake)
+    assert clean.tests_scoped and "unique_int_events_deduplicated_event_id" in clean.tests.passed
+
+    # the first log shipped again: one old event id (a-3-0) comes back with a new load time
+    make_events(local_lake, [e for e in event_rows(range(3, 4), prefix="a") if e[0] == "a-3-0"],
+                loaded=loaded + timedelta(hours=1))
+    with pytest.raises(TransformFailed) as err:
+        build(local_lake)
+    assert err.value.result.tests_scoped is True
+    assert "unique_int_events_deduplicated_event_id" in str(err.value)
+    ids = local_lake.delta_table("silver.events").to_pyarrow_table(columns=["event_id"])["event_id"].to_pylist()
+    assert ids.count("a-3-0") == 2  # the broken model did store it twice: the test is what caught it
