@@ -10,7 +10,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.prefect]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_deploy_all_registers_every_deployment(prefect_server, tmp_path):
+def _deploy(prefect_server, tmp_path, *which: str) -> None:
+    """README's steps: create the work pool, then `prefect --no-prompt deploy` (``--all`` or ``--name N``)."""
     env = {
         "LAKEHOUSE_HOME": str(ROOT),
         "LAKEHOUSE_LOGS_SRC": str(tmp_path / "logs"),
@@ -18,8 +19,12 @@ def test_deploy_all_registers_every_deployment(prefect_server, tmp_path):
     }
     r = prefect_server.cli("work-pool", "create", "lakehouse-process", "--type", "process", "--overwrite", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    r = prefect_server.cli("--no-prompt", "deploy", "--all", env=env)
+    r = prefect_server.cli("--no-prompt", "deploy", *which, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_deploy_all_registers_every_deployment(prefect_server, tmp_path):
+    _deploy(prefect_server, tmp_path, "--all")
 
     declared = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
     got = {d["name"]: d for d in prefect_server.request("POST", "/deployments/filter", {})}
@@ -42,15 +47,7 @@ def test_a_second_run_of_a_deployment_waits_while_the_first_runs(prefect_server,
     """prefect.yaml's `limit: 1, collision_strategy: ENQUEUE` as the server applies it: a second
     run that would start while the first runs is queued (AwaitingConcurrencySlot), not cancelled,
     and gets the slot once the first has finished."""
-    env = {
-        "LAKEHOUSE_HOME": str(ROOT),
-        "LAKEHOUSE_LOGS_SRC": str(tmp_path / "logs"),
-        "LAKEHOUSE_IMAGES_SRC": str(tmp_path / "images"),
-    }
-    r = prefect_server.cli("work-pool", "create", "lakehouse-process", "--type", "process", "--overwrite", env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = prefect_server.cli("--no-prompt", "deploy", "--name", "ingest-logs-hourly", env=env)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _deploy(prefect_server, tmp_path, "--name", "ingest-logs-hourly")
     dep = prefect_server.request("GET", "/deployments/name/ingest-logs/ingest-logs-hourly")
     assert (dep.get("concurrency_options") or {}).get("collision_strategy") == "ENQUEUE", dep.get("concurrency_options")
 
