@@ -75,3 +75,23 @@ def test_racing_snapshot_ingests_of_a_new_table_keep_one_copy(tmp_path: Path, ro
     assert race(_snapshot, [(root, str(db))] * RACERS) == [0] * RACERS
     ids = Lake(root).delta_table("bronze.t").to_pyarrow_table()["id"].to_pylist()
     assert sorted(ids) == list(range(500))
+
+
+def test_the_same_batch_written_twice_is_stored_once(tmp_path: Path) -> None:
+    """Exactly once per (app_id, batch_version): a retried batch (a new process, a new Lake) is a no-op."""
+    root = str(tmp_path / "lake")
+    batch = pa.table({"id": [1, 2, 3]})
+    first = write_batch(Lake(root), "bronze.b", batch, app_id="src-a", batch_version=1)
+    assert (first.skipped, first.rows) == (False, 3)
+    again = write_batch(Lake(root), "bronze.b", batch, app_id="src-a", batch_version=1)
+    assert again.skipped and again.rows == 0 and again.version == first.version
+    older = write_batch(Lake(root), "bronze.b", pa.table({"id": [0]}), app_id="src-a", batch_version=0)
+    assert older.skipped, "a batch older than the last committed one is done too"
+    lake = Lake(root)
+    assert lake.delta_table("bronze.b").version() == first.version
+    assert sorted(lake.delta_table("bronze.b").to_pyarrow_table()["id"].to_pylist()) == [1, 2, 3]
+    # the next batch, and the same number from another app id, are new
+    write_batch(lake, "bronze.b", pa.table({"id": [4]}), app_id="src-a", batch_version=2)
+    write_batch(lake, "bronze.b", pa.table({"id": [5]}), app_id="src-b", batch_version=1)
+    assert sorted(lake.delta_table("bronze.b").to_pyarrow_table()["id"].to_pylist()) == [1, 2, 3, 4, 5]
+    assert lake.delta_table("bronze.b").transaction_version("src-a") == 2

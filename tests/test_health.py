@@ -1,7 +1,10 @@
 """`ingest health` flags stale tables, volume drops, schema and distribution drift."""
 
 import json
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pyarrow as pa
 from typer.testing import CliRunner
@@ -83,3 +86,36 @@ def test_lineage_follows_transform_inputs_to_sources(tmp_path):
     assert "table gold.daily_activity@v0" in text
     assert "table bronze.events@v0" in text
     assert "source file:///logs" in text
+
+
+def _rerun(lake, table, data, *, when, mode="overwrite"):
+    before = current_version(lake, table)
+    res = write_batch(lake, table, data, mode=mode)
+    record(lake, Run(command="tables", source="sqlite:///db", target=table, started_at=when,
+                     version_before=before, version_after=res.version, rows_written=data.num_rows, status="success"))
+
+
+def test_schema_drift_is_flagged(tmp_path):
+    """A column dropped or retyped by the last run is a breach (CLI exit 1); an added one is not."""
+    lake_dir = tmp_path / "lake"
+    lake = Lake(str(lake_dir))
+    th = HealthThresholds(max_age_hours=10_000, min_volume_ratio=0.0)
+    _load(lake, "bronze.events", 100, when=NOW - timedelta(hours=3))
+    _rerun(lake, "bronze.events", pa.table({"user_id": [i % 5 for i in range(100)], "event_type": ["view"] * 100, "extra": [1] * 100}),
+           when=NOW - timedelta(hours=2))
+    checks, t = _checks(check_health(lake, th, now=NOW), "bronze.events")
+    assert checks["schema"] == "ok" and t.status == "ok", t.checks
+    assert [c.detail for c in t.checks if c.name == "schema"] == ["added ['extra'], removed -, retyped -"]
+
+    _rerun(lake, "bronze.events", pa.table({"user_id": [str(i) for i in range(100)], "extra": [1] * 100}),
+           when=NOW - timedelta(hours=1))
+    report = check_health(lake, th, now=NOW)
+    checks, t = _checks(report, "bronze.events")
+    assert not report.ok and checks["schema"] == "breach"
+    assert [c.detail for c in t.checks if c.name == "schema"] == ["added -, removed ['event_type'], retyped ['user_id']"]
+
+    exe = Path(sys.executable).parent / "ingest"
+    r = subprocess.run([str(exe), "--lake", str(lake_dir), "--json", "health"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    (events,) = [x for x in json.loads(r.stdout)["tables"] if x["table"] == "bronze.events"]
+    assert {c["name"]: c["status"] for c in events["checks"]}["schema"] == "breach"

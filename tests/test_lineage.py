@@ -108,3 +108,61 @@ def test_gold_lineage_after_a_second_run_with_nothing_new_names_the_first_loads(
     (events,) = [t for t in tables(gold) if t["name"].startswith("bronze.events@")]
     assert events["name"] == f"bronze.events@v{logs_first['version']}"
     assert _writer(events)["name"] == logs_first["run_id"]
+
+
+def test_history_cli_lists_every_version_with_its_run(tmp_path: Path) -> None:
+    """`ingest history TABLE` succeeds: every Delta version, newest first, named by the run that wrote it."""
+    from tests.sources.conftest import run_cli
+
+    src = tmp_path / "logs"
+    src.mkdir()
+    (src / "a.jsonl").write_text(_events(20))
+    lake = Lake(str(tmp_path / "lake"))
+    first = run_json(lake, "logs", str(src), INGEST_LOG_BATCH_LINES="10")  # 2 commits
+    with (src / "a.jsonl").open("a") as fh:
+        fh.write(_events(5, 20))
+    second = run_json(lake, "logs", str(src))
+    rows = json.loads(run_cli(lake, "--json", "history", "bronze.events").stdout)
+    versions = [r["version"] for r in rows]
+    assert versions == sorted(versions, reverse=True) and versions[0] == second["version"]
+    assert set(versions) == set(range(versions[0] + 1))
+    by_run: dict[str, int] = {}
+    for r in rows:
+        if r["rows_added"]:
+            by_run[r["run_id"]] = by_run.get(r["run_id"], 0) + r["rows_added"]
+    assert by_run == {first["run_id"]: 20, second["run_id"]: 5}
+    text = run_cli(lake, "history", "bronze.events", COLUMNS="200")  # wide enough for whole run ids
+    assert text.returncode == 0 and first["run_id"] in text.stdout and second["run_id"] in text.stdout
+    missing = run_cli(lake, "history", "bronze.nope", check=False)
+    assert missing.returncode != 0 and missing.stderr.startswith("error: ") and missing.stderr.count("\n") == 1
+
+
+def test_lineage_of_a_shard_set_through_the_cli(tmp_path: Path) -> None:
+    """`ingest lineage shards/DATASET/SNAPSHOT`: shard set -> snapshot -> pinned version -> its run -> source."""
+    import sys
+
+    from tests.sources.conftest import run_cli
+
+    sys.path.insert(0, str(Path(__file__).parent / "transforms"))
+    from shard_data import make_gold
+
+    lake = Lake(str(tmp_path / "lake"))
+    pinned = make_gold(lake, list(range(1, 21)))
+    run_cli(lake, "snapshot", "create", "s1", "--tables", "gold.photo_features")
+    make_gold(lake, list(range(1, 31)))  # a later version the shard set does not use
+    run_cli(lake, "shards", "build", "ds", "--table", "gold.photo_features", "--snapshot", "s1", "--key", "photo_id")
+    (writer,) = [r for r in lake.delta_table("_meta.runs").to_pyarrow_table().to_pylist()
+                 if r["version_after"] == pinned and r["target"] == "gold.photo_features"]
+    node = run_json(lake, "lineage", "shards/ds/s1")
+    assert node["kind"] == "shard_set" and node["name"] == "shards/ds/s1"
+    assert node["detail"]["dataset"] == "ds" and node["detail"]["shards"] >= 1
+    (snap,) = node["children"]
+    assert (snap["kind"], snap["name"]) == ("snapshot", "s1")
+    (table,) = snap["children"]
+    pinned_version = json.loads(run_cli(lake, "--json", "snapshot", "show", "s1").stdout)["tables"]["gold.photo_features"]
+    assert table["name"] == f"gold.photo_features@v{pinned_version}"
+    run = _writer(table)
+    assert run["name"] == writer["run_id"] and run["detail"]["rows_written"] == 20
+    assert [c["name"] for c in run["children"]] == ["bronze.photos"]
+    text = run_cli(lake, "lineage", "shards/ds/s1", COLUMNS="200")
+    assert "s1" in text.stdout and f"gold.photo_features@v{pinned_version}" in text.stdout and writer["run_id"] in text.stdout

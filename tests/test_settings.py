@@ -166,3 +166,43 @@ def test_sync_fast_path_reads_aws_variables_as_settings_would(clean_env: Path, m
     assert settings_in_play({"LAKEHOUSE_S3__REGION": "x"})
     (clean_env / "lakehouse.yaml").write_text("lake: ./elsewhere\n")
     assert settings_in_play({})
+
+
+def test_cli_config_flag_reads_the_file(clean_env: Path) -> None:
+    """`ingest --config FILE` (a real process): the lake and the health thresholds come from FILE,
+    not from ./lakehouse.yaml nor from LAKEHOUSE_CONFIG; a missing FILE is a one-line usage error."""
+    import os
+    import subprocess
+    import sys
+    from datetime import datetime, timedelta, timezone
+
+    import pyarrow as pa
+
+    from ingest.delta import write_batch
+    from ingest.runlog import Run, record
+
+    exe = str(Path(sys.executable).parent / "ingest")
+    lake = Lake(str(clean_env / "lake-from-flag"))
+    res = write_batch(lake, "bronze.events", pa.table({"user_id": [1, 2]}))
+    record(lake, Run(command="logs", source="file:///logs", target="bronze.events",
+                     started_at=datetime.now(timezone.utc) - timedelta(days=10),
+                     version_before=-1, version_after=res.version, rows_written=2, status="success"))
+    flag = _write_yaml(clean_env / "flag.yaml", f"lake: {lake.uri}\nhealth:\n  max_age_hours: 1000\n")
+    _write_yaml(clean_env / "lakehouse.yaml", "lake: ./lake-from-cwd-file\n")
+    env_file = _write_yaml(clean_env / "env.yaml", "lake: ./lake-from-env-file\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAKEHOUSE_", "AWS_"))}
+
+    def ingest(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([exe, *args], capture_output=True, text=True, cwd=clean_env,
+                              env={**env, **extra}, timeout=120)
+
+    listed = ingest("--config", str(flag), "--json", "ls", LAKEHOUSE_CONFIG=str(env_file))
+    assert listed.returncode == 0, listed.stderr
+    assert [t["table"] for t in json.loads(listed.stdout)] == ["bronze.events", "_meta.runs"]
+    healthy = ingest("--config", str(flag), "--json", "health")  # 240 h old, within the file's 1000 h
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    stale = ingest("--lake", lake.uri, "--json", "health")  # the default 36 h: a breach
+    assert stale.returncode == 1, stale.stdout + stale.stderr
+    missing = ingest("--config", str(clean_env / "nope.yaml"), "ls")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and missing.stderr.count("\n") == 1
+    assert "nope.yaml" in missing.stderr

@@ -22,6 +22,7 @@ from ingest.snapshots import (
     pinned_versions,
     vacuum,
 )
+from ingest.vacuum import VersionVacuumed
 
 
 def _photos(ids: list[int], tag: str) -> pa.Table:
@@ -124,8 +125,8 @@ def _check_vacuum_keeps_pins(lake: Lake) -> None:
     drop_snapshot(lake, "keep-me")
     assert "gold.photo_features" not in pinned_versions(lake)
     vacuum(lake, retain_hours=0, force=True)
-    with pytest.raises(Exception):
-        lake.delta_table("gold.photo_features", version=0).to_pyarrow_table()
+    with pytest.raises(VersionVacuumed, match=r"^version 0 of gold\.photo_features was vacuumed \(1 of its"):
+        run_sql(lake, "select * from gold.photo_features", as_of=0)
 
 
 def test_vacuum_keeps_pinned_snapshot_readable_local(local_lake: Lake) -> None:
@@ -156,15 +157,29 @@ def test_cli_snapshot_commands(local_lake: Lake) -> None:
     assert "created_at" in shown
     listed = json.loads(runner.invoke(app, [*base, "snapshot", "list"]).output)
     assert [s["name"] for s in listed] == ["cli-snap"]
+    pinned_files = set(local_lake.delta_table("gold.photo_features").file_uris())
+    write_batch(local_lake, "gold.photo_features", _photos([8], "unpinned"), mode="overwrite")
+    unpinned_files = set(local_lake.delta_table("gold.photo_features").file_uris())
     write_batch(local_lake, "gold.photo_features", _photos([9], "later"), mode="overwrite")
+    current_files = set(local_lake.delta_table("gold.photo_features").file_uris())
     query = "select photo_id from gold.photo_features order by 1"
     pinned = json.loads(runner.invoke(app, [*base, "sql", query, "--as-of", "cli-snap"]).output)
     assert [r["photo_id"] for r in pinned] == [1, 2, 3]
     assert [r["photo_id"] for r in json.loads(runner.invoke(app, [*base, "sql", query]).output)] == [9]
     dup = runner.invoke(app, [*base, "snapshot", "create", "cli-snap"])
     assert dup.exit_code != 0
+    fs = local_lake.pyarrow_filesystem()
+    exists = lambda uris: [fs.get_file_info(local_lake.fs_path(u)).type.name == "File" for u in uris]  # noqa: E731
+    everything = pinned_files | unpinned_files | current_files
     vac = json.loads(runner.invoke(app, [*base, "vacuum", "--retain-hours", "0", "--dry-run"]).output)
-    assert vac["dry_run"] is True
+    assert vac["dry_run"] is True and vac["files_deleted"] == len(unpinned_files) == 1
+    assert all(exists(everything)), "a dry run deletes nothing"
+    res = runner.invoke(app, [*base, "vacuum", "--retain-hours", "0", "--force"])
+    assert res.exit_code == 0, res.output
+    assert not any(exists(unpinned_files)), "the unpinned version's file is deleted"
+    assert all(exists(pinned_files | current_files)), "the pinned and current versions' files stay"
+    pinned = json.loads(runner.invoke(app, [*base, "sql", query, "--as-of", "cli-snap"]).output)
+    assert [r["photo_id"] for r in pinned] == [1, 2, 3]
     res = runner.invoke(app, [*base, "snapshot", "drop", "cli-snap"])
     assert res.exit_code == 0, res.output
     assert json.loads(runner.invoke(app, [*base, "snapshot", "list"]).output) == []

@@ -25,18 +25,28 @@ def test_ranks_together_receive_the_whole_shard_set(tmp_path, fmt):
                          key="photo_id", shard_size="8KB")
     manifest = built.manifest
     got: dict[str, str] = {}
+    shard_paths = {s["path"] for s in manifest["shards"]}
+    per_rank: list[set[str]] = []
     for rank in range(2):
         dest = tmp_path / f"node{rank}"
         res = sync_shards("shards/ds/s1", dest, lake=lake, rank=rank, world_size=2)
         assert json.loads((dest / "manifest.json").read_text())["snapshot"] == "s1"
         for f in manifest.get("files", []):  # split-level files (MDS index.json) reach every rank
             assert hashlib.sha256((dest / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+        mine: set[str] = set()
         for p in dest.rglob("*"):
             rel = p.relative_to(dest).as_posix()
             if p.is_file() and rel != "manifest.json" and not rel.startswith(".") and "/." not in rel:
                 got.setdefault(rel, hashlib.sha256(p.read_bytes()).hexdigest())
+                if rel in shard_paths:
+                    mine.add(rel)
         assert res.files >= 1
+        assert mine, f"rank {rank} received no shard"
+        per_rank.append(mine)
     expected = {s["path"]: s["sha256"] for s in manifest["shards"] + manifest.get("files", [])}
     assert got == expected
+    # each shard goes to exactly one rank: disjoint, and together the whole split
+    assert not per_rank[0] & per_rank[1], f"shards given to both ranks: {sorted(per_rank[0] & per_rank[1])}"
+    assert per_rank[0] | per_rank[1] == shard_paths
     if fmt == "mds":
         assert manifest["files"], "MDS shard sets list their index.json files"

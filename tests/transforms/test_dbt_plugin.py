@@ -120,6 +120,11 @@ def test_rows_loaded_since_reads_only_file_statistics(local_lake: Lake) -> None:
     write_batch(local_lake, "bronze.t", pa.table({"id": [1, 2], "at": pa.array([day(1), day(2)], ts)}))
     write_batch(local_lake, "bronze.t", pa.table({"id": [3, 4], "at": pa.array([day(5), day(4)], ts)}))
     write_batch(local_lake, "bronze.t", pa.table({"id": [5], "at": pa.array([day(3)], ts)}))
+    # the data files are garbage from here on: only the Delta log (file statistics) is readable
+    data_files = list(Path(local_lake.uri, "bronze", "t").glob("*.parquet"))
+    assert len(data_files) == 3
+    for f in data_files:
+        f.write_bytes(b"not parquet")
     now = local_lake.delta_table("bronze.t")
     v0 = local_lake.delta_table("bronze.t", version=0)
     # the earliest load time among files added after version 0 (a late batch counts too)

@@ -216,6 +216,30 @@ def test_sources_pinned_by_a_snapshot(local_lake: Lake) -> None:
     assert {m.mode for m in result.models if m.table} == {"overwrite"}
 
 
+def test_a_snapshot_pins_the_spark_models_inputs_too(local_lake: Lake, monkeypatch) -> None:
+    """`ingest transform --snapshot S` hands S's bronze versions to the Spark stage (which reads
+    and records exactly the versions it is given: test_spark_models.py, the pinned dedup run)."""
+    import transforms.dbt_runner as runner
+    from ingest.snapshots import create_snapshot
+
+    build_bronze(local_lake)
+    snap = create_snapshot(local_lake, "bronze-day1", tables=["bronze.events", "bronze.photos", "bronze.images"])
+    make_events(local_lake, event_rows(range(1, 5), prefix="late", day=2), loaded=T0 + timedelta(days=2))
+    make_images(local_lake, range(13, 15), loaded=T0 + timedelta(days=2))
+    handed: list[dict] = []
+
+    def spark_stage(settings, lake, **kwargs):  # the JVM half has its own tests; here: what it is given
+        handed.append(kwargs)
+        return []
+
+    monkeypatch.setattr(runner, "run_spark_stage", spark_stage)
+    result = run_transform(settings_for(local_lake), snapshot="bronze-day1")
+    assert result.ok
+    (kwargs,) = handed
+    assert kwargs["source_versions"] == snap.tables
+    assert local_lake.delta_table("bronze.images").version() > snap.tables["bronze.images"]  # newer data was there
+
+
 def test_failing_data_test_fails_the_command_and_names_it(local_lake: Lake, capsys) -> None:
     build_bronze(local_lake)
     make_events(local_lake, [("bad-1", 1, "share", 1, T0)], loaded=T0 + timedelta(hours=1))
@@ -402,3 +426,41 @@ def test_unit_tests_rerun_when_the_project_changes(local_lake: Lake, monkeypatch
     assert rerun.unit_tests_run is True
     assert any(t.startswith("test_") for t in rerun.tests.passed)  # unit tests are named test_*
     assert rerun.project_sha == "edited"
+
+
+def test_unique_fails_on_an_old_key_repeated_by_an_incremental_run(local_lake: Lake, tmp_path, monkeypatch) -> None:
+    """README: a scoped `unique` reads every stored row with the keys this run wrote, so a new
+    row that repeats an old key still fails. The bundled model never repeats a key, so a copy of
+    the project with a broken model (it no longer skips event ids already in silver.events)
+    stands in for a model bug; a log shipped again then appends an old event id."""
+    import shutil
+
+    import transforms.dbt_runner as runner
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(runner.PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    model = project / "models" / "intermediate" / "int_events_deduplicated.sql"
+    sql = model.read_text()
+    skip_old = "      and event_id not in (select event_id from already_loaded)\n"
+    assert skip_old in sql
+    model.write_text(sql.replace(skip_old, ""))
+    monkeypatch.setattr(runner, "PROJECT_DIR", project)
+
+    build_bronze(local_lake)
+    build(local_lake)
+    loaded = T0 + timedelta(days=1)
+    make_photos(local_lake, range(13, 14), loaded=loaded)
+    make_images(local_lake, range(13, 14), loaded=loaded)
+    make_events(local_lake, event_rows(range(13, 14), prefix="b", day=1), loaded=loaded)
+    clean = build(local_lake)
+    assert clean.tests_scoped and "unique_int_events_deduplicated_event_id" in clean.tests.passed
+
+    # the first log shipped again: one old event id (a-3-0) comes back with a new load time
+    make_events(local_lake, [e for e in event_rows(range(3, 4), prefix="a") if e[0] == "a-3-0"],
+                loaded=loaded + timedelta(hours=1))
+    with pytest.raises(TransformFailed) as err:
+        build(local_lake)
+    assert err.value.result.tests_scoped is True
+    assert "unique_int_events_deduplicated_event_id" in str(err.value)
+    ids = local_lake.delta_table("silver.events").to_pyarrow_table(columns=["event_id"])["event_id"].to_pylist()
+    assert ids.count("a-3-0") == 2  # the broken model did store it twice: the test is what caught it
