@@ -324,4 +324,6 @@ def test_big_images_decode_within_a_memory_bound(tmp_path: Path) -> None:
     rows = read(lake, "bronze.images", ["width", "height"])
     assert rows == [{"width": side, "height": side}] * n
     decoded = side * side * 3  # one image's pixels; all 16 at once would be 3 GB
-    assert usage.ru_maxrss * 1024 < 4 * decoded, f"peak RSS {usage.ru_maxrss // 1024} MiB"
+    # the budget (256 MiB) plus the interpreter and libraries (~0.4 GB measured; 0.8 GB seen on a
+    # machine under heavy load, freed pixel blocks returned late); the old code peaked at 3.7 GB
+    assert usage.ru_maxrss * 1024 < 6 * decoded, f"peak RSS {usage.ru_maxrss // 1024} MiB"
