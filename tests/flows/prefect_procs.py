@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,17 @@ class PrefectServer:
         req = urllib.request.Request(
             f"{self.api}{path}", data=data, headers={"Content-Type": "application/json"}, method=method
         )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.load(resp)
+        for attempt in range(6):
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return json.load(resp)
+            except urllib.error.HTTPError as exc:
+                # 503/429 say "try again" (SQLite busy on a loaded machine): Prefect's own client
+                # retries them too (PREFECT_CLIENT_RETRY_EXTRA_CODES aside, 429/502/503 by default)
+                if exc.code in (429, 502, 503) and attempt < 5:
+                    time.sleep(1 + attempt)
+                    continue
+                raise AssertionError(f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')[:2000]}") from None
 
     def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300):
         """The `prefect` command, run from the project root as README shows."""
