@@ -24,11 +24,16 @@ def _writer(node: dict) -> dict:
     return run
 
 
-def test_lineage_names_the_run_that_committed_the_version_not_a_later_no_op(tmp_path: Path) -> None:
+def _log_source(tmp_path: Path, n: int) -> tuple[Path, Lake]:
+    """A folder with one JSON-lines log of ``n`` events, and a new lake beside it."""
     src = tmp_path / "logs"
     src.mkdir()
-    (src / "a.jsonl").write_text(_events(30))
-    lake = Lake(str(tmp_path / "lake"))
+    (src / "a.jsonl").write_text(_events(n))
+    return src, Lake(str(tmp_path / "lake"))
+
+
+def test_lineage_names_the_run_that_committed_the_version_not_a_later_no_op(tmp_path: Path) -> None:
+    src, lake = _log_source(tmp_path, 30)
     first = run_json(lake, "logs", str(src), INGEST_LOG_BATCH_LINES="10")  # 3 commits
     second = run_json(lake, "logs", str(src))  # nothing new: no commit
     assert first["rows_written"] == 30 and second["rows_written"] == 0
@@ -114,10 +119,7 @@ def test_history_cli_lists_every_version_with_its_run(tmp_path: Path) -> None:
     """`ingest history TABLE` succeeds: every Delta version, newest first, named by the run that wrote it."""
     from tests.sources.conftest import run_cli
 
-    src = tmp_path / "logs"
-    src.mkdir()
-    (src / "a.jsonl").write_text(_events(20))
-    lake = Lake(str(tmp_path / "lake"))
+    src, lake = _log_source(tmp_path, 20)
     first = run_json(lake, "logs", str(src), INGEST_LOG_BATCH_LINES="10")  # 2 commits
     with (src / "a.jsonl").open("a") as fh:
         fh.write(_events(5, 20))
