@@ -20,7 +20,7 @@ def race(target: Callable[..., Any], racers: list[tuple]) -> list[int | None]:
     ``target`` waits at ``barrier`` once it is ready. Returns the exit codes."""
     ctx = mp.get_context("spawn")  # deltalake's tokio runtime does not survive fork
     barrier = ctx.Barrier(len(racers))
-    procs = [ctx.Process(target=target, args=(*args, barrier)) for args in racers]
+    procs = [ctx.Process(target=_then_exit, args=(target, (*args, barrier))) for args in racers]
     for p in procs:
         p.start()
     for p in procs:
@@ -30,6 +30,26 @@ def race(target: Callable[..., Any], racers: list[tuple]) -> list[int | None]:
             p.kill()
             p.join()
     return [p.exitcode for p in procs]
+
+
+def _then_exit(target: Callable[..., Any], args: tuple) -> None:
+    """Run ``target`` and end the process as the CLI does, without native teardown: a racer that
+    returned normally was seen to abort in interpreter shutdown ("terminate called without an
+    active exception", exit -6) while a native runtime's threads were still up."""
+    import sys
+    import traceback
+
+    code = 0
+    try:
+        target(*args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _cli_after_barrier(argv: list[str], env: dict[str, str], out: str, barrier) -> None:
