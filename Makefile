@@ -27,7 +27,7 @@ install: $(UV) $(PY)
 
 # System packages for the integration tests: PostgreSQL and MariaDB server binaries (the tests
 # start their own servers in temp dirs on free loopback ports, never the packaged services) and
-# logrotate (log rotation tests).
+# logrotate (log rotation tests), headless chromium (screenshots of the docs site and health report).
 test-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
@@ -35,6 +35,8 @@ test-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; fi
 	@if ! command -v logrotate >/dev/null && [ ! -x /usr/sbin/logrotate ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq logrotate >/dev/null; fi
+	@if ! command -v chromium >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; fi
 
 # The real mosaicml-streaming reader (it pulls torch) in a venv of its own, for the MDS shard tests.
 $(STREAMING)/.installed: tests/readers/streaming.lock | $(UV) $(PY)
