@@ -69,7 +69,7 @@ class VacuumResult:
 def _rel(path: str, root: str) -> str:
     """A data file path relative to its table root, URL-decoded (add actions encode partitions)."""
     p = unquote(path)
-    root = unquote(root).rstrip("/")
+    root = unquote(root).rstrip("/").removeprefix("file://")  # deltalake: root file:///x/, files /x/...
     for prefix in (root + "/", "file://" + root + "/"):
         if p.startswith(prefix):
             return p[len(prefix) :]

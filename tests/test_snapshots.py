@@ -280,3 +280,15 @@ def test_snapshot_reads_of_vacuumed_files_name_the_version(local_lake: Lake) -> 
             "read a newer version (`ingest history gold.photo_features`); pin versions "
             "you need with `ingest snapshot create`\n"
         ), args
+
+
+def test_files_of_a_local_version_are_relative_to_the_table_root(local_lake: Lake) -> None:
+    """deltalake gives a local table's root as file:///... and its files as plain paths: both
+    must reduce to the same relative names, or a pinned file looks missing (and unprotected)."""
+    from ingest.vacuum import files_of_version, missing_files
+
+    _seed(local_lake)
+    v = local_lake.delta_table("gold.daily_activity").version()
+    rels = files_of_version(local_lake, "gold.daily_activity", v)
+    assert rels and all(not r.startswith(("/", "file:")) for r in rels), rels
+    assert missing_files(local_lake, "gold.daily_activity", v) == (v, [])
