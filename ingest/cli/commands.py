@@ -17,6 +17,9 @@ import typer
 from ingest import __version__
 from ingest.cli import COMMAND_MODULES, _modules_for
 from ingest.cli.common import CliState, run_cli
+from ingest.cli.help import examples, hide_flag_types
+
+hide_flag_types()
 
 _app = typer.Typer(
     name="ingest",
@@ -24,6 +27,7 @@ _app = typer.Typer(
         "Lakehouse ingestion and ELT for ML teams: load images, logs and database tables into "
         "Delta Lake, transform them with dbt and Spark, pin snapshots and build training shards."
     ),
+    epilog=examples("ingest run", "ingest images ./photos && ingest transform && ingest snapshot create v1", "ingest shards build photos --table gold.photo_features --snapshot v1", "ingest sync shards/photos/v1 /local/nvme/photos"),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ingest.cli.common import emit, state
+from ingest.cli.help import examples
 
 
 def list_tables(lake) -> list[dict]:
@@ -77,13 +78,13 @@ def _print_table(rows: list[dict], title: str | None = None) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("ls")
+    @app.command("ls", epilog=examples('ingest ls', 'ingest --lake s3://bucket/lake --json ls'))
     def ls_cmd(ctx: typer.Context) -> None:
         """List every lake table with its Delta version, row count and last update."""
         rows = list_tables(state(ctx).lake_obj)
         emit(ctx, rows, lambda: _print_table(rows, title=f"tables in {state(ctx).lake_obj.uri}"))
 
-    @app.command("sql")
+    @app.command("sql", epilog=examples('ingest sql "select place, count(*) from silver.photos group by 1"', 'ingest sql "select * from gold.photo_features" --as-of v1 > f.csv'))
     def sql_cmd(
         ctx: typer.Context,
         query: str = typer.Argument(..., help='Read-only SQL; name tables layer.name, e.g. "select * from gold.photo_features".'),
@@ -111,7 +112,7 @@ def register(app: typer.Typer) -> None:
         else:
             _print_table(rows)
 
-    @app.command("history")
+    @app.command("history", epilog=examples('ingest history bronze.events --limit 10', 'ingest --json history gold.photo_features'))
     def history_cmd(
         ctx: typer.Context,
         table: str = typer.Argument(..., help="layer.name"),

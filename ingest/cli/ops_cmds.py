@@ -9,10 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ingest.cli.common import emit, state
+from ingest.cli.help import examples
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("health")
+    @app.command("health", epilog=examples('ingest health', 'ingest health --table bronze.events --table silver.events || alert'))
     def health_cmd(
         ctx: typer.Context,
         table: Optional[list[str]] = typer.Option(None, "--table", help="Check only these tables (repeatable)."),
@@ -40,7 +41,7 @@ def register(app: typer.Typer) -> None:
         if not report.ok:
             raise typer.Exit(1)
 
-    @app.command("lineage")
+    @app.command("lineage", epilog=examples('ingest lineage shards/photos/train-2024-06', 'ingest lineage gold.photo_features@12'))
     def lineage_cmd(
         ctx: typer.Context,
         ref: str = typer.Argument(..., help="A shard set (shards/DATASET/SNAPSHOT, a path or s3:// URI) or a table layer.name[@version]."),

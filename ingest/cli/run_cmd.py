@@ -9,10 +9,11 @@ from typing import Literal
 import typer
 
 from ingest.cli.common import emit, state
+from ingest.cli.help import examples
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("run")
+    @app.command("run", epilog=examples('ingest run', 'ingest run --orchestrator local --no-sync'))
     def run_cmd(
         ctx: typer.Context,
         orchestrator: str = typer.Option(

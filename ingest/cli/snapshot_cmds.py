@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ingest.cli.common import emit, state
+from ingest.cli.help import examples
 
 
 def _parse_split(text: str) -> dict[str, float]:
@@ -28,7 +29,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(snap_app, name="snapshot")
     app.add_typer(shards_app, name="shards")
 
-    @snap_app.command("create")
+    @snap_app.command("create", epilog=examples('ingest snapshot create train-2024-06', 'ingest snapshot create q3 --tables gold.photo_features --note "Q3 eval"'))
     def create_cmd(
         ctx: typer.Context,
         name: str = typer.Argument(..., help="Unique snapshot name, e.g. train-2024-06"),
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
             f"snapshot {snap.name}: " + ", ".join(f"{t}@{v}" for t, v in sorted(snap.tables.items()))
         ))
 
-    @snap_app.command("list")
+    @snap_app.command("list", epilog=examples('ingest snapshot list', 'ingest --json snapshot list'))
     def list_cmd(ctx: typer.Context) -> None:
         """List snapshots, oldest first."""
         from ingest.snapshots import list_snapshots
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
 
         emit(ctx, [s.payload() for s in snaps], human)
 
-    @snap_app.command("show")
+    @snap_app.command("show", epilog=examples('ingest snapshot show train-2024-06'))
     def show_cmd(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
         """Show one snapshot's pinned table versions."""
         from ingest.snapshots import get_snapshot
@@ -78,7 +79,7 @@ def register(app: typer.Typer) -> None:
 
         emit(ctx, snap.payload(), human)
 
-    @snap_app.command("drop")
+    @snap_app.command("drop", epilog=examples('ingest snapshot drop train-2024-06'))
     def drop_cmd(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
         """Drop a snapshot; vacuum may then delete the files only it kept."""
         from ingest.snapshots import drop_snapshot
@@ -86,7 +87,7 @@ def register(app: typer.Typer) -> None:
         snap = drop_snapshot(state(ctx).lake_obj, name)
         emit(ctx, {"dropped": snap.name, "tables": snap.tables}, lambda: typer.echo(f"dropped snapshot {snap.name}"))
 
-    @app.command("vacuum")
+    @app.command("vacuum", epilog=examples('ingest vacuum --dry-run', 'ingest vacuum --tables bronze.images --retain-hours 336'))
     def vacuum_cmd(
         ctx: typer.Context,
         retain_hours: float = typer.Option(
@@ -109,7 +110,7 @@ def register(app: typer.Typer) -> None:
             + "; ".join(f"{t.table}: {len(t.deleted)} ({len(t.pinned_versions)} pinned version(s))" for t in res.tables)
         ))
 
-    @shards_app.command("build")
+    @shards_app.command("build", epilog=examples('ingest shards build photos --table gold.photo_features --snapshot v1', 'ingest shards build photos --table gold.x --snapshot v1 --format mds'))
     def build_cmd(
         ctx: typer.Context,
         dataset: str = typer.Argument(..., help="Dataset name (the shard set goes to <lake>/shards/DATASET/SNAPSHOT/)"),

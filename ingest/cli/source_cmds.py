@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from ingest.cli.common import emit, state
+from ingest.cli.help import examples
 from ingest.settings import CURSOR_LAG_DEFAULT, CURSOR_LAG_HELP
 
 if TYPE_CHECKING:  # imported lazily: pyarrow would slow every `ingest` start-up
@@ -28,7 +29,7 @@ def _split_cols(values: List[str]) -> tuple[str, ...]:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("images")
+    @app.command("images", epilog=examples('ingest images ./photos', 'ingest images s3://raw-bucket/cameras/ --table bronze.camera_images'))
     def images_cmd(
         ctx: typer.Context,
         src: str = typer.Argument(..., help="Local directory or s3://bucket/prefix, walked recursively."),
@@ -41,7 +42,10 @@ def register(app: typer.Typer) -> None:
         res = ingest_images(st.lake_for_write, src, table=table, progress=st.progress)
         emit(ctx, res.model_dump(mode="json"), lambda: _human(res))
 
-    @app.command("logs")
+    @app.command("logs", epilog=examples(
+        'ingest logs /var/log/app/ --table bronze.events',
+        r"ingest logs web.log.gz --format text --pattern '(?P<ip>\S+) (?P<rest>.*)'",
+    ))
     def logs_cmd(
         ctx: typer.Context,
         src: str = typer.Argument(..., help="Log file, directory or s3://bucket/prefix (.gz files too)."),
@@ -61,7 +65,11 @@ def register(app: typer.Typer) -> None:
         res = ingest_logs(st.lake_for_write, src, table=table, format=format, pattern=pattern, progress=st.progress)  # type: ignore[arg-type]
         emit(ctx, res.model_dump(mode="json"), lambda: _human(res))
 
-    @app.command("tables")
+    @app.command("tables", epilog=examples(
+        'ingest tables sqlite:///shop.db --source-table orders --table bronze.o',
+        'ingest tables "$DB" --source-table users --table bronze.u --cursor ts',
+        'ingest tables "$DB" --source-table users --table bronze.u --primary-key id',
+    ))
     def tables_cmd(
         ctx: typer.Context,
         db_url: str = typer.Argument(..., help="SQLAlchemy URL: postgresql://..., mysql://..., sqlite:///path.db"),

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from ingest.cli.common import emit, state, to_json
+from ingest.cli.help import examples
 
 
 def _print_models(models: list[dict]) -> None:
@@ -45,7 +46,7 @@ def _echo_spark_log(json_out: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("transform")
+    @app.command("transform", epilog=examples('ingest transform', 'ingest transform --select photo_features+ --full-refresh'))
     def transform_cmd(
         ctx: typer.Context,
         select: Optional[str] = typer.Option(
@@ -94,7 +95,7 @@ def register(app: typer.Typer) -> None:
 
     catalog = typer.Typer(help="Share the lake with SQL clients.", no_args_is_help=True)
 
-    @catalog.command("export")
+    @catalog.command("export", epilog=examples('ingest catalog export lake.duckdb', 'duckdb lake.duckdb -c "select count(*) from gold.photo_features"'))
     def export_cmd(
         ctx: typer.Context,
         dest: str = typer.Argument(..., help="DuckDB file to write, e.g. lake.duckdb"),
