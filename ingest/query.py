@@ -138,12 +138,12 @@ def open_tables(
     from ingest.vacuum import raise_if_vacuumed
 
     build = dataset or (lambda tid, v: lake.dataset(tid, version=v))
-    try:
-        for tid, v in versions.items():
+    for tid, v in versions.items():
+        try:
             add_view(con, tid, build(tid, v))
-    except Exception:
-        raise_if_vacuumed(lake, {str(t): v for t, v in versions.items()})  # type: ignore[misc]
-        raise
+        except Exception:
+            raise_if_vacuumed(lake, {str(tid): v})  # type: ignore[dict-item]
+            raise
 
 
 def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Table:

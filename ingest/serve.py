@@ -308,27 +308,26 @@ class LakeSession(Session):
         return self._con
 
     def _point_all(self) -> None:
-        """Every table's view at the session's ``as_of`` (a table the snapshot does not pin, or
-        that did not exist then, stays at its current version; reading it says why)."""
-        versions: dict[TableId, int | str | None] = {}
+        """Every table's view at the session's ``as_of``; a table the snapshot does not pin, or
+        that has no such version, keeps its view (reading it names the problem)."""
         for tid in self.lake.list_tables():
             try:
-                versions[tid] = resolve_as_of(self.lake, self.as_of, [tid]).get(str(tid))
-            except ConfigError:
-                versions[tid] = None
-        self._open(versions)
+                self._open(resolve_as_of(self.lake, self.as_of, [tid]) or {str(tid): None})
+            except IngestError:
+                if str(tid) not in self._known:
+                    self._open({str(tid): None})
 
     def _follow(self, tables: list[TableId]) -> None:
         """Re-point the views a statement names at the version it should read."""
         wanted = [t for t in tables if str(t) in self._known or self.lake.table_exists(t)]
         if wanted:
             pinned = resolve_as_of(self.lake, self.as_of, wanted)
-            self._open({t: pinned.get(str(t)) for t in wanted})
+            self._open({str(t): pinned.get(str(t)) for t in wanted})
 
-    def _open(self, versions: dict[TableId, int | str | None]) -> None:
+    def _open(self, versions: dict[str, int | str | None]) -> None:
         assert self._con is not None  # noqa: S101 - internal invariant, not a data check
-        open_tables(self.lake, self._con, versions, dataset=self._datasets.get)
-        self._known.update(str(t) for t in versions)
+        open_tables(self.lake, self._con, {TableId.parse(t): v for t, v in versions.items()}, dataset=self._datasets.get)
+        self._known.update(versions)
 
     # statements that are not queries
     def _session_statement(self, sql: str) -> QueryResult | None:
