@@ -19,8 +19,8 @@ import base64
 import datetime
 import enum
 import hmac
-import json
 import ipaddress
+import json
 import logging
 import re
 import socket
@@ -29,8 +29,8 @@ import ssl
 import struct
 import sys
 import threading
-from collections import OrderedDict
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -43,7 +43,13 @@ from buenavista.core import BVType, Connection, QueryResult, Session, SimpleQuer
 
 from ingest.errors import ConfigError, IngestError
 from ingest.lake import LAYERS, Lake, TableId, plain_dataset
-from ingest.query import check_read_only, lock_down, open_tables, referenced_tables, resolve_as_of
+from ingest.query import (
+    check_read_only,
+    lock_down,
+    open_tables,
+    referenced_tables,
+    resolve_as_of,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -126,14 +132,14 @@ class _Datasets:
 
 
 # -- the statements a PostgreSQL client sends that are not queries -----------------------------
-_BEGIN = re.compile(r"^\s*(begin|start\s+transaction)\b", re.I)
-_END = re.compile(r"^\s*(commit|end|rollback|abort)\b", re.I)
+_BEGIN = re.compile(r"^\s*(begin|start\s+transaction)\b", re.IGNORECASE)
+_END = re.compile(r"^\s*(commit|end|rollback|abort)\b", re.IGNORECASE)
 _SET = re.compile(
-    r"^\s*set\s+(?:session\s+|local\s+)?([\w.\"]+)\s*(?:=|\bto\b)\s*(.*?)\s*;?\s*$", re.I | re.S
+    r"^\s*set\s+(?:session\s+|local\s+)?([\w.\"]+)\s*(?:=|\bto\b)\s*(.*?)\s*;?\s*$", re.IGNORECASE | re.DOTALL
 )
-_RESET = re.compile(r"^\s*reset\s+([\w.\"]+)\s*;?\s*$", re.I)
-_SHOW = re.compile(r"^\s*show\s+(.+?)\s*;?\s*$", re.I | re.S)
-_IGNORED = re.compile(r"^\s*(set|discard|deallocate|close|unlisten|listen)\b", re.I)
+_RESET = re.compile(r"^\s*reset\s+([\w.\"]+)\s*;?\s*$", re.IGNORECASE)
+_SHOW = re.compile(r"^\s*show\s+(.+?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
+_IGNORED = re.compile(r"^\s*(set|discard|deallocate|close|unlisten|listen)\b", re.IGNORECASE)
 _PG_SETTINGS = {
     "server_version": SERVER_VERSION, "server_encoding": "UTF8", "client_encoding": "UTF8",
     "datestyle": "ISO, MDY", "timezone": "UTC", "integer_datetimes": "on", "standard_conforming_strings": "on",
@@ -147,14 +153,14 @@ _MACROS = {
     "pg_encoding_to_char": "create temp macro pg_encoding_to_char(enc) as 'UTF8'",
     "pg_get_statisticsobjdef_columns": "create temp macro pg_get_statisticsobjdef_columns(oid) as null",
 }
-_PG_FUNC = re.compile(r"\bpg_catalog\s*\.\s*(" + "|".join(_MACROS) + r")\s*\(", re.I)
-_VERSION = re.compile(r"\b(?:pg_catalog\s*\.\s*)?version\s*\(\s*\)", re.I)
+_PG_FUNC = re.compile(r"\bpg_catalog\s*\.\s*(" + "|".join(_MACROS) + r")\s*\(", re.IGNORECASE)
+_VERSION = re.compile(r"\b(?:pg_catalog\s*\.\s*)?version\s*\(\s*\)", re.IGNORECASE)
 _REWRITES = [
     # psql's \dt lists relkind 'r' (tables); the lake's tables are DuckDB views
-    (re.compile(r"relkind\s+in\s+\('r',\s*'p',\s*''\)", re.I), "relkind IN ('r','p','v','')"),
+    (re.compile(r"relkind\s+in\s+\('r',\s*'p',\s*''\)", re.IGNORECASE), "relkind IN ('r','p','v','')"),
     # psql's \d NAME: OPERATOR(pg_catalog.~) and COLLATE pg_catalog.default
-    (re.compile(r"OPERATOR\s*\(\s*pg_catalog\s*\.\s*([~!=<>*]+)\s*\)", re.I), r"\1"),
-    (re.compile(r"\s+COLLATE\s+pg_catalog\s*\.\s*\"?default\"?", re.I), ""),
+    (re.compile(r"OPERATOR\s*\(\s*pg_catalog\s*\.\s*([~!=<>*]+)\s*\)", re.IGNORECASE), r"\1"),
+    (re.compile(r"\s+COLLATE\s+pg_catalog\s*\.\s*\"?default\"?", re.IGNORECASE), ""),
 ]
 
 
@@ -312,7 +318,9 @@ class LakeSession(Session):
         that has no such version, keeps its view (reading it names the problem)."""
         for tid in self.lake.list_tables():
             try:
-                self._open(resolve_as_of(self.lake, self.as_of, [tid]) or {str(tid): None})
+                pinned: dict[str, int | str | None] = {str(tid): None}
+                pinned.update(resolve_as_of(self.lake, self.as_of, [tid]))
+                self._open(pinned)
             except IngestError:
                 if str(tid) not in self._known:
                     self._open({str(tid): None})
@@ -325,7 +333,7 @@ class LakeSession(Session):
             self._open({str(t): pinned.get(str(t)) for t in wanted})
 
     def _open(self, versions: dict[str, int | str | None]) -> None:
-        assert self._con is not None  # noqa: S101 - internal invariant, not a data check
+        assert self._con is not None  # internal invariant, not a data check
         open_tables(self.lake, self._con, {TableId.parse(t): v for t, v in versions.items()}, dataset=self._datasets.get)
         self._known.update(versions)
 
@@ -431,6 +439,10 @@ class _Handler(bv.BuenaVistaHandler):
     """buenavista's handler plus TLS, one password for any user, and errors with an SQLSTATE."""
 
     server: "LakeServer"
+    r: bv.BVBuffer
+    connection: Any
+    rfile: Any
+    wfile: Any
 
     def handle_startup(self, conn: Connection) -> bv.BVContext | None:
         length = self.r.read_uint32() - 4

@@ -22,13 +22,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve read-only SQL over the lake to any PostgreSQL client (psql, psycopg, DBeaver, Metabase).
 
-        Tables are layer.name at their current Delta version; `SET lakehouse.as_of = 'SNAPSHOT'`
-        (or a version number or ISO timestamp) reads them as of then.  Password: env
-        LAKEHOUSE_SERVE_PASSWORD, any user name.
+        Tables are layer.name at their current Delta version; SET lakehouse.as_of = 'NAME' reads them as of a snapshot (or a Delta version number, or an ISO timestamp). Password: env LAKEHOUSE_SERVE_PASSWORD, any user name.
 
         Examples:
           LAKEHOUSE_SERVE_PASSWORD=s3cret ingest serve --port 5433
-          psql "postgresql://analyst:s3cret@127.0.0.1:5433/lake" -c "select * from gold.daily_activity"
+          psql "postgresql://me:s3cret@127.0.0.1:5433/lake" -c "select * from gold.users"
         """
         from ingest.serve import PASSWORD_ENV, ServeConfig, check_config, serve
 
