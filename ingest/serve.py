@@ -19,6 +19,7 @@ import base64
 import datetime
 import enum
 import hmac
+import io
 import ipaddress
 import json
 import logging
@@ -133,6 +134,7 @@ class _Datasets:
 
 # -- the statements a PostgreSQL client sends that are not queries -----------------------------
 _BEGIN = re.compile(r"^\s*(begin|start\s+transaction)\b", re.IGNORECASE)
+_SAVEPOINT = re.compile(r"^\s*(savepoint|release|rollback\s+to)\b", re.IGNORECASE)
 _END = re.compile(r"^\s*(commit|end|rollback|abort)\b", re.IGNORECASE)
 _SET = re.compile(
     r"^\s*set\s+(?:session\s+|local\s+)?([\w.\"]+)\s*(?:=|\bto\b)\s*(.*?)\s*;?\s*$", re.IGNORECASE | re.DOTALL
@@ -152,8 +154,10 @@ _MACROS = {
     "pg_get_userbyid": "create temp macro pg_get_userbyid(oid) as 'lakehouse'",
     "pg_encoding_to_char": "create temp macro pg_encoding_to_char(enc) as 'UTF8'",
     "pg_get_statisticsobjdef_columns": "create temp macro pg_get_statisticsobjdef_columns(oid) as null",
+    "pg_get_serial_sequence": "create temp macro pg_get_serial_sequence(tbl, col) as null",
+    "to_regtype": "create temp macro to_regtype(regtype_arg) as (select min(t.oid) from pg_catalog.pg_type t where t.typname = regtype_arg)",
 }
-_PG_FUNC = re.compile(r"\bpg_catalog\s*\.\s*(" + "|".join(_MACROS) + r")\s*\(", re.IGNORECASE)
+_PG_FUNC = re.compile(r"\b(?:pg_catalog\s*\.\s*)?(" + "|".join(_MACROS) + r")\s*\(", re.IGNORECASE)
 _VERSION = re.compile(r"\b(?:pg_catalog\s*\.\s*)?version\s*\(\s*\)", re.IGNORECASE)
 _REWRITES = [
     # psql's \dt lists relkind 'r' (tables); the lake's tables are DuckDB views
@@ -161,6 +165,8 @@ _REWRITES = [
     # psql's \d NAME: OPERATOR(pg_catalog.~) and COLLATE pg_catalog.default
     (re.compile(r"OPERATOR\s*\(\s*pg_catalog\s*\.\s*([~!=<>*]+)\s*\)", re.IGNORECASE), r"\1"),
     (re.compile(r"\s+COLLATE\s+pg_catalog\s*\.\s*\"?default\"?", re.IGNORECASE), ""),
+    # psycopg's and SQLAlchemy's type lookups: x::regtype (DuckDB has no reg* types)
+    (re.compile(r"::\s*(?:pg_catalog\s*\.\s*)?reg(?:type|class|proc|namespace)\b", re.IGNORECASE), ""),
 ]
 
 
@@ -342,6 +348,8 @@ class LakeSession(Session):
         if _BEGIN.match(sql):
             self.in_txn = True
             return _Status("BEGIN")
+        if m := _SAVEPOINT.match(sql):  # SQLAlchemy and psycopg nest transactions with them
+            return _Status(m.group(1).split()[0].upper())
         if m := _END.match(sql):
             self.in_txn = False
             return _Status("ROLLBACK" if m.group(1).lower() in ("rollback", "abort") else "COMMIT")
@@ -472,6 +480,32 @@ class _Handler(bv.BuenaVistaHandler):
             return None
         raise IngestError(f"unsupported start-up message {code}")
 
+    def handle_bind(self, ctx: bv.BVContext, payload: bytes) -> None:
+        """buenavista's Bind, except that a text parameter of unknown type stays a string (it
+        parsed those as dates, so psycopg's ``%s`` with a str failed); DuckDB casts it."""
+        buf = bv.BVBuffer(io.BytesIO(payload))
+        portal, stmt = _cstring(buf), _cstring(buf)
+        formats = [buf.read_int16() for _ in range(buf.read_int16())]
+        count = buf.read_int16()
+        formats = (formats * count if len(formats) == 1 else formats) or [0] * count
+        oids = ctx.stmts[stmt][1]
+        params: list[Any] = []
+        for i in range(count):
+            size = buf.read_int32()
+            raw = None if size < 0 else buf.read_bytes(size)
+            oid = oids[i] if i < len(oids) else 0
+            if raw is None:
+                params.append(None)
+            elif formats[i] == 0:
+                params.append(raw.decode("utf-8"))
+            elif oid in bv.TYPE_OIDS and bv.TYPE_OIDS[oid][1]:
+                params.append(struct.unpack(bv.TYPE_OIDS[oid][1], raw)[0])
+            else:
+                raise IngestError(f"binary parameters of type oid {oid} are not supported: send them as text")
+        result_formats = [buf.read_int16() for _ in range(buf.read_int16())]
+        ctx.add_portal(portal, stmt, params, result_formats)
+        self.send_bind_complete()
+
     def _start_tls(self, context: ssl.SSLContext) -> None:
         self.connection = self.request = context.wrap_socket(self.connection, server_side=True)
         self.rfile = self.connection.makefile("rb", self.rbufsize)
@@ -505,6 +539,13 @@ class _Handler(bv.BuenaVistaHandler):
             super().handle()
         except (_Refused, ConnectionError, ssl.SSLError, OSError):
             pass
+
+
+def _cstring(buf: bv.BVBuffer) -> str:
+    out = bytearray()
+    while (b := buf.read_byte()) not in (b"", bv.NULL_BYTE):
+        out += b
+    return out.decode("utf-8")
 
 
 class _Refused(Exception):

@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pytest
@@ -145,6 +145,24 @@ def test_bi_tool_catalog_queries(server: str) -> None:
         assert cur.fetchone() is not None
         cur.execute("select name, signed_up from gold.users where user_id = %s", (2,))
         assert cur.fetchall() == [("bob", datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc))]
+        cur.execute("select user_id from gold.users where name = %s", ("bob",))  # a str parameter stays a str
+        assert cur.fetchall() == [(2,)]
+
+
+def test_sqlalchemy_engine(server: str) -> None:
+    """SQLAlchemy's psycopg dialect looks up types and nests transactions with savepoints on connect."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(server.replace("postgresql://analyst@", f"postgresql+psycopg://analyst:{PASSWORD}@"))
+    try:
+        with engine.connect() as con:
+            rows = con.execute(sa.text("select order_id from gold.orders where user_id = :u order by 1"), {"u": 2}).all()
+            assert [r[0] for r in rows] == [12, 13]
+            assert sorted(sa.inspect(con).get_view_names(schema="gold")) == ["orders", "users"]
+            with con.begin_nested():
+                assert con.execute(sa.text("select count(*) from gold.users")).scalar() == 2
+    finally:
+        engine.dispose()
 
 
 def test_snapshot_and_version_from_plain_sql(server: str) -> None:
