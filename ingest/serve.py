@@ -443,6 +443,15 @@ _SSL_REQUEST, _GSSENC_REQUEST, _CANCEL_REQUEST, _PROTOCOL_3 = 80877103, 80877104
 _SQLSTATE = (("password authentication failed", "28P01"), ("requires TLS", "28000"), ("refused", "25006"))
 
 
+class _Context(bv.BVContext):
+    def describe_statement(self, name: str) -> QueryResult:
+        """The columns of a prepared statement, found by running it with NULL parameters
+        (buenavista made up a value per type and refused the types it did not know, e.g. varchar)."""
+        sql, oids = self.stmts[name]
+        count = max([len(oids), *(int(n) for n in re.findall(r"\$(\d+)", sql))])
+        return self.execute_sql(sql, [None] * count if count else None)
+
+
 class _Handler(bv.BuenaVistaHandler):
     """buenavista's handler plus TLS, one password for any user, and errors with an SQLSTATE."""
 
@@ -472,7 +481,7 @@ class _Handler(bv.BuenaVistaHandler):
             msg = [x.decode("utf-8") for x in self.r.read_bytes(length - 4).split(bv.NULL_BYTE)]
             params = dict(zip(msg[::2], msg[1::2]))
             session = self.server.conn.open_session(params)
-            ctx = bv.BVContext(session, None, params)
+            ctx = _Context(session, None, params)
             self.send_auth_request(ctx)
             return ctx
         if code == _CANCEL_REQUEST:  # cancelling a running DuckDB query is not supported: ignore

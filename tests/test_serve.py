@@ -149,6 +149,20 @@ def test_bi_tool_catalog_queries(server: str) -> None:
         assert cur.fetchall() == [(2,)]
 
 
+def test_prepared_statement_with_varchar_parameter(server: str) -> None:
+    """JDBC tools (DBeaver, Metabase) prepare, describe, then execute, typing strings as varchar."""
+    with connect(server, autocommit=True) as con:
+        pg = con.pgconn
+        prepared = pg.prepare(b"by_name", b"select user_id, name from gold.users where name = $1", [1043])
+        assert prepared.error_message == b""
+        described = pg.describe_prepared(b"by_name")
+        assert described.error_message == b""
+        assert [described.fname(i) for i in range(described.nfields)] == [b"user_id", b"name"]
+        result = pg.exec_prepared(b"by_name", [b"ann"])
+        assert result.error_message == b"" and result.ntuples == 1
+        assert (result.get_value(0, 0), result.get_value(0, 1)) == (b"1", b"ann")
+
+
 def test_sqlalchemy_engine(server: str) -> None:
     """SQLAlchemy's psycopg dialect looks up types and nests transactions with savepoints on connect."""
     import sqlalchemy as sa
