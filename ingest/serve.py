@@ -589,6 +589,8 @@ def serve(lake: Lake, config: ServeConfig) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
     host, port = server.server_address[:2]
+    if tls is None and not is_loopback(config.host):
+        print(f"warning: serving on {config.host} without TLS: give --tls-cert/--tls-key", file=sys.stderr, flush=True)
     print(
         f"serving lake {lake.uri} on postgresql://{host}:{port} "
         f"(password {'required' if config.password else 'not required'}, TLS {'on' if tls else 'off'}); Ctrl-C stops",
