@@ -238,10 +238,21 @@ def _pg_type(t: pa.DataType) -> Any:
 
 
 class _Result(DuckDBQueryResult):
+    """Rows always go out as text: the row description tells the client so, and buenavista's
+    binary encoders fail on negative integers and time zone-aware timestamps."""
+
     def __init__(self, reader: pa.RecordBatchReader) -> None:
         super().__init__(None)
         self.rbr, self.rbi = reader, RecordBatchIterator(reader)
         self.bvtypes = [_pg_type(f.type) for f in reader.schema]
+
+    @property
+    def result_format(self) -> list[int] | None:
+        return None
+
+    @result_format.setter
+    def result_format(self, _requested: Any) -> None:
+        pass
 
 
 class _Status(QueryResult):

@@ -147,6 +147,9 @@ def test_bi_tool_catalog_queries(server: str) -> None:
         assert cur.fetchall() == [("bob", datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc))]
         cur.execute("select user_id from gold.users where name = %s", ("bob",))  # a str parameter stays a str
         assert cur.fetchall() == [(2,)]
+        binary = con.cursor(binary=True)  # asked for binary rows, the server answers in text and says so
+        binary.execute("select -user_id, signed_up from gold.users where user_id = 1")
+        assert binary.fetchall() == [(-1, datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc))]
 
 
 def test_prepared_statement_with_varchar_parameter(server: str) -> None:
