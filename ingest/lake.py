@@ -365,12 +365,7 @@ class Lake:
         con = duckdb.connect()
         version = version or {}
         for tid in tables if tables is not None else self.list_tables():
-            ds = self.dataset(tid, version=version.get(str(tid)))
-            con.execute(f'create schema if not exists "{tid.layer}"')
-            con.register(f"__arrow_{tid.layer}_{tid.name}", ds)
-            con.execute(
-                f'create view "{tid.layer}"."{tid.name}" as select * from "__arrow_{tid.layer}_{tid.name}"'
-            )
+            add_view(con, tid, self.dataset(tid, version=version.get(str(tid))))
         return con
 
     # -- errors -----------------------------------------------------------------------------
@@ -673,3 +668,13 @@ def _summary(exc: BaseException) -> str:
     if len(lines) > 1 and lines[-1] not in head:
         head = f"{head}: {lines[-1]}"
     return head[:400]
+
+
+def add_view(con: "duckdb.DuckDBPyConnection", tid: TableId, dataset: Any) -> None:
+    """(Re)point the view ``layer.name`` of ``con`` at ``dataset`` (one version of the table).
+
+    Works on a locked-down connection too, so a long-lived SQL session can follow new commits.
+    """
+    con.execute(f'create schema if not exists "{tid.layer}"')
+    con.register(f"__arrow_{tid.layer}_{tid.name}", dataset)
+    con.execute(f'create or replace view "{tid.layer}"."{tid.name}" as select * from "__arrow_{tid.layer}_{tid.name}"')

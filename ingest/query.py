@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pyarrow as pa
 
 from ingest.errors import ConfigError, IngestError
 from ingest.lake import LAYERS, Lake, TableId
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
 
 _TABLE_REF = re.compile(r'(?<![\w."])"?(' + "|".join(LAYERS) + r')"?\s*\.\s*"?([A-Za-z_][A-Za-z0-9_]*)"?')
 _READ_ONLY = {"SELECT", "EXPLAIN", "PRAGMA"}
@@ -35,7 +38,7 @@ _READ_ONLY_PRAGMAS = {
 
 def _refuse(kind: str) -> IngestError:
     return IngestError(
-        f"refused: `ingest sql` is read-only and this is a {kind} statement; "
+        f"refused: SQL over the lake is read-only and this is a {kind} statement; "
         "write through the ingest/transform commands instead"
     )
 
@@ -114,24 +117,51 @@ def version_at(lake: Lake, table: TableId, ts: datetime) -> int:
     return max(found)
 
 
+def lock_down(con: "duckdb.DuckDBPyConnection") -> None:
+    """Once the views are set up: no file or network access (no COPY TO, ATTACH, read_csv,
+    INSTALL), and no setting can be changed back."""
+    con.execute("set enable_external_access = false")
+    con.execute("set lock_configuration = true")
+
+
+def open_tables(
+    lake: Lake, con: "duckdb.DuckDBPyConnection", versions: dict[TableId, int | str | None], *,
+    dataset: Callable[[TableId, int | str | None], Any] | None = None,
+) -> None:
+    """Point the ``layer.name`` view of each table at its version (None: the current one).
+
+    ``dataset`` builds a table's dataset (default ``lake.dataset``; a server passes a cache).
+    Opening a table reads file footers: a version whose files `ingest vacuum` removed fails
+    here, and says so instead of "Could not open".
+    """
+    from ingest.lake import add_view
+    from ingest.vacuum import raise_if_vacuumed
+
+    build = dataset or (lambda tid, v: lake.dataset(tid, version=v))
+    for tid, v in versions.items():
+        try:
+            add_view(con, tid, build(tid, v))
+        except Exception:
+            raise_if_vacuumed(lake, {str(tid): v})  # type: ignore[dict-item]
+            raise
+
+
 def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Table:
     """Run one read-only query; table names are ``layer.name``."""
+    import duckdb
+
     check_read_only(query)
     tables = referenced_tables(query)
     versions = resolve_as_of(lake, as_of, tables)
     from ingest.vacuum import raise_if_vacuumed
 
+    con = duckdb.connect()
     try:
-        con = lake.duckdb(tables=tables, version=versions)  # type: ignore[arg-type]
-    except Exception:
-        # opening the tables reads file footers: a vacuumed version fails here already
-        raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]
-        raise
-    # the views are set up: from here on the query cannot touch files (no COPY TO, no ATTACH)
-    con.execute("set enable_external_access = false")
-    con.execute("set lock_configuration = true")
-    try:
+        open_tables(lake, con, {t: versions.get(str(t)) for t in tables})
+        lock_down(con)  # the views are set up: from here on the query cannot touch files
         return con.execute(query).to_arrow_table()
+    except IngestError:
+        raise
     except Exception as exc:  # noqa: BLE001 - duckdb errors become one line
         message = f"query failed: {str(exc).splitlines()[0]}"
     finally:
