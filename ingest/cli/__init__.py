@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "ingest.cli.snapshot_cmds",
     "ingest.cli.sync_cmd",
     "ingest.cli.transform_cmds",
+    "ingest.cli.docs_cmd",
 ]
 
 # command -> its module (tests/test_cli_registry.py checks this against the modules)
@@ -32,6 +33,7 @@ COMMANDS = {
     "snapshot": "ingest.cli.snapshot_cmds", "vacuum": "ingest.cli.snapshot_cmds", "shards": "ingest.cli.snapshot_cmds",
     "sync": "ingest.cli.sync_cmd",
     "transform": "ingest.cli.transform_cmds", "catalog": "ingest.cli.transform_cmds",
+    "docs": "ingest.cli.docs_cmd",
 }
 _GLOBAL_OPTIONS_WITH_VALUE = ("--lake", "--config")
 

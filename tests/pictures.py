@@ -1,0 +1,101 @@
+"""A small real lake for the picture tests, and headless Chromium to look at what they draw.
+
+The lake is built once per test session the way `ingest run` builds one (bundled sample
+sources, two log loads, dbt without Spark, a snapshot, a shard set): a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+BIN = Path(sys.executable).parent
+_BUILT: dict[str, Path] = {}
+
+
+def ingest(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The `ingest` console script, as a user runs it."""
+    return subprocess.run([str(BIN / "ingest"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def small_lake(root: Path) -> Path:
+    """The session's lake under ``root`` (built on first use): bronze, silver, gold, a snapshot, shards."""
+    if "lake" in _BUILT:
+        return _BUILT["lake"]
+    from ingest.lake import Lake
+    from ingest.pipeline import default_sources, ingest_source, shards_stage, snapshot_stage
+    from ingest.settings import Settings
+    from transforms.dbt_runner import run_transform
+
+    sample = root / "sample"
+    lake_dir = root / "lake"
+    settings = Settings(lake=str(lake_dir), sample_dir=str(sample))
+    lake = Lake.from_settings(settings)
+    sources = default_sources(settings)
+    for src in sources:
+        ingest_source(lake, src)
+    # a second day of logs: a second run with rows, so the charts have a series over time
+    logs = sample / "logs"
+    first = sorted(p for p in logs.iterdir() if p.suffix == ".jsonl")[0]
+    lines = first.read_text().splitlines()
+    extra = []
+    for line in lines[: len(lines) // 2]:
+        try:
+            extra.append(json.loads(line))
+        except ValueError:  # the sample's malformed line
+            continue
+    for i, e in enumerate(extra):
+        e["event_id"] = f"day2-{i}"
+    (logs / "day2.jsonl").write_text("".join(json.dumps(e) + "\n" for e in extra))
+    for src in sources:
+        ingest_source(lake, src)
+    run_transform(settings, include_spark=False)
+    snap = snapshot_stage(settings)
+    shards_stage(settings, snap["name"])
+    _BUILT["lake"] = lake_dir
+    return lake_dir
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        raise RuntimeError("chromium is not installed: run `make test-deps`")
+    return exe
+
+
+def _chromium_args(tmp: Path) -> list[str]:
+    return [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+            f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=15000"]
+
+
+def screenshot(page: Path, png: Path, *, size: str = "1280,2000") -> Image.Image:
+    """Render ``page`` from file:// and return the screenshot."""
+    r = subprocess.run([*_chromium_args(png.parent), f"--screenshot={png}", f"--window-size={size}", page.as_uri()],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0 and png.is_file(), r.stderr[-2000:]
+    return Image.open(png).convert("RGB")
+
+
+def rendered_dom(page: Path, tmp: Path) -> str:
+    """The DOM after the page's scripts ran (``--dump-dom``)."""
+    r = subprocess.run([*_chromium_args(tmp), "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def ink(img: Image.Image) -> tuple[float, int]:
+    """(fraction of pixels that are not near-white, number of distinct colours)."""
+    small = img.resize((img.width // 4, img.height // 4))
+    pixels = list(small.getdata())
+    dark = sum(1 for p in pixels if min(p) < 235)
+    return dark / len(pixels), len(set(img.getdata()))
+
+
+def colour_near(img: Image.Image, rgb: tuple[int, int, int], *, tol: int = 12) -> int:
+    """Pixels within ``tol`` of ``rgb`` per channel (a chart's series or status colour)."""
+    return sum(1 for p in img.getdata() if all(abs(a - b) <= tol for a, b in zip(p, rgb)))
