@@ -84,7 +84,7 @@ def render_health_html(*, lake: Lake, report: HealthReport, thresholds: HealthTh
         for t in report.tables for c in t.checks if c.name == "volume" and c.value is not None
     ]
     quarantine = [
-        Bar(label=table, value=round(100 * q / n, 2) if n else 0.0, colour=PALETTE[5] if q else OK,
+        Bar(label=table, value=round(100 * q / n, 2) if n else 0.0, colour=PALETTE[1] if q else OK,
             note=f"{100 * q / n:.2f}% ({q:,} of {n:,} rows)" if n else "no rows read")
         for table, (q, n) in quarantine_rates(runs).items()
     ]
@@ -103,7 +103,7 @@ def render_health_html(*, lake: Lake, report: HealthReport, thresholds: HealthTh
                    limit_label=f"min {thresholds.min_volume_ratio:g}", legend=status_legend)),
         ("Quarantine rate", "Share of the rows read by ingest runs that went to <table>_quarantine instead (corrupt images, unparsable lines, values that do not fit).",
          bar_chart(title="Quarantined rows, % of rows read", bars=quarantine, x_label="% quarantined", unit="%",
-                   legend=[("nothing quarantined", OK), ("some rows quarantined", PALETTE[5])])),
+                   legend=[("nothing quarantined", OK), ("some rows quarantined", PALETTE[1])])),
         ("Distribution checks", f"Change of each watched column's null rate since the last load (breach above {thresholds.max_null_rate_drift:g}; distinct counts in the labels, breach above ×{thresholds.max_distinct_drift:g} change).",
          bar_chart(title="Null-rate change per watched column", bars=drift, x_label="absolute change in null rate",
                    limit=thresholds.max_null_rate_drift, limit_label=f"max {thresholds.max_null_rate_drift:g}", legend=status_legend)),

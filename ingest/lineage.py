@@ -165,7 +165,7 @@ def _looks_like_table(ref: str) -> bool:
 
 # -- the whole lake as one graph (`ingest docs`) -------------------------------------------------
 LAKE_KINDS = {  # column order, left to right, and colours of the lineage picture
-    "source": "#6b7280", "bronze": "#b7791f", "silver": "#64748b", "gold": "#c9a227",
+    "source": "#8b5cf6", "bronze": "#b7791f", "silver": "#64748b", "gold": "#c9a227",
     "snapshot": "#0072B2", "shard_set": "#009E73",
 }
 LAKE_KIND_LABELS = {"source": "source", "bronze": "bronze table", "silver": "silver table", "gold": "gold table",
@@ -225,7 +225,7 @@ def lake_graph(lake: Lake, *, static_edges: list[tuple[str, str, str]] = ()) -> 
                 continue
             ref = r["target"].rstrip("/")
             graph.add_node(GraphNode(
-                id=f"shards:{ref}", label="/".join(ref.split("/")[-2:]), kind="shard_set",
+                id=f"shards:{ref}", label=str(manifest.get("dataset") or ref.split("/")[-2]), kind="shard_set",
                 detail=f"{manifest.get('format')} · {len(manifest.get('shards', []))} shards", tooltip=ref,
             ))
             snap_id = f"snapshot:{manifest.get('snapshot')}"

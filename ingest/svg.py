@@ -237,8 +237,12 @@ def layered_graph(*, title: str, graph: Graph, colours: dict[str, str], kind_lab
     by_col: dict[int, list[GraphNode]] = {}
     for n in graph.nodes:
         by_col.setdefault(col[n.id], []).append(n)
-    node_w, node_h, gap_x, gap_y = 200, 46, 70, 18
-    width = max(40 + ncols * (node_w + gap_x), 600)
+    node_h, gap_x, gap_y = 46, 44, 16
+    # each column as wide as its longest label or detail (about 7.8 px a character in bold 12 px)
+    col_w = [min(280, max([150] + [20 + 7.8 * max(len(n.label), len(n.detail) * 0.85) for n in by_col.get(c, [])]))
+             for c in range(ncols)]
+    col_x = [20 + sum(col_w[:c]) + c * gap_x for c in range(ncols)]
+    width = max(int(col_x[-1] + col_w[-1] + 20), 600)
     leg, legend_h = _legend(16, 48, items, max_width=width - 32)
     top = 48 + legend_h + 12
     rows = max((len(v) for v in by_col.values()), default=1)
@@ -258,14 +262,14 @@ def layered_graph(*, title: str, graph: Graph, colours: dict[str, str], kind_lab
         nodes.sort(key=key)
         offset = (rows - len(nodes)) * (node_h + gap_y) / 2
         for i, n in enumerate(nodes):
-            pos[n.id] = (20 + c * (node_w + gap_x), top + offset + i * (node_h + gap_y))
+            pos[n.id] = (col_x[c], top + offset + i * (node_h + gap_y))
     body = list(leg)
     body.append("<defs><marker id='arrow' viewBox='0 0 10 10' refX='9' refY='5' markerWidth='7' markerHeight='7' "
                 "orient='auto-start-reverse'><path d='M0,0 L10,5 L0,10 z' fill='#6b7280'/></marker></defs>")
     for s, d, label in graph.edges:
         if s not in pos or d not in pos:
             continue
-        x0, y0 = pos[s][0] + node_w, pos[s][1] + node_h / 2
+        x0, y0 = pos[s][0] + col_w[col[s]], pos[s][1] + node_h / 2
         x1, y1 = pos[d][0], pos[d][1] + node_h / 2
         mx = (x0 + x1) / 2
         tip = f"<title>{escape(label)}</title>" if label else ""
@@ -273,14 +277,15 @@ def layered_graph(*, title: str, graph: Graph, colours: dict[str, str], kind_lab
                     f"fill='none' stroke='#9aa1ab' stroke-width='1.6' marker-end='url(#arrow)'>{tip}</path>")
     for n in graph.nodes:
         x, y = pos[n.id]
+        node_w, chars = col_w[col[n.id]], int((col_w[col[n.id]] - 20) / 7.8)
         colour = colours.get(n.kind, MUTED)
         tip = escape(n.tooltip or f"{n.kind}: {n.label}")
         body.append(f"<g class='node' data-kind='{escape(n.kind, quote=True)}'><title>{tip}</title>"
                     f"<rect x='{x}' y='{y:.1f}' width='{node_w}' height='{node_h}' rx='8' fill='{colour}' fill-opacity='0.14' "
                     f"stroke='{colour}' stroke-width='1.8'/>")
-        body.append(_t(x + 10, y + 19, _clip(n.label, 27), size=12, weight="600"))
+        body.append(_t(x + 9, y + 19, _clip(n.label, chars), size=12, weight="600"))
         if n.detail:
-            body.append(_t(x + 10, y + 36, _clip(n.detail, 31), size=11, fill="#555"))
+            body.append(_t(x + 9, y + 36, _clip(n.detail, int((node_w - 20) / 6.6)), size=11, fill="#555"))
         body.append("</g>")
     return _frame(width, height, title, body, label=title)
 

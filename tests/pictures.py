@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 BIN = Path(sys.executable).parent
@@ -52,8 +53,7 @@ def small_lake(root: Path) -> Path:
     for i, e in enumerate(extra):
         e["event_id"] = f"day2-{i}"
     (logs / "day2.jsonl").write_text("".join(json.dumps(e) + "\n" for e in extra))
-    for src in sources:
-        ingest_source(lake, src)
+    ingest_source(lake, next(s for s in sources if s.table == "bronze.events"))
     run_transform(settings, include_spark=False)
     snap = snapshot_stage(settings)
     shards_stage(settings, snap["name"])
@@ -73,29 +73,35 @@ def _chromium_args(tmp: Path) -> list[str]:
             f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=15000"]
 
 
-def screenshot(page: Path, png: Path, *, size: str = "1280,2000") -> Image.Image:
-    """Render ``page`` from file:// and return the screenshot."""
-    r = subprocess.run([*_chromium_args(png.parent), f"--screenshot={png}", f"--window-size={size}", page.as_uri()],
+def _url(page: Path, fragment: str) -> str:
+    return page.as_uri() + (f"#{fragment}" if fragment else "")
+
+
+def screenshot(page: Path, png: Path, *, size: str = "1280,2000", fragment: str = "") -> Image.Image:
+    """Render ``page`` (at ``#fragment``) from file:// and return the screenshot."""
+    r = subprocess.run([*_chromium_args(png.parent), f"--screenshot={png}", f"--window-size={size}", _url(page, fragment)],
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0 and png.is_file(), r.stderr[-2000:]
     return Image.open(png).convert("RGB")
 
 
-def rendered_dom(page: Path, tmp: Path) -> str:
+def rendered_dom(page: Path, tmp: Path, *, fragment: str = "") -> str:
     """The DOM after the page's scripts ran (``--dump-dom``)."""
-    r = subprocess.run([*_chromium_args(tmp), "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
+    r = subprocess.run([*_chromium_args(tmp), "--dump-dom", _url(page, fragment)], capture_output=True, text=True,
+                       timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 
 
 def ink(img: Image.Image) -> tuple[float, int]:
     """(fraction of pixels that are not near-white, number of distinct colours)."""
-    small = img.resize((img.width // 4, img.height // 4))
-    pixels = list(small.getdata())
-    dark = sum(1 for p in pixels if min(p) < 235)
-    return dark / len(pixels), len(set(img.getdata()))
+    px = np.asarray(img, dtype=np.int32)
+    dark = float((px.min(axis=2) < 235).mean())
+    packed = (px[..., 0] << 16) | (px[..., 1] << 8) | px[..., 2]
+    return dark, len(np.unique(packed))
 
 
 def colour_near(img: Image.Image, rgb: tuple[int, int, int], *, tol: int = 12) -> int:
     """Pixels within ``tol`` of ``rgb`` per channel (a chart's series or status colour)."""
-    return sum(1 for p in img.getdata() if all(abs(a - b) <= tol for a, b in zip(p, rgb)))
+    px = np.asarray(img, dtype=np.int32)
+    return int((np.abs(px - np.array(rgb)) <= tol).all(axis=2).sum())

@@ -180,7 +180,8 @@ def _lake_page(lake: Lake, svg: str, spark_pkg: Any) -> str:
         )
     return "".join([
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Lake lineage — {escape(lake.uri)}</title><style>{PAGE_CSS}</style></head><body>",
+        f"<title>Lake lineage — {escape(lake.uri)}</title><style>{PAGE_CSS}main{{max-width:1400px}}</style>"
+        "</head><body>",
         "<header><h1>Lake lineage and Spark models</h1>",
         f"<p>{escape(lake.uri)} · <a style='color:#93c5fd' href='index.html'>dbt models, columns and tests &larr;</a></p></header><main>",
         "<section><h2>Lineage</h2><p class='why'>Every table, the sources its ingest runs read, the models that built it "

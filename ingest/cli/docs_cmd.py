@@ -13,8 +13,7 @@ def register(app: typer.Typer) -> None:
     @app.command("docs")
     def docs_cmd(
         ctx: typer.Context,
-        out: Path = typer.Option(..., "--out", help="Directory to write the site into (created if missing).",
-                                 file_okay=False),
+        out: Path = typer.Option(..., "--out", help="Directory to write the site into (created if missing)."),
     ) -> None:
         """Build a static documentation site: dbt's docs plus the Spark models and the lake's lineage.
 

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         table: Optional[list[str]] = typer.Option(None, "--table", help="Check only these tables (repeatable)."),
         html: Optional[Path] = typer.Option(
             None, "--html", help="Also write the report with charts to this HTML file (self-contained, opens offline).",
-            dir_okay=False, show_default=False,
+            show_default=False,
         ),
     ) -> None:
         """Freshness, volume, schema, distribution and quarantine checks per table.

@@ -45,8 +45,9 @@ def model_params(name: str) -> dict[str, Any]:
 
 
 def model_description(name: str) -> str:
-    """The model's module docstring (what `ingest docs` shows for it)."""
-    return " ".join((_module(name).__doc__ or name).split())
+    """The first paragraph of the model's module docstring (what `ingest docs` shows for it)."""
+    first = (_module(name).__doc__ or name).strip().split("\n\n")[0]
+    return " ".join(first.replace("``", "`").split())
 
 
 def model_inputs(lake: "Lake", name: str, *, source_version: int | str | None = None) -> "ModelInputs":
