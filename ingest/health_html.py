@@ -29,7 +29,7 @@ section h2{margin:0 0 4px;font-size:17px} section p.why{margin:0 0 10px;color:#5
 .ok{background:#009E73}.breach{background:#D55E00}
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin:0 0 18px}
 .card{background:#fff;border:1px solid #e3e6ea;border-radius:8px;padding:10px 16px;min-width:150px}
-.card b{display:block;font-size:24px} .card span{color:#555;font-size:12px}
+.card b{display:block;font-size:24px} .card small{color:#555;font-size:12px}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eceef1} th{background:#f8f9fa}
 svg{max-width:100%;height:auto}
@@ -127,7 +127,7 @@ def render_health_html(*, lake: Lake, report: HealthReport, thresholds: HealthTh
         f"<title>Lake health — {escape(lake.uri)}</title><style>{PAGE_CSS}</style></head><body>",
         f"<header><h1>Lake health <span class='badge {overall}'>{overall.upper()}</span></h1>",
         f"<p>{escape(lake.uri)} · checked {report.checked_at:%Y-%m-%d %H:%M:%S} UTC · `ingest health --html`</p></header><main>",
-        "<div class='cards'>" + "".join(f"<div class='card'><b>{v}</b><span>{escape(k)}</span></div>" for v, k in cards) + "</div>",
+        "<div class='cards'>" + "".join(f"<div class='card'><b>{v}</b><small>{escape(k)}</small></div>" for v, k in cards) + "</div>",
     ]
     for heading, why, svg in charts:
         parts.append(f"<section><h2>{escape(heading)}</h2><p class='why'>{escape(why)}</p>{svg}</section>")

@@ -81,7 +81,7 @@ def time_series(
     """One line with a dot per point for each series (e.g. rows written per run, per table)."""
     items = [(name, PALETTE[i % len(PALETTE)]) for i, name in enumerate(series)]
     legend, legend_h = _legend(70, 48, items, max_width=width - 90)
-    top, left, right, bottom = 48 + legend_h + 8, 70, width - 24, height - 48
+    top, left, right, bottom = 48 + legend_h + 8, 70, width - 60, height - 48
     body = list(legend)
     points = [p for pts in series.values() for p in pts]
     if not points:
@@ -143,7 +143,7 @@ def bar_chart(
     leg, legend_h = _legend(16, 48, list(legend), max_width=width - 32)
     top = 48 + legend_h + 6
     left = 20 + min(260, 7 * max((len(b.label) for b in bars), default=8))
-    right, height = width - 120, top + row * max(len(bars), 1) + 54
+    right, height = width - 120, int(top + row * max(len(bars), 1) + 54)
     body = list(leg)
     if not bars:
         body.append(_t(width / 2, top + 16, "nothing to show", anchor="middle", fill=MUTED))
@@ -246,7 +246,7 @@ def layered_graph(*, title: str, graph: Graph, colours: dict[str, str], kind_lab
     leg, legend_h = _legend(16, 48, items, max_width=width - 32)
     top = 48 + legend_h + 12
     rows = max((len(v) for v in by_col.values()), default=1)
-    height = top + rows * (node_h + gap_y) + 20
+    height = int(top + rows * (node_h + gap_y) + 20)
     # order each column by the mean position of its parents (fewer crossings)
     pos: dict[str, tuple[float, float]] = {}
     parents: dict[str, list[str]] = {}

@@ -29,7 +29,12 @@ def small_lake(root: Path) -> Path:
     if "lake" in _BUILT:
         return _BUILT["lake"]
     from ingest.lake import Lake
-    from ingest.pipeline import default_sources, ingest_source, shards_stage, snapshot_stage
+    from ingest.pipeline import (
+        default_sources,
+        ingest_source,
+        shards_stage,
+        snapshot_stage,
+    )
     from ingest.settings import Settings
     from transforms.dbt_runner import run_transform
 

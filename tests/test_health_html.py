@@ -8,7 +8,14 @@ import re
 
 import pytest
 
-from tests.pictures import colour_near, ingest, ink, rendered_dom, screenshot, small_lake
+from tests.pictures import (
+    colour_near,
+    ingest,
+    ink,
+    rendered_dom,
+    screenshot,
+    small_lake,
+)
 
 pytestmark = pytest.mark.integration
 

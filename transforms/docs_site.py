@@ -35,9 +35,10 @@ from transforms.dbt_runner import PROJECT_DIR
 
 EXPOSURES_FILE = "_lake_exposures.yml"
 LAKE_PAGE = "lake.html"
-# a link on every page of dbt's single-page app, outside its Angular templates
+# a link on every page of dbt's single-page app, outside its Angular templates (bottom left, above the
+# lineage graph's control bar)
 _LINK = (
-    "<a id='lake-lineage-link' href='" + LAKE_PAGE + "' style='position:fixed;right:18px;bottom:18px;z-index:10000;"
+    "<a id='lake-lineage-link' href='" + LAKE_PAGE + "' style='position:fixed;left:18px;bottom:96px;z-index:10000;"
     "background:#1f2937;color:#fff;padding:10px 16px;border-radius:22px;font:600 14px system-ui,sans-serif;"
     "text-decoration:none;box-shadow:0 2px 8px rgba(0,0,0,.25)'>Lake lineage &amp; Spark models &rarr;</a>"
 )
@@ -178,19 +179,16 @@ def _lake_page(lake: Lake, svg: str, spark_pkg: Any) -> str:
             f"<tr><td><b>{escape(name)}</b></td><td>{escape(source)}</td><td>{escape(target)}</td>"
             f"<td>{escape(params)}</td><td>{escape(state)}</td><td>{escape(spark_pkg.model_description(name))}</td></tr>"
         )
-    return "".join([
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Lake lineage — {escape(lake.uri)}</title><style>{PAGE_CSS}main{{max-width:1400px}}</style>"
-        "</head><body>",
-        "<header><h1>Lake lineage and Spark models</h1>",
-        f"<p>{escape(lake.uri)} · <a style='color:#93c5fd' href='index.html'>dbt models, columns and tests &larr;</a></p></header><main>",
-        "<section><h2>Lineage</h2><p class='why'>Every table, the sources its ingest runs read, the models that built it "
-        "(hover an arrow), the snapshots that pin it and the shard sets cut from them; from _meta.runs, "
-        "_meta.snapshots and the shard manifests. `ingest lineage REF` prints one chain.</p>",
-        svg, "</section>",
-        "<section><h2>Spark models</h2><p class='why'>transforms/spark, run by `ingest transform` after dbt; "
-        "they appear in dbt's graph as exposures named spark_*.</p>",
-        "<table><thead><tr><th>model</th><th>reads</th><th>writes</th><th>parameters</th><th>table now</th>"
-        "<th>what it does</th></tr></thead><tbody>", "".join(rows), "</tbody></table></section>",
-        "</main></body></html>",
-    ])
+    head = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Lake lineage — {escape(lake.uri)}</title>"
+            f"<style>{PAGE_CSS}main{{max-width:1400px}}</style></head><body>")
+    banner = ("<header><h1>Lake lineage and Spark models</h1>"
+              f"<p>{escape(lake.uri)} · <a style='color:#93c5fd' href='index.html'>dbt models, columns and tests &larr;</a></p>"
+              "</header>")
+    lineage = ("<section><h2>Lineage</h2><p class='why'>Every table, the sources its ingest runs read, the models that "
+               "built it (hover an arrow), the snapshots that pin it and the shard sets cut from them; from _meta.runs, "
+               f"_meta.snapshots and the shard manifests. `ingest lineage REF` prints one chain.</p>{svg}</section>")
+    spark = ("<section><h2>Spark models</h2><p class='why'>transforms/spark, run by `ingest transform` after dbt; "
+             "they appear in dbt's graph as exposures named spark_*.</p><table><thead><tr><th>model</th><th>reads</th>"
+             "<th>writes</th><th>parameters</th><th>table now</th><th>what it does</th></tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table></section>")
+    return f"{head}{banner}<main>{lineage}{spark}</main></body></html>"
