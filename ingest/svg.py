@@ -199,10 +199,10 @@ class Graph:
 
 
 def _layers(graph: Graph, order: Sequence[str]) -> dict[str, int]:
-    """Column per node: the longest path from a root, never left of its kind's usual column."""
+    """Column per node: its kind's band (all bronze tables side by side...), moved right of every
+    node it depends on where the edges need it; empty columns are squeezed out."""
     rank = {k: i for i, k in enumerate(order)}
-    col = {n.id: 0 for n in graph.nodes}
-    kinds = {n.id: n.kind for n in graph.nodes}
+    col = {n.id: rank.get(n.kind, 0) for n in graph.nodes}
     for _ in range(len(graph.nodes)):  # relax; a DAG settles in at most |nodes| passes
         changed = False
         for src, dst, _ in graph.edges:
@@ -211,20 +211,7 @@ def _layers(graph: Graph, order: Sequence[str]) -> dict[str, int]:
                 changed = True
         if not changed:
             break
-    # align kinds into bands where the edges allow it (all bronze tables side by side...)
-    for nid in col:
-        base = rank.get(kinds[nid], 0)
-        col[nid] = max(col[nid], base)
-    for _ in range(len(graph.nodes)):
-        changed = False
-        for src, dst, _ in graph.edges:
-            if src in col and dst in col and col[dst] < col[src] + 1:
-                col[dst] = col[src] + 1
-                changed = True
-        if not changed:
-            break
-    used = sorted(set(col.values()))
-    squeeze = {c: i for i, c in enumerate(used)}
+    squeeze = {c: i for i, c in enumerate(sorted(set(col.values())))}
     return {nid: squeeze[c] for nid, c in col.items()}
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 BIN = Path(sys.executable).parent
@@ -64,6 +65,12 @@ def small_lake(root: Path) -> Path:
     shards_stage(settings, snap["name"])
     _BUILT["lake"] = lake_dir
     return lake_dir
+
+
+@pytest.fixture(scope="module", name="lake_dir")
+def lake_dir_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's small lake (see ``small_lake``); import it into a test module to use it."""
+    return small_lake(tmp_path_factory.getbasetemp() / "pictures")
 
 
 def chromium() -> str:

@@ -12,17 +12,12 @@ from tests.pictures import (
     colour_near,
     ingest,
     ink,
+    lake_dir_fixture,  # noqa: F401 - the `lake_dir` fixture
     rendered_dom,
     screenshot,
-    small_lake,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def lake_dir(tmp_path_factory):
-    return small_lake(tmp_path_factory.getbasetemp() / "pictures")
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from tests.pictures import (
     colour_near,
     ingest,
     ink,
+    lake_dir_fixture,  # noqa: F401 - the `lake_dir` fixture
     rendered_dom,
     screenshot,
-    small_lake,
 )
 
 pytestmark = pytest.mark.integration
@@ -22,11 +22,6 @@ pytestmark = pytest.mark.integration
 BREACH = (0xD5, 0x5E, 0x00)
 OK = (0x00, 0x9E, 0x73)
 FIRST_SERIES = (0x00, 0x72, 0xB2)
-
-
-@pytest.fixture(scope="module")
-def lake_dir(tmp_path_factory):
-    return small_lake(tmp_path_factory.getbasetemp() / "pictures")
 
 
 def test_health_html_renders_charts(lake_dir, tmp_path):

@@ -27,6 +27,8 @@ def register(app: typer.Typer) -> None:
         Thresholds come from settings (`health:` in lakehouse.yaml or LAKEHOUSE_HEALTH__*).
         Exits 1 when any threshold is breached, so a scheduled deployment can alert
         (also with --html: the file is written first).
+
+        Example: ingest --lake ./lake health --html health.html && xdg-open health.html
         """
         from ingest.health import check_health
 
