@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from ingest.health import HealthReport, runs_of
-from ingest.lake import Lake, TableId
+from ingest.lake import Lake
 from ingest.settings import HealthThresholds
 from ingest.svg import BREACH, OK, PALETTE, Bar, bar_chart, time_series
 
@@ -36,27 +36,20 @@ svg{max-width:100%;height:auto}
 """
 
 
-def _is_lake_table(name: str | None) -> bool:
-    try:
-        return bool(name) and TableId.parse(name).layer != "_meta"  # type: ignore[arg-type]
-    except ValueError:
-        return False
-
-
-def rows_per_run(runs: list[dict[str, Any]]) -> dict[str, list[tuple[datetime, float]]]:
-    """Rows each successful run wrote, per target table, in time order."""
+def rows_per_run(runs: list[dict[str, Any]], tables: set[str]) -> dict[str, list[tuple[datetime, float]]]:
+    """Rows each successful run wrote to each of ``tables``, in time order."""
     series: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     for r in sorted(runs, key=lambda r: r["started_at"]):
-        if r["status"] == "success" and _is_lake_table(r["target"]) and not r["target"].endswith("_quarantine"):
+        if r["status"] == "success" and r["target"] in tables:
             series[r["target"]].append((r["started_at"], float(r["rows_written"] or 0)))
     return dict(sorted(series.items()))
 
 
-def quarantine_rates(runs: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
-    """Per ingested table: (rows quarantined, rows read) over every recorded ingest run."""
+def quarantine_rates(runs: list[dict[str, Any]], tables: set[str]) -> dict[str, tuple[int, int]]:
+    """Per ingested table of ``tables``: (rows quarantined, rows read) over every recorded ingest run."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r in runs:
-        if r["command"] in INGEST_COMMANDS and _is_lake_table(r["target"]):
+        if r["command"] in INGEST_COMMANDS and r["target"] in tables:
             q, w = int(r["rows_quarantined"] or 0), int(r["rows_written"] or 0)
             out[r["target"]][0] += q
             out[r["target"]][1] += q + w
@@ -74,6 +67,7 @@ def _colour(check: Any) -> str:
 def render_health_html(*, lake: Lake, report: HealthReport, thresholds: HealthThresholds) -> str:
     """The page: summary cards, the charts, then every check in a table."""
     runs = runs_of(lake)
+    checked = {t.table for t in report.tables}  # the charts show what was checked (`--table`)
     status_legend = [("ok", OK), ("breach", BREACH)]
     fresh = [
         Bar(label=t.table, value=t.age_hours, colour=_colour(_check(t, "freshness")), note=f"{t.age_hours:.1f} h")
@@ -86,7 +80,7 @@ def render_health_html(*, lake: Lake, report: HealthReport, thresholds: HealthTh
     quarantine = [
         Bar(label=table, value=round(100 * q / n, 2) if n else 0.0, colour=PALETTE[1] if q else OK,
             note=f"{100 * q / n:.2f}% ({q:,} of {n:,} rows)" if n else "no rows read")
-        for table, (q, n) in quarantine_rates(runs).items()
+        for table, (q, n) in quarantine_rates(runs, checked).items()
     ]
     drift = [
         Bar(label=f"{t.table} · {c.name.split(':', 1)[1]}", value=float(c.value or 0), colour=_colour(c), note=c.detail)
@@ -94,7 +88,7 @@ def render_health_html(*, lake: Lake, report: HealthReport, thresholds: HealthTh
     ]
     charts = [
         ("Rows loaded per run", "Rows each successful run committed to each table (ingest and per-model transform runs), from _meta.runs.",
-         time_series(title="Rows written per run, per table", series=rows_per_run(runs), y_label="rows written")),
+         time_series(title="Rows written per run, per table", series=rows_per_run(runs, checked), y_label="rows written")),
         ("Freshness", f"Hours since each table's last successful load; the dashed line is the limit (health.max_age_hours = {thresholds.max_age_hours:g}).",
          bar_chart(title="Hours since last successful load", bars=fresh, x_label="hours", unit=" h",
                    limit=thresholds.max_age_hours, limit_label=f"max {thresholds.max_age_hours:g} h", legend=status_legend)),

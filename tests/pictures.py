@@ -36,6 +36,7 @@ def small_lake(root: Path) -> Path:
         shards_stage,
         snapshot_stage,
     )
+    from ingest.sample import generate_sample
     from ingest.settings import Settings
     from transforms.dbt_runner import run_transform
 
@@ -43,6 +44,7 @@ def small_lake(root: Path) -> Path:
     lake_dir = root / "lake"
     settings = Settings(lake=str(lake_dir), sample_dir=str(sample))
     lake = Lake.from_settings(settings)
+    generate_sample(sample, photos=16, users=6, days=2)  # smaller than the default sample
     sources = default_sources(settings)
     for src in sources:
         ingest_source(lake, src)
