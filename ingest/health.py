@@ -49,7 +49,8 @@ class HealthReport(BaseModel):
     tables: list[TableHealth]
 
 
-def _runs(lake: Lake) -> list[dict[str, Any]]:
+def runs_of(lake: Lake) -> list[dict[str, Any]]:
+    """Every row of the run log (empty before the first run)."""
     if not lake.table_exists(RUNS_TABLE):
         return []
     return lake.delta_table(RUNS_TABLE).to_pyarrow_table().to_pylist()
@@ -134,7 +135,7 @@ def check_health(
 ) -> HealthReport:
     """Check every table that has loads in the run log (or the given ones)."""
     now = now or datetime.now(timezone.utc)
-    runs = _runs(lake)
+    runs = runs_of(lake)
     if tables is None:
         names = {r["target"] for r in runs if r["target"]}
         tables = sorted(t for t in names if _is_table(t) and not t.endswith("_quarantine") and lake.table_exists(t))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -17,6 +17,11 @@ from ingest.delta import commit_run_id
 from ingest.errors import ConfigError
 from ingest.lake import Lake, TableId
 from ingest.runlog import RUNS_TABLE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Sequence
+
+    from ingest.svg import Graph
 
 
 class Node(BaseModel):
@@ -158,3 +163,80 @@ def _looks_like_table(ref: str) -> bool:
         return "/" not in base
     except ValueError:
         return False
+
+
+# -- the whole lake as one graph (`ingest docs`) -------------------------------------------------
+LAKE_KINDS = {  # column order, left to right, and colours of the lineage picture
+    "source": "#8b5cf6", "bronze": "#b7791f", "silver": "#64748b", "gold": "#c9a227",
+    "snapshot": "#0072B2", "shard_set": "#009E73",
+}
+LAKE_KIND_LABELS = {"source": "source", "bronze": "bronze table", "silver": "silver table", "gold": "gold table",
+                    "snapshot": "snapshot", "shard_set": "shard set"}
+
+
+def lake_graph(lake: Lake, *, static_edges: "Sequence[tuple[str, str, str]]" = ()) -> "Graph":
+    """source -> bronze -> silver/gold -> snapshot -> shard set, from what the lake recorded.
+
+    Ingest runs give source -> table, per-model transform runs their input tables -> table,
+    snapshots the tables they pin and shard builds their snapshot.  ``static_edges`` adds edges
+    known from code (the Spark models' source -> target) for models that have not run yet.
+    """
+    from ingest.snapshots import list_snapshots
+    from ingest.svg import Graph, GraphNode
+
+    graph = Graph()
+    tables = {str(t): t for t in lake.list_tables() if t.layer != "_meta" and not t.name.endswith("_quarantine")}
+
+    def table_node(name: str) -> str:
+        tid = TableId.parse(name)
+        detail = "not built yet"
+        if name in tables:
+            dt = lake.delta_table(name)
+            detail = f"v{dt.version()} · {dt.count():,} rows"
+        graph.add_node(GraphNode(id=name, label=name, kind=tid.layer, detail=detail, tooltip=f"{name} ({detail})"))
+        return name
+
+    for name in sorted(tables):
+        table_node(name)
+    runs = _runs(lake)
+    for r in runs:
+        target, command = r["target"] or "", r["command"] or ""
+        if r["status"] != "success" or target not in tables:
+            continue
+        if command in ("images", "logs", "tables") and r["source"]:
+            src = f"source:{r['source']}"
+            graph.add_node(GraphNode(id=src, label=_short(r["source"]), kind="source", detail=f"ingest {command}",
+                                     tooltip=r["source"]))
+            graph.add_edge(src, target, f"ingest {command}")
+        elif command.startswith("transform "):
+            for table in (r["details"].get("inputs") or {}):
+                if _looks_like_table(table):
+                    graph.add_edge(table_node(table), target, command.removeprefix("transform "))
+    for src, dst, label in static_edges:
+        graph.add_edge(table_node(src), table_node(dst), label)
+    for snap in list_snapshots(lake):
+        sid = f"snapshot:{snap.name}"
+        graph.add_node(GraphNode(id=sid, label=snap.name, kind="snapshot", detail=f"{len(snap.tables)} tables pinned",
+                                 tooltip=", ".join(f"{t}@v{v}" for t, v in sorted(snap.tables.items()))))
+        for table, version in snap.tables.items():
+            graph.add_edge(table_node(table), sid, f"{table}@v{version}")
+    for r in runs:
+        if r["command"] == "shards build" and r["status"] == "success" and r["target"]:
+            manifest = _read_manifest(lake, r["target"])
+            if manifest is None:  # dropped with its snapshot (retention)
+                continue
+            ref = r["target"].rstrip("/")
+            graph.add_node(GraphNode(
+                id=f"shards:{ref}", label=str(manifest.get("dataset") or ref.split("/")[-2]), kind="shard_set",
+                detail=f"{manifest.get('format')} · {len(manifest.get('shards', []))} shards", tooltip=ref,
+            ))
+            snap_id = f"snapshot:{manifest.get('snapshot')}"
+            if any(n.id == snap_id for n in graph.nodes):
+                graph.add_edge(snap_id, f"shards:{ref}", "shards build")
+    return graph
+
+
+def _short(source: str) -> str:
+    """A source's last two path parts (the full one is the node's tooltip)."""
+    parts = [p for p in source.replace("\\", "/").split("/") if p]
+    return "/".join(parts[-2:]) if len(parts) > 1 else source

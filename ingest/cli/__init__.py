@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "ingest.cli.sync_cmd",
     "ingest.cli.transform_cmds",
     "ingest.cli.serve_cmd",
+    "ingest.cli.docs_cmd",
 ]
 
 # command -> its module (tests/test_cli_registry.py checks this against the modules)
@@ -34,6 +35,7 @@ COMMANDS = {
     "sync": "ingest.cli.sync_cmd",
     "transform": "ingest.cli.transform_cmds", "catalog": "ingest.cli.transform_cmds",
     "serve": "ingest.cli.serve_cmd",
+    "docs": "ingest.cli.docs_cmd",
 }
 _GLOBAL_OPTIONS_WITH_VALUE = ("--lake", "--config")
 

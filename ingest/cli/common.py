@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import typer
@@ -81,6 +82,23 @@ def emit(ctx: typer.Context, payload: Any, human: Callable[[], None] | None = No
         typer.echo(redact(to_json(payload)))
     else:
         human()
+
+
+def write_page(path: Path, text: str) -> None:
+    """Write a report file whole or not at all (a reader never sees half a page)."""
+    from ingest.errors import ConfigError
+
+    path = path.expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory: name the HTML file to write")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path.parent} does not exist: create it first")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -2,31 +2,46 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ingest.cli.common import emit, state
+from ingest.cli.common import emit, state, write_page
 from ingest.cli.help import examples
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("health", epilog=examples('ingest health', 'ingest health --table bronze.events --table silver.events || alert'))
+    @app.command("health", epilog=examples(
+        'ingest health --table bronze.events --table silver.events || alert',
+        'ingest --lake ./lake health --html health.html; xdg-open health.html',
+    ))
     def health_cmd(
         ctx: typer.Context,
         table: Optional[list[str]] = typer.Option(None, "--table", help="Check only these tables (repeatable)."),
+        html: Optional[Path] = typer.Option(
+            None, "--html", help="Also write the report with charts to this HTML file (self-contained, opens offline).",
+            show_default=False,
+        ),
     ) -> None:
         """Freshness, volume, schema, distribution and quarantine checks per table.
 
         Thresholds come from settings (`health:` in lakehouse.yaml or LAKEHOUSE_HEALTH__*).
-        Exits 1 when any threshold is breached, so a scheduled deployment can alert.
+        Exits 1 when any threshold is breached, so a scheduled deployment can alert
+        (also with --html: the file is written first).
         """
         from ingest.health import check_health
 
         st = state(ctx)
         report = check_health(st.lake_obj, st.settings.health, tables=table or None)
+        if html is not None:
+            from ingest.health_html import render_health_html
+
+            write_page(html, render_health_html(lake=st.lake_obj, report=report, thresholds=st.settings.health))
+            if not st.json:
+                typer.echo(f"wrote {html}", err=True)
 
         def human() -> None:
             t = Table(title=f"data health ({'ok' if report.ok else 'BREACH'})")

@@ -9,10 +9,14 @@ from typing import Optional
 import typer
 
 from ingest.cli.common import state
+from ingest.cli.help import examples
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("serve")
+    @app.command("serve", epilog=examples(
+        'LAKEHOUSE_SERVE_PASSWORD=s3cret ingest serve --port 5433',
+        'psql "postgresql://me:s3cret@127.0.0.1:5433/lake" -c "select 1"',
+    ))
     def serve_cmd(
         ctx: typer.Context,
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; a non-loopback one needs LAKEHOUSE_SERVE_PASSWORD."),
@@ -23,10 +27,6 @@ def register(app: typer.Typer) -> None:
         """Serve read-only SQL over the lake to any PostgreSQL client (psql, psycopg, DBeaver, Metabase).
 
         Tables are layer.name at their current Delta version; SET lakehouse.as_of = 'NAME' reads them as of a snapshot (or a Delta version number, or an ISO timestamp). Password: env LAKEHOUSE_SERVE_PASSWORD, any user name.
-
-        Examples:
-          LAKEHOUSE_SERVE_PASSWORD=s3cret ingest serve --port 5433
-          psql "postgresql://me:s3cret@127.0.0.1:5433/lake" -c "select * from gold.users"
         """
         from ingest.serve import PASSWORD_ENV, ServeConfig, check_config, serve
 

@@ -44,6 +44,12 @@ def model_params(name: str) -> dict[str, Any]:
     return {"gap_minutes": module.DEFAULT_GAP_MINUTES}
 
 
+def model_description(name: str) -> str:
+    """The first paragraph of the model's module docstring (what `ingest docs` shows for it)."""
+    first = (_module(name).__doc__ or name).strip().split("\n\n")[0]
+    return " ".join(first.replace("``", "`").split())
+
+
 def model_inputs(lake: "Lake", name: str, *, source_version: int | str | None = None) -> "ModelInputs":
     """What a run of ``name`` would read now (or at the pinned ``source_version``)."""
     from transforms.spark.common import ModelInputs, code_fingerprint
