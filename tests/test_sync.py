@@ -119,7 +119,7 @@ def no_rehash(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*a, **k):
         raise AssertionError("a local file was re-read for hashing")
 
-    monkeypatch.setattr(sync_mod, "_hash_file", boom)
+    monkeypatch.setattr(sync_mod, "hash_file", boom)
 
 
 SIZES = [300_000, 1_500_000, 70_000, 2_200_000, 1, 0, 900_000, 1_048_576, 640_000, 123_457]
@@ -569,7 +569,7 @@ def test_running_syncs_temp_files_are_not_removed(tmp_path: Path) -> None:
     with open(live, "wb") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         fh.write(b"y" * 10_000)
-        freed = sync_mod._clean_stale_tmp({d, tmp_path})
+        freed = sync_mod.clean_stale_tmp({d, tmp_path})
         assert live.exists() and not stale.exists() and freed >= 10_000
 
 

@@ -353,7 +353,7 @@ class Plugin(BasePlugin):
         model's ``unique_key``).
         """
         from ingest.delta import merge_batch, write_batch
-        from ingest.sources import next_sequence
+        from ingest.delta import next_sequence
 
         if target_config.location is None:
             raise ConfigError("the lake plugin needs a target table (location.path)")
