@@ -11,14 +11,14 @@ from ingest.lake import Lake
 from ingest.settings import Settings, SourceConfig
 
 RETRIES = 3
-BACKOFF = [2, 8, 30]
+BACKOFF: list[float] = [2, 8, 30]
 
 
-def retry_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
+def retry_transient(task, task_run, state) -> bool:  # Prefect's retry_condition_fn signature
     """Retry S3/DB connection failures; never retry data errors (they would fail the same way)."""
     try:
         state.result(raise_on_failure=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the task's own failure, classified for the retry
         return is_transient(exc)
     return False
 

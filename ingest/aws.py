@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from ingest.errors import ConfigError
@@ -48,7 +49,7 @@ class AwsEnv:
     region: str = "us-east-1"
 
     @staticmethod
-    def values(environ: "dict[str, str] | None" = None) -> dict[str, str | None]:
+    def values(environ: dict[str, str] | None = None) -> dict[str, str | None]:
         env = os.environ if environ is None else environ
         return {
             "endpoint_url": env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
@@ -59,17 +60,23 @@ class AwsEnv:
         }
 
     @classmethod
-    def read(cls, environ: "dict[str, str] | None" = None) -> "AwsEnv":
+    def read(cls, environ: dict[str, str] | None = None) -> AwsEnv:
         v = cls.values(environ)
-        secret = {k: EnvSecret(v[k]) if v[k] else None for k in ("access_key_id", "secret_access_key", "session_token")}
-        return cls(endpoint_url=v["endpoint_url"], region=v["region"] or "us-east-1", **secret)
+        def secret(name: str) -> EnvSecret | None:
+            value = v[name]
+            return EnvSecret(value) if value else None
+
+        return cls(
+            endpoint_url=v["endpoint_url"], region=v["region"] or "us-east-1", access_key_id=secret("access_key_id"),
+            secret_access_key=secret("secret_access_key"), session_token=secret("session_token"),
+        )
 
     @property
     def allow_http(self) -> bool:
         return bool(self.endpoint_url and self.endpoint_url.startswith("http://"))
 
 
-def s3_object_url(s3: "S3Settings | AwsEnv", bucket: str, key: str) -> str:
+def s3_object_url(s3: S3Settings | AwsEnv, bucket: str, key: str) -> str:
     """The HTTP(S) URL of an object: path-style on a custom endpoint, virtual-hosted on AWS."""
     from urllib.parse import quote
 
@@ -81,7 +88,7 @@ def s3_object_url(s3: "S3Settings | AwsEnv", bucket: str, key: str) -> str:
     return f"https://{bucket}.s3.{s3.region}.amazonaws.com/{qkey}"
 
 
-def presign_get(s3: "S3Settings | AwsEnv", bucket: str, key: str, *, expires: int = 3600, now: "datetime | None" = None) -> str:
+def presign_get(s3: S3Settings | AwsEnv, bucket: str, key: str, *, expires: int = 3600, now: datetime | None = None) -> str:
     """A SigV4 presigned GET URL, signed locally without importing boto3 (fast start for `ingest sync`).
 
     Credentials: the settings' keys, else botocore's chain (profile, instance role), refreshed
@@ -89,7 +96,7 @@ def presign_get(s3: "S3Settings | AwsEnv", bucket: str, key: str, *, expires: in
     """
     import hashlib
     import hmac
-    from datetime import datetime, timezone
+    from datetime import datetime
     from urllib.parse import quote, urlsplit
 
     if s3.access_key_id and s3.secret_access_key:
@@ -110,7 +117,7 @@ def presign_get(s3: "S3Settings | AwsEnv", bucket: str, key: str, *, expires: in
     host = url.netloc
     if (url.scheme, url.port) in (("http", 80), ("https", 443)):
         host = url.hostname or host  # clients omit a default port from the Host header
-    t = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    t = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     scope = f"{t[:8]}/{s3.region}/s3/aws4_request"
     params = {
         "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
@@ -133,7 +140,7 @@ def presign_get(s3: "S3Settings | AwsEnv", bucket: str, key: str, *, expires: in
     return f"{url.scheme}://{host}{url.path}?{query}&X-Amz-Signature={sig}"
 
 
-def s3_client(s3: "S3Settings", **config: Any):
+def s3_client(s3: S3Settings, **config: Any):
     """A boto3 S3 client from S3Settings alone (no lake URI needed, e.g. ``ingest sync s3://...``).
 
     Credentials come from the settings (the standard AWS_* variables) or, when absent, from

@@ -205,14 +205,15 @@ def write_batch(
     dt = lake.delta_table(tid) if lake.table_exists(tid) else None
     if app_id is not None and dt is not None:
         done = dt.transaction_version(app_id)
-        if done is not None and done >= batch_version:  # type: ignore[operator]
+        if done is not None and batch_version is not None and done >= batch_version:
             return WriteResult(str(tid), dt.version(), True, 0)
     data = conform(lake, tid, data) if mode == "append" else data.cast(lake_schema(data.schema))
     creating = dt is None
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),
         app_transactions=[Transaction(app_id, batch_version)]
-        + [Transaction(k, v) for k, v in (extra_transactions or {}).items()] if app_id is not None else None,
+        + [Transaction(k, v) for k, v in (extra_transactions or {}).items()]
+        if app_id is not None and batch_version is not None else None,
         max_commit_retries=CREATE_RETRIES if creating else 25,
     )
     try:
@@ -257,6 +258,8 @@ def merge_batch(
 
     if not keys:
         raise ValueError("merge_batch needs at least one key column")
+    if (app_id is None) != (batch_version is None):
+        raise ValueError("app_id and batch_version go together")
     tid = TableId.parse(table)
     missing = [k for k in keys if k not in data.column_names]
     if missing:
@@ -269,13 +272,14 @@ def merge_batch(
     dt = lake.delta_table(tid)  # one snapshot for the check and the commit (see write_batch)
     if app_id is not None:
         done = dt.transaction_version(app_id)
-        if done is not None and done >= batch_version:  # type: ignore[operator]
+        if done is not None and batch_version is not None and done >= batch_version:
             return WriteResult(str(tid), dt.version(), True, 0)
     data = conform(lake, tid, data)
     predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),
-        app_transactions=[Transaction(app_id, batch_version)] if app_id is not None else None,
+        app_transactions=[Transaction(app_id, batch_version)]
+        if app_id is not None and batch_version is not None else None,
         max_commit_retries=25,
     )
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 
 DEBUG_ENV = "LAKEHOUSE_DEBUG"
 
@@ -70,7 +71,7 @@ def describe_validation_error(exc: Exception) -> str:
     """One line for a pydantic ``ValidationError`` from loading settings (duck-typed: the CLI's
     fast paths handle these without importing pydantic)."""
     parts = []
-    for err in exc.errors():  # type: ignore[attr-defined]
+    for err in exc.errors():  # type: ignore[attr-defined]  # pydantic's ValidationError, duck-typed (not imported here)
         loc = ".".join(str(p) for p in err.get("loc", ()))
         msg = err.get("msg", "").removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
@@ -93,20 +94,20 @@ def error_line(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, IngestError):
         return first_line(exc), int(exc.exit_code) or 1
     if type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):  # pydantic, not imported here
-        return describe_validation_error(exc), 2  # type: ignore[arg-type]
+        return describe_validation_error(exc), 2  # type: ignore[arg-type]  # BaseException narrowed by name, not by class
     if isinstance(exc, (ValueError, OSError)):
         return first_line(exc), 1
     return f"{type(exc).__name__}: {first_line(exc)} (unexpected; rerun with --debug for the traceback)", 1
 
 
-def debug_enabled(argv: "list[str] | None" = None) -> bool:
+def debug_enabled(argv: list[str] | None = None) -> bool:
     """``--debug`` before the command, or ``LAKEHOUSE_DEBUG=1``: show tracebacks."""
     if os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
         return True
     return bool(argv) and "--debug" in (argv or [])
 
 
-def report(exc: BaseException, *, debug: bool, redact=None) -> int:  # noqa: ANN001 - redact: str -> str
+def report(exc: BaseException, *, debug: bool, redact: Callable[[str], str] | None = None) -> int:
     """Print ``exc`` as one ``error:`` line on stderr (after its traceback under --debug); returns
     the exit code."""
     message, code = error_line(exc)

@@ -6,7 +6,7 @@ exit non-zero so a scheduled deployment can alert.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -133,7 +133,7 @@ def check_health(
     lake: Lake, thresholds: HealthThresholds, *, tables: list[str] | None = None, now: datetime | None = None
 ) -> HealthReport:
     """Check every table that has loads in the run log (or the given ones)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     runs = _runs(lake)
     if tables is None:
         names = {r["target"] for r in runs if r["target"]}

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from ingest.aws import AwsEnv, s3_client
@@ -56,7 +57,7 @@ class TableId:
             )
 
     @classmethod
-    def parse(cls, ident: "str | TableId") -> "TableId":
+    def parse(cls, ident: str | TableId) -> TableId:
         if isinstance(ident, TableId):
             return ident
         parts = str(ident).strip().split(".")
@@ -70,7 +71,7 @@ class TableId:
         return f"{self.layer}.{self.name}"
 
 
-def ingest_target(ident: "str | TableId") -> TableId:
+def ingest_target(ident: str | TableId) -> TableId:
     """A table a user may load data into: any ``layer.name`` outside the project's own layers."""
     tid = TableId.parse(ident)
     if tid.layer in RESERVED_LAYERS:
@@ -119,14 +120,14 @@ def parse_lake_uri(uri: str) -> LakeLocation:
 class Lake:
     """A lake root plus the credentials to reach it."""
 
-    def __init__(self, uri: str, *, s3: "S3Settings | None" = None) -> None:
+    def __init__(self, uri: str, *, s3: S3Settings | None = None) -> None:
         from ingest.settings import S3Settings
 
         self.location = parse_lake_uri(uri)
         self.s3 = s3 if s3 is not None else S3Settings.from_env()
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "Lake":
+    def from_settings(cls, settings: Settings) -> Lake:
         return cls(settings.lake, s3=settings.s3)
 
     # -- locations --------------------------------------------------------------------------
@@ -148,7 +149,7 @@ class Lake:
             return "/".join([self.uri.rstrip("/"), *clean])
         return str(Path(self.location.prefix, *clean))
 
-    def table_uri(self, table: "str | TableId") -> str:
+    def table_uri(self, table: str | TableId) -> str:
         t = TableId.parse(table)
         return self.path(t.layer, t.name)
 
@@ -226,7 +227,7 @@ class Lake:
         """A boto3 S3 client for this lake's endpoint (credentials from settings or instance role)."""
         return s3_client(self.s3, **config)
 
-    def pyarrow_filesystem(self) -> "pyarrow.fs.FileSystem":
+    def pyarrow_filesystem(self) -> pyarrow.fs.FileSystem:
         import pyarrow.fs as pafs
 
         if not self.is_s3:
@@ -271,7 +272,7 @@ class Lake:
         prefix = f"{self.location.prefix}/" if self.location.prefix else ""
         return client.list_objects_v2(Bucket=self.location.bucket, Prefix=prefix, MaxKeys=1)
 
-    def require_exists(self) -> "Lake":
+    def require_exists(self) -> Lake:
         """Reading a lake that does not exist is an error, not an empty lake (a misspelt --lake)."""
         if not self.exists():
             raise ConfigError(
@@ -281,7 +282,7 @@ class Lake:
         return self
 
     # -- Delta access -----------------------------------------------------------------------
-    def table_exists(self, table: "str | TableId") -> bool:
+    def table_exists(self, table: str | TableId) -> bool:
         from deltalake import DeltaTable
 
         try:
@@ -290,8 +291,8 @@ class Lake:
             raise self.storage_error(exc, f"cannot open {TableId.parse(table)}") from None
 
     def delta_table(
-        self, table: "str | TableId", *, version: int | str | None = None
-    ) -> "DeltaTable":
+        self, table: str | TableId, *, version: int | str | None = None
+    ) -> DeltaTable:
         """Open a table, optionally as of a version number or an ISO timestamp."""
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
@@ -317,7 +318,7 @@ class Lake:
                 ) from None
         return dt
 
-    def dataset(self, table: "str | TableId", *, version: int | str | None = None) -> "pyarrow.dataset.Dataset":
+    def dataset(self, table: str | TableId, *, version: int | str | None = None) -> pyarrow.dataset.Dataset:
         """The table as a pyarrow dataset that every filter works on.
 
         pyarrow cannot filter a file that records ``string_view``/``binary_view`` columns (its
@@ -354,7 +355,7 @@ class Lake:
                     found.append(tid)
         return found
 
-    def duckdb(self, *, tables: list[TableId] | None = None, version: dict[str, int] | None = None) -> "duckdb.DuckDBPyConnection":
+    def duckdb(self, *, tables: list[TableId] | None = None, version: dict[str, int] | None = None) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with one schema per layer and one view per lake table.
 
         Delta is read through deltalake -> Arrow (no DuckDB extension needed offline).
@@ -382,7 +383,7 @@ class Lake:
         """
         return str(self.storage_error(exc, what, bucket=bucket))
 
-    def storage_error(self, exc: BaseException, what: str, *, bucket: str | None = None) -> "IngestError":
+    def storage_error(self, exc: BaseException, what: str, *, bucket: str | None = None) -> IngestError:
         """The typed error for a failed read or write of lake storage: ``TransientError`` when the
         endpoint could not be reached (an orchestrator retries), ``ConfigError`` otherwise.
 
@@ -402,7 +403,7 @@ class Lake:
         message = f"{what}: {redact(_summary(exc), self)}{self._hint(fault, bucket or self.location.bucket)}"
         return TransientError(message) if fault == "unreachable" else ConfigError(message)
 
-    def _hint(self, fault: "StorageFault | None", bucket: str | None) -> str:
+    def _hint(self, fault: StorageFault | None, bucket: str | None) -> str:
         if fault == "unreachable":
             return f" - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable"
         if fault == "no_bucket":
@@ -415,7 +416,7 @@ class Lake:
 StorageFault = Literal["unreachable", "no_bucket", "denied"]
 
 
-def classify_storage_error(exc: BaseException | str) -> "StorageFault | None":
+def classify_storage_error(exc: BaseException | str) -> StorageFault | None:
     """The one classifier of object-storage failures, for reads and writes alike (deltalake /
     object_store, pyarrow, boto3): which of the user's settings to check, or None."""
     low = _plain(exc if isinstance(exc, str) else _chain_text(exc)).lower()
@@ -448,7 +449,7 @@ def _chain_text(exc: BaseException) -> str:
     return "\n".join(parts)
 
 
-def plain_dataset(ds: "pyarrow.dataset.Dataset") -> "pyarrow.dataset.Dataset":
+def plain_dataset(ds: pyarrow.dataset.Dataset) -> pyarrow.dataset.Dataset:
     """``ds`` with its view-typed files (see ``Lake.dataset``) read into memory in plain types."""
     import pyarrow as pa
     import pyarrow.dataset as pads
@@ -468,11 +469,11 @@ def plain_dataset(ds: "pyarrow.dataset.Dataset") -> "pyarrow.dataset.Dataset":
             schemas = list(pool.map(lambda f: f.physical_schema, fragments))
     else:
         schemas = [f.physical_schema for f in fragments]
-    views = [f for f, s in zip(fragments, schemas) if has_view_types(s)]
+    views = [f for f, s in zip(fragments, schemas, strict=True) if has_view_types(s)]
     if not views:
         return ds
     plain = pads.FileSystemDataset(
-        [f for f, s in zip(fragments, schemas) if not has_view_types(s)], ds.schema, ds.format, ds.filesystem
+        [f for f, s in zip(fragments, schemas, strict=True) if not has_view_types(s)], ds.schema, ds.format, ds.filesystem
     )
     copied = pa.concat_tables([f.to_table(schema=ds.schema) for f in views])
     return pads.dataset([plain, pads.dataset(copied)])
@@ -485,7 +486,7 @@ CONFIG_FILE_ENV = "LAKEHOUSE_CONFIG"
 DEFAULT_CONFIG_FILE = "lakehouse.yaml"
 
 
-def settings_in_play(environ: "dict[str, str] | None" = None) -> bool:
+def settings_in_play(environ: dict[str, str] | None = None) -> bool:
     """Whether a settings file or a ``LAKEHOUSE_*`` variable exists.  If not, ``Settings`` would
     hold only defaults, and S3 access is exactly the standard AWS variables (:class:`AwsEnv`)."""
     env = os.environ if environ is None else environ
@@ -499,7 +500,7 @@ def settings_in_play(environ: "dict[str, str] | None" = None) -> bool:
 _URL_PASSWORD_RE = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<password>\S*)@(?P<host>[^\s@/]+)")
 
 
-def redact(text: str, lake: "Lake | None" = None, *, secrets: "Iterable[str | None]" = ()) -> str:
+def redact(text: str, lake: Lake | None = None, *, secrets: Iterable[str | None] = ()) -> str:
     """Remove secret values from a message: URL passwords, the S3 keys and any given ``secrets``.
 
     The one redaction helper: errors, ``--json``, the run log and Prefect results all go through it.

@@ -6,10 +6,11 @@ thin and every stage is tested directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -125,7 +126,7 @@ def transform_stage(
 
 
 def snapshot_name(dataset: str, now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{dataset}-{now:%Y%m%dT%H%M%SZ}"
 
 
@@ -201,7 +202,7 @@ def run_pipeline(
     """Run every stage in order; a failing stage raises and stops its dependants."""
     say = echo or (lambda _msg: None)
     lake = Lake.from_settings(settings)
-    summary = PipelineSummary(lake=lake.uri, started_at=datetime.now(timezone.utc))
+    summary = PipelineSummary(lake=lake.uri, started_at=datetime.now(UTC))
     sources = sources_of(settings)
     say(f"ingest {len(sources)} sources: " + ", ".join(f"{s.kind} -> {s.table}" for s in sources))
     for res in stages.ingest_all(settings, sources, progress):
@@ -224,5 +225,5 @@ def run_pipeline(
         synced = stages.sync(settings, summary.shard_set, progress=progress)
         summary.synced_to, summary.synced_files = synced.get("dest"), synced.get("files", 0)
         summary.pruned["synced copies"] = synced.get("pruned", [])
-    summary.finished_at = datetime.now(timezone.utc)
+    summary.finished_at = datetime.now(UTC)
     return summary

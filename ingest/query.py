@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -79,7 +79,7 @@ def resolve_as_of(lake: Lake, as_of: str | int | None, tables: list[TableId]) ->
         ts = None
     if ts is not None:
         if ts.tzinfo is None:  # a bare date or local-looking time means UTC, like the lake
-            ts = ts.replace(tzinfo=timezone.utc)
+            ts = ts.replace(tzinfo=UTC)
         return {str(t): version_at(lake, t, ts) for t in tables}
     from ingest.snapshots import get_snapshot  # snapshot names
 
@@ -106,7 +106,7 @@ def version_at(lake: Lake, table: TableId, ts: datetime) -> int:
     millis = ts.timestamp() * 1000
     found = [v for v, at in commits if at <= millis]
     if not found:
-        first = datetime.fromtimestamp(commits[0][1] / 1000, timezone.utc).isoformat() if commits else "?"
+        first = datetime.fromtimestamp(commits[0][1] / 1000, UTC).isoformat() if commits else "?"
         raise ConfigError(
             f"{table} did not exist at {ts.isoformat()}: its first commit is at {first} "
             f"(see `ingest history {table}`)"
@@ -122,10 +122,10 @@ def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Tab
     from ingest.vacuum import raise_if_vacuumed
 
     try:
-        con = lake.duckdb(tables=tables, version=versions)  # type: ignore[arg-type]
+        con = lake.duckdb(tables=tables, version=versions)  # type: ignore[arg-type]  # an ISO-timestamp version is a str; deltalake loads either
     except Exception:
         # opening the tables reads file footers: a vacuumed version fails here already
-        raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]
+        raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]  # str versions (timestamps) load too
         raise
     # the views are set up: from here on the query cannot touch files (no COPY TO, no ATTACH)
     con.execute("set enable_external_access = false")
@@ -137,7 +137,7 @@ def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Tab
     finally:
         con.close()
     # the versions read may have lost their files to `ingest vacuum`: say so, not "Could not open"
-    raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]
+    raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]  # str versions (timestamps) load too
     raise IngestError(message)
 
 

@@ -117,7 +117,7 @@ def _manifest_prefix() -> str:
 def _manifest_key(project_sha: str) -> str:
     from dbt.version import __version__ as dbt_version
 
-    py = "%d.%d" % sys.version_info[:2]
+    py = "{}.{}".format(*sys.version_info[:2])
     return f"{_manifest_prefix()}-{dbt_version}-py{py}-{project_sha[:32]}.pickle"
 
 
@@ -462,13 +462,13 @@ def run_spark_stage(
             rows.setdefault(row["name"], row)
     models = []
     for name in names:
-        row = rows.get(name)
-        if row is None:
+        result = rows.get(name)
+        if result is None:
             continue
         source = spark_pkg.SPARK_MODELS[name][0]
         version = (source_versions or {}).get(source)
         inputs = {source: lake.delta_table(source, version=version).version()} if lake.table_exists(source) else {}
-        models.append(ModelResult(**{**row, "kind": "spark", "inputs": inputs}))
+        models.append(ModelResult(**{**result, "kind": "spark", "inputs": inputs}))
     return models
 
 
@@ -525,7 +525,7 @@ def run_transform(
                 run.details = result.model_dump(mode="json")
                 run.rows_written = _rows_written(result)  # dbt's commits stand
                 raise TransformFailed(f"spark models failed: {exc}", result) from exc
-            except Exception as exc:  # noqa: BLE001 - Spark/JVM errors become one line
+            except Exception as exc:  # Spark/JVM errors become one line
                 result.ok = False
                 run.details = result.model_dump(mode="json")
                 run.rows_written = _rows_written(result)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -15,7 +13,7 @@ def register(app: typer.Typer) -> None:
     @app.command("health")
     def health_cmd(
         ctx: typer.Context,
-        table: Optional[list[str]] = typer.Option(None, "--table", help="Check only these tables (repeatable)."),
+        table: list[str] | None = typer.Option(None, "--table", help="Check only these tables (repeatable)."),
     ) -> None:
         """Freshness, volume, schema, distribution and quarantine checks per table.
 

@@ -77,7 +77,7 @@ def sync_shards(
     src: str,
     dest: str | Path,
     *,
-    lake: "Lake | None" = None,
+    lake: Lake | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     splits: list[str] | None = None,

@@ -110,7 +110,7 @@ class ShardManifest:
             raise ValueError(f"the top level must be an object, got {type(data).__name__}")
         if not isinstance(data.get("shards"), list):
             raise ValueError("shards: a list of {path, bytes, sha256} is required")
-        lists = {}
+        lists: dict[str, list[ShardEntry]] = {}
         for key in ("shards", "files"):
             entries = []
             for i, raw in enumerate(data.get(key) or []):
@@ -125,7 +125,8 @@ class ShardManifest:
         for key in ("tables", "options"):
             if data.get(key) is not None and not isinstance(data[key], dict):
                 raise ValueError(f"{key} must be an object, got {data[key]!r}")
-        return cls(**lists, **{k: data.get(k) for k in _META})
+        meta: dict[str, Any] = {k: data.get(k) for k in _META}
+        return cls(shards=lists["shards"], files=lists["files"], **meta)
 
     @classmethod
     def parse_bytes(cls, raw: bytes, where: str) -> ShardManifest:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["Progress"]
 
 
@@ -10,11 +12,11 @@ class Progress:
 
     def __init__(self, enabled: bool, total: int, label: str) -> None:
         self.enabled = enabled and total > 0
-        self._bar = None
-        self._task = None
+        self._bar: Any = None  # rich.progress.Progress once entered (rich is imported only then)
+        self._task: Any = None
         self.total, self.label = total, label
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self.enabled:
             from rich.console import Console
             from rich.progress import (

@@ -63,7 +63,7 @@ class LocalSource:
 class HttpBody:
     """A response body that releases its connection back to the worker when done."""
 
-    def __init__(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection, pool: "S3Source") -> None:
+    def __init__(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection, pool: S3Source) -> None:
         self._resp, self._conn, self._pool = resp, conn, pool
 
     def readinto(self, buf: memoryview) -> int:
@@ -87,7 +87,7 @@ class S3Source:
     avoids botocore's per-chunk copies.
     """
 
-    def __init__(self, uri: str, *, lake: "Lake | None" = None) -> None:
+    def __init__(self, uri: str, *, lake: Lake | None = None) -> None:
         parts = urlsplit(uri)
         if not parts.netloc:
             raise ConfigError(f"bad S3 source {uri!r}: write s3://bucket/prefix/")
@@ -108,7 +108,7 @@ class S3Source:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-            conn = cls(u.hostname, u.port, timeout=60)
+            conn = cls(u.hostname or "", u.port, timeout=60)  # a presigned URL always names its host
         else:
             self._local.conn = None
         return conn, f"{u.path}?{u.query}" if u.query else u.path
@@ -166,7 +166,7 @@ class S3Source:
         return HttpBody(resp, conn, self), int(length) if length is not None else None
 
 
-def open_source(src: str, *, lake: "Lake | None" = None) -> Source:
+def open_source(src: str, *, lake: Lake | None = None) -> Source:
     """``s3://bucket/prefix/``, a local path, or lake-relative ``shards/DATASET/SNAPSHOT``."""
     src = str(src).strip()
     if not src:

@@ -15,9 +15,9 @@ import http.client
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ingest.sync.manifest import ShardEntry, SyncError
 from ingest.sync.sources import Source

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -302,7 +303,7 @@ def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: F
                  splits, target: int, seed: int, mtime: int, progress: bool):
     try:
         data = lake.delta_table(tid, version=version).to_pyarrow_table()
-    except Exception:  # noqa: BLE001 - only explained here, re-raised as it is otherwise
+    except Exception:  # only explained here, re-raised as it is otherwise
         from ingest.vacuum import raise_if_vacuumed
 
         raise_if_vacuumed(lake, {str(tid): version})
@@ -348,7 +349,7 @@ def finish(lake: Lake, root: str, spec: ShardSpec, shards: list[dict[str, Any]],
         dataset=dataset,
         snapshot=snapshot,
         format=spec.format,
-        created_at=datetime.now(timezone.utc).isoformat(),
+        created_at=datetime.now(UTC).isoformat(),
         tables=tables,
         source_runs=source_runs(lake, table, tables[table]),
         code_version=code_version(),

@@ -12,10 +12,11 @@ import json
 import math
 import re
 import tarfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, BinaryIO, ClassVar, Iterable, Iterator, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 import pyarrow as pa
 
@@ -138,7 +139,7 @@ class ShardSpec:
         mtime: int,
         size_limit: int,
         nullable: set[str] | frozenset[str] = frozenset(),
-    ) -> "ShardSpec":
+    ) -> ShardSpec:
         codec = shard_format(format)
         names = tuple(schema.names)
         if key not in names:
@@ -216,7 +217,7 @@ class ShardSpec:
                 parts.append(_ZEROS[:pad])
         return parts
 
-    def write_wds_sample(self, members: list[tuple[str, bytes | memoryview]], out: "HashingWriter") -> None:
+    def write_wds_sample(self, members: list[tuple[str, bytes | memoryview]], out: HashingWriter) -> None:
         for part in self.wds_parts(members):
             out.write(part)
 
@@ -291,8 +292,9 @@ def _binary_views(arr: pa.ChunkedArray) -> list[memoryview | None]:
         if pa.types.is_fixed_size_binary(chunk.type) or chunk.buffers()[2] is None:
             out.extend(None if v is None else memoryview(v) for v in chunk.to_pylist())
             continue
-        width = "q" if pa.types.is_large_binary(chunk.type) else "i"
-        offs = memoryview(chunk.buffers()[1]).cast(width)[chunk.offset : chunk.offset + len(chunk) + 1].tolist()
+        raw = memoryview(chunk.buffers()[1])
+        offsets = raw.cast("q") if pa.types.is_large_binary(chunk.type) else raw.cast("i")
+        offs = offsets[chunk.offset : chunk.offset + len(chunk) + 1].tolist()
         data = memoryview(chunk.buffers()[2])
         nulls = chunk.is_null().to_pylist() if chunk.null_count else [False] * len(chunk)
         out.extend(None if nulls[i] else data[offs[i] : offs[i + 1]] for i in range(len(chunk)))
