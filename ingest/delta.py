@@ -37,7 +37,7 @@ class WriteResult:
 def _storage_failure(lake: Lake, exc: BaseException, tid: TableId) -> BaseException:
     """A write that failed because object storage did (bucket, credentials, endpoint) as the
     lake's typed one-line error, like a read; anything else (a commit race) unchanged."""
-    from ingest.lake import classify_storage_error
+    from ingest.errors import classify_storage_error
 
     if isinstance(exc, OSError) and (classify_storage_error(exc) or "generic s3 error" in str(exc).lower()):
         return lake.storage_error(exc, f"cannot write {tid}")

@@ -6,9 +6,11 @@ Kept free of heavy imports: ``ingest sync`` (argparse fast path) imports this mo
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
+from typing import Literal
 
 DEBUG_ENV = "LAKEHOUSE_DEBUG"
 
@@ -116,3 +118,57 @@ def report(exc: BaseException, *, debug: bool, redact: Callable[[str], str] | No
         print(redact(text) if redact else text, file=sys.stderr, end="")
     print(f"error: {redact(message) if redact else message}", file=sys.stderr)
     return code
+
+
+# -- object-storage failures: the one classifier and its hints ---------------------------------
+StorageFault = Literal["unreachable", "no_bucket", "denied"]
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal colour codes (delta-rs colours some messages)."""
+    return _ANSI_RE.sub("", text)
+
+
+def classify_storage_error(exc: BaseException | str) -> StorageFault | None:
+    """The one classifier of object-storage failures, for reads and writes alike (deltalake /
+    object_store, pyarrow, boto3, plain HTTP): which of the user's settings to check, or None."""
+    low = plain_text(exc if isinstance(exc, str) else _chain_text(exc)).lower()
+    if "nosuchbucket" in low or ("bucket" in low and ("not exist" in low or "not found" in low)):
+        return "no_bucket"
+    if any(k in low for k in (
+        "403", "forbidden", "accessdenied", "access denied", "signature", "invalidaccesskey", "invalid access key",
+    )):
+        return "denied"
+    if any(k in low for k in (
+        "connect", "dns", "timed out", "timeout", "error sending request", "resolve host", "unreachable",
+        "connection refused", "could not connect",
+    )):
+        return "unreachable"
+    return None
+
+
+def storage_hint(fault: StorageFault | None, *, endpoint: str | None, bucket: str | None) -> str:
+    """What to check for a classified fault, as a `` - check ...`` suffix ('' when unclassified)."""
+    if fault == "unreachable":
+        return f" - check AWS_ENDPOINT_URL ({endpoint or 'AWS default'}) is reachable"
+    if fault == "no_bucket":
+        return f" - check that bucket {bucket!r} exists" if bucket else " - check that the bucket exists"
+    if fault == "denied":
+        return " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+    return ""
+
+
+def _chain_text(exc: BaseException) -> str:
+    """The text of an error and of the errors it was raised from (boto3's codes live in ``response``)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        parts.append(f"{type(cur).__name__}: {cur}")
+        response = getattr(cur, "response", None)
+        if isinstance(response, dict):
+            parts.append(str(response.get("Error", {}).get("Code", "")))
+        cur = cur.__cause__ or cur.__context__
+    return "\n".join(parts)

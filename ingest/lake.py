@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from ingest.aws import AwsEnv, s3_client
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, classify_storage_error, plain_text, storage_hint
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -308,10 +308,7 @@ class Lake:
             raise self.storage_error(exc, f"cannot open {t}") from None
         if version is not None:
             try:
-                if isinstance(version, int):
-                    dt.load_as_version(version)
-                else:
-                    dt.load_as_version(version)  # deltalake accepts datetime/ISO strings here
+                dt.load_as_version(version)  # a number, or an ISO timestamp string
             except Exception as exc:  # noqa: BLE001 - turned into one line for the user
                 raise ConfigError(
                     f"{t} has no version {version!r}: see `ingest history {t}` ({_first_line(exc)})"
@@ -393,60 +390,15 @@ class Lake:
         """
         from ingest.errors import TransientError
 
-        if bucket is None and self.is_s3 and classify_storage_error(exc) is None and "generic s3 error" in _plain(str(exc)).lower():
+        if bucket is None and self.is_s3 and classify_storage_error(exc) is None and "generic s3 error" in plain_text(str(exc)).lower():
             try:
                 self._list_one()
             except Exception as probe:  # noqa: BLE001 - only used to name the fault
                 if classify_storage_error(probe) is not None:
                     exc = probe
         fault = classify_storage_error(exc) if self.is_s3 or bucket else None  # a local lake has no S3 settings to check
-        message = f"{what}: {redact(_summary(exc), self)}{self._hint(fault, bucket or self.location.bucket)}"
+        message = f"{what}: {redact(_summary(exc), self)}{storage_hint(fault, endpoint=self.s3.endpoint_url, bucket=bucket or self.location.bucket)}"
         return TransientError(message) if fault == "unreachable" else ConfigError(message)
-
-    def _hint(self, fault: StorageFault | None, bucket: str | None) -> str:
-        if fault == "unreachable":
-            return f" - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable"
-        if fault == "no_bucket":
-            return f" - check that bucket {bucket!r} exists" if bucket else " - check that the bucket exists"
-        if fault == "denied":
-            return " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-        return ""
-
-
-StorageFault = Literal["unreachable", "no_bucket", "denied"]
-
-
-def classify_storage_error(exc: BaseException | str) -> StorageFault | None:
-    """The one classifier of object-storage failures, for reads and writes alike (deltalake /
-    object_store, pyarrow, boto3): which of the user's settings to check, or None."""
-    low = _plain(exc if isinstance(exc, str) else _chain_text(exc)).lower()
-    if "nosuchbucket" in low or ("bucket" in low and ("not exist" in low or "not found" in low)):
-        return "no_bucket"
-    if any(k in low for k in (
-        "403", "forbidden", "accessdenied", "access denied", "signature", "invalidaccesskey", "invalid access key",
-    )):
-        return "denied"
-    if any(k in low for k in (
-        "connect", "dns", "timed out", "timeout", "error sending request", "resolve host", "unreachable",
-        "connection refused", "could not connect",
-    )):
-        return "unreachable"
-    return None
-
-
-def _chain_text(exc: BaseException) -> str:
-    """The text of an error and of the errors it was raised from (boto3's codes live in ``response``)."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        parts.append(f"{type(cur).__name__}: {cur}")
-        response = getattr(cur, "response", None)
-        if isinstance(response, dict):
-            parts.append(str(response.get("Error", {}).get("Code", "")))
-        cur = cur.__cause__ or cur.__context__
-    return "\n".join(parts)
 
 
 def plain_dataset(ds: pyarrow.dataset.Dataset) -> pyarrow.dataset.Dataset:
@@ -522,18 +474,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:400]
 
 
-_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 # an S3 error body as object_store passes it on: <Error><Code>NoSuchBucket</Code><Message>...</Message>...</Error>
 _S3_XML_ERROR_RE = re.compile(r"<Error>\s*<Code>(?P<code>[^<]*)</Code>\s*<Message>(?P<message>[^<]*)</Message>.*?</Error>", re.S)
 
 
-def _plain(text: str) -> str:
-    return _ANSI_RE.sub("", text)
-
-
 def _summary(exc: BaseException) -> str:
     """First line of an error plus its root cause (delta-rs/object_store chain errors with ``↳``)."""
-    text = _S3_XML_ERROR_RE.sub(lambda m: f"{m['code']}: {m['message']}", _plain(str(exc)))
+    text = _S3_XML_ERROR_RE.sub(lambda m: f"{m['code']}: {m['message']}", plain_text(str(exc)))
     lines = [ln.strip().lstrip("↳").strip() for ln in text.splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__

@@ -696,6 +696,19 @@ def test_s3_credentials_never_appear_in_output(s3_server, s3_shards, tmp_path: P
         assert s3_server.secret_key not in out and s3_server.access_key not in out and "X-Amz-Signature" not in out
 
 
+@pytest.mark.integration
+@pytest.mark.s3
+def test_s3_missing_bucket_names_the_bucket_to_check(s3_server, tmp_path: Path) -> None:
+    """The one storage classifier (ingest.errors) names the fault, as it does for the lake."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LAKEHOUSE_"))}
+    env.update(s3_server.env())
+    out = subprocess.run([INGEST, "sync", "s3://no-such-bucket-here/shards/ds/v1/", str(tmp_path / "d")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == SourceError.exit_code, out.stderr
+    assert out.stderr.count("\n") == 1 and "check that bucket 'no-such-bucket-here' exists" in out.stderr, out.stderr
+    assert not (tmp_path / "d").exists()
+
+
 def test_progress_bar_on_a_terminal_shows_rate_and_eta(tmp_path: Path) -> None:
     import pty
 

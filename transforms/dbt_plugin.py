@@ -46,7 +46,7 @@ MODEL_LAYERS = ("silver", "gold")
 # an incremental merge rewrites only the files holding the keys it updates (one 1M-row file
 # would be rewritten whole for a single updated row).
 MODEL_FILE_BYTES = 16 << 20
-# DuckDB schema of the per-run change sets the data tests are scoped to (lake_test_scope.sql)
+# DuckDB schema of the per-run change sets the data tests are scoped to (macros/get_where_subquery.sql)
 CHANGES_SCHEMA = "lake_changes"
 
 
@@ -98,10 +98,6 @@ def configure(
             run_id=current_run_id(),
         )
         return _CONTEXT
-
-
-def current_context() -> RunContext:
-    return _CONTEXT
 
 
 def late_arrival_cutoff(lake: Lake) -> datetime | None:

@@ -424,15 +424,6 @@ def _progress_callback():
 
 
 # -- Spark models ------------------------------------------------------------------------------
-def spark_models_available() -> bool:
-    """True once transforms.spark exposes ``run_spark_models``."""
-    try:
-        import transforms.spark as spark_pkg
-    except ImportError:
-        return False
-    return hasattr(spark_pkg, "run_spark_models")
-
-
 def run_spark_stage(
     settings: Settings,
     lake: Lake,
@@ -443,8 +434,6 @@ def run_spark_stage(
 ) -> list[ModelResult]:
     """The Spark models, after dbt.  No JVM is started when the selection names none of them or
     every selected one is up to date (its input unchanged since it last ran)."""
-    if not spark_models_available():
-        return []
     import transforms.spark as spark_pkg
 
     names = spark_pkg.selected_models(select)

@@ -66,11 +66,11 @@ def __getattr__(name: str) -> Any:
         from ingest.cli.commands import register_commands
 
         return register_commands()
-    if name in ("register_commands", "fail"):
-        from ingest.cli import commands, common
+    if name == "register_commands":
+        from ingest.cli.commands import register_commands
 
-        return getattr(commands if name == "register_commands" else common, name)
+        return register_commands
     raise AttributeError(f"module 'ingest.cli' has no attribute {name!r}")
 
 
-__all__ = ["app", "main", "fail", "register_commands"]
+__all__ = ["app", "main", "register_commands"]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 
@@ -82,11 +82,6 @@ def emit(ctx: typer.Context, payload: Any, human: Callable[[], None] | None = No
         typer.echo(redact(to_json(payload)))
     else:
         human()
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {redact(message)}", err=True)
-    raise typer.Exit(code)
 
 
 def run_cli(app: typer.Typer, argv: list[str]) -> None:

@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ingest.cli.common import emit, state
+from ingest.lake import Lake
 
 
-def list_tables(lake) -> list[dict]:
+def table_summaries(lake: Lake) -> list[dict]:
+    """`ingest ls`: each table of ``Lake.list_tables`` with its version, rows and last update."""
     out = []
     for tid in lake.list_tables():
         dt = lake.delta_table(tid)
@@ -80,7 +82,7 @@ def register(app: typer.Typer) -> None:
     @app.command("ls")
     def ls_cmd(ctx: typer.Context) -> None:
         """List every lake table with its Delta version, row count and last update."""
-        rows = list_tables(state(ctx).lake_obj)
+        rows = table_summaries(state(ctx).lake_obj)
         emit(ctx, rows, lambda: _print_table(rows, title=f"tables in {state(ctx).lake_obj.uri}"))
 
     @app.command("sql")

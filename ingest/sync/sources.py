@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from ingest.aws import AwsEnv, presign_get
-from ingest.errors import ConfigError, SourceError, TransientError
+from ingest.errors import ConfigError, SourceError, TransientError, classify_storage_error, storage_hint
 from ingest.sync.manifest import MANIFEST_NAME, SyncError
 from ingest.sync.state import Transient
 
@@ -81,7 +81,7 @@ class HttpBody:
 class S3Source:
     """A shard set under ``s3://bucket/prefix``.
 
-    Each GET is presigned by ``ingest.lake.presign_get`` (endpoint, region and credentials incl.
+    Each GET is presigned by ``ingest.aws.presign_get`` (endpoint, region and credentials incl.
     instance roles come from there; no boto3 import, so a no-op re-sync starts fast); bytes move
     over one keep-alive ``http.client`` connection per worker thread with ``readinto``, which
     avoids botocore's per-chunk copies.
@@ -140,12 +140,16 @@ class S3Source:
             conn.close()
             code = re.search(r"<Code>([^<]+)</Code>", body)
             what = code.group(1) if code else f"HTTP {resp.status}"
-            if resp.status == 404 or what in ("NoSuchKey", "NoSuchBucket"):
+            fault = classify_storage_error(f"HTTP {resp.status} {what}")
+            hint = storage_hint(fault, endpoint=self.s3.endpoint_url, bucket=self.bucket)
+            if fault == "no_bucket":
+                raise SourceError(f"{self.describe(path)}: {what}{hint}")
+            if resp.status == 404 or what == "NoSuchKey":
                 raise SyncError(f"{self.describe(path)} not found ({what}): the shard set is incomplete; rebuild it or check the prefix")
             if resp.status == 301 or what in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
                 raise SourceError(f"{self.describe(path)}: {what} - the bucket is in another region; set AWS_REGION to the bucket's region")
-            if resp.status in (401, 403):
-                raise SourceError(f"{self.describe(path)}: access denied ({what}) - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the instance role")
+            if resp.status == 401 or fault == "denied":
+                raise SourceError(f"{self.describe(path)}: access denied ({what}){storage_hint('denied', endpoint=None, bucket=None)} or the instance role")
             raise Transient(f"{self.describe(path)}: {what}")
         return resp, conn
 
@@ -155,7 +159,8 @@ class S3Source:
         except SyncError:
             raise SourceError(f"no {MANIFEST_NAME} at {self.uri}/: pass a shard-set root (s3://bucket/prefix/ with manifest.json)") from None
         except Transient as exc:  # unreachable or failing endpoint: an orchestrator retries
-            raise TransientError(f"cannot read {self.uri}/{MANIFEST_NAME}: {exc} - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable") from None
+            hint = storage_hint("unreachable", endpoint=self.s3.endpoint_url, bucket=None)
+            raise TransientError(f"cannot read {self.uri}/{MANIFEST_NAME}: {exc}{hint}") from None
         data = resp.read()
         self._release(conn)
         return data
