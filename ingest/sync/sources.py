@@ -73,7 +73,7 @@ class HttpBody:
         complete = self._resp.isclosed()
         self._resp.close()
         if complete:
-            self._pool._release(self._conn)
+            self._pool.release(self._conn)
         else:
             self._conn.close()
 
@@ -113,7 +113,8 @@ class S3Source:
             self._local.conn = None
         return conn, f"{u.path}?{u.query}" if u.query else u.path
 
-    def _release(self, conn: http.client.HTTPConnection) -> None:
+    def release(self, conn: http.client.HTTPConnection) -> None:
+        """Keep ``conn`` as this thread's connection (a body read to its end hands it back)."""
         old = getattr(self._local, "conn", None)
         if old is not None and old is not conn:
             old.close()
@@ -162,7 +163,7 @@ class S3Source:
             hint = storage_hint("unreachable", endpoint=self.s3.endpoint_url, bucket=None)
             raise TransientError(f"cannot read {self.uri}/{MANIFEST_NAME}: {exc}{hint}") from None
         data = resp.read()
-        self._release(conn)
+        self.release(conn)
         return data
 
     def open(self, path: str) -> tuple[Stream, int | None]:
