@@ -893,3 +893,22 @@ def test_sync_runs_from_the_typer_app_too(tmp_path: Path) -> None:
     assert json.loads(res.stdout)["downloaded"] == 1
     res = CliRunner().invoke(app, ["sync", str(tmp_path / "missing"), str(tmp_path / "d2")])
     assert res.exit_code == 3 and "no manifest.json" in res.stderr
+
+
+def test_state_write_survives_its_temp_file_being_reaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another sync may remove our just-created temp file as stale before we lock it: the state
+    file is still written (under a new temp name), not left out or raised as a transfer error."""
+    from ingest.sync import state
+
+    real, calls = state.lock_tmp, []
+
+    def reaped_once(fd: int, path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            os.unlink(path)  # what clean_stale_tmp in another process does
+        real(fd, path)
+
+    monkeypatch.setattr(state, "lock_tmp", reaped_once)
+    state.atomic_write(tmp_path / "f.json", b"{}")
+    assert (tmp_path / "f.json").read_bytes() == b"{}" and len(calls) == 2 and calls[0] != calls[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]

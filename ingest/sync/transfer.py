@@ -36,6 +36,8 @@ ATTEMPTS = 3
 
 @dataclass
 class Worker:
+    """Fetches shards for a sync: one buffer and one connection per thread, retries, the state record."""
+
     source: Source
     dest: Path
     state: StateWriter
@@ -148,7 +150,7 @@ class Worker:
 
 
 class Cancelled(Exception):
-    pass
+    """Another transfer failed or the user pressed Ctrl-C: this one stops at its next chunk."""
 
 
 def open_tmp(path: Path, *, direct: bool) -> tuple[int, bool]:
