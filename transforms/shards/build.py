@@ -34,6 +34,11 @@ from transforms.shards.plan import (
     validate_split,
 )
 
+__all__ = [
+    "Engine", "ShardSetResult", "build_options", "build_shards", "clear_shard_set", "code_version", "default_key",
+    "finish", "shard_path", "source_runs", "write_index_files", "write_local", "write_one", "write_prepared",
+]
+
 Engine = Literal["local", "spark"]
 
 

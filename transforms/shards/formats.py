@@ -23,6 +23,11 @@ import pyarrow as pa
 from ingest.errors import ConfigError
 from transforms.shards.plan import key_text
 
+__all__ = [
+    "FORMATS", "MDS", "TAR_END", "Format", "HashingWriter", "Parquet", "ShardFormat", "ShardSpec", "WebDataset",
+    "canonical_json", "escape_key", "iter_rows", "jsonable", "register", "shard_format", "sniff_ext", "write_shard_rows",
+]
+
 Format = Literal["webdataset", "mds", "parquet"]
 _SAFE = re.compile(r"[^A-Za-z0-9_\-]")
 _EXT_OK = re.compile(r"^[a-z0-9]{1,8}$")
