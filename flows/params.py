@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ingest.errors import ConfigError
-from ingest.settings import CursorLag, Settings, load_settings
+from ingest.settings import CURSOR_LAG_DEFAULT, CursorLag, Settings, load_settings
 
 
 def _has_password(url: str) -> bool:
@@ -65,10 +65,10 @@ class TablesParams(LakeParams):
     table: str
     primary_key: list[str] = Field(default_factory=list)
     cursor: str | None = None
-    cursor_lag: CursorLag
+    cursor_lag: CursorLag = CURSOR_LAG_DEFAULT
 
     @model_validator(mode="after")
-    def _reference_not_credential(self) -> "TablesParams":
+    def _reference_not_credential(self) -> TablesParams:
         if (self.url is None) == (self.url_env is None):
             raise ValueError("give exactly one of url (no password) and url_env (a variable that holds the URL)")
         if self.url is not None and _has_password(self.url):

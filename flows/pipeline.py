@@ -22,5 +22,5 @@ PREFECT_STAGES = Stages(
 
 
 @flow(name="pipeline")
-def pipeline_flow(params: PipelineParams = PipelineParams()) -> PipelineSummary:
+def pipeline_flow(params: PipelineParams = PipelineParams()) -> PipelineSummary:  # noqa: B008 - Prefect shows the default in the deployment form; never mutated
     return run_pipeline(params.settings(), stages=PREFECT_STAGES, sync=params.sync)

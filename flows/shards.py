@@ -12,7 +12,7 @@ from ingest.pipeline import snapshot_name
 
 
 @flow(name="snapshot-and-shards")
-def shards_flow(params: ShardsParams = ShardsParams()) -> dict[str, Any]:
+def shards_flow(params: ShardsParams = ShardsParams()) -> dict[str, Any]:  # noqa: B008 - Prefect shows the default in the deployment form; never mutated
     settings = params.settings()
     updates = {k: v for k, v in {"dataset": params.dataset, "table": params.table, "format": params.format}.items() if v}
     if updates:

@@ -18,7 +18,7 @@ duckdb-extension wheels only exist for other DuckDB versions and the machines ar
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -106,7 +106,7 @@ def export_catalog(
         con.execute('create schema if not exists "_catalog"')
         meta = pa.Table.from_pylist(
             [
-                {**t.model_dump(), "lake": lake.uri, "exported_at": datetime.now(timezone.utc)}
+                {**t.model_dump(), "lake": lake.uri, "exported_at": datetime.now(UTC)}
                 for t in result.tables
             ],
             schema=pa.schema(

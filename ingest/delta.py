@@ -37,7 +37,7 @@ class WriteResult:
 def _storage_failure(lake: Lake, exc: BaseException, tid: TableId) -> BaseException:
     """A write that failed because object storage did (bucket, credentials, endpoint) as the
     lake's typed one-line error, like a read; anything else (a commit race) unchanged."""
-    from ingest.lake import classify_storage_error
+    from ingest.errors import classify_storage_error
 
     if isinstance(exc, OSError) and (classify_storage_error(exc) or "generic s3 error" in str(exc).lower()):
         return lake.storage_error(exc, f"cannot write {tid}")
@@ -78,9 +78,23 @@ def lake_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def _utc(schema: pa.Schema) -> pa.Schema:
+def lake_schema(schema: pa.Schema) -> pa.Schema:
     """``schema`` with every column in its lake type (see ``lake_type``)."""
     return pa.schema([f.with_type(lake_type(f.type)) for f in schema], metadata=schema.metadata)
+
+
+def next_sequence(lake: Lake, table: str | TableId, app_id: str, *, snapshot: Any = None) -> int:
+    """The next batch number for a writer that serialises on one app id.
+
+    Two runs that read the same number and both commit would conflict in Delta (same app id),
+    so the loser retries, re-reads the table and never writes the same rows twice.  Pass the
+    ``snapshot`` (a loaded DeltaTable) the commit will be made against, if there is one.
+    """
+    if snapshot is None:
+        if not lake.table_exists(table):
+            return 1
+        snapshot = lake.delta_table(table)
+    return (snapshot.transaction_version(app_id) or 0) + 1
 
 
 def has_view_types(schema: pa.Schema) -> bool:
@@ -100,7 +114,7 @@ def conform(lake: Lake, table: str | TableId, data: pa.Table) -> pa.Table:
     New columns pass through (schema merge adds them).  A column whose type would change and
     cannot be cast safely raises ``SchemaConflict`` instead of being narrowed silently.
     """
-    data = data.cast(_utc(data.schema))
+    data = data.cast(lake_schema(data.schema))
     if not lake.table_exists(table):
         return data
     existing = pa.schema(lake.delta_table(table).schema().to_arrow())
@@ -191,14 +205,15 @@ def write_batch(
     dt = lake.delta_table(tid) if lake.table_exists(tid) else None
     if app_id is not None and dt is not None:
         done = dt.transaction_version(app_id)
-        if done is not None and done >= batch_version:  # type: ignore[operator]
+        if done is not None and batch_version is not None and done >= batch_version:
             return WriteResult(str(tid), dt.version(), True, 0)
-    data = conform(lake, tid, data) if mode == "append" else data.cast(_utc(data.schema))
+    data = conform(lake, tid, data) if mode == "append" else data.cast(lake_schema(data.schema))
     creating = dt is None
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),
         app_transactions=[Transaction(app_id, batch_version)]
-        + [Transaction(k, v) for k, v in (extra_transactions or {}).items()] if app_id is not None else None,
+        + [Transaction(k, v) for k, v in (extra_transactions or {}).items()]
+        if app_id is not None and batch_version is not None else None,
         max_commit_retries=CREATE_RETRIES if creating else 25,
     )
     try:
@@ -243,6 +258,8 @@ def merge_batch(
 
     if not keys:
         raise ValueError("merge_batch needs at least one key column")
+    if (app_id is None) != (batch_version is None):
+        raise ValueError("app_id and batch_version go together")
     tid = TableId.parse(table)
     missing = [k for k in keys if k not in data.column_names]
     if missing:
@@ -255,13 +272,14 @@ def merge_batch(
     dt = lake.delta_table(tid)  # one snapshot for the check and the commit (see write_batch)
     if app_id is not None:
         done = dt.transaction_version(app_id)
-        if done is not None and done >= batch_version:  # type: ignore[operator]
+        if done is not None and batch_version is not None and done >= batch_version:
             return WriteResult(str(tid), dt.version(), True, 0)
     data = conform(lake, tid, data)
     predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),
-        app_transactions=[Transaction(app_id, batch_version)] if app_id is not None else None,
+        app_transactions=[Transaction(app_id, batch_version)]
+        if app_id is not None and batch_version is not None else None,
         max_commit_retries=25,
     )
     try:
@@ -332,7 +350,7 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
             continue
         with fs.open_input_file(src) as f:
             data = pq.read_table(f)
-        data = data.cast(_utc(data.schema))
+        data = data.cast(lake_schema(data.schema))
         new_path = f"{path.rsplit('/', 1)[0] + '/' if '/' in path else ''}part-00000-{uuid.uuid4()}-c000.snappy.parquet"
         dest = f"{root}/{unquote(new_path)}"
         pq.write_table(data, dest, filesystem=fs, compression="snappy")

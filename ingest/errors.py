@@ -6,8 +6,11 @@ Kept free of heavy imports: ``ingest sync`` (argparse fast path) imports this mo
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
+from collections.abc import Callable
+from typing import Literal
 
 DEBUG_ENV = "LAKEHOUSE_DEBUG"
 
@@ -70,7 +73,7 @@ def describe_validation_error(exc: Exception) -> str:
     """One line for a pydantic ``ValidationError`` from loading settings (duck-typed: the CLI's
     fast paths handle these without importing pydantic)."""
     parts = []
-    for err in exc.errors():  # type: ignore[attr-defined]
+    for err in exc.errors():  # type: ignore[attr-defined]  # pydantic's ValidationError, duck-typed (not imported here)
         loc = ".".join(str(p) for p in err.get("loc", ()))
         msg = err.get("msg", "").removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
@@ -93,20 +96,20 @@ def error_line(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, IngestError):
         return first_line(exc), int(exc.exit_code) or 1
     if type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):  # pydantic, not imported here
-        return describe_validation_error(exc), 2  # type: ignore[arg-type]
+        return describe_validation_error(exc), 2  # type: ignore[arg-type]  # BaseException narrowed by name, not by class
     if isinstance(exc, (ValueError, OSError)):
         return first_line(exc), 1
     return f"{type(exc).__name__}: {first_line(exc)} (unexpected; rerun with --debug for the traceback)", 1
 
 
-def debug_enabled(argv: "list[str] | None" = None) -> bool:
+def debug_enabled(argv: list[str] | None = None) -> bool:
     """``--debug`` before the command, or ``LAKEHOUSE_DEBUG=1``: show tracebacks."""
     if os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
         return True
     return bool(argv) and "--debug" in (argv or [])
 
 
-def report(exc: BaseException, *, debug: bool, redact=None) -> int:  # noqa: ANN001 - redact: str -> str
+def report(exc: BaseException, *, debug: bool, redact: Callable[[str], str] | None = None) -> int:
     """Print ``exc`` as one ``error:`` line on stderr (after its traceback under --debug); returns
     the exit code."""
     message, code = error_line(exc)
@@ -115,3 +118,57 @@ def report(exc: BaseException, *, debug: bool, redact=None) -> int:  # noqa: ANN
         print(redact(text) if redact else text, file=sys.stderr, end="")
     print(f"error: {redact(message) if redact else message}", file=sys.stderr)
     return code
+
+
+# -- object-storage failures: the one classifier and its hints ---------------------------------
+StorageFault = Literal["unreachable", "no_bucket", "denied"]
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal colour codes (delta-rs colours some messages)."""
+    return _ANSI_RE.sub("", text)
+
+
+def classify_storage_error(exc: BaseException | str) -> StorageFault | None:
+    """The one classifier of object-storage failures, for reads and writes alike (deltalake /
+    object_store, pyarrow, boto3, plain HTTP): which of the user's settings to check, or None."""
+    low = plain_text(exc if isinstance(exc, str) else _chain_text(exc)).lower()
+    if "nosuchbucket" in low or ("bucket" in low and ("not exist" in low or "not found" in low)):
+        return "no_bucket"
+    if any(k in low for k in (
+        "403", "forbidden", "accessdenied", "access denied", "signature", "invalidaccesskey", "invalid access key",
+    )):
+        return "denied"
+    if any(k in low for k in (
+        "connect", "dns", "timed out", "timeout", "error sending request", "resolve host", "unreachable",
+        "connection refused", "could not connect",
+    )):
+        return "unreachable"
+    return None
+
+
+def storage_hint(fault: StorageFault | None, *, endpoint: str | None, bucket: str | None) -> str:
+    """What to check for a classified fault, as a `` - check ...`` suffix ('' when unclassified)."""
+    if fault == "unreachable":
+        return f" - check AWS_ENDPOINT_URL ({endpoint or 'AWS default'}) is reachable"
+    if fault == "no_bucket":
+        return f" - check that bucket {bucket!r} exists" if bucket else " - check that the bucket exists"
+    if fault == "denied":
+        return " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+    return ""
+
+
+def _chain_text(exc: BaseException) -> str:
+    """The text of an error and of the errors it was raised from (boto3's codes live in ``response``)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        parts.append(f"{type(cur).__name__}: {cur}")
+        response = getattr(cur, "response", None)
+        if isinstance(response, dict):
+            parts.append(str(response.get("Error", {}).get("Code", "")))
+        cur = cur.__cause__ or cur.__context__
+    return "\n".join(parts)

@@ -6,7 +6,7 @@ exit non-zero so a scheduled deployment can alert.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pyarrow as pa

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
-from ingest.errors import ConfigError
+from ingest.aws import AwsEnv, s3_client
+from ingest.errors import ConfigError, classify_storage_error, plain_text, storage_hint
 
 if TYPE_CHECKING:  # pragma: no cover
-    from datetime import datetime
 
     import duckdb
     import pyarrow.fs
@@ -56,7 +57,7 @@ class TableId:
             )
 
     @classmethod
-    def parse(cls, ident: "str | TableId") -> "TableId":
+    def parse(cls, ident: str | TableId) -> TableId:
         if isinstance(ident, TableId):
             return ident
         parts = str(ident).strip().split(".")
@@ -70,7 +71,7 @@ class TableId:
         return f"{self.layer}.{self.name}"
 
 
-def ingest_target(ident: "str | TableId") -> TableId:
+def ingest_target(ident: str | TableId) -> TableId:
     """A table a user may load data into: any ``layer.name`` outside the project's own layers."""
     tid = TableId.parse(ident)
     if tid.layer in RESERVED_LAYERS:
@@ -119,14 +120,14 @@ def parse_lake_uri(uri: str) -> LakeLocation:
 class Lake:
     """A lake root plus the credentials to reach it."""
 
-    def __init__(self, uri: str, *, s3: "S3Settings | None" = None) -> None:
+    def __init__(self, uri: str, *, s3: S3Settings | None = None) -> None:
         from ingest.settings import S3Settings
 
         self.location = parse_lake_uri(uri)
         self.s3 = s3 if s3 is not None else S3Settings.from_env()
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "Lake":
+    def from_settings(cls, settings: Settings) -> Lake:
         return cls(settings.lake, s3=settings.s3)
 
     # -- locations --------------------------------------------------------------------------
@@ -148,7 +149,7 @@ class Lake:
             return "/".join([self.uri.rstrip("/"), *clean])
         return str(Path(self.location.prefix, *clean))
 
-    def table_uri(self, table: "str | TableId") -> str:
+    def table_uri(self, table: str | TableId) -> str:
         t = TableId.parse(table)
         return self.path(t.layer, t.name)
 
@@ -226,7 +227,7 @@ class Lake:
         """A boto3 S3 client for this lake's endpoint (credentials from settings or instance role)."""
         return s3_client(self.s3, **config)
 
-    def pyarrow_filesystem(self) -> "pyarrow.fs.FileSystem":
+    def pyarrow_filesystem(self) -> pyarrow.fs.FileSystem:
         import pyarrow.fs as pafs
 
         if not self.is_s3:
@@ -271,7 +272,7 @@ class Lake:
         prefix = f"{self.location.prefix}/" if self.location.prefix else ""
         return client.list_objects_v2(Bucket=self.location.bucket, Prefix=prefix, MaxKeys=1)
 
-    def require_exists(self) -> "Lake":
+    def require_exists(self) -> Lake:
         """Reading a lake that does not exist is an error, not an empty lake (a misspelt --lake)."""
         if not self.exists():
             raise ConfigError(
@@ -281,7 +282,7 @@ class Lake:
         return self
 
     # -- Delta access -----------------------------------------------------------------------
-    def table_exists(self, table: "str | TableId") -> bool:
+    def table_exists(self, table: str | TableId) -> bool:
         from deltalake import DeltaTable
 
         try:
@@ -290,8 +291,8 @@ class Lake:
             raise self.storage_error(exc, f"cannot open {TableId.parse(table)}") from None
 
     def delta_table(
-        self, table: "str | TableId", *, version: int | str | None = None
-    ) -> "DeltaTable":
+        self, table: str | TableId, *, version: int | str | None = None
+    ) -> DeltaTable:
         """Open a table, optionally as of a version number or an ISO timestamp."""
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
@@ -307,17 +308,14 @@ class Lake:
             raise self.storage_error(exc, f"cannot open {t}") from None
         if version is not None:
             try:
-                if isinstance(version, int):
-                    dt.load_as_version(version)
-                else:
-                    dt.load_as_version(version)  # deltalake accepts datetime/ISO strings here
+                dt.load_as_version(version)  # a number, or an ISO timestamp string
             except Exception as exc:  # noqa: BLE001 - turned into one line for the user
                 raise ConfigError(
                     f"{t} has no version {version!r}: see `ingest history {t}` ({_first_line(exc)})"
                 ) from None
         return dt
 
-    def dataset(self, table: "str | TableId", *, version: int | str | None = None) -> "pyarrow.dataset.Dataset":
+    def dataset(self, table: str | TableId, *, version: int | str | None = None) -> pyarrow.dataset.Dataset:
         """The table as a pyarrow dataset that every filter works on.
 
         pyarrow cannot filter a file that records ``string_view``/``binary_view`` columns (its
@@ -354,7 +352,7 @@ class Lake:
                     found.append(tid)
         return found
 
-    def duckdb(self, *, tables: list[TableId] | None = None, version: dict[str, int] | None = None) -> "duckdb.DuckDBPyConnection":
+    def duckdb(self, *, tables: list[TableId] | None = None, version: dict[str, int] | None = None) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with one schema per layer and one view per lake table.
 
         Delta is read through deltalake -> Arrow (no DuckDB extension needed offline).
@@ -377,7 +375,7 @@ class Lake:
         """
         return str(self.storage_error(exc, what, bucket=bucket))
 
-    def storage_error(self, exc: BaseException, what: str, *, bucket: str | None = None) -> "IngestError":
+    def storage_error(self, exc: BaseException, what: str, *, bucket: str | None = None) -> IngestError:
         """The typed error for a failed read or write of lake storage: ``TransientError`` when the
         endpoint could not be reached (an orchestrator retries), ``ConfigError`` otherwise.
 
@@ -387,63 +385,18 @@ class Lake:
         """
         from ingest.errors import TransientError
 
-        if bucket is None and self.is_s3 and classify_storage_error(exc) is None and "generic s3 error" in _plain(str(exc)).lower():
+        if bucket is None and self.is_s3 and classify_storage_error(exc) is None and "generic s3 error" in plain_text(str(exc)).lower():
             try:
                 self._list_one()
             except Exception as probe:  # noqa: BLE001 - only used to name the fault
                 if classify_storage_error(probe) is not None:
                     exc = probe
         fault = classify_storage_error(exc) if self.is_s3 or bucket else None  # a local lake has no S3 settings to check
-        message = f"{what}: {redact(_summary(exc), self)}{self._hint(fault, bucket or self.location.bucket)}"
+        message = f"{what}: {redact(_summary(exc), self)}{storage_hint(fault, endpoint=self.s3.endpoint_url, bucket=bucket or self.location.bucket)}"
         return TransientError(message) if fault == "unreachable" else ConfigError(message)
 
-    def _hint(self, fault: "StorageFault | None", bucket: str | None) -> str:
-        if fault == "unreachable":
-            return f" - check AWS_ENDPOINT_URL ({self.s3.endpoint_url or 'AWS default'}) is reachable"
-        if fault == "no_bucket":
-            return f" - check that bucket {bucket!r} exists" if bucket else " - check that the bucket exists"
-        if fault == "denied":
-            return " - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-        return ""
 
-
-StorageFault = Literal["unreachable", "no_bucket", "denied"]
-
-
-def classify_storage_error(exc: BaseException | str) -> "StorageFault | None":
-    """The one classifier of object-storage failures, for reads and writes alike (deltalake /
-    object_store, pyarrow, boto3): which of the user's settings to check, or None."""
-    low = _plain(exc if isinstance(exc, str) else _chain_text(exc)).lower()
-    if "nosuchbucket" in low or ("bucket" in low and ("not exist" in low or "not found" in low)):
-        return "no_bucket"
-    if any(k in low for k in (
-        "403", "forbidden", "accessdenied", "access denied", "signature", "invalidaccesskey", "invalid access key",
-    )):
-        return "denied"
-    if any(k in low for k in (
-        "connect", "dns", "timed out", "timeout", "error sending request", "resolve host", "unreachable",
-        "connection refused", "could not connect",
-    )):
-        return "unreachable"
-    return None
-
-
-def _chain_text(exc: BaseException) -> str:
-    """The text of an error and of the errors it was raised from (boto3's codes live in ``response``)."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        parts.append(f"{type(cur).__name__}: {cur}")
-        response = getattr(cur, "response", None)
-        if isinstance(response, dict):
-            parts.append(str(response.get("Error", {}).get("Code", "")))
-        cur = cur.__cause__ or cur.__context__
-    return "\n".join(parts)
-
-
-def plain_dataset(ds: "pyarrow.dataset.Dataset") -> "pyarrow.dataset.Dataset":
+def plain_dataset(ds: pyarrow.dataset.Dataset) -> pyarrow.dataset.Dataset:
     """``ds`` with its view-typed files (see ``Lake.dataset``) read into memory in plain types."""
     import pyarrow as pa
     import pyarrow.dataset as pads
@@ -463,36 +416,14 @@ def plain_dataset(ds: "pyarrow.dataset.Dataset") -> "pyarrow.dataset.Dataset":
             schemas = list(pool.map(lambda f: f.physical_schema, fragments))
     else:
         schemas = [f.physical_schema for f in fragments]
-    views = [f for f, s in zip(fragments, schemas) if has_view_types(s)]
+    views = [f for f, s in zip(fragments, schemas, strict=True) if has_view_types(s)]
     if not views:
         return ds
     plain = pads.FileSystemDataset(
-        [f for f, s in zip(fragments, schemas) if not has_view_types(s)], ds.schema, ds.format, ds.filesystem
+        [f for f, s in zip(fragments, schemas, strict=True) if not has_view_types(s)], ds.schema, ds.format, ds.filesystem
     )
     copied = pa.concat_tables([f.to_table(schema=ds.schema) for f in views])
     return pads.dataset([plain, pads.dataset(copied)])
-
-
-def s3_client(s3: "S3Settings", **config: Any):
-    """A boto3 S3 client from S3Settings alone (no lake URI needed, e.g. ``ingest sync s3://...``).
-
-    Credentials come from the settings (the standard AWS_* variables) or, when absent, from
-    boto3's chain (profile, instance role).  ``config`` goes to ``botocore.config.Config``.
-    """
-    import boto3
-    from botocore.config import Config
-
-    kwargs: dict[str, Any] = {"region_name": s3.region}
-    if s3.endpoint_url:
-        kwargs["endpoint_url"] = s3.endpoint_url
-    if s3.access_key_id and s3.secret_access_key:
-        kwargs["aws_access_key_id"] = s3.access_key_id.get_secret_value()
-        kwargs["aws_secret_access_key"] = s3.secret_access_key.get_secret_value()
-        if s3.session_token:
-            kwargs["aws_session_token"] = s3.session_token.get_secret_value()
-    config.setdefault("s3", {"addressing_style": "path"})
-    config.setdefault("retries", {"max_attempts": 5, "mode": "adaptive"})
-    return boto3.client("s3", config=Config(**config), **kwargs)
 
 
 # Where settings come from (read by ingest/settings.py); here so code that must start fast can
@@ -502,7 +433,7 @@ CONFIG_FILE_ENV = "LAKEHOUSE_CONFIG"
 DEFAULT_CONFIG_FILE = "lakehouse.yaml"
 
 
-def settings_in_play(environ: "dict[str, str] | None" = None) -> bool:
+def settings_in_play(environ: dict[str, str] | None = None) -> bool:
     """Whether a settings file or a ``LAKEHOUSE_*`` variable exists.  If not, ``Settings`` would
     hold only defaults, and S3 access is exactly the standard AWS variables (:class:`AwsEnv`)."""
     env = os.environ if environ is None else environ
@@ -511,123 +442,12 @@ def settings_in_play(environ: "dict[str, str] | None" = None) -> bool:
     return Path(DEFAULT_CONFIG_FILE).exists()
 
 
-@dataclass(frozen=True)
-class EnvSecret:
-    """A secret read from the environment; the same accessor as pydantic's ``SecretStr``."""
-
-    value: str = field(repr=False)
-
-    def get_secret_value(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True)
-class AwsEnv:
-    """The standard AWS variables, read without pydantic.
-
-    ``S3Settings.from_env`` validates exactly these values; ``ingest sync`` (which must start in
-    well under 0.1 s) uses them directly when no settings are in play.  Same attributes as
-    ``S3Settings``, so S3 helpers here accept either.
-    """
-
-    endpoint_url: str | None = None
-    access_key_id: EnvSecret | None = None
-    secret_access_key: EnvSecret | None = None
-    session_token: EnvSecret | None = None
-    region: str = "us-east-1"
-
-    @staticmethod
-    def values(environ: "dict[str, str] | None" = None) -> dict[str, str | None]:
-        env = os.environ if environ is None else environ
-        return {
-            "endpoint_url": env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
-            "access_key_id": env.get("AWS_ACCESS_KEY_ID") or None,
-            "secret_access_key": env.get("AWS_SECRET_ACCESS_KEY") or None,
-            "session_token": env.get("AWS_SESSION_TOKEN") or None,
-            "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-        }
-
-    @classmethod
-    def read(cls, environ: "dict[str, str] | None" = None) -> "AwsEnv":
-        v = cls.values(environ)
-        secret = {k: EnvSecret(v[k]) if v[k] else None for k in ("access_key_id", "secret_access_key", "session_token")}
-        return cls(endpoint_url=v["endpoint_url"], region=v["region"] or "us-east-1", **secret)
-
-    @property
-    def allow_http(self) -> bool:
-        return bool(self.endpoint_url and self.endpoint_url.startswith("http://"))
-
-
-def s3_object_url(s3: "S3Settings | AwsEnv", bucket: str, key: str) -> str:
-    """The HTTP(S) URL of an object: path-style on a custom endpoint, virtual-hosted on AWS."""
-    from urllib.parse import quote
-
-    qkey = quote(key, safe="/~")
-    if s3.endpoint_url:
-        return f"{s3.endpoint_url.rstrip('/')}/{bucket}/{qkey}"
-    if "." in bucket:
-        return f"https://s3.{s3.region}.amazonaws.com/{bucket}/{qkey}"
-    return f"https://{bucket}.s3.{s3.region}.amazonaws.com/{qkey}"
-
-
-def presign_get(s3: "S3Settings | AwsEnv", bucket: str, key: str, *, expires: int = 3600, now: "datetime | None" = None) -> str:
-    """A SigV4 presigned GET URL, signed locally without importing boto3 (fast start for `ingest sync`).
-
-    Credentials: the settings' keys, else botocore's chain (profile, instance role), refreshed
-    by botocore as they expire.  Never log the result: it carries a signature.
-    """
-    import hashlib
-    import hmac
-    from datetime import datetime, timezone
-    from urllib.parse import quote, urlsplit
-
-    if s3.access_key_id and s3.secret_access_key:
-        ak = s3.access_key_id.get_secret_value()
-        sk = s3.secret_access_key.get_secret_value()
-        token = s3.session_token.get_secret_value() if s3.session_token else None
-    else:
-        import botocore.session
-
-        creds = botocore.session.get_session().get_credentials()
-        if creds is None:
-            raise ConfigError(
-                "no AWS credentials: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or attach an instance role"
-            )
-        frozen = creds.get_frozen_credentials()
-        ak, sk, token = frozen.access_key, frozen.secret_key, frozen.token
-    url = urlsplit(s3_object_url(s3, bucket, key))
-    host = url.netloc
-    if (url.scheme, url.port) in (("http", 80), ("https", 443)):
-        host = url.hostname or host  # clients omit a default port from the Host header
-    t = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    scope = f"{t[:8]}/{s3.region}/s3/aws4_request"
-    params = {
-        "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
-        "X-Amz-Credential": f"{ak}/{scope}",
-        "X-Amz-Date": t,
-        "X-Amz-Expires": str(expires),
-        "X-Amz-SignedHeaders": "host",
-    }
-    if token:
-        params["X-Amz-Security-Token"] = token
-    query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
-    canonical = "\n".join(["GET", url.path, query, f"host:{host}", "", "host", "UNSIGNED-PAYLOAD"])
-    to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", t, scope, hashlib.sha256(canonical.encode()).hexdigest()]
-    )
-    k = f"AWS4{sk}".encode()
-    for part in (t[:8], s3.region, "s3", "aws4_request"):
-        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-    sig = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
-    return f"{url.scheme}://{host}{url.path}?{query}&X-Amz-Signature={sig}"
-
-
 # scheme://user:PASSWORD@host: the password runs to the LAST "@" before the host, since people
 # write raw "@" in passwords (postgresql://reader:p@ss@db/app) and a first-"@" rule leaks the rest.
 _URL_PASSWORD_RE = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<password>\S*)@(?P<host>[^\s@/]+)")
 
 
-def redact(text: str, lake: "Lake | None" = None, *, secrets: "Iterable[str | None]" = ()) -> str:
+def redact(text: str, lake: Lake | None = None, *, secrets: Iterable[str | None] = ()) -> str:
     """Remove secret values from a message: URL passwords, the S3 keys and any given ``secrets``.
 
     The one redaction helper: errors, ``--json``, the run log and Prefect results all go through it.
@@ -649,18 +469,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:400]
 
 
-_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 # an S3 error body as object_store passes it on: <Error><Code>NoSuchBucket</Code><Message>...</Message>...</Error>
 _S3_XML_ERROR_RE = re.compile(r"<Error>\s*<Code>(?P<code>[^<]*)</Code>\s*<Message>(?P<message>[^<]*)</Message>.*?</Error>", re.S)
 
 
-def _plain(text: str) -> str:
-    return _ANSI_RE.sub("", text)
-
-
 def _summary(exc: BaseException) -> str:
     """First line of an error plus its root cause (delta-rs/object_store chain errors with ``↳``)."""
-    text = _S3_XML_ERROR_RE.sub(lambda m: f"{m['code']}: {m['message']}", _plain(str(exc)))
+    text = _S3_XML_ERROR_RE.sub(lambda m: f"{m['code']}: {m['message']}", plain_text(str(exc)))
     lines = [ln.strip().lstrip("↳").strip() for ln in text.splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__

@@ -28,7 +28,7 @@ class Node(BaseModel):
     kind: str  # shard_set | snapshot | table | run | source
     name: str
     detail: dict[str, Any] = Field(default_factory=dict)
-    children: list["Node"] = Field(default_factory=list)
+    children: list[Node] = Field(default_factory=list)
 
     def render(self, indent: int = 0) -> list[str]:
         extra = ", ".join(f"{k}={v}" for k, v in self.detail.items() if v not in (None, "", [], {}))
@@ -81,7 +81,8 @@ def _writer_run(
         and r["version_after"] <= version and wrote(r)
     ]
     exact = [r for r in candidates if r["version_after"] == version]
-    return (exact or candidates or [None])[-1]
+    found = exact or candidates
+    return found[-1] if found else None
 
 
 def trace_table(

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 LOG_DIR_ENV = "LAKEHOUSE_LOG_DIR"
 PREFECT_LOGGING_ENV = "PREFECT_LOGGING_SETTINGS_PATH"
@@ -35,7 +35,7 @@ def log_file() -> Path:
     if _current is None:
         root = log_dir()
         root.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         _current = root / f"ingest-{stamp}-{os.getpid()}.log"
         _current.touch()
         for old in sorted(root.glob("ingest-*"), key=lambda p: p.stat().st_mtime)[: -2 * KEEP]:

@@ -6,10 +6,12 @@ thin and every stage is tested directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -125,7 +127,7 @@ def transform_stage(
 
 
 def snapshot_name(dataset: str, now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{dataset}-{now:%Y%m%dT%H%M%SZ}"
 
 
@@ -174,20 +176,35 @@ def sync_stage(settings: Settings, shard_set_uri: str, *, progress: bool = False
     return {**res.to_dict(), "pruned": pruned}
 
 
-def _ingest_all(settings: Settings, sources: list[SourceConfig], progress: bool) -> list[dict[str, Any]]:
+def _ingest_all(settings: Settings, sources: list[SourceConfig], *, progress: bool = False) -> list[dict[str, Any]]:
     lake = Lake.from_settings(settings)
     return [ingest_source(lake, src, progress=progress) for src in sources]
 
 
 @dataclass(frozen=True)
 class Stages:
-    """The callables a pipeline run uses; Prefect swaps in tasks that wrap the same functions."""
+    """The callables a pipeline run uses; Prefect swaps in tasks that wrap the same functions.
 
-    ingest_all: Callable[[Settings, list[SourceConfig], bool], list[dict[str, Any]]] = _ingest_all
-    transform: Callable[..., list[dict[str, Any]]] = transform_stage
-    snapshot: Callable[..., dict[str, Any]] = snapshot_stage
-    shards: Callable[..., dict[str, Any]] = shards_stage
-    sync: Callable[..., dict[str, Any]] = sync_stage
+    How a stage reports progress is the stage's business (``local`` binds the terminal bars;
+    Prefect tasks log instead), so the pipeline passes none.
+    """
+
+    ingest_all: Callable[[Settings, list[SourceConfig]], list[dict[str, Any]]]
+    transform: Callable[[Settings], list[dict[str, Any]]]
+    snapshot: Callable[..., dict[str, Any]]
+    shards: Callable[[Settings, str], dict[str, Any]]
+    sync: Callable[[Settings, str], dict[str, Any]]
+
+    @classmethod
+    def local(cls, *, progress: bool = False) -> Stages:
+        """The stages in this process, with progress bars when ``progress``."""
+        return cls(
+            ingest_all=partial(_ingest_all, progress=progress),
+            transform=partial(transform_stage, progress=progress),
+            snapshot=snapshot_stage,
+            shards=partial(shards_stage, progress=progress),
+            sync=partial(sync_stage, progress=progress),
+        )
 
 
 def run_pipeline(
@@ -195,20 +212,24 @@ def run_pipeline(
     *,
     progress: bool = False,
     echo: Echo = None,
-    stages: Stages = Stages(),
+    stages: Stages | None = None,
     sync: bool = True,
 ) -> PipelineSummary:
-    """Run every stage in order; a failing stage raises and stops its dependants."""
+    """Run every stage in order; a failing stage raises and stops its dependants.
+
+    ``stages`` default to ``Stages.local(progress=progress)``; ``progress`` applies only to those.
+    """
+    stages = stages or Stages.local(progress=progress)
     say = echo or (lambda _msg: None)
     lake = Lake.from_settings(settings)
-    summary = PipelineSummary(lake=lake.uri, started_at=datetime.now(timezone.utc))
+    summary = PipelineSummary(lake=lake.uri, started_at=datetime.now(UTC))
     sources = sources_of(settings)
     say(f"ingest {len(sources)} sources: " + ", ".join(f"{s.kind} -> {s.table}" for s in sources))
-    for res in stages.ingest_all(settings, sources, progress):
+    for res in stages.ingest_all(settings, sources):
         summary.ingested.append(res)
         summary.tables[res["table"]] = res.get("version")
     say("transform (dbt + Spark)")
-    summary.transformed = stages.transform(settings, progress=progress)
+    summary.transformed = stages.transform(settings)
     for m in summary.transformed:
         if m.get("table"):
             summary.tables[m["table"]] = m.get("version")
@@ -216,13 +237,13 @@ def run_pipeline(
     summary.snapshot, summary.snapshot_tables = snap["name"], snap.get("tables", {})
     summary.reused = bool(snap.get("reused"))
     say(f"snapshot {summary.snapshot}{' (reused)' if summary.reused else ''}; shards from {settings.shards.table}")
-    shards = stages.shards(settings, summary.snapshot, progress=progress)
+    shards = stages.shards(settings, summary.snapshot)
     summary.shard_set, summary.shards = shards["uri"], shards.get("shards", 0)
     summary.pruned["shard sets"] = shards.get("pruned", [])
     if sync:
         say(f"sync {summary.shard_set}")
-        synced = stages.sync(settings, summary.shard_set, progress=progress)
+        synced = stages.sync(settings, summary.shard_set)
         summary.synced_to, summary.synced_files = synced.get("dest"), synced.get("files", 0)
         summary.pruned["synced copies"] = synced.get("pruned", [])
-    summary.finished_at = datetime.now(timezone.utc)
+    summary.finished_at = datetime.now(UTC)
     return summary

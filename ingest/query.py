@@ -82,7 +82,7 @@ def resolve_as_of(lake: Lake, as_of: str | int | None, tables: list[TableId]) ->
         ts = None
     if ts is not None:
         if ts.tzinfo is None:  # a bare date or local-looking time means UTC, like the lake
-            ts = ts.replace(tzinfo=timezone.utc)
+            ts = ts.replace(tzinfo=UTC)
         return {str(t): version_at(lake, t, ts) for t in tables}
     from ingest.snapshots import get_snapshot  # snapshot names
 
@@ -109,7 +109,7 @@ def version_at(lake: Lake, table: TableId, ts: datetime) -> int:
     millis = ts.timestamp() * 1000
     found = [v for v, at in commits if at <= millis]
     if not found:
-        first = datetime.fromtimestamp(commits[0][1] / 1000, timezone.utc).isoformat() if commits else "?"
+        first = datetime.fromtimestamp(commits[0][1] / 1000, UTC).isoformat() if commits else "?"
         raise ConfigError(
             f"{table} did not exist at {ts.isoformat()}: its first commit is at {first} "
             f"(see `ingest history {table}`)"
@@ -167,7 +167,7 @@ def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Tab
     finally:
         con.close()
     # the versions read may have lost their files to `ingest vacuum`: say so, not "Could not open"
-    raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]
+    raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]  # str versions (timestamps) load too
     raise IngestError(message)
 
 

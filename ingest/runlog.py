@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterator, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -54,11 +55,11 @@ def current_run_id() -> str | None:
 class Counts(Protocol):
     """What a run has committed so far (``ingest.sources.Tally``)."""
 
-    def copy_to(self, run: "Run") -> None: ...
+    def copy_to(self, run: Run) -> None: ...
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
 @dataclass
@@ -73,7 +74,7 @@ class Run:
     rows_quarantined: int = 0
     skipped: int = 0
     bytes_read: int = 0
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration_s: float = 0.0
     status: str = "running"
     error: str | None = None

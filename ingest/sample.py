@@ -13,14 +13,15 @@ import os
 import random
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
 PLACES = ["Lisbon", "Kyoto", "Reykjavik", "Nairobi", "Lima", "Oslo", "Hanoi", "Quebec"]
 WORDS = ["sunset", "harbour", "market", "mountain", "street", "forest", "bridge", "portrait"]
-EPOCH = datetime(2026, 11, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class SampleSources:
 
 
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _draw_photo(rng: random.Random, size: tuple[int, int]) -> Image.Image:
@@ -146,7 +147,7 @@ def generate_sample(
             ts = start + timedelta(seconds=rng.randrange(86400))
             r = rng.random()
             if r < 0.15:
-                ev = {"event_type": "login", "photo_id": None}
+                ev: dict[str, Any] = {"event_type": "login", "photo_id": None}
             else:
                 pid = rng.choices(list(popularity), weights=list(popularity.values()))[0]
                 ev = {"event_type": "like" if r > 0.8 else "view", "photo_id": pid}
@@ -156,7 +157,7 @@ def generate_sample(
                     sort_keys=True,
                 )
             )
-        lines.sort(key=lambda l: json.loads(l)["ts"])
+        lines.sort(key=lambda line: json.loads(line)["ts"])
         if day == 0:
             lines.insert(5, '{"event_id": "broken", "ts": ')  # a malformed line
         text = "\n".join(lines) + "\n"

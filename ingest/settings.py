@@ -19,8 +19,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from ingest.aws import AwsEnv
 from ingest.errors import ConfigError
-from ingest.lake import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX, AwsEnv
+from ingest.lake import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX
 
 
 def check_spark_master(master: str) -> str:
@@ -46,8 +47,8 @@ class S3Settings(BaseModel):
     region: str = "us-east-1"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "S3Settings":
-        return cls(**AwsEnv.values(environ))
+    def from_env(cls, environ: dict[str, str] | None = None) -> S3Settings:
+        return cls.model_validate(AwsEnv.values(environ))
 
     @property
     def allow_http(self) -> bool:
@@ -74,7 +75,7 @@ CURSOR_LAG_HELP = (
     "Re-read this far below the last cursor value (seconds for timestamps, units for numbers), "
     "so rows committed late with an older cursor value are still loaded."
 )
-CursorLag = Annotated[float, Field(default=CURSOR_LAG_DEFAULT, ge=0, description=CURSOR_LAG_HELP)]
+CursorLag = Annotated[float, Field(ge=0, description=CURSOR_LAG_HELP)]
 
 
 class TableSource(BaseModel):
@@ -84,7 +85,7 @@ class TableSource(BaseModel):
     table: str
     primary_key: list[str] = Field(default_factory=list)
     cursor: str | None = None
-    cursor_lag: CursorLag
+    cursor_lag: CursorLag = CURSOR_LAG_DEFAULT
 
 
 SourceConfig = ImageSource | LogSource | TableSource

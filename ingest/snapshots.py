@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -167,7 +167,7 @@ def create_snapshot(
         _protect_log(lake, tid)
     pinned = current_versions(lake, tids)
     create_id = uuid.uuid4().hex
-    snap = Snapshot(name=name, created_at=datetime.now(timezone.utc), tables=pinned, note=note)
+    snap = Snapshot(name=name, created_at=datetime.now(UTC), tables=pinned, note=note)
     row = {
         "name": name,
         "created_at": snap.created_at,
@@ -240,4 +240,4 @@ def pinned_versions(lake: Lake) -> dict[str, list[int]]:
 
 
 # Vacuum lives beside snapshots because it must know every pin.
-from ingest.vacuum import vacuum  # noqa: E402,F401  (re-exported: ingest.snapshots.vacuum)
+from ingest.vacuum import vacuum  # noqa: E402,F401 - re-exported as ingest.snapshots.vacuum; imported last (ingest.vacuum imports this module)

@@ -91,7 +91,7 @@ def missing_files(lake: Lake, table: str | TableId, version: int | None = None) 
     rels = sorted(files_of_version(lake, table, v))
     root = lake.table_uri(table).rstrip("/")
     infos = lake.pyarrow_filesystem().get_file_info([lake.fs_path(f"{root}/{r}") for r in rels])
-    return v, [r for r, i in zip(rels, infos) if i.type == pafs.FileType.NotFound]
+    return v, [r for r, i in zip(rels, infos, strict=True) if i.type == pafs.FileType.NotFound]
 
 
 def raise_if_vacuumed(lake: Lake, reads: dict[str, int | None]) -> None:

@@ -60,7 +60,7 @@ _INJECT = textwrap.dedent(
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire\\nsecond line")
 
-    lake_cmds.list_tables = boom
+    lake_cmds.table_summaries = boom
     sync.sync_shards = boom
     from ingest.cli import main
     main()

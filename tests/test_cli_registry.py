@@ -6,7 +6,7 @@ import typer
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from ingest.cli import COMMAND_MODULES, COMMANDS, _modules_for, main
+from ingest.cli import COMMAND_MODULES, COMMANDS, modules_for, main
 
 
 def _commands_of(module: str) -> set[str]:
@@ -26,10 +26,10 @@ def test_every_command_maps_to_the_module_that_defines_it():
 
 
 def test_command_line_selects_one_module():
-    assert _modules_for(["--lake", "s3://b/p", "--json", "sync", "src", "dst"]) == ["ingest.cli.sync_cmd"]
-    assert _modules_for(["--config", "x.yaml", "ls"]) == ["ingest.cli.lake_cmds"]
-    assert _modules_for(["--help"]) is None and _modules_for(["bogus"]) is None
-    assert _modules_for(["--version"]) == []
+    assert modules_for(["--lake", "s3://b/p", "--json", "sync", "src", "dst"]) == ["ingest.cli.sync_cmd"]
+    assert modules_for(["--config", "x.yaml", "ls"]) == ["ingest.cli.lake_cmds"]
+    assert modules_for(["--help"]) is None and modules_for(["bogus"]) is None
+    assert modules_for(["--version"]) == []
 
 
 def test_full_app_lists_every_command():

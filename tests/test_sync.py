@@ -119,7 +119,7 @@ def no_rehash(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*a, **k):
         raise AssertionError("a local file was re-read for hashing")
 
-    monkeypatch.setattr(sync_mod, "_hash_file", boom)
+    monkeypatch.setattr(sync_mod, "hash_file", boom)
 
 
 SIZES = [300_000, 1_500_000, 70_000, 2_200_000, 1, 0, 900_000, 1_048_576, 640_000, 123_457]
@@ -569,7 +569,7 @@ def test_running_syncs_temp_files_are_not_removed(tmp_path: Path) -> None:
     with open(live, "wb") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         fh.write(b"y" * 10_000)
-        freed = sync_mod._clean_stale_tmp({d, tmp_path})
+        freed = sync_mod.clean_stale_tmp({d, tmp_path})
         assert live.exists() and not stale.exists() and freed >= 10_000
 
 
@@ -694,6 +694,19 @@ def test_s3_credentials_never_appear_in_output(s3_server, s3_shards, tmp_path: P
     assert "AWS_SECRET_ACCESS_KEY" in denied.stderr or "access denied" in denied.stderr.lower()
     for out in (ok.stdout, ok.stderr, denied.stdout, denied.stderr):
         assert s3_server.secret_key not in out and s3_server.access_key not in out and "X-Amz-Signature" not in out
+
+
+@pytest.mark.integration
+@pytest.mark.s3
+def test_s3_missing_bucket_names_the_bucket_to_check(s3_server, tmp_path: Path) -> None:
+    """The one storage classifier (ingest.errors) names the fault, as it does for the lake."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LAKEHOUSE_"))}
+    env.update(s3_server.env())
+    out = subprocess.run([INGEST, "sync", "s3://no-such-bucket-here/shards/ds/v1/", str(tmp_path / "d")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == SourceError.exit_code, out.stderr
+    assert out.stderr.count("\n") == 1 and "check that bucket 'no-such-bucket-here' exists" in out.stderr, out.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_progress_bar_on_a_terminal_shows_rate_and_eta(tmp_path: Path) -> None:
@@ -880,3 +893,22 @@ def test_sync_runs_from_the_typer_app_too(tmp_path: Path) -> None:
     assert json.loads(res.stdout)["downloaded"] == 1
     res = CliRunner().invoke(app, ["sync", str(tmp_path / "missing"), str(tmp_path / "d2")])
     assert res.exit_code == 3 and "no manifest.json" in res.stderr
+
+
+def test_state_write_survives_its_temp_file_being_reaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another sync may remove our just-created temp file as stale before we lock it: the state
+    file is still written (under a new temp name), not left out or raised as a transfer error."""
+    from ingest.sync import state
+
+    real, calls = state.lock_tmp, []
+
+    def reaped_once(fd: int, path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            os.unlink(path)  # what clean_stale_tmp in another process does
+        real(fd, path)
+
+    monkeypatch.setattr(state, "lock_tmp", reaped_once)
+    state.atomic_write(tmp_path / "f.json", b"{}")
+    assert (tmp_path / "f.json").read_bytes() == b"{}" and len(calls) == 2 and calls[0] != calls[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]

@@ -50,3 +50,22 @@ def test_ranks_together_receive_the_whole_shard_set(tmp_path, fmt):
     assert per_rank[0] | per_rank[1] == shard_paths
     if fmt == "mds":
         assert manifest["files"], "MDS shard sets list their index.json files"
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "mds"])
+def test_the_manifest_written_is_exactly_the_schema_sync_reads(tmp_path, fmt):
+    """One contract: every key `ingest shards` writes is a field of ingest.sync.manifest.ShardManifest
+    (nothing written that the reader drops, nothing read that the writer leaves out)."""
+    from ingest.sync.manifest import MANIFEST_NAME, ShardManifest
+
+    lake = Lake(str(tmp_path / "lake"))
+    make_gold(lake, list(range(1, 31)))
+    create_snapshot(lake, "s1", tables=["gold.photo_features"])
+    built = build_shards(lake, "ds", table="gold.photo_features", snapshot="s1", format=fmt,
+                         key="photo_id", shard_size="8KB")
+    raw = (Path(built.uri) / MANIFEST_NAME).read_bytes()
+    parsed = ShardManifest.parse_bytes(raw, "test")
+    assert parsed.to_dict() == json.loads(raw) == built.manifest
+    assert parsed.to_bytes() == raw
+    assert parsed.format == fmt and parsed.key == "photo_id" and parsed.tables == {"gold.photo_features": 1}
+    assert bool(parsed.files) == (fmt == "mds")  # MDS index.json per split, listed for every rank

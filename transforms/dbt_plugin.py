@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dbt.adapters.duckdb.plugins import BasePlugin
@@ -46,7 +46,7 @@ MODEL_LAYERS = ("silver", "gold")
 # an incremental merge rewrites only the files holding the keys it updates (one 1M-row file
 # would be rewritten whole for a single updated row).
 MODEL_FILE_BYTES = 16 << 20
-# DuckDB schema of the per-run change sets the data tests are scoped to (lake_test_scope.sql)
+# DuckDB schema of the per-run change sets the data tests are scoped to (macros/get_where_subquery.sql)
 CHANGES_SCHEMA = "lake_changes"
 
 
@@ -100,11 +100,7 @@ def configure(
         return _CONTEXT
 
 
-def current_context() -> RunContext:
-    return _CONTEXT
-
-
-def late_arrival_cutoff(lake: Lake) -> "datetime | None":
+def late_arrival_cutoff(lake: Lake) -> datetime | None:
     """How far back incremental models must look again for batches that committed late.
 
     Incremental models read bronze rows stamped after the newest stamp they hold.  An ingest
@@ -139,7 +135,7 @@ def late_arrival_cutoff(lake: Lake) -> "datetime | None":
 INGEST_COMMANDS = ("images", "logs", "tables")
 
 
-def last_tested_run(lake: Lake) -> "dict[str, Any] | None":
+def last_tested_run(lake: Lake) -> dict[str, Any] | None:
     """The details of the latest successful whole-project transform (its ``sources`` versions
     and ``project_sha``), or None when there is none or a transform failed since (then every
     data test reads whole tables).
@@ -169,7 +165,7 @@ def last_tested_run(lake: Lake) -> "dict[str, Any] | None":
     return details if isinstance(details, dict) else {}
 
 
-def rows_loaded_since(dt: Any, before: Any, *, column: str) -> "str | None":
+def rows_loaded_since(dt: Any, before: Any, *, column: str) -> str | None:
     """The earliest ``column`` value in files ``dt`` has and ``before`` (an older version of
     the same table) had not, from Delta stats.
 
@@ -206,7 +202,7 @@ class Plugin(BasePlugin):
         self._config = dict(plugin_config or {})
         self._datasets: dict[str, Any] = {}
         self._datasets_lock = threading.Lock()
-        self._conn: "duckdb.DuckDBPyConnection | None" = None
+        self._conn: duckdb.DuckDBPyConnection | None = None
         self._lake: Lake | None = None
 
     # -- where ------------------------------------------------------------------------------
@@ -225,7 +221,7 @@ class Plugin(BasePlugin):
         return self._lake
 
     # -- DuckDB wiring ----------------------------------------------------------------------
-    def configure_connection(self, conn: "duckdb.DuckDBPyConnection") -> None:
+    def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Expose the lake's current silver/gold tables before dbt looks at the catalog."""
         self._conn = conn
         conn.execute("set TimeZone = 'UTC'")
@@ -247,7 +243,7 @@ class Plugin(BasePlugin):
             if tid.layer in MODEL_LAYERS:
                 self._expose(tid, conn)
 
-    def configure_cursor(self, cursor: "duckdb.DuckDBPyConnection") -> None:
+    def configure_cursor(self, cursor: duckdb.DuckDBPyConnection) -> None:
         cursor.execute("set TimeZone = 'UTC'")
         # DuckDB 1.5 can push a join's key set into an Arrow scan as string_view values, which
         # pyarrow cannot compare with string columns ("no kernel matching (string, string_view)")
@@ -262,14 +258,14 @@ class Plugin(BasePlugin):
         with self._datasets_lock:
             self._datasets[name] = ds
 
-    def _expose(self, tid: TableId, conn: "duckdb.DuckDBPyConnection | None" = None) -> tuple[int, int]:
+    def _expose(self, tid: TableId, conn: duckdb.DuckDBPyConnection | None = None) -> tuple[int, int]:
         """(Re)point the DuckDB view ``layer.name`` at the table's current Delta version;
         returns that version and the table's row count."""
         dt = self.lake.delta_table(tid)
         name = dataset_name(tid)
         ds = plain_dataset(dt.to_pyarrow_dataset())
         self._publish(name, ds)
-        cur = (conn or self._conn).cursor()  # type: ignore[union-attr]
+        cur = (conn or self._conn).cursor()  # type: ignore[union-attr]  # set by open() before dbt calls any method
         try:
             cur.register(name, ds)
             cur.execute(f'create schema if not exists "{tid.layer}"')
@@ -319,7 +315,7 @@ class Plugin(BasePlugin):
         self._set_scope(str(table), since)
 
     def _set_scope(self, name: str, since: str | None, *, drop: bool = False) -> None:
-        cur = self._conn.cursor()  # type: ignore[union-attr]
+        cur = self._conn.cursor()  # type: ignore[union-attr]  # set by open() before dbt calls any method
         try:
             cur.execute(f'delete from "{CHANGES_SCHEMA}".scope where name = ?', [name])
             if not drop:
@@ -329,7 +325,7 @@ class Plugin(BasePlugin):
 
     def _version_at(self, table: TableId, text: str) -> int:
         """The same as-of-time rule as `ingest sql --as-of` (naive means UTC; before creation fails)."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         from ingest.query import version_at
 
@@ -339,7 +335,7 @@ class Plugin(BasePlugin):
             raise ConfigError(
                 f"source {table}: as_of_timestamp must be an ISO time like 2026-11-01T12:00:00Z, got {text!r}"
             ) from None
-        return version_at(self.lake, table, ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc))
+        return version_at(self.lake, table, ts if ts.tzinfo else ts.replace(tzinfo=UTC))
 
     def default_materialization(self) -> str:
         return "view"
@@ -352,8 +348,7 @@ class Plugin(BasePlugin):
         the table), ``append`` (rows the model guarantees are new) or ``merge`` (upsert by the
         model's ``unique_key``).
         """
-        from ingest.delta import merge_batch, write_batch
-        from ingest.sources import next_sequence
+        from ingest.delta import merge_batch, next_sequence, write_batch
 
         if target_config.location is None:
             raise ConfigError("the lake plugin needs a target table (location.path)")
@@ -369,7 +364,7 @@ class Plugin(BasePlugin):
         if mode == "merge" and not keys:
             raise ConfigError(f"{tid}: incremental merge needs unique_key in the model config")
         order = " order by " + ", ".join(_quote(k) for k in keys) if keys and mode == "overwrite" else ""
-        cur = self._conn.cursor()  # type: ignore[union-attr]
+        cur = self._conn.cursor()  # type: ignore[union-attr]  # set by open() before dbt calls any method
         try:
             data = cur.execute(f"select * from {rel.render()}{order}").to_arrow_table()
         finally:
@@ -381,7 +376,7 @@ class Plugin(BasePlugin):
         # every dbt write of a table carries one app id: two transforms writing it at once
         # conflict in Delta (or the later one finds its batch number taken) instead of both landing
         app_id = f"dbt:{tid}"
-        written = dict(app_id=app_id, batch_version=next_sequence(self.lake, tid, app_id), metadata=model_meta)
+        written: dict[str, Any] = dict(app_id=app_id, batch_version=next_sequence(self.lake, tid, app_id), metadata=model_meta)
         if mode != "overwrite" and data.num_rows == 0:
             res = None  # nothing new: no empty commit, the table keeps its version
         elif mode == "overwrite":
@@ -407,7 +402,7 @@ class Plugin(BasePlugin):
 
     def _any_key_stored(self, tid: TableId, data: Any, keys: list[str]) -> bool:
         """Whether any key of ``data`` is already in the table (then a merge is needed)."""
-        cur = self._conn.cursor()  # type: ignore[union-attr]
+        cur = self._conn.cursor()  # type: ignore[union-attr]  # set by open() before dbt calls any method
         try:
             cur.register("__lake_keys__", data.select(keys))
             cur.register("__lake_target__", self.lake.dataset(tid))
@@ -422,7 +417,7 @@ class Plugin(BasePlugin):
     def _expose_changes(self, tid: TableId, data: Any) -> None:
         """``lake_changes.<layer>__<name>``: the rows this run wrote incrementally (None: drop it)."""
         view = f'"{CHANGES_SCHEMA}"."{tid.layer}__{tid.name}"'
-        cur = self._conn.cursor()  # type: ignore[union-attr]
+        cur = self._conn.cursor()  # type: ignore[union-attr]  # set by open() before dbt calls any method
         try:
             if data is None:
                 cur.execute(f"drop view if exists {view}")

@@ -117,7 +117,7 @@ def _manifest_prefix() -> str:
 def _manifest_key(project_sha: str) -> str:
     from dbt.version import __version__ as dbt_version
 
-    py = "%d.%d" % sys.version_info[:2]
+    py = "{}.{}".format(*sys.version_info[:2])
     return f"{_manifest_prefix()}-{dbt_version}-py{py}-{project_sha[:32]}.pickle"
 
 
@@ -424,15 +424,6 @@ def _progress_callback():
 
 
 # -- Spark models ------------------------------------------------------------------------------
-def spark_models_available() -> bool:
-    """True once transforms.spark exposes ``run_spark_models``."""
-    try:
-        import transforms.spark as spark_pkg
-    except ImportError:
-        return False
-    return hasattr(spark_pkg, "run_spark_models")
-
-
 def run_spark_stage(
     settings: Settings,
     lake: Lake,
@@ -443,8 +434,6 @@ def run_spark_stage(
 ) -> list[ModelResult]:
     """The Spark models, after dbt.  No JVM is started when the selection names none of them or
     every selected one is up to date (its input unchanged since it last ran)."""
-    if not spark_models_available():
-        return []
     import transforms.spark as spark_pkg
 
     names = spark_pkg.selected_models(select)
@@ -462,13 +451,13 @@ def run_spark_stage(
             rows.setdefault(row["name"], row)
     models = []
     for name in names:
-        row = rows.get(name)
-        if row is None:
+        result = rows.get(name)
+        if result is None:
             continue
         source = spark_pkg.SPARK_MODELS[name][0]
         version = (source_versions or {}).get(source)
         inputs = {source: lake.delta_table(source, version=version).version()} if lake.table_exists(source) else {}
-        models.append(ModelResult(**{**row, "kind": "spark", "inputs": inputs}))
+        models.append(ModelResult(**{**result, "kind": "spark", "inputs": inputs}))
     return models
 
 
@@ -525,7 +514,7 @@ def run_transform(
                 run.details = result.model_dump(mode="json")
                 run.rows_written = _rows_written(result)  # dbt's commits stand
                 raise TransformFailed(f"spark models failed: {exc}", result) from exc
-            except Exception as exc:  # noqa: BLE001 - Spark/JVM errors become one line
+            except Exception as exc:  # Spark/JVM errors become one line
                 result.ok = False
                 run.details = result.model_dump(mode="json")
                 run.rows_written = _rows_written(result)

@@ -2,7 +2,7 @@
     `where` config) so that an incremental run tests what it changed, not every stored row.
 
     Scoping is on only when the previous whole-project run succeeded and no run failed since
-    (transforms/dbt_plugin.py: last_tested_sources); full builds, full refreshes and pinned runs
+    (transforms/dbt_plugin.py: last_tested_run); full builds, full refreshes and pinned runs
     read whole relations.  Then:
     * a lake model an incremental run wrote (`lake_changes.<layer>__<table>`, exposed by the
       plugin): `unique` reads every stored row whose key this run wrote, so a new row that

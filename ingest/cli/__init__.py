@@ -40,7 +40,7 @@ COMMANDS = {
 _GLOBAL_OPTIONS_WITH_VALUE = ("--lake", "--config")
 
 
-def _modules_for(argv: list[str]) -> list[str] | None:
+def modules_for(argv: list[str]) -> list[str] | None:
     """The one module a command line needs, or None (help, unknown command: load them all)."""
     if "--version" in argv:
         return []
@@ -56,7 +56,7 @@ def _modules_for(argv: list[str]) -> list[str] | None:
 def main(argv: list[str] | None = None) -> None:
     """The console script (argv None) and in-process callers (tests pass argv)."""
     args = sys.argv[1:] if argv is None else argv
-    if _modules_for(args) == [COMMANDS["sync"]]:
+    if modules_for(args) == [COMMANDS["sync"]]:
         from ingest.cli.sync_cmd import main as sync_main
 
         sync_main(args)  # exits, unless the line is one for typer (e.g. `ingest --help sync`)
@@ -70,11 +70,11 @@ def __getattr__(name: str) -> Any:
         from ingest.cli.commands import register_commands
 
         return register_commands()
-    if name in ("register_commands", "fail"):
-        from ingest.cli import commands, common
+    if name == "register_commands":
+        from ingest.cli.commands import register_commands
 
-        return getattr(commands if name == "register_commands" else common, name)
+        return register_commands
     raise AttributeError(f"module 'ingest.cli' has no attribute {name!r}")
 
 
-__all__ = ["app", "main", "fail", "register_commands"]
+__all__ = ["app", "main", "register_commands"]

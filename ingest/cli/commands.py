@@ -10,12 +10,11 @@ import atexit
 import importlib
 import os
 import sys
-from typing import Optional
 
 import typer
 
 from ingest import __version__
-from ingest.cli import COMMAND_MODULES, _modules_for
+from ingest.cli import COMMAND_MODULES, modules_for
 from ingest.cli.common import CliState, run_cli
 from ingest.cli.help import examples, hide_flag_types
 
@@ -46,12 +45,12 @@ _registered: set[str] = set()
 @_app.callback()
 def _main(
     ctx: typer.Context,
-    lake: Optional[str] = typer.Option(
+    lake: str | None = typer.Option(
         None, "--lake", help="Lake root: a local directory or s3://bucket/prefix (env LAKEHOUSE_LAKE; default ./lake)",
         show_default=False,
     ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable JSON on stdout; no progress bars."),
-    config: Optional[str] = typer.Option(
+    config: str | None = typer.Option(
         None, "--config", help="Settings file (env LAKEHOUSE_CONFIG; default ./lakehouse.yaml)", show_default=False
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
@@ -98,11 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     """Run a command on the typer app (see ``ingest.cli.main``)."""
     global _EXIT_CODE
     as_script = argv is None
-    args = sys.argv[1:] if as_script else argv
+    args = sys.argv[1:] if argv is None else argv
     if as_script:  # only a process that is about to end may skip native teardown
         atexit.register(_exit_without_native_teardown)
     try:
-        run_cli(register_commands(_modules_for(args)), args)
+        run_cli(register_commands(modules_for(args)), args)
     except SystemExit as exc:
         code = exc.code
         _EXIT_CODE = code if isinstance(code, int) else (0 if code is None else 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -99,11 +100,6 @@ def write_page(path: Path, text: str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {redact(message)}", err=True)
-    raise typer.Exit(code)
 
 
 def run_cli(app: typer.Typer, argv: list[str]) -> None:

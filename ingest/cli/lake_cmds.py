@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Literal, Optional
+from datetime import UTC
 
 import typer
 from rich.console import Console
@@ -12,29 +12,31 @@ from rich.table import Table
 
 from ingest.cli.common import emit, state
 from ingest.cli.help import examples
+from ingest.lake import Lake
 
 
-def list_tables(lake) -> list[dict]:
+def table_summaries(lake: Lake) -> list[dict]:
+    """`ingest ls`: each table of ``Lake.list_tables`` with its version, rows and last update."""
     out = []
     for tid in lake.list_tables():
         dt = lake.delta_table(tid)
         hist = dt.history(1)
         ts = hist[0].get("timestamp") if hist else None
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         out.append(
             {
                 "table": str(tid),
                 "version": dt.version(),
                 "rows": dt.count(),
-                "last_update": datetime.fromtimestamp(ts / 1000, timezone.utc).isoformat() if ts else None,
+                "last_update": datetime.fromtimestamp(ts / 1000, UTC).isoformat() if ts else None,
             }
         )
     return out
 
 
 def table_history(lake, table: str, limit: int | None = None) -> list[dict]:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from ingest.delta import commit_run_id
 
@@ -45,7 +47,7 @@ def table_history(lake, table: str, limit: int | None = None) -> list[dict]:
         out.append(
             {
                 "version": h.get("version"),
-                "timestamp": datetime.fromtimestamp(h["timestamp"] / 1000, timezone.utc).isoformat()
+                "timestamp": datetime.fromtimestamp(h["timestamp"] / 1000, UTC).isoformat()
                 if h.get("timestamp")
                 else None,
                 "operation": h.get("operation"),
@@ -81,14 +83,14 @@ def register(app: typer.Typer) -> None:
     @app.command("ls", epilog=examples('ingest ls', 'ingest --lake s3://bucket/lake --json ls'))
     def ls_cmd(ctx: typer.Context) -> None:
         """List every lake table with its Delta version, row count and last update."""
-        rows = list_tables(state(ctx).lake_obj)
+        rows = table_summaries(state(ctx).lake_obj)
         emit(ctx, rows, lambda: _print_table(rows, title=f"tables in {state(ctx).lake_obj.uri}"))
 
     @app.command("sql", epilog=examples('ingest sql "select place, count(*) from silver.photos group by 1"', 'ingest sql "select * from gold.photo_features" --as-of v1 > f.csv'))
     def sql_cmd(
         ctx: typer.Context,
         query: str = typer.Argument(..., help='Read-only SQL; name tables layer.name, e.g. "select * from gold.photo_features".'),
-        as_of: Optional[str] = typer.Option(None, "--as-of", help="Read every table as of a Delta version number, an ISO timestamp or a snapshot name."),
+        as_of: str | None = typer.Option(None, "--as-of", help="Read every table as of a Delta version number, an ISO timestamp or a snapshot name."),
         fmt: str = typer.Option("table", "--format", help="table, csv or json (--json implies json)."),
     ) -> None:
         """Run read-only SQL over lake tables (DuckDB dialect)."""
@@ -116,7 +118,7 @@ def register(app: typer.Typer) -> None:
     def history_cmd(
         ctx: typer.Context,
         table: str = typer.Argument(..., help="layer.name"),
-        limit: Optional[int] = typer.Option(None, "--limit", help="Only the newest N versions."),
+        limit: int | None = typer.Option(None, "--limit", help="Only the newest N versions."),
     ) -> None:
         """A table's Delta versions: time, operation, rows added/removed and the run that wrote it."""
         rows = table_history(state(ctx).lake_obj, table, limit)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 import typer
 
 from ingest.cli.common import emit, state
 from ingest.cli.help import examples
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ingest.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +36,7 @@ def register(app: typer.Typer) -> None:
         mode: Literal["prefect", "local"]
         if orchestrator not in ("prefect", "local"):
             raise typer.BadParameter("use prefect or local", param_hint="--orchestrator")
-        mode = orchestrator  # type: ignore[assignment]
+        mode = orchestrator  # type: ignore[assignment]  # checked against the Literal just above
         echo = None if st.json else typer.echo
         try:
             if mode == "prefect":
@@ -46,7 +50,7 @@ def register(app: typer.Typer) -> None:
         emit(ctx, summary.model_dump(mode="json"), lambda: typer.echo(summary.human()))
 
 
-def _echo_log_file(echo) -> None:  # noqa: ANN001
+def _echo_log_file(echo: Callable[[str], None] | None) -> None:
     """Say where Prefect's and Spark's own output went (stdout: stderr keeps one line on failure)."""
     from ingest.logfile import current_log_file
 
@@ -55,7 +59,7 @@ def _echo_log_file(echo) -> None:  # noqa: ANN001
         echo(f"Prefect and Spark logs: {path}")
 
 
-def _run_with_prefect(settings, *, sync: bool, quiet: bool, echo=None):  # noqa: ANN001 - echo: str -> None
+def _run_with_prefect(settings: Settings, *, sync: bool, quiet: bool, echo: Callable[[str], None] | None = None):
     """The pipeline flow; Prefect's and the JVM's own logs go to the log file (ingest.logfile),
     the terminal gets one line per finished stage (``echo``) and the summary."""
     import os
@@ -98,7 +102,7 @@ class _StageEcho(logging.Handler):
 
     _finished = re.compile(r"^Finished in state (\w+)")
 
-    def __init__(self, echo) -> None:  # noqa: ANN001 - echo: str -> None
+    def __init__(self, echo: Callable[[str], None]) -> None:
         super().__init__()
         self.echo = echo
 

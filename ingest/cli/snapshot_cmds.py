@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -33,8 +31,8 @@ def register(app: typer.Typer) -> None:
     def create_cmd(
         ctx: typer.Context,
         name: str = typer.Argument(..., help="Unique snapshot name, e.g. train-2024-06"),
-        tables: Optional[str] = typer.Option(None, "--tables", help="Comma-separated tables (default: all gold tables)"),
-        note: Optional[str] = typer.Option(None, "--note", help="Free text stored with the snapshot"),
+        tables: str | None = typer.Option(None, "--tables", help="Comma-separated tables (default: all gold tables)"),
+        note: str | None = typer.Option(None, "--note", help="Free text stored with the snapshot"),
     ) -> None:
         """Pin the current version of the tables under NAME (metadata only, no data copied)."""
         from ingest.snapshots import create_snapshot
@@ -94,7 +92,7 @@ def register(app: typer.Typer) -> None:
             168, "--retain-hours", help="Keep files removed less than this many hours ago (at least 168 unless --force)"
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be deleted"),
-        tables: Optional[str] = typer.Option(None, "--tables", help="Comma-separated tables (default: all)"),
+        tables: str | None = typer.Option(None, "--tables", help="Comma-separated tables (default: all)"),
         force: bool = typer.Option(
             False, "--force", help="Allow --retain-hours below 168: readers of older versions may fail mid-read"
         ),
@@ -117,7 +115,7 @@ def register(app: typer.Typer) -> None:
         table: str = typer.Option(..., "--table", help="Source table, e.g. gold.photo_features"),
         snapshot: str = typer.Option(..., "--snapshot", help="Snapshot that pins the table version"),
         fmt: str = typer.Option("webdataset", "--format", help="webdataset | mds | parquet"),
-        key: Optional[str] = typer.Option(None, "--key", help="Unique sample key column (default: first column ending in _id)"),
+        key: str | None = typer.Option(None, "--key", help="Unique sample key column (default: first column ending in _id)"),
         split: str = typer.Option("train=0.9,val=0.1", "--split", help="name=fraction,... summing to 1"),
         shard_size: str = typer.Option("256MB", "--shard-size", help="Target bytes per shard, e.g. 256MB"),
         seed: int = typer.Option(0, "--seed", help="Salt for the split hash and the in-split order"),
@@ -128,9 +126,9 @@ def register(app: typer.Typer) -> None:
 
         st = state(ctx)
         res = build_shards(
-            st.lake_obj, dataset, table=table, snapshot=snapshot, format=fmt,  # type: ignore[arg-type]
+            st.lake_obj, dataset, table=table, snapshot=snapshot, format=fmt,  # type: ignore[arg-type]  # build_shards refuses an unknown format/engine itself
             key=key, split=_parse_split(split), shard_size=shard_size, seed=seed,
-            engine=engine, progress=st.progress,  # type: ignore[arg-type]
+            engine=engine, progress=st.progress,  # type: ignore[arg-type]  # (see format above)
         )
         emit(ctx, res.payload(), lambda: typer.echo(
             f"wrote {res.shards} shard(s), {res.samples} samples, {res.bytes} bytes to {res.uri}"

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -24,7 +24,7 @@ def _human(res: IngestResult) -> None:
         typer.echo(f"  {note}")
 
 
-def _split_cols(values: List[str]) -> tuple[str, ...]:
+def _split_cols(values: list[str]) -> tuple[str, ...]:
     return tuple(c.strip() for v in values for c in v.split(",") if c.strip())
 
 
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         src: str = typer.Argument(..., help="Log file, directory or s3://bucket/prefix (.gz files too)."),
         table: str = typer.Option("bronze.events", "--table", help="Target table layer.name."),
         format: str = typer.Option("jsonl", "--format", help="jsonl, or text (parsed by --pattern)."),
-        pattern: Optional[str] = typer.Option(
+        pattern: str | None = typer.Option(
             None, "--pattern", help="Regex with named groups for --format text; one column per group."
         ),
     ) -> None:
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         if format not in ("jsonl", "text"):
             raise ConfigError(f"unknown --format {format!r}: use jsonl or text")
         st = state(ctx)
-        res = ingest_logs(st.lake_for_write, src, table=table, format=format, pattern=pattern, progress=st.progress)  # type: ignore[arg-type]
+        res = ingest_logs(st.lake_for_write, src, table=table, format=format, pattern=pattern, progress=st.progress)  # type: ignore[arg-type]  # format checked against the Literal above
         emit(ctx, res.model_dump(mode="json"), lambda: _human(res))
 
     @app.command("tables", epilog=examples(
@@ -75,10 +75,10 @@ def register(app: typer.Typer) -> None:
         db_url: str = typer.Argument(..., help="SQLAlchemy URL: postgresql://..., mysql://..., sqlite:///path.db"),
         source_table: str = typer.Option(..., "--source-table", help="Table to read: name or schema.name."),
         table: str = typer.Option(..., "--table", help="Target table layer.name."),
-        primary_key: List[str] = typer.Option(
+        primary_key: list[str] = typer.Option(
             [], "--primary-key", help="Merge on these columns (comma-separated or repeated)."
         ),
-        cursor: Optional[str] = typer.Option(None, "--cursor", help="Load incrementally by this column."),
+        cursor: str | None = typer.Option(None, "--cursor", help="Load incrementally by this column."),
         cursor_lag: float = typer.Option(CURSOR_LAG_DEFAULT, "--cursor-lag", help=CURSOR_LAG_HELP),
     ) -> None:
         """Load a database table: incremental (--cursor), merged (--primary-key) or a full snapshot."""

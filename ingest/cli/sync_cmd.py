@@ -96,7 +96,7 @@ def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]] | None:
     return None
 
 
-def _lake(lake: str | None, config: str | None, src: str) -> "Lake | None":
+def _lake(lake: str | None, config: str | None, src: str) -> Lake | None:
     """The lake from settings, or None when no settings are in play (see the module docstring)."""
     from ingest.lake import CONFIG_FILE_ENV, settings_in_play
 
@@ -147,7 +147,7 @@ def run(
     return 0
 
 
-def _human(res: "SyncResult") -> str:
+def _human(res: SyncResult) -> str:
     rate = res.bytes / res.seconds / 2**20 if res.seconds > 0 else 0.0
     return (
         f"synced {res.files} shards (rank {res.rank}/{res.world_size}) to {res.dest}: "
@@ -169,7 +169,7 @@ def main(argv: list[str]) -> None:
     sys.exit(code)
 
 
-def register(app: "typer.Typer") -> None:
+def register(app: typer.Typer) -> None:
     """List `sync` in ``ingest --help`` and run it from the typer app (in-process callers)."""
     import typer
 

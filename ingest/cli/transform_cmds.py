@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from ingest.cli.common import emit, state, to_json
@@ -49,14 +47,14 @@ def register(app: typer.Typer) -> None:
     @app.command("transform", epilog=examples('ingest transform', 'ingest transform --select photo_features+ --full-refresh'))
     def transform_cmd(
         ctx: typer.Context,
-        select: Optional[str] = typer.Option(
+        select: str | None = typer.Option(
             None, "--select", "-s",
             help="dbt selector, e.g. photo_features, +daily_activity, tag:gold (default: everything).",
         ),
         full_refresh: bool = typer.Option(
             False, "--full-refresh", help="Rebuild incremental models from all of bronze, and rerun every Spark model."
         ),
-        snapshot: Optional[str] = typer.Option(
+        snapshot: str | None = typer.Option(
             None, "--snapshot",
             help="Read bronze as pinned by this snapshot (implies --full-refresh).",
         ),

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 from pydantic import BaseModel
 
-from ingest.delta import write_batch
+from ingest.delta import next_sequence, write_batch  # noqa: F401 - next_sequence: re-exported for the ingesters
 from ingest.errors import IngestError, SourceError, TransientError
 from ingest.lake import Lake, TableId
 
@@ -181,30 +181,16 @@ def ensure_table(lake: Lake, table: str | TableId, schema: pa.Schema) -> None:
         return
     from deltalake import write_deltalake
 
-    from ingest.delta import _utc
+    from ingest.delta import lake_schema
 
     try:
         write_deltalake(
-            lake.table_uri(table), _utc(schema).empty_table(), mode="ignore",
+            lake.table_uri(table), lake_schema(schema).empty_table(), mode="ignore",
             storage_options=lake.storage_options(),
         )
     except Exception:  # noqa: BLE001 - a concurrent creator won; fine if the table now exists
         if not lake.table_exists(table):
             raise
-
-
-def next_sequence(lake: Lake, table: str | TableId, app_id: str, *, snapshot: Any = None) -> int:
-    """The next batch number for a writer that serialises on one app id.
-
-    Two runs that read the same number and both commit would conflict in Delta (same app id),
-    so the loser retries, re-reads the table and never writes the same rows twice.  Pass the
-    ``snapshot`` (a loaded DeltaTable) the commit will be made against, if there is one.
-    """
-    if snapshot is None:
-        if not lake.table_exists(table):
-            return 1
-        snapshot = lake.delta_table(table)
-    return (snapshot.transaction_version(app_id) or 0) + 1
 
 
 # -- sources: local paths and s3:// prefixes ----------------------------------------------------

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from ingest.delta import CREATE_RETRIES, _utc, merge_batch, write_batch
+from ingest.delta import CREATE_RETRIES, lake_schema, merge_batch, write_batch
 from ingest.errors import ConfigError, IngestError, SourceError
 from ingest.lake import Lake, TableId, ingest_target, redact
 from ingest.runlog import track
@@ -486,7 +486,7 @@ def _fit(src: DbSource, batch: pa.Table | list[dict[str, Any]], against: pa.Sche
         against = src.plan.declared_schema(against)
     if isinstance(batch, pa.Table):
         counts.bytes_read += batch.nbytes
-        batch = batch.cast(_utc(batch.schema))
+        batch = batch.cast(lake_schema(batch.schema))
         good, misfits = fit_table(batch, against)
         rows = batch.take(pa.array([i for i, _ in misfits], pa.int64())).to_pylist() if misfits else []
         bad = [Bad(src.label, f"row {i}", reason, row_json(r)) for (i, reason), r in zip(misfits, rows)]

@@ -1,7 +1,9 @@
 """Build a training shard set from a table pinned by a snapshot, with manifest.json and SHA256SUMS.
 
 The shard set lives at ``<lake>/shards/DATASET/SNAPSHOT/``.  ``manifest.json`` is written last
-(its presence means the set is complete) and is the contract ``ingest sync`` reads.
+(its presence means the set is complete); its schema is ``ingest.sync.manifest.ShardManifest``,
+the one ``ingest sync`` reads.  Everything format-specific is the format's class
+(``transforms.shards.formats.FORMATS``).
 """
 
 from __future__ import annotations
@@ -9,16 +11,18 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel
 
 from ingest.errors import ConfigError, IngestError
 from ingest.lake import Lake, TableId
-from transforms.shards.formats import FORMATS, Format, HashingWriter, ShardSpec, write_shard_rows
+from ingest.sync.manifest import MANIFEST_NAME, SUMS_NAME, ShardEntry, ShardManifest
+from transforms.shards.formats import Format, HashingWriter, ShardSpec, shard_format, write_shard_rows
 from transforms.shards.plan import (
     SampleInfo,
     ShardPlan,
@@ -30,10 +34,12 @@ from transforms.shards.plan import (
     validate_split,
 )
 
+__all__ = [
+    "Engine", "ShardSetResult", "build_options", "build_shards", "clear_shard_set", "code_version", "default_key",
+    "finish", "shard_path", "source_runs", "write_index_files", "write_local", "write_one", "write_prepared",
+]
+
 Engine = Literal["local", "spark"]
-MANIFEST = "manifest.json"
-SUMS = "SHA256SUMS"
-_EXT = {"webdataset": "tar", "mds": "mds", "parquet": "parquet"}
 
 
 class ShardSetResult(BaseModel):
@@ -53,7 +59,7 @@ class ShardSetResult(BaseModel):
 
 def shard_path(fmt: str, split: str, index: int) -> str:
     """Path of a shard relative to the set root (POSIX, no '..')."""
-    return f"{split}/shard-{index:06d}.{_EXT[fmt]}"
+    return f"{split}/shard-{index:06d}.{shard_format(fmt).ext}"
 
 
 def code_version() -> str:
@@ -106,28 +112,9 @@ def nullable_columns(table: pa.Table) -> set[str]:
     return {n for n in table.column_names if table.column(n).null_count > 0}
 
 
-def sample_infos(spec: ShardSpec, table: pa.Table, splits, seed: int) -> list[SampleInfo]:
-    return [SampleInfo(k, split_of(k, splits), order_of(k, seed), size) for k, size in spec.sample_sizes(table)]
-
-
-def write_mds_index(fs, root: str, spec: ShardSpec, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One ``index.json`` per split, as ``streaming.StreamingDataset(local=root, split=...)`` reads."""
-    written = []
-    for split in sorted({s["split"] for s in shards}):
-        entries = []
-        for s in (x for x in shards if x["split"] == split):
-            entry = spec.mds_config()
-            entry.update(
-                {
-                    "raw_data": {"basename": s["path"].split("/", 1)[1], "bytes": s["bytes"], "hashes": {}},
-                    "samples": s["samples"],
-                    "zip_data": None,
-                }
-            )
-            entries.append(entry)
-        data = json.dumps({"shards": entries, "version": 2}, sort_keys=True).encode("utf-8")
-        written.append(_put(fs, f"{root}/{split}/index.json", data, f"{split}/index.json"))
-    return written
+def write_index_files(fs, root: str, spec: ShardSpec, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The files besides the shards that the format's readers need (MDS: ``index.json`` per split)."""
+    return [_put(fs, f"{root}/{rel}", data, rel) for rel, data in spec.codec.index_files(spec, shards).items()]
 
 
 def _mkparent(fs, full: str) -> None:
@@ -187,18 +174,13 @@ def write_local(
 
 
 def write_prepared(fs, root_fs_path: str, spec: ShardSpec, plan: ShardPlan, prepared: dict[str, list]) -> dict[str, Any]:
-    """Write one WebDataset shard from the tar pieces prepared by the sizing pass."""
-    from transforms.shards.formats import TAR_END
-
+    """Write one shard from the pieces the format's sizing pass prepared (``ShardFormat.prepare``)."""
     rel = shard_path(spec.format, plan.split, plan.index)
     _mkparent(fs, f"{root_fs_path}/{rel}")
     with fs.open_output_stream(f"{root_fs_path}/{rel}") as stream:
         hw = HashingWriter(stream)
         try:
-            for k in plan.keys:
-                for part in prepared[k]:
-                    hw.write(part)
-            hw.write(TAR_END)
+            spec.codec.write_prepared(spec, (prepared[k] for k in plan.keys), hw)
         finally:
             hw.close()
     return {"path": rel, "split": plan.split, "samples": plan.samples, "bytes": hw.bytes, "sha256": hw.sha.hexdigest()}
@@ -217,14 +199,15 @@ def write_one(fs, root_fs_path: str, spec: ShardSpec, plan: ShardPlan, rows: pa.
     return {"path": rel, "split": plan.split, "samples": n, "bytes": hw.bytes, "sha256": hw.sha.hexdigest()}
 
 
-def _clear(fs, root_fs: str) -> None:
+def clear_shard_set(fs, root_fs: str) -> None:
+    """Empty a shard-set directory before a build, manifest first (a half-removed set never looks complete)."""
     import pyarrow.fs as pafs
 
     info = fs.get_file_info(root_fs)
     if info.type == pafs.FileType.NotFound:
         return
     try:
-        fs.delete_file(f"{root_fs}/{MANIFEST}")
+        fs.delete_file(f"{root_fs}/{MANIFEST_NAME}")
     except (FileNotFoundError, OSError):
         pass
     fs.delete_dir_contents(root_fs, missing_dir_ok=True)
@@ -253,16 +236,14 @@ def build_shards(
     from ingest.runlog import track
     from ingest.snapshots import get_snapshot
 
-    if format not in FORMATS:
-        raise ConfigError(f"unknown shard format {format!r}: use one of {', '.join(FORMATS)}")
+    codec = shard_format(format)
     if engine not in ("local", "spark"):
         raise ConfigError(f"unknown engine {engine!r}: use local or spark")
     if not re.match(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$", dataset or ""):
         raise ConfigError(f"bad dataset name {dataset!r}: start with a letter, then letters, digits, '_', '-' or '.'")
     splits = validate_split(split if split is not None else {"train": 0.9, "val": 0.1})
     target = parse_size(shard_size)
-    if format == "mds" and target >= 2**32:
-        raise ConfigError("MDS shards use 32-bit offsets: use --shard-size below 4GB")
+    codec.check_size(target)
     tid = TableId.parse(table)
     snap = get_snapshot(lake, snapshot)
     if str(tid) not in snap.tables:
@@ -308,18 +289,18 @@ def _existing(lake: Lake, root: str, tables: dict[str, int], *, format: str, key
               options: dict[str, Any]) -> ShardSetResult | None:
     """The complete set at ``root`` if its manifest records the same pin, format, key and options."""
     try:
-        with lake.pyarrow_filesystem().open_input_stream(lake.fs_path(f"{root}/{MANIFEST}")) as fh:
-            manifest = json.loads(fh.read())
+        with lake.pyarrow_filesystem().open_input_stream(lake.fs_path(f"{root}/{MANIFEST_NAME}")) as fh:
+            raw = fh.read()
+        manifest = ShardManifest.from_dict(json.loads(raw))
     except (FileNotFoundError, ValueError):
         return None
-    if (manifest.get("tables"), manifest.get("format"), manifest.get("options")) != (tables, format, options) or (
-        key is not None and manifest.get("key") != key
+    if (manifest.tables, manifest.format, manifest.options) != (tables, format, options) or (
+        key is not None and manifest.key != key
     ):
         return None
-    shards = manifest.get("shards") or []
     return ShardSetResult(
-        uri=root, manifest=manifest, shards=len(shards), reused=True,
-        samples=sum(s.get("samples") or 0 for s in shards), bytes=sum(s["bytes"] for s in shards),
+        uri=root, manifest=json.loads(raw), shards=len(manifest.shards), reused=True,
+        samples=sum(s.samples or 0 for s in manifest.shards), bytes=sum(s.bytes for s in manifest.shards),
     )
 
 
@@ -327,7 +308,7 @@ def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: F
                  splits, target: int, seed: int, mtime: int, progress: bool):
     try:
         data = lake.delta_table(tid, version=version).to_pyarrow_table()
-    except Exception:  # noqa: BLE001 - only explained here, re-raised as it is otherwise
+    except Exception:  # only explained here, re-raised as it is otherwise
         from ingest.vacuum import raise_if_vacuumed
 
         raise_if_vacuumed(lake, {str(tid): version})
@@ -336,21 +317,14 @@ def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: F
         data.schema, format=format, key=key or default_key(data.schema), mtime=mtime,
         size_limit=target, nullable=nullable_columns(data),
     )
-    prepared: dict[str, list] | None = None
     try:
-        if format == "webdataset":
-            prepared = {}
-            infos = []
-            for k, members in spec.wds_samples(data):
-                parts = prepared[k] = spec.wds_parts(members)
-                infos.append(SampleInfo(k, split_of(k, splits), order_of(k, seed), sum(len(p) for p in parts)))
-        else:
-            infos = sample_infos(spec, data, splits, seed)
+        sizes, prepared = spec.codec.prepare(spec, data)
+        infos = [SampleInfo(k, split_of(k, splits), order_of(k, seed), size) for k, size in sizes]
         plans = plan_shards(infos, splits=splits, target=target, overhead=spec.shard_overhead())
     except ValueError as exc:
         raise ConfigError(f"{tid}@{version}: {exc}") from None
     fs = lake.pyarrow_filesystem()
-    _clear(fs, lake.fs_path(root))
+    clear_shard_set(fs, lake.fs_path(root))
     if progress:
         from rich.progress import Progress
 
@@ -369,25 +343,25 @@ def finish(lake: Lake, root: str, spec: ShardSpec, shards: list[dict[str, Any]],
     fs = lake.pyarrow_filesystem()
     root_fs = lake.fs_path(root)
     shards = sorted(shards, key=lambda s: s["path"])
-    extra = write_mds_index(fs, root_fs, spec, shards) if spec.format == "mds" else []
+    extra = write_index_files(fs, root_fs, spec, shards)
     for s in shards + extra:
         if s["path"].startswith("/") or ".." in s["path"].split("/"):
             raise IngestError(f"internal error: shard path {s['path']!r} escapes the shard set")
     sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in sorted(shards + extra, key=lambda f: f["path"]))
-    _put(fs, f"{root_fs}/{SUMS}", sums.encode("ascii"), SUMS)
+    _put(fs, f"{root_fs}/{SUMS_NAME}", sums.encode("ascii"), SUMS_NAME)
     table = next(iter(tables))
-    manifest = {
-        "dataset": dataset,
-        "snapshot": snapshot,
-        "format": spec.format,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "tables": tables,
-        "source_runs": source_runs(lake, table, tables[table]),
-        "code_version": code_version(),
-        "key": spec.key,
-        "options": options or {},
-        "shards": shards,
-        "files": extra,  # other files readers need (MDS index.json per split)
-    }
-    _put(fs, f"{root_fs}/{MANIFEST}", json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"), MANIFEST)
-    return manifest
+    manifest = ShardManifest(
+        dataset=dataset,
+        snapshot=snapshot,
+        format=spec.format,
+        created_at=datetime.now(UTC).isoformat(),
+        tables=tables,
+        source_runs=source_runs(lake, table, tables[table]),
+        code_version=code_version(),
+        key=spec.key,
+        options=options or {},
+        shards=[ShardEntry(**s) for s in shards],
+        files=[ShardEntry(**f) for f in extra],  # other files readers need (MDS index.json per split)
+    )
+    _put(fs, f"{root_fs}/{MANIFEST_NAME}", manifest.to_bytes(), MANIFEST_NAME)
+    return manifest.to_dict()

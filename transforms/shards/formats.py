@@ -12,18 +12,23 @@ import json
 import math
 import re
 import tarfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, BinaryIO, Iterator, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 import pyarrow as pa
 
 from ingest.errors import ConfigError
 from transforms.shards.plan import key_text
 
+__all__ = [
+    "FORMATS", "MDS", "TAR_END", "Format", "HashingWriter", "Parquet", "ShardFormat", "ShardSpec", "WebDataset",
+    "canonical_json", "escape_key", "iter_rows", "jsonable", "register", "shard_format", "sniff_ext", "write_shard_rows",
+]
+
 Format = Literal["webdataset", "mds", "parquet"]
-FORMATS: tuple[str, ...] = ("webdataset", "mds", "parquet")
 _SAFE = re.compile(r"[^A-Za-z0-9_\-]")
 _EXT_OK = re.compile(r"^[a-z0-9]{1,8}$")
 _EXT_ALIASES = {"jpeg": "jpg", "tiff": "tif"}
@@ -139,9 +144,8 @@ class ShardSpec:
         mtime: int,
         size_limit: int,
         nullable: set[str] | frozenset[str] = frozenset(),
-    ) -> "ShardSpec":
-        if format not in FORMATS:
-            raise ConfigError(f"unknown shard format {format!r}: use one of {', '.join(FORMATS)}")
+    ) -> ShardSpec:
+        codec = shard_format(format)
         names = tuple(schema.names)
         if key not in names:
             raise ConfigError(f"key column {key!r} is not in the table (columns: {', '.join(names)})")
@@ -152,15 +156,13 @@ class ShardSpec:
         for b in binary:
             cands = [f"{b}_format", f"{b}_type"] + (["image_format", "format"] if len(binary) == 1 else [])
             ext_source[b] = next((c for c in cands if c in names and c not in binary), None)
-        enc = {}
-        if format == "mds":
-            for n in names:
-                if n in binary and n in nullable:
-                    raise ConfigError(
-                        f"column {n!r} has nulls and MDS 'bytes' cannot store null: filter those rows or use --format webdataset"
-                    )
-                enc[n] = _mds_encoding(schema.field(n).type, n in nullable)
+        enc = codec.column_encodings(schema, binary=binary, nullable=nullable)
         return cls(format, key, names, binary, ext_source, enc, mtime, size_limit)
+
+    @property
+    def codec(self) -> ShardFormat:
+        """The format's class from the registry (the spec itself stays plain data for Spark workers)."""
+        return FORMATS[self.format]
 
     @property
     def scalar_columns(self) -> tuple[str, ...]:
@@ -220,7 +222,7 @@ class ShardSpec:
                 parts.append(_ZEROS[:pad])
         return parts
 
-    def write_wds_sample(self, members: list[tuple[str, bytes | memoryview]], out: "HashingWriter") -> None:
+    def write_wds_sample(self, members: list[tuple[str, bytes | memoryview]], out: HashingWriter) -> None:
         for part in self.wds_parts(members):
             out.write(part)
 
@@ -269,13 +271,10 @@ class ShardSpec:
             body.append(datum)
         return struct.pack(f"<{len(sizes)}I", *sizes) + b"".join(body)
 
-    # -- sizes ----------------------------------------------------------------------------------
+    # -- sizes (each format's own rule) -----------------------------------------------------------
     def shard_overhead(self) -> int:
-        if self.format == "webdataset":
-            return len(TAR_END)
-        if self.format == "mds":
-            return 4 + 4 + len(self.mds_config_bytes())  # sample count, first offset, config
-        return 1024  # parquet footer, roughly
+        """Bytes a shard holds besides its samples."""
+        return self.codec.overhead(self)
 
     def members_size(self, members: list[tuple[str, bytes | memoryview]]) -> int:
         """Bytes a sample takes in a tar: header, payload and padding per member."""
@@ -283,17 +282,7 @@ class ShardSpec:
 
     def sample_sizes(self, table: pa.Table) -> Iterator[tuple[str, int]]:
         """(key, exact encoded bytes) per row (an estimate for parquet)."""
-        if self.format == "webdataset":
-            for key, members in self.wds_samples(table):
-                yield key, self.members_size(members)
-        elif self.format == "mds":
-            for row in iter_rows(table, views=True):
-                yield key_text(row[self.key]), len(self.mds_sample(row)) + 4  # plus its offset entry
-        else:
-            for row in iter_rows(table, views=True):
-                yield key_text(row[self.key]), len(canonical_json({c: row[c] for c in self.scalar_columns})) + sum(
-                    len(row[c] or b"") for c in self.binary
-                )
+        return self.codec.sample_sizes(self, table)
 
 
 _ZEROS = bytes(512)
@@ -308,8 +297,9 @@ def _binary_views(arr: pa.ChunkedArray) -> list[memoryview | None]:
         if pa.types.is_fixed_size_binary(chunk.type) or chunk.buffers()[2] is None:
             out.extend(None if v is None else memoryview(v) for v in chunk.to_pylist())
             continue
-        width = "q" if pa.types.is_large_binary(chunk.type) else "i"
-        offs = memoryview(chunk.buffers()[1]).cast(width)[chunk.offset : chunk.offset + len(chunk) + 1].tolist()
+        raw = memoryview(chunk.buffers()[1])
+        offsets = raw.cast("q") if pa.types.is_large_binary(chunk.type) else raw.cast("i")
+        offs = offsets[chunk.offset : chunk.offset + len(chunk) + 1].tolist()
         data = memoryview(chunk.buffers()[2])
         nulls = chunk.is_null().to_pylist() if chunk.null_count else [False] * len(chunk)
         out.extend(None if nulls[i] else data[offs[i] : offs[i + 1]] for i in range(len(chunk)))
@@ -400,13 +390,140 @@ class HashingWriter:
 
 def write_shard_rows(spec: ShardSpec, rows: pa.Table, out: HashingWriter) -> int:
     """Write one shard from rows already in shard order; returns the sample count."""
-    n = 0
-    if spec.format == "webdataset":
+    return spec.codec.write_rows(spec, rows, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# one class per shard format, in a registry (mosaicml/streaming ``format/`` style)
+# ---------------------------------------------------------------------------------------------
+class ShardFormat:
+    """How one shard format sizes samples, writes a shard, and what else a reader needs.
+
+    A subclass registers itself by ``name`` (``@register``); ``FORMATS[name]`` is its one instance.
+    """
+
+    name: ClassVar[str]
+    ext: ClassVar[str]  # shard file extension
+    needs_nullable: ClassVar[bool] = False  # from_schema must know which columns hold nulls
+
+    def check_size(self, target: int) -> None:
+        """Refuse a shard size the format cannot address (``ConfigError``)."""
+
+    def column_encodings(
+        self, schema: pa.Schema, *, binary: tuple[str, ...], nullable: set[str] | frozenset[str]
+    ) -> dict[str, str]:
+        """Per-column encodings the format records (none by default)."""
+        return {}
+
+    def overhead(self, spec: ShardSpec) -> int:
+        raise NotImplementedError
+
+    def sample_sizes(self, spec: ShardSpec, table: pa.Table) -> Iterator[tuple[str, int]]:
+        raise NotImplementedError
+
+    def prepare(self, spec: ShardSpec, table: pa.Table) -> tuple[list[tuple[str, int]], dict[str, list] | None]:
+        """(key, size) per row, plus per-key pieces the write can reuse (None: write from rows)."""
+        return list(self.sample_sizes(spec, table)), None
+
+    def write_rows(self, spec: ShardSpec, rows: pa.Table, out: HashingWriter) -> int:
+        """Write one shard from rows in shard order; returns the sample count."""
+        raise NotImplementedError
+
+    def write_prepared(self, spec: ShardSpec, pieces: Iterable[list], out: HashingWriter) -> None:
+        """Write one shard from ``prepare``'s pieces, in shard order."""
+        raise NotImplementedError(f"{self.name} shards are written from rows")
+
+    def index_files(self, spec: ShardSpec, shards: list[dict[str, Any]]) -> dict[str, bytes]:
+        """Files besides the shards that readers need (relative path -> bytes)."""
+        return {}
+
+
+FORMATS: dict[str, ShardFormat] = {}
+
+
+def register(cls: type[ShardFormat]) -> type[ShardFormat]:
+    """Add a format class to ``FORMATS`` under its ``name``."""
+    FORMATS[cls.name] = cls()
+    return cls
+
+
+def shard_format(name: str) -> ShardFormat:
+    """The registered format, or ``ConfigError`` naming the known ones."""
+    try:
+        return FORMATS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown shard format {name!r}: use one of {', '.join(FORMATS)}") from None
+
+
+@register
+class WebDataset(ShardFormat):
+    """A POSIX tar per shard; each sample is ``<key>.json`` plus one member per binary column."""
+
+    name, ext = "webdataset", "tar"
+
+    def overhead(self, spec: ShardSpec) -> int:
+        return len(TAR_END)
+
+    def sample_sizes(self, spec: ShardSpec, table: pa.Table) -> Iterator[tuple[str, int]]:
+        for key, members in spec.wds_samples(table):
+            yield key, spec.members_size(members)
+
+    def prepare(self, spec: ShardSpec, table: pa.Table) -> tuple[list[tuple[str, int]], dict[str, list] | None]:
+        """The sizing pass keeps each sample's tar pieces (payloads are views into ``table``):
+        nothing is encoded or copied twice."""
+        prepared: dict[str, list] = {}
+        sizes = []
+        for k, members in spec.wds_samples(table):
+            parts = prepared[k] = spec.wds_parts(members)
+            sizes.append((k, sum(len(p) for p in parts)))
+        return sizes, prepared
+
+    def write_rows(self, spec: ShardSpec, rows: pa.Table, out: HashingWriter) -> int:
+        n = 0
         for _key, members in spec.wds_samples(rows):
             spec.write_wds_sample(members, out)
             n += 1
         out.write(TAR_END)
-    elif spec.format == "mds":
+        return n
+
+    def write_prepared(self, spec: ShardSpec, pieces: Iterable[list], out: HashingWriter) -> None:
+        for parts in pieces:
+            for part in parts:
+                out.write(part)
+        out.write(TAR_END)
+
+
+@register
+class MDS(ShardFormat):
+    """mosaicml-streaming's MDS: sample count, offsets, config, samples; an ``index.json`` per split."""
+
+    name, ext = "mds", "mds"
+    needs_nullable = True
+
+    def check_size(self, target: int) -> None:
+        if target >= 2**32:
+            raise ConfigError("MDS shards use 32-bit offsets: use --shard-size below 4GB")
+
+    def column_encodings(
+        self, schema: pa.Schema, *, binary: tuple[str, ...], nullable: set[str] | frozenset[str]
+    ) -> dict[str, str]:
+        enc = {}
+        for n in schema.names:
+            if n in binary and n in nullable:
+                raise ConfigError(
+                    f"column {n!r} has nulls and MDS 'bytes' cannot store null: filter those rows or use --format webdataset"
+                )
+            enc[n] = _mds_encoding(schema.field(n).type, n in nullable)
+        return enc
+
+    def overhead(self, spec: ShardSpec) -> int:
+        return 4 + 4 + len(spec.mds_config_bytes())  # sample count, first offset, config
+
+    def sample_sizes(self, spec: ShardSpec, table: pa.Table) -> Iterator[tuple[str, int]]:
+        for row in iter_rows(table, views=True):
+            yield key_text(row[spec.key]), len(spec.mds_sample(row)) + 4  # plus its offset entry
+
+    def write_rows(self, spec: ShardSpec, rows: pa.Table, out: HashingWriter) -> int:
         import struct
 
         samples = [spec.mds_sample(row) for row in iter_rows(rows)]
@@ -420,11 +537,46 @@ def write_shard_rows(spec: ShardSpec, rows: pa.Table, out: HashingWriter) -> int
         out.write(config)
         for s in samples:
             out.write(s)
-    else:
+        return n
+
+    def index_files(self, spec: ShardSpec, shards: list[dict[str, Any]]) -> dict[str, bytes]:
+        """One ``index.json`` per split, as ``streaming.StreamingDataset(local=root, split=...)`` reads."""
+        out = {}
+        for split in sorted({s["split"] for s in shards}):
+            entries = []
+            for s in (x for x in shards if x["split"] == split):
+                entry = spec.mds_config()
+                entry.update(
+                    {
+                        "raw_data": {"basename": s["path"].split("/", 1)[1], "bytes": s["bytes"], "hashes": {}},
+                        "samples": s["samples"],
+                        "zip_data": None,
+                    }
+                )
+                entries.append(entry)
+            out[f"{split}/index.json"] = json.dumps({"shards": entries, "version": 2}, sort_keys=True).encode("utf-8")
+        return out
+
+
+@register
+class Parquet(ShardFormat):
+    """One Parquet file per shard (snappy), the table's columns as they are."""
+
+    name, ext = "parquet", "parquet"
+
+    def overhead(self, spec: ShardSpec) -> int:
+        return 1024  # parquet footer, roughly
+
+    def sample_sizes(self, spec: ShardSpec, table: pa.Table) -> Iterator[tuple[str, int]]:
+        for row in iter_rows(table, views=True):
+            yield key_text(row[spec.key]), len(canonical_json({c: row[c] for c in spec.scalar_columns})) + sum(
+                len(row[c] or b"") for c in spec.binary
+            )
+
+    def write_rows(self, spec: ShardSpec, rows: pa.Table, out: HashingWriter) -> int:
         import pyarrow.parquet as pq
 
         buf = io.BytesIO()
         pq.write_table(rows.select(list(spec.columns)), buf, compression="snappy")
         out.write(buf.getvalue())
-        n = rows.num_rows
-    return n
+        return rows.num_rows

@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -88,7 +89,7 @@ def split_of(key: str, splits: Sequence[tuple[str, float]]) -> str:
 
 def order_of(key: str, seed: int) -> bytes:
     """Sort key inside a split: a seeded hash (a fixed shuffle), then the key itself."""
-    return hashlib.sha256(f"order\x00{seed}\x00{key}".encode("utf-8")).digest()[:12] + key.encode("utf-8")
+    return hashlib.sha256(f"order\x00{seed}\x00{key}".encode()).digest()[:12] + key.encode("utf-8")
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ import json
 from datetime import datetime
 
 from ingest.lake import Lake
-from transforms.shards.build import MANIFEST
+from ingest.sync.manifest import MANIFEST_NAME
 
 
 def _manifest_time(fs, root: str) -> datetime | None:
     try:
-        with fs.open_input_stream(f"{root}/{MANIFEST}") as fh:
+        with fs.open_input_stream(f"{root}/{MANIFEST_NAME}") as fh:
             return datetime.fromisoformat(json.loads(fh.read())["created_at"])
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
@@ -55,7 +55,7 @@ def prune_shard_sets(lake: Lake, dataset: str, *, keep: int, current: str) -> li
             drop_snapshot(lake, name)  # first: a set without snapshot is still found (by manifest) next time
         root = f"{base}/{name}"
         try:
-            fs.delete_file(f"{root}/{MANIFEST}")  # a half-removed set no longer looks complete
+            fs.delete_file(f"{root}/{MANIFEST_NAME}")  # a half-removed set no longer looks complete
         except (FileNotFoundError, OSError):
             pass
         fs.delete_dir(root)

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ingest.errors import ConfigError
 from ingest.lake import Lake, TableId
-from transforms.shards.formats import Format, ShardSpec
+from transforms.shards.formats import Format, ShardSpec, shard_format
 from transforms.shards.plan import SampleInfo, order_of, plan_shards, split_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,13 +73,13 @@ def build_with_spark(
     """Plan on the driver, write shards in Spark tasks; returns (spec, shard descriptions)."""
     from pyspark.sql import functions as F
 
-    from transforms.shards.build import _clear, default_key, write_one
+    from transforms.shards.build import clear_shard_set, default_key, write_one
 
     spark = _session(lake, spark)
     schema = lake.delta_table(tid, version=version).to_pyarrow_dataset().schema
     key = key or default_key(schema)
     df = spark.read.format("delta").option("versionAsOf", version).load(lake.spark_path(str(tid)))
-    nullable = _nullable(df, schema.names) if format == "mds" else set()
+    nullable = _nullable(df, schema.names) if shard_format(format).needs_nullable else set()
     spec = ShardSpec.from_schema(schema, format=format, key=key, mtime=mtime, size_limit=target, nullable=nullable)
 
     # job 1: key text and exact encoded size of every row
@@ -101,7 +101,7 @@ def build_with_spark(
     except ValueError as exc:
         raise ConfigError(f"{tid}@{version}: {exc}") from None
     fs = lake.pyarrow_filesystem()
-    _clear(fs, lake.fs_path(root))
+    clear_shard_set(fs, lake.fs_path(root))
     if not plans:
         return spec, []
 
