@@ -134,7 +134,7 @@ def check_health(
     lake: Lake, thresholds: HealthThresholds, *, tables: list[str] | None = None, now: datetime | None = None
 ) -> HealthReport:
     """Check every table that has loads in the run log (or the given ones)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     runs = runs_of(lake)
     if tables is None:
         names = {r["target"] for r in runs if r["target"]}

@@ -485,7 +485,7 @@ def _summary(exc: BaseException) -> str:
     return head[:400]
 
 
-def add_view(con: "duckdb.DuckDBPyConnection", tid: TableId, dataset: Any) -> None:
+def add_view(con: duckdb.DuckDBPyConnection, tid: TableId, dataset: Any) -> None:
     """(Re)point the view ``layer.name`` of ``con`` at ``dataset`` (one version of the table).
 
     Works on a locked-down connection too, so a long-lived SQL session can follow new commits.

@@ -175,7 +175,7 @@ LAKE_KIND_LABELS = {"source": "source", "bronze": "bronze table", "silver": "sil
                     "snapshot": "snapshot", "shard_set": "shard set"}
 
 
-def lake_graph(lake: Lake, *, static_edges: "Sequence[tuple[str, str, str]]" = ()) -> "Graph":
+def lake_graph(lake: Lake, *, static_edges: Sequence[tuple[str, str, str]] = ()) -> Graph:
     """source -> bronze -> silver/gold -> snapshot -> shard set, from what the lake recorded.
 
     Ingest runs give source -> table, per-model transform runs their input tables -> table,

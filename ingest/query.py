@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -117,7 +118,7 @@ def version_at(lake: Lake, table: TableId, ts: datetime) -> int:
     return max(found)
 
 
-def lock_down(con: "duckdb.DuckDBPyConnection") -> None:
+def lock_down(con: duckdb.DuckDBPyConnection) -> None:
     """Once the views are set up: no file or network access (no COPY TO, ATTACH, read_csv,
     INSTALL), and no setting can be changed back."""
     con.execute("set enable_external_access = false")
@@ -125,7 +126,7 @@ def lock_down(con: "duckdb.DuckDBPyConnection") -> None:
 
 
 def open_tables(
-    lake: Lake, con: "duckdb.DuckDBPyConnection", versions: dict[TableId, int | str | None], *,
+    lake: Lake, con: duckdb.DuckDBPyConnection, versions: dict[TableId, int | str | None], *,
     dataset: Callable[[TableId, int | str | None], Any] | None = None,
 ) -> None:
     """Point the ``layer.name`` view of each table at its version (None: the current one).

@@ -309,7 +309,7 @@ class LakeSession(Session):
         return _Result(con.fetch_record_batch())
 
     # the lake
-    def _connection(self) -> "duckdb.DuckDBPyConnection":
+    def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             import duckdb
 
@@ -466,7 +466,7 @@ class _Context(bv.BVContext):
 class _Handler(bv.BuenaVistaHandler):
     """buenavista's handler plus TLS, one password for any user, and errors with an SQLSTATE."""
 
-    server: "LakeServer"
+    server: LakeServer
     r: bv.BVBuffer
     connection: Any
     rfile: Any
@@ -490,7 +490,7 @@ class _Handler(bv.BuenaVistaHandler):
                 self.send_error("this server requires TLS: connect with sslmode=require")
                 return None
             msg = [x.decode("utf-8") for x in self.r.read_bytes(length - 4).split(bv.NULL_BYTE)]
-            params = dict(zip(msg[::2], msg[1::2]))
+            params = dict(zip(msg[::2], msg[1::2], strict=False))  # the list ends with empty names
             session = self.server.conn.open_session(params)
             ctx = _Context(session, None, params)
             self.send_auth_request(ctx)

@@ -9,10 +9,10 @@ layered left-to-right graph (lineage).  Every chart has a title, labelled axes a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
-from typing import Sequence
 
 # colour-blind-safe palette (Okabe-Ito), cycled per series
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -105,7 +105,7 @@ def time_series(
         body.append(_t(left - 6, sy(v) + 4, fmt_num(v), size=11, anchor="end", fill="#555"))
     for i in range(5):
         t = t0 + (t1 - t0) * i / 4
-        stamp = datetime.fromtimestamp(t, tz=timezone.utc)
+        stamp = datetime.fromtimestamp(t, tz=UTC)
         label = stamp.strftime("%m-%d %H:%M:%S" if t1 - t0 < 3600 else "%Y-%m-%d %H:%M")
         body.append(f"<line x1='{sx(t):.1f}' x2='{sx(t):.1f}' y1='{bottom}' y2='{bottom + 4}' stroke='#555'/>")
         body.append(_t(sx(t), bottom + 17, label, size=11, anchor="middle", fill="#555"))
@@ -114,13 +114,13 @@ def time_series(
     body.append(_t((left + right) / 2, height - 8, x_label, size=12, anchor="middle"))
     body.append(_t(16, (top + bottom) / 2, y_label, size=12, anchor="middle",
                    extra=f"transform='rotate(-90 16 {(top + bottom) / 2:.1f})'"))
-    for (name, colour), pts in zip(items, series.values()):
+    for (name, colour), pts in zip(items, series.values(), strict=True):
         pts = sorted(pts, key=lambda p: p[0])
         coords = [(sx(p[0].timestamp()), sy(p[1])) for p in pts]
         if len(coords) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
             body.append(f"<polyline points='{path}' fill='none' stroke='{colour}' stroke-width='2'/>")
-        for (x, y), p in zip(coords, pts):
+        for (x, y), p in zip(coords, pts, strict=True):
             tip = f"{name}: {p[1]:g} rows at {p[0]:%Y-%m-%d %H:%M:%S}"
             body.append(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='4' fill='{colour}'><title>{escape(tip)}</title></circle>")
     return _frame(width, height, title, body, label=title)

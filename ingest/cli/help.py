@@ -23,7 +23,7 @@ def examples(*lines: str) -> str:
 _original_display_type = typer.core.TyperOption.display_type_rich
 
 
-def _display_type_rich(self: typer.core.TyperOption, ctx) -> str | None:  # noqa: ANN001 - click.Context
+def _display_type_rich(self: typer.core.TyperOption, ctx) -> str | None:
     """Typer 0.29 labels every option with its type, ``<bool>`` for flags that take no value."""
     if self.is_flag and self.metavar is None:
         return None

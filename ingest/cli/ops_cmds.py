@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -20,8 +19,8 @@ def register(app: typer.Typer) -> None:
     ))
     def health_cmd(
         ctx: typer.Context,
-        table: Optional[list[str]] = typer.Option(None, "--table", help="Check only these tables (repeatable)."),
-        html: Optional[Path] = typer.Option(
+        table: list[str] | None = typer.Option(None, "--table", help="Check only these tables (repeatable)."),
+        html: Path | None = typer.Option(
             None, "--html", help="Also write the report with charts to this HTML file (self-contained, opens offline).",
             show_default=False,
         ),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,8 +20,8 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; a non-loopback one needs LAKEHOUSE_SERVE_PASSWORD."),
         port: int = typer.Option(5433, "--port", help="TCP port."),
-        tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate (chain): clients must then use TLS.", show_default=False),
-        tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert.", show_default=False),
+        tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate (chain): clients must then use TLS.", show_default=False),
+        tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert.", show_default=False),
     ) -> None:
         """Serve read-only SQL over the lake to any PostgreSQL client (psql, psycopg, DBeaver, Metabase).
 
