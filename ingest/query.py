@@ -143,7 +143,7 @@ def open_tables(
         try:
             add_view(con, tid, build(tid, v))
         except Exception:
-            raise_if_vacuumed(lake, {str(tid): v})  # type: ignore[dict-item]
+            raise_if_vacuumed(lake, {str(tid): v})  # type: ignore[dict-item]  # a timestamp version (str) loads too
             raise
 
 

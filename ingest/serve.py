@@ -529,7 +529,7 @@ class _Handler(bv.BuenaVistaHandler):
     def _start_tls(self, context: ssl.SSLContext) -> None:
         self.connection = self.request = context.wrap_socket(self.connection, server_side=True)
         self.rfile = self.connection.makefile("rb", self.rbufsize)
-        self.wfile = socketserver._SocketWriter(self.connection)  # type: ignore[attr-defined]
+        self.wfile = socketserver._SocketWriter(self.connection)  # type: ignore[attr-defined]  # private in typeshed, public in CPython since 3.6
         self.r = bv.BVBuffer(self.rfile)
 
     def handle_md5_password(self, ctx: bv.BVContext, payload: bytes) -> None:

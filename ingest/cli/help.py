@@ -32,4 +32,4 @@ def _display_type_rich(self: typer.core.TyperOption, ctx) -> str | None:
 
 def hide_flag_types() -> None:
     """Install the flag rule above on typer's option class (idempotent)."""
-    typer.core.TyperOption.display_type_rich = _display_type_rich  # type: ignore[method-assign]
+    typer.core.TyperOption.display_type_rich = _display_type_rich  # type: ignore[method-assign]  # a patch of one method, on purpose
