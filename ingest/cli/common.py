@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 import typer
 
@@ -81,6 +82,19 @@ def emit(ctx: typer.Context, payload: Any, human: Callable[[], None] | None = No
         typer.echo(redact(to_json(payload)))
     else:
         human()
+
+
+@contextlib.contextmanager
+def stdout_closed_is_fine() -> Iterator[None]:
+    """A reader that stops early (``ingest sql ... | head``) is not an error: when stdout's pipe
+    closes, stop writing and exit 0, without a traceback or an error line (as ripgrep does).
+    Later writes, including the interpreter's last flush, go to /dev/null."""
+    try:
+        yield
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
