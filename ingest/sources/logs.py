@@ -26,6 +26,7 @@ from ingest.delta import write_batch
 from ingest.errors import ConfigError
 from ingest.lake import Lake, TableId, ingest_target
 from ingest.runlog import track
+from ingest.sources import logparse
 from ingest.sources import (
     Bad,
     IngestResult,
@@ -110,6 +111,7 @@ class _FileLoader:
         self.lake, self.tid, self.f, self.regex, self.run_id = lake, tid, f, regex, run_id
         self.totals, self.bar, self.client = totals, bar, client
         self.gz = f.uri.endswith(".gz")
+        self.re2 = logparse.re2_pattern(regex) if regex is not None else None  # None: Python's re only
         self.batch_lines = env_int("INGEST_LOG_BATCH_LINES", 100_000)
         self.batch_bytes = env_int("INGEST_LOG_BATCH_BYTES", 64 << 20)
         self.rows = self.quarantined = 0  # over every attempt (a conflict re-runs ``load``)
@@ -217,7 +219,69 @@ class _FileLoader:
         return best + max(0, newlines - 1) if found else newlines
 
     def _write(self, lines: list[bytes], line_no: int, end: int, st: "_Stream") -> tuple[int, int]:
-        now = utcnow()
+        existing = None
+        if self.lake.table_exists(self.tid):
+            existing = pa.schema(self.lake.delta_table(self.tid).schema().to_arrow())
+        parsed, bad = self._parse_block(lines, line_no, existing)
+        n = parsed.num_rows
+        meta = {
+            "_source_file": pa.array([self.f.uri] * n, pa.string()) if n else pa.array([], pa.string()),
+            "_source_line": parsed["_source_line"] if "_source_line" in parsed.column_names else pa.array([], pa.int64()),
+            "_run_id": pa.array([self.run_id] * n, pa.string()),
+            "_ingested_at": pa.array([utcnow()] * n, _META_TYPES["_ingested_at"]),
+        }
+        cols = [c for c in parsed.column_names if c != "_source_line"]
+        data = pa.table([*(parsed[c] for c in cols), *meta.values()], names=[*cols, *meta])
+        # each commit is counted when it lands: a conflict that re-runs ``load`` must not forget it
+        q = write_quarantine(self.lake, self.tid, bad, run_id=self.run_id, app_id=st.app_id, batch_version=end)
+        self.totals.quarantined += q
+        ensure_table(self.lake, self.tid, data.schema)
+        res = write_batch(
+            self.lake, self.tid, data, app_id=st.app_id, batch_version=end,
+            extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
+        )
+        r = 0 if res.skipped else res.rows
+        self.totals.rows += r
+        return r, q
+
+    def _parse_block(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
+        """The batch's rows (data columns and ``_source_line``) and its bad lines: in columns
+        (``logparse``), and line by line only in the chunks that hold a line the columnar path
+        cannot take."""
+        fast = self._parse_columnar(lines, line_no, existing)
+        if fast is not None:
+            return fast
+        parts: list[pa.Table] = []
+        bad: list[Bad] = []
+        for lo in range(0, len(lines), _FALLBACK_LINES):
+            chunk = lines[lo:lo + _FALLBACK_LINES]
+            schema = _merged(existing, parts)
+            got = self._parse_columnar(chunk, line_no + lo, schema) or self._parse_lines(chunk, line_no + lo, schema)
+            parts.append(got[0])
+            bad += got[1]
+        parts = [p for p in parts if p.num_columns]
+        if not parts:
+            return pa.table({}), bad
+        return pa.concat_tables(parts, promote_options="default"), bad
+
+    def _parse_columnar(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]] | None:
+        if self.regex is None:
+            table = logparse.json_block(lines, existing, _META_TYPES)
+            if table is None:
+                return None
+            numbers = [line_no + 1 + i for i, line in enumerate(lines) if line.strip()]
+            return _with_lines(table, numbers), []
+        if self.re2 is None:
+            return None
+        got = logparse.text_block(lines, self.re2, list(self.regex.groupindex), existing)
+        if got is None:
+            return None
+        table, rows, misses = got
+        bad = [Bad(self.f.uri, f"line {line_no + 1 + i}", _NO_MATCH, lines[i].rstrip(b"\r\n")) for i in misses]
+        return _with_lines(table, [line_no + 1 + i for i in rows]), bad
+
+    def _parse_lines(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
+        """One line at a time: each bad line is quarantined with its reason."""
         records: list[dict[str, Any]] = []
         bad: list[Bad] = []
         numbers: list[int] = []
@@ -230,28 +294,15 @@ class _FileLoader:
             except ValueError as exc:
                 bad.append(Bad(self.f.uri, f"line {i}", str(exc), text))
                 continue
-            rec.update(_source_file=self.f.uri, _source_line=i, _run_id=self.run_id, _ingested_at=now)
+            for k in _META_TYPES:
+                rec.pop(k, None)
+            rec["_source_line"] = i
             records.append(rec)
             numbers.append(i)
-        existing = None
-        if self.lake.table_exists(self.tid):
-            existing = pa.schema(self.lake.delta_table(self.tid).schema().to_arrow())
-        data, misfits = fit_rows(records, existing, fixed=_META_TYPES)
+        data, misfits = fit_rows(records, existing, fixed={"_source_line": pa.int64()})
         for idx, reason in misfits:
             bad.append(Bad(self.f.uri, f"line {numbers[idx]}", reason, lines[numbers[idx] - line_no - 1].rstrip(b"\r\n")))
-        if data.num_columns == 0:
-            data = pa.table({k: pa.array([], t) for k, t in _META_TYPES.items()})
-        # each commit is counted when it lands: a conflict that re-runs ``load`` must not forget it
-        q = write_quarantine(self.lake, self.tid, bad, run_id=self.run_id, app_id=st.app_id, batch_version=end)
-        self.totals.quarantined += q
-        ensure_table(self.lake, self.tid, data.schema)
-        res = write_batch(
-            self.lake, self.tid, data, app_id=st.app_id, batch_version=end,
-            extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
-        )
-        r = 0 if res.skipped else res.rows
-        self.totals.rows += r
-        return r, q
+        return data, bad
 
     def _parse(self, text: bytes) -> dict[str, Any]:
         try:
@@ -268,8 +319,29 @@ class _FileLoader:
             return rec
         m = self.regex.match(s)
         if not m:
-            raise ValueError("line does not match --pattern")
+            raise ValueError(_NO_MATCH)
         return dict(m.groupdict())
+
+
+_FALLBACK_LINES = 2048  # a block with a bad line is re-read in chunks this long
+_NO_MATCH = "line does not match --pattern"
+
+
+def _with_lines(table: pa.Table, numbers: list[int]) -> pa.Table:
+    return table.append_column("_source_line", pa.array(numbers, pa.int64()))
+
+
+def _merged(existing: pa.Schema | None, parts: list[pa.Table]) -> pa.Schema | None:
+    """The table's columns plus those earlier chunks of this batch added (their types win for
+    the next chunk, so the chunks concatenate)."""
+    fields = list(existing or [])
+    names = {f.name for f in fields}
+    for p in parts:
+        for f in p.schema:
+            if f.name not in names and f.name != "_source_line":
+                fields.append(f)
+                names.add(f.name)
+    return pa.schema(fields) if fields else None
 
 
 # -- file identity ---------------------------------------------------------------------------------
