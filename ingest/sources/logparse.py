@@ -113,7 +113,7 @@ def _conform(col: pa.ChunkedArray, target: pa.DataType | None) -> pa.ChunkedArra
     if target == pa.float64():
         if t not in (pa.float64(), pa.int64()):
             return None
-        big = pc.greater(pc.abs(col.cast(pa.float64())), _FLOAT_EXACT)
+        big = pc.greater_equal(pc.abs(col.cast(pa.float64())), _FLOAT_EXACT)
         if pc.any(big).as_py():
             return None  # maybe an int the reader rounded; the slow path decides
         return col.cast(pa.float64())
