@@ -225,10 +225,10 @@ class _FileLoader:
         parsed, bad = self._parse_block(lines, line_no, existing)
         n = parsed.num_rows
         meta = {
-            "_source_file": pa.array([self.f.uri] * n, pa.string()) if n else pa.array([], pa.string()),
+            "_source_file": pa.repeat(pa.scalar(self.f.uri, pa.string()), n),
             "_source_line": parsed["_source_line"] if "_source_line" in parsed.column_names else pa.array([], pa.int64()),
-            "_run_id": pa.array([self.run_id] * n, pa.string()),
-            "_ingested_at": pa.array([utcnow()] * n, _META_TYPES["_ingested_at"]),
+            "_run_id": pa.repeat(pa.scalar(self.run_id, pa.string()), n),
+            "_ingested_at": pa.repeat(pa.scalar(utcnow(), _META_TYPES["_ingested_at"]), n),
         }
         cols = [c for c in parsed.column_names if c != "_source_line"]
         data = pa.table([*(parsed[c] for c in cols), *meta.values()], names=[*cols, *meta])
@@ -248,17 +248,20 @@ class _FileLoader:
         """The batch's rows (data columns and ``_source_line``) and its bad lines: in columns
         (``logparse``), and line by line only in the chunks that hold a line the columnar path
         cannot take."""
-        fast = self._parse_columnar(lines, line_no, existing)
-        if fast is not None:
-            return fast
         parts: list[pa.Table] = []
         bad: list[Bad] = []
-        for lo in range(0, len(lines), _FALLBACK_LINES):
-            chunk = lines[lo:lo + _FALLBACK_LINES]
-            schema = _merged(existing, parts)
-            got = self._parse_columnar(chunk, line_no + lo, schema) or self._parse_lines(chunk, line_no + lo, schema)
-            parts.append(got[0])
-            bad += got[1]
+        for lo in range(0, len(lines), _BLOCK_LINES):
+            got = self._parse_columnar(lines[lo:lo + _BLOCK_LINES], line_no + lo, _merged(existing, parts))
+            if got is not None:
+                parts.append(got[0])
+                bad += got[1]
+                continue
+            for sub in range(lo, min(len(lines), lo + _BLOCK_LINES), _FALLBACK_LINES):
+                chunk = lines[sub:min(sub + _FALLBACK_LINES, lo + _BLOCK_LINES)]
+                schema = _merged(existing, parts)
+                got = self._parse_columnar(chunk, line_no + sub, schema) or self._parse_lines(chunk, line_no + sub, schema)
+                parts.append(got[0])
+                bad += got[1]
         parts = [p for p in parts if p.num_columns]
         if not parts:
             return pa.table({}), bad
@@ -323,6 +326,7 @@ class _FileLoader:
         return dict(m.groupdict())
 
 
+_BLOCK_LINES = 16_384  # lines parsed in columns at once
 _FALLBACK_LINES = 2048  # a block with a bad line is re-read in chunks this long
 _NO_MATCH = "line does not match --pattern"
 
