@@ -34,6 +34,17 @@ def _plain_schema(existing: pa.Schema | None, meta: dict[str, pa.DataType]) -> b
     return existing is None or all(f.type in _PLAIN for f in existing if f.name not in meta)
 
 
+def nonblank(lines: list[bytes]) -> Any:
+    """Indices of the lines that hold more than whitespace (the others leave no row): a numpy
+    array, computed without a Python loop over the lines when none is blank."""
+    import numpy as np
+
+    blank = np.fromiter(map(bytes.isspace, lines), dtype=bool, count=len(lines))
+    if b"" in lines:  # never from the line reader, but blank all the same
+        blank |= np.fromiter((not line for line in lines), dtype=bool, count=len(lines))
+    return np.flatnonzero(~blank)
+
+
 def json_block(lines: list[bytes], existing: pa.Schema | None, meta: dict[str, pa.DataType]) -> pa.Table | None:
     """The block's records typed like the table (new columns typed as ``infer_type`` would), or
     None when any line needs the line-by-line path.  Blank lines leave no row."""
@@ -57,7 +68,7 @@ def json_block(lines: list[bytes], existing: pa.Schema | None, meta: dict[str, p
         table = _read_json(pajson, data, {**explicit, **{n: pa.string() for n in new_ts}})
         if table is None:
             return None
-    if table.num_rows != sum(1 for line in lines if line.strip()):
+    if table.num_rows != len(nonblank(lines)):
         return None  # two objects on one line, or a line the reader skipped
     cols, names = [], []
     for name in table.column_names:
@@ -171,9 +182,9 @@ def text_block(
     ``infer_type`` would), the indices (into ``lines``) of the rows' lines and of the lines that
     did not match; None for the line-by-line path (a line that is not UTF-8 or not ASCII, a value
     that does not convert exactly)."""
-    keep = [i for i, line in enumerate(lines) if line.strip()]
+    keep = nonblank(lines)
     try:
-        strings = pa.array([lines[i] for i in keep], pa.binary()).cast(pa.string())
+        strings = pa.array([lines[i] for i in keep.tolist()], pa.binary()).cast(pa.string())
     except pa.ArrowInvalid:
         return None  # not UTF-8: the slow path quarantines the line
     strings = pc.utf8_rtrim(strings, characters="\r\n")
@@ -181,8 +192,8 @@ def text_block(
         return None
     matched = pc.extract_regex(strings, pattern)
     ok = pc.is_valid(matched)
-    rows = [keep[i] for i, v in enumerate(ok.to_pylist()) if v]
-    misses = [keep[i] for i, v in enumerate(ok.to_pylist()) if not v]
+    hit = ok.to_numpy(zero_copy_only=False)
+    rows, misses = keep[hit], keep[~hit]
     good = matched.filter(ok)
     cols = []
     for n in names:

@@ -272,16 +272,15 @@ class _FileLoader:
             table = logparse.json_block(lines, existing, _META_TYPES)
             if table is None:
                 return None
-            numbers = [line_no + 1 + i for i, line in enumerate(lines) if line.strip()]
-            return _with_lines(table, numbers), []
+            return _with_lines(table, logparse.nonblank(lines) + (line_no + 1)), []
         if self.re2 is None:
             return None
         got = logparse.text_block(lines, self.re2, list(self.regex.groupindex), existing)
         if got is None:
             return None
         table, rows, misses = got
-        bad = [Bad(self.f.uri, f"line {line_no + 1 + i}", _NO_MATCH, lines[i].rstrip(b"\r\n")) for i in misses]
-        return _with_lines(table, [line_no + 1 + i for i in rows]), bad
+        bad = [Bad(self.f.uri, f"line {line_no + 1 + i}", _NO_MATCH, lines[i].rstrip(b"\r\n")) for i in misses.tolist()]
+        return _with_lines(table, rows + (line_no + 1)), bad
 
     def _parse_lines(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
         """One line at a time: each bad line is quarantined with its reason."""
@@ -327,11 +326,11 @@ class _FileLoader:
 
 
 _BLOCK_LINES = 16_384  # lines parsed in columns at once
-_FALLBACK_LINES = 2048  # a block with a bad line is re-read in chunks this long
+_FALLBACK_LINES = 256  # a block with a bad line is re-read in chunks this long
 _NO_MATCH = "line does not match --pattern"
 
 
-def _with_lines(table: pa.Table, numbers: list[int]) -> pa.Table:
+def _with_lines(table: pa.Table, numbers: Any) -> pa.Table:
     return table.append_column("_source_line", pa.array(numbers, pa.int64()))
 
 
@@ -495,6 +494,9 @@ def _read_exactly(fh: Any, n: int) -> bytes:
     return b"".join(parts)
 
 
+_LINE = re.compile(rb"[^\n]*\n")
+
+
 class _LineBatches:
     """Bounded batches of complete lines, each with the offset after it and the bytes before that
     offset (for the stream's check).
@@ -530,14 +532,29 @@ class _LineBatches:
             chunk = self.stream.read(1 << 20)
             if not chunk:
                 break
-            parts = (rest + chunk).split(b"\n")
-            rest = parts.pop()
-            for p in parts:
-                batch.append(p + b"\n")
-                size += len(p) + 1
-                if len(batch) >= self.max_lines or size >= self.max_bytes:
-                    yield self._emit(batch, size)
-                    batch, size = [], 0
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1
+            lines, rest = _LINE.findall(data, 0, cut), data[cut:]
+            i = 0
+            while i < len(lines):  # whole runs of lines at once; line by line where a limit falls
+                seg = lines[i:i + self.max_lines - len(batch)]
+                seg_size = sum(map(len, seg))
+                if size + seg_size < self.max_bytes:
+                    batch += seg
+                    size += seg_size
+                    i += len(seg)
+                    if len(batch) >= self.max_lines:
+                        yield self._emit(batch, size)
+                        batch, size = [], 0
+                    continue
+                for line in seg:
+                    batch.append(line)
+                    size += len(line)
+                    i += 1
+                    if len(batch) >= self.max_lines or size >= self.max_bytes:
+                        yield self._emit(batch, size)
+                        batch, size = [], 0
+                        break
         if rest and self.complete_tail:
             batch.append(rest)
             size += len(rest)
