@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -154,7 +154,7 @@ def stream_sql(
         con.close()
 
 
-def _batches(lake: Lake, reads: dict[str, int | None], reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+def _batches(lake: Lake, reads: dict[str, Any], reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
     while True:
         try:
             batch = reader.read_next_batch()
@@ -165,7 +165,7 @@ def _batches(lake: Lake, reads: dict[str, int | None], reader: pa.RecordBatchRea
         yield batch
 
 
-def _query_failed(lake: Lake, reads: dict[str, int | None], exc: BaseException) -> IngestError:
+def _query_failed(lake: Lake, reads: dict[str, Any], exc: BaseException) -> IngestError:
     """The error for a failed query; the versions read may have lost their files to `ingest
     vacuum`: say so, not "Could not open"."""
     from ingest.vacuum import raise_if_vacuumed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import sys
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -96,7 +97,7 @@ def _cell(v: Any, *, binary: Literal["text", "base64"]) -> Any:
         return {str(k): _cell(x, binary=binary) for k, x in v.items()}
     if isinstance(v, (list, tuple)):  # lists; maps arrive as lists of (key, value) pairs
         return [_cell(x, binary=binary) for x in v]
-    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+    if isinstance(v, float) and not math.isfinite(v):
         return str(v)  # NaN/Infinity are not JSON
     return v
 
@@ -165,7 +166,7 @@ def _write_json(reader: pa.RecordBatchReader, out: BinaryIO, *, lines: bool) -> 
     if not lines:
         out.write(b"[")
     for batch in reader:
-        parts = []
+        parts: list[str] = []
         for row in _rows(batch):
             text = json.dumps(row, ensure_ascii=False)
             parts.append(text if lines else ("" if n == 0 and not parts else ", ") + text)

@@ -26,7 +26,6 @@ from ingest.delta import write_batch
 from ingest.errors import ConfigError
 from ingest.lake import Lake, TableId, ingest_target
 from ingest.runlog import track
-from ingest.sources import logparse
 from ingest.sources import (
     Bad,
     IngestResult,
@@ -37,6 +36,7 @@ from ingest.sources import (
     fit_rows,
     is_s3,
     list_source,
+    logparse,
     open_range,
     progress_bar,
     quarantine_table,
