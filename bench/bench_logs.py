@@ -136,12 +136,15 @@ def main() -> int:
             "median_seconds": {k: round(v, 2) for k, v in med.items()}, "runs": runs,
             "json_speed_vs_peer": round(med["peer_json"] / med["ours_json"], 2),
             "text_speed_vs_peer": round(med["peer_text"] / med["ours_text"], 2),
+            "json_paired": [round(p / o, 2) for p, o in zip(runs["peer_json"], runs["ours_json"])],
+            "text_paired": [round(p / o, 2) for p, o in zip(runs["peer_text"], runs["ours_text"])],
         }
         print(f"ingest logs, {per:,} lines in {args.files} files ({size_mb:.0f} MB of JSON lines)")
         for k, v in med.items():
             print(f"  {k:10s} {v:7.2f} s  ({per / v:,.0f} lines/s)")
         print(f"  JSON lines: {report['json_speed_vs_peer']}x the peer's speed (target >= 0.5); "
               f"text: {report['text_speed_vs_peer']}x; quarantined {quarantined}, loaded {rows}")
+        print(f"  paired rounds (peer/ours): JSON {report['json_paired']}, text {report['text_paired']}")
         out_dir = ROOT / "bench" / "results"
         out_dir.mkdir(exist_ok=True)
         (out_dir / "logs.json").write_text(json.dumps(report, indent=2))

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Literal
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from ingest.delta import write_batch
 from ingest.errors import ConfigError
@@ -194,6 +193,8 @@ class _FileLoader:
     def legacy_lines(self, offset: int) -> int:
         """Lines before ``offset`` of a file loaded by a version that named streams by path: the
         last line number stored for it, plus the blank lines after it (they leave no row)."""
+        import pyarrow.dataset as pads  # lazily: it costs every `ingest logs` a second of imports
+
         best = 0
         for t, col, filt in (
             (self.tid, "_source_line", pads.field("_source_file") == self.f.uri),
@@ -331,7 +332,12 @@ _NO_MATCH = "line does not match --pattern"
 
 
 def _with_lines(table: pa.Table, numbers: Any) -> pa.Table:
-    return table.append_column("_source_line", pa.array(numbers, pa.int64()))
+    """``numbers`` (a numpy array) as the ``_source_line`` column; from its buffer, since
+    ``pa.array`` of a numpy array imports pandas (a second of start-up)."""
+    import numpy as np
+
+    data = np.ascontiguousarray(numbers, dtype=np.int64)
+    return table.append_column("_source_line", pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)]))
 
 
 def _merged(existing: pa.Schema | None, parts: list[pa.Table]) -> pa.Schema | None:
