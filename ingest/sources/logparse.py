@@ -34,15 +34,13 @@ def _plain_schema(existing: pa.Schema | None, meta: dict[str, pa.DataType]) -> b
     return existing is None or all(f.type in _PLAIN for f in existing if f.name not in meta)
 
 
-def nonblank(lines: list[bytes]) -> Any:
-    """Indices of the lines that hold more than whitespace (the others leave no row): a numpy
-    array, computed without a Python loop over the lines when none is blank."""
-    import numpy as np
-
-    blank = np.fromiter(map(bytes.isspace, lines), dtype=bool, count=len(lines))
+def nonblank(lines: list[bytes]) -> pa.Array:
+    """Indices (int64) of the lines that hold more than whitespace (the others leave no row),
+    found without a Python loop over the lines."""
+    blank = pa.array(list(map(bytes.isspace, lines)), pa.bool_())
     if b"" in lines:  # never from the line reader, but blank all the same
-        blank |= np.fromiter((not line for line in lines), dtype=bool, count=len(lines))
-    return np.flatnonzero(~blank)
+        blank = pc.or_(blank, pa.array([not line for line in lines], pa.bool_()))
+    return pc.indices_nonzero(pc.invert(blank)).cast(pa.int64())
 
 
 def json_block(lines: list[bytes], existing: pa.Schema | None, meta: dict[str, pa.DataType]) -> pa.Table | None:
@@ -184,7 +182,7 @@ def text_block(
     that does not convert exactly)."""
     keep = nonblank(lines)
     try:
-        strings = pa.array([lines[i] for i in keep.tolist()], pa.binary()).cast(pa.string())
+        strings = pa.array([lines[i] for i in keep.to_pylist()], pa.binary()).cast(pa.string())
     except pa.ArrowInvalid:
         return None  # not UTF-8: the slow path quarantines the line
     strings = pc.utf8_rtrim(strings, characters="\r\n")
@@ -192,8 +190,7 @@ def text_block(
         return None
     matched = pc.extract_regex(strings, pattern)
     ok = pc.is_valid(matched)
-    hit = ok.to_numpy(zero_copy_only=False)
-    rows, misses = keep[hit], keep[~hit]
+    rows, misses = keep.filter(ok), keep.filter(pc.invert(ok))
     good = matched.filter(ok)
     cols = []
     for n in names:

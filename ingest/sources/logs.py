@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest.delta import write_batch
 from ingest.errors import ConfigError
@@ -273,15 +274,15 @@ class _FileLoader:
             table = logparse.json_block(lines, existing, _META_TYPES)
             if table is None:
                 return None
-            return _with_lines(table, logparse.nonblank(lines) + (line_no + 1)), []
+            return _with_lines(table, pc.add(logparse.nonblank(lines), line_no + 1)), []
         if self.re2 is None:
             return None
         got = logparse.text_block(lines, self.re2, list(self.regex.groupindex), existing)
         if got is None:
             return None
         table, rows, misses = got
-        bad = [Bad(self.f.uri, f"line {line_no + 1 + i}", _NO_MATCH, lines[i].rstrip(b"\r\n")) for i in misses.tolist()]
-        return _with_lines(table, rows + (line_no + 1)), bad
+        bad = [Bad(self.f.uri, f"line {line_no + 1 + i}", _NO_MATCH, lines[i].rstrip(b"\r\n")) for i in misses.to_pylist()]
+        return _with_lines(table, pc.add(rows, line_no + 1)), bad
 
     def _parse_lines(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
         """One line at a time: each bad line is quarantined with its reason."""
@@ -331,13 +332,8 @@ _FALLBACK_LINES = 256  # a block with a bad line is re-read in chunks this long
 _NO_MATCH = "line does not match --pattern"
 
 
-def _with_lines(table: pa.Table, numbers: Any) -> pa.Table:
-    """``numbers`` (a numpy array) as the ``_source_line`` column; from its buffer, since
-    ``pa.array`` of a numpy array imports pandas (a second of start-up)."""
-    import numpy as np
-
-    data = np.ascontiguousarray(numbers, dtype=np.int64)
-    return table.append_column("_source_line", pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)]))
+def _with_lines(table: pa.Table, numbers: pa.Array) -> pa.Table:
+    return table.append_column("_source_line", numbers)
 
 
 def _merged(existing: pa.Schema | None, parts: list[pa.Table]) -> pa.Schema | None:
