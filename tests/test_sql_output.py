@@ -69,6 +69,7 @@ def test_a_pipe_gets_plain_csv_with_readable_cells(typed: Lake) -> None:
     assert rows[1][6].startswith("2024-01-02 03:04:05")
     assert b"\\x" not in proc.stdout and b"{'" not in proc.stdout  # no Python reprs
     assert "\u2501" not in proc.stdout.decode() and len(rows) == 3  # no box
+    assert proc.stdout.decode().splitlines()[2].startswith("2,[bold]x[/bold],,[],,")  # quotes only where needed
 
 
 def test_tsv_is_one_line_per_row(typed: Lake) -> None:
@@ -101,7 +102,7 @@ def test_table_format_shows_whole_cells_and_says_what_it_left_out(typed: Lake) -
 
 
 def test_empty_result_still_has_its_header(typed: Lake) -> None:
-    for fmt, expected in (("csv", '"id","img"\n'), ("tsv", "id\timg\n"), ("json", "[]\n"), ("jsonl", "")):
+    for fmt, expected in (("csv", "id,img\n"), ("tsv", "id\timg\n"), ("json", "[]\n"), ("jsonl", "")):
         proc = sql(typed, "select id, img from gold.typed where id > 5", "--format", fmt)
         assert proc.returncode == 0 and proc.stdout.decode() == expected, (fmt, proc)
 
@@ -118,4 +119,4 @@ def test_reader_that_stops_early_ends_the_command_quietly(typed: Lake) -> None:
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 0, err
     assert err == b""
-    assert head == [b'"n","t"\n', b'0,"row 0"\n', b'1,"row 1"\n']
+    assert head == [b"n,t\n", b"0,row 0\n", b"1,row 1\n"]

@@ -108,39 +108,17 @@ def _json(v: Any, *, binary: Literal["text", "base64"]) -> str:
 
 # -- writers ---------------------------------------------------------------------------------
 def _write_delimited(reader: pa.RecordBatchReader, out: BinaryIO, *, delimiter: str) -> int:
-    """CSV (RFC 4180, text cells quoted; pyarrow's writer) or TSV (escaped, never quoted: one
-    line per row), header first."""
-    import pyarrow.csv as pacsv
-
-    if delimiter == "\t":
-        return _write_tsv(reader, out)
-    options = pacsv.WriteOptions(quoting_style="needed")
-    n = 0
-    writer = None
-    for batch in reader:
-        text = _text_batch(batch)
-        if writer is None:
-            writer = pacsv.CSVWriter(out, text.schema, write_options=options)
-        writer.write_batch(text)
-        n += batch.num_rows
-        out.flush()
-    if writer is None:  # no rows at all: still the header
-        empty = _text_batch(_empty_batch(reader.schema))
-        writer = pacsv.CSVWriter(out, empty.schema, write_options=options)
-    writer.close()
-    return n
-
-
-def _write_tsv(reader: pa.RecordBatchReader, out: BinaryIO) -> int:
-    header = [_tsv_escape(pa.array([name])) for name in reader.schema.names]
-    out.write("\t".join(h[0].as_py() for h in header).encode() + b"\n")
+    """CSV (RFC 4180, quoted only where a cell needs it, as Python's csv module does) or TSV
+    (escaped, never quoted), header first, one batch at a time."""
+    cell = _csv_quote if delimiter == "," else _tsv_escape
+    out.write(delimiter.join(cell(pa.array([n]))[0].as_py() for n in reader.schema.names).encode() + b"\n")
     n = 0
     for batch in reader:
-        cols = [_tsv_escape(c.cast(pa.string())) for c in _text_batch(batch).columns]
-        if not cols or not batch.num_rows:
+        if not batch.num_rows:
             continue
+        cols = [cell(c.cast(pa.string())) for c in _text_batch(batch).columns]
         lines = cols[0] if len(cols) == 1 else pc.binary_join_element_wise(
-            *cols, "\t", null_handling="replace", null_replacement=""
+            *cols, delimiter, null_handling="replace", null_replacement=""
         )
         lines = pc.fill_null(lines, "")
         out.write(("\n".join(lines.to_pylist()) + "\n").encode())
@@ -150,8 +128,11 @@ def _write_tsv(reader: pa.RecordBatchReader, out: BinaryIO) -> int:
     return n
 
 
-def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], names=schema.names)
+def _csv_quote(col: pa.Array) -> pa.Array:
+    """A cell in double quotes (inner quotes doubled) when it holds a comma, a quote or a line break."""
+    needs = pc.match_substring_regex(col, '[,"\r\n]')
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(col, '"', '""'), '"', "")
+    return pc.if_else(needs, quoted, col)
 
 
 def _rows(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
