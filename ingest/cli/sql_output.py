@@ -52,8 +52,9 @@ def _is_binary(t: pa.DataType) -> bool:
 
 
 def _text_column(col: pa.Array) -> pa.Array:
-    """One column ready for a text format: plain values stay typed (the CSV writer prints them),
-    binary becomes ``<N bytes>``, nested values JSON, anything the writer cannot print its text."""
+    """One column ready for a text format: plain values stay typed (Arrow's cast to text prints
+    them exactly), binary becomes ``<N bytes>``, nested values JSON, durations and intervals
+    their Python text."""
     t = col.type
     if _is_binary(t):
         n = pc.binary_length(col.cast(pa.large_binary()) if pa.types.is_binary_view(t) else col)
