@@ -277,7 +277,7 @@ class _FileLoader:
             return _with_lines(table, pc.add(logparse.nonblank(lines), line_no + 1)), []
         if self.re2 is None:
             return None
-        got = logparse.text_block(lines, self.re2, list(self.regex.groupindex), existing)
+        got = logparse.text_block(lines, self.re2, [n for n in self.regex.groupindex if n not in _META_TYPES], existing)
         if got is None:
             return None
         table, rows, misses = got

@@ -17,7 +17,15 @@ from ingest.sources import logs as logs_mod
 from ingest.sources.logs import ingest_logs
 from tests.sources.conftest import read
 
-JSON_LINES = [
+CLEAN_JSON = [
+    b'{"id": 20, "n": 20, "f": 2.5, "ok": true, "ts": "2026-11-03T00:00:00Z", "s": "a"}\n',
+    b'{"id": 21, "n": 21, "f": 3, "ok": false, "ts": "2026-11-03T00:00:01.5+01:00", "s": "b", "extra": "new"}\n',
+    b"\n",
+    b'{"id": 22, "n": -0, "s": "c"}\n',
+    b'{"id": 23}\r\n',
+    b'{"id": 24, "f": -1.25, "ok": null}\n',
+]
+JSON_LINES = CLEAN_JSON + [
     b'{"id": 1, "n": 1, "f": 1.5, "ok": true, "ts": "2026-11-01T10:00:00Z", "s": "2026-11-01", "o": {"b": 1, "a": [1]}}\n',
     b'{"id": 2, "n": 2, "f": 9007199254740993, "ok": false, "ts": "2026-11-01T12:00:00.123456+02:00", "s": "x"}\n',
     b"\n",
@@ -30,29 +38,48 @@ JSON_LINES = [
     b'{"id": 11, "bad": \xff}\n',
     b"[1, 2]\n",
     b'{"id": 12, "n": 12, "f": 0.1, "ok": true, "ts": "2026-11-02T00:00:00Z", "s": "y"}\n',
+] + [line.replace(b'"id": 2', b'"id": 3') for line in CLEAN_JSON]
+CLEAN_TEXT = [
+    "2026-11-01T09:00:00Z INFO user=1 started\n",
+    "2026-11-01T09:00:01Z WARN user=2 slow: 900 ms\n",
+    "not a log line\n",
+    "\n",
+    "2026-11-01T09:00:02Z ERROR user=3 \n",
+    "2026-11-01T09:00:03+02:00 INFO user=4 offset time\r\n",
 ]
-TEXT_LINES = [
+TEXT_LINES = CLEAN_TEXT + [
     "2026-11-01T10:00:00Z INFO user=7 viewed photo 3\n",
     "2026-11-01T10:00:01Z WARN user=\u0663 Arabic-Indic digit\n",  # \d: Unicode in Python, ASCII in RE2
     "no match here\n",
     "   \n",
     "2026-11-01T10:00:02Z DEBUG user=8 caf\u00e9\r\n",
     "2026-11-01T10:00:03Z INFO user=9 \n",
-]
+] + CLEAN_TEXT
 PATTERNS = [
     r"(?P<ts>\S+) (?P<level>[A-Z]+) user=(?P<user>\d+) (?P<msg>.*)",
     r"(?P<ts>\S+) (?P<level>INFO|WARN)? ?user=(?P<user>\w+)(?P<extra> x)?",  # groups that may not take part
     r"(?P<ts>\S+)(?= INFO) (?P<rest>.*)",  # a lookahead: RE2 has none
+    r"(?P<ts>\S+) (?P<_source_line>[A-Z]+) (?P<rest>.*)",  # a group named like a column the loader sets
 ]
 
 
 def _load(lake: Lake, src: Path, *, columnar: bool, monkeypatch, **kwargs) -> tuple[list[dict], list[dict], pa.Schema]:
+    taken: list[int] = []
+    real = logs_mod._FileLoader._parse_columnar
+
+    def counted(self, lines, *args):
+        got = real(self, lines, *args)
+        taken.extend([len(lines)] if got is not None else [])
+        return got
+
     with monkeypatch.context() as m:
-        m.setenv("INGEST_LOG_BATCH_LINES", "5")  # several batches, each re-read in chunks of 3
+        m.setenv("INGEST_LOG_BATCH_LINES", "6")  # several batches, each re-read in chunks of 3
         m.setattr(logs_mod, "_FALLBACK_LINES", 3)
-        if not columnar:
-            m.setattr(logs_mod._FileLoader, "_parse_columnar", lambda self, *a: None)
+        m.setattr(logs_mod._FileLoader, "_parse_columnar", counted if columnar else lambda self, *a: None)
         ingest_logs(lake, str(src), table="bronze.ev", **kwargs)
+    pattern = kwargs.get("pattern")
+    if columnar and (pattern is None or logparse.re2_pattern(re.compile(pattern)) is not None):
+        assert sum(taken) >= 9, taken  # the clean runs of lines took the columnar path
     drop = ("_run_id", "_ingested_at", "run_id", "quarantined_at")
     rows = [{k: v for k, v in r.items() if k not in drop} for r in read(lake, "bronze.ev")]
     bad = [{k: v for k, v in r.items() if k not in drop} for r in read(lake, "bronze.ev_quarantine")]
@@ -76,8 +103,8 @@ def _same_both_ways(tmp_path: Path, monkeypatch, name: str, data: bytes, **kwarg
 def test_json_lines_in_columns_store_what_line_by_line_stores(tmp_path: Path, monkeypatch) -> None:
     rows, bad = _same_both_ways(tmp_path, monkeypatch, "app.jsonl", b"".join(JSON_LINES))
     by_id = {r["id"]: r for r in rows}
-    assert by_id[12]["_source_line"] == 12 and by_id[4]["_source_line"] == 5  # blank line counted
-    assert {b["source_ref"] for b in bad} >= {"line 6", "line 10", "line 11"}  # two objects, not UTF-8, not an object
+    assert by_id[12]["_source_line"] == 18 and by_id[4]["_source_line"] == 11  # blank lines counted
+    assert {b["source_ref"] for b in bad} >= {"line 12", "line 16", "line 17"}  # two objects, not UTF-8, not an object
 
 
 def test_a_clean_block_takes_the_columnar_path_and_a_rounded_int_does_not() -> None:
