@@ -16,6 +16,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHES = {
     "ingest": ["bench_ingest.py"],
+    "logs": ["bench_logs.py"],
+    "sql": ["bench_sql.py"],
     "transform": ["bench_transform.py"],
     "shards": ["bench_shards.py"],
     "sync": ["bench_sync.py"],

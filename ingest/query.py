@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ingest.errors import ConfigError, IngestError
+from ingest.errors import ConfigError, IngestError, first_line
 from ingest.lake import LAYERS, Lake, TableId
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -148,28 +149,57 @@ def open_tables(
 
 
 def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Table:
-    """Run one read-only query; table names are ``layer.name``."""
-    import duckdb
+    """Run one read-only query; table names are ``layer.name``.  The whole result in memory: use
+    ``stream_sql`` for results of any size."""
+    with stream_sql(lake, query, as_of=as_of) as reader:
+        return reader.read_all()
 
+
+@contextmanager
+def stream_sql(
+    lake: Lake, query: str, *, as_of: str | int | None = None, batch_rows: int = 65_536
+) -> Iterator[pa.RecordBatchReader]:
+    """Run one read-only query and yield its result as a stream of record batches (bounded memory:
+    DuckDB produces the next batch when it is read).  The connection lives as long as the block;
+    a failure while reading is one ``IngestError`` line, as when the query starts."""
     check_read_only(query)
     tables = referenced_tables(query)
     versions = resolve_as_of(lake, as_of, tables)
-    from ingest.vacuum import raise_if_vacuumed
+    reads = {str(t): versions.get(str(t)) for t in tables}
+    import duckdb
 
     con = duckdb.connect()
     try:
         open_tables(lake, con, {t: versions.get(str(t)) for t in tables})
         lock_down(con)  # the views are set up: from here on the query cannot touch files
-        return con.execute(query).to_arrow_table()
-    except IngestError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - duckdb errors become one line
-        message = f"query failed: {str(exc).splitlines()[0]}"
+        try:
+            inner = con.execute(query).to_arrow_reader(batch_rows)
+        except Exception as exc:  # noqa: BLE001 - duckdb errors become one line
+            raise _query_failed(lake, reads, exc) from None
+        yield pa.RecordBatchReader.from_batches(inner.schema, _batches(lake, reads, inner))
     finally:
         con.close()
-    # the versions read may have lost their files to `ingest vacuum`: say so, not "Could not open"
-    raise_if_vacuumed(lake, {str(t): versions.get(str(t)) for t in tables})  # type: ignore[misc]  # str versions (timestamps) load too
-    raise IngestError(message)
+
+
+def _batches(lake: Lake, reads: dict[str, Any], reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - a failure mid-stream is one line too
+            raise _query_failed(lake, reads, exc) from None
+        yield batch
+
+
+def _query_failed(lake: Lake, reads: dict[str, Any], exc: BaseException) -> IngestError:
+    """The error for a failed query; the versions read may have lost their files to `ingest
+    vacuum`: say so, not "Could not open"."""
+    from ingest.vacuum import raise_if_vacuumed
+
+    message = f"query failed: {first_line(exc)}"
+    raise_if_vacuumed(lake, reads)
+    return IngestError(message)
 
 
 def rows(table: pa.Table) -> list[dict[str, Any]]:

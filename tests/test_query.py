@@ -154,9 +154,9 @@ def test_cli_formats(versioned: Lake, capsys) -> None:
     code, out, _ = cli(capsys, "--lake", versioned.uri, "--json", "sql", q, "--as-of", "1")
     assert code == 0
     assert json.loads(out) == [
-        {"photo_id": 1, "label": "v0", "image": "<3 bytes>"},
-        {"photo_id": 2, "label": "v0", "image": "<3 bytes>"},
-        {"photo_id": 3, "label": "v1", "image": "<3 bytes>"},
+        {"photo_id": 1, "label": "v0", "image": "AQEB"},  # binary as base64
+        {"photo_id": 2, "label": "v0", "image": "AgIC"},
+        {"photo_id": 3, "label": "v1", "image": "AwMD"},
     ]
     code, out, _ = cli(capsys, "--lake", versioned.uri, "sql", "select photo_id, label from gold.features", "--format", "csv", "--as-of", "0")
     assert code == 0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -100,6 +101,20 @@ def write_page(path: Path, text: str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def stdout_closed_is_fine() -> Iterator[None]:
+    """A reader that stops early (``ingest sql ... | head``) is not an error: when stdout's pipe
+    closes, stop writing and exit 0, without a traceback or an error line (as ripgrep does).
+    Later writes, including the interpreter's last flush, go to /dev/null."""
+    try:
+        yield
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
 
 
 def run_cli(app: typer.Typer, argv: list[str]) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ingest.cli.common import emit, state
+from ingest.cli.common import emit, state, stdout_closed_is_fine
 from ingest.cli.help import examples
 from ingest.lake import Lake
 
@@ -91,28 +89,26 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         query: str = typer.Argument(..., help='Read-only SQL; name tables layer.name, e.g. "select * from gold.photo_features".'),
         as_of: str | None = typer.Option(None, "--as-of", help="Read every table as of a Delta version number, an ISO timestamp or a snapshot name."),
-        fmt: str = typer.Option("table", "--format", help="table, csv or json (--json implies json)."),
+        fmt: str | None = typer.Option(
+            None, "--format", show_default=False,
+            help="table, csv, tsv, json or jsonl (default: table on a terminal, csv into a pipe or file; --json implies json).",
+        ),
     ) -> None:
-        """Run read-only SQL over lake tables (DuckDB dialect)."""
-        from ingest.query import run_sql
+        """Run read-only SQL over lake tables (DuckDB dialect); rows stream out as they are read.
 
-        if fmt not in ("table", "csv", "json"):
-            raise typer.BadParameter("use table, csv or json", param_hint="--format")
-        result = run_sql(state(ctx).lake_obj, query, as_of=as_of)
-        rows = result.to_pylist()
-        if state(ctx).json or fmt == "json":
-            from ingest.cli.common import to_json
+        Binary cells print as <N bytes> (base64 in json/jsonl), structs and lists as JSON.
+        """
+        import sys
 
-            typer.echo(to_json(rows))
-        elif fmt == "csv":
-            buf = io.StringIO()
-            w = csv.writer(buf)
-            w.writerow(result.column_names)
-            for r in rows:
-                w.writerow(["" if v is None else v for v in r.values()])
-            typer.echo(buf.getvalue().rstrip("\n"))
-        else:
-            _print_table(rows)
+        from ingest.cli.sql_output import FORMATS, default_format, write_result
+        from ingest.query import stream_sql
+
+        if fmt is not None and fmt not in FORMATS:
+            raise typer.BadParameter(f"use {', '.join(FORMATS)}", param_hint="--format")
+        chosen = default_format(json_flag=state(ctx).json, stdout_is_terminal=sys.stdout.isatty()) if fmt is None or state(ctx).json else fmt
+        sys.stdout.flush()
+        with stdout_closed_is_fine(), stream_sql(state(ctx).lake_obj, query, as_of=as_of) as reader:
+            write_result(reader, chosen, sys.stdout.buffer)  # type: ignore[arg-type]
 
     @app.command("history", epilog=examples('ingest history bronze.events --limit 10', 'ingest --json history gold.photo_features'))
     def history_cmd(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Literal
 
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.compute as pc
 
 from ingest.delta import write_batch
 from ingest.errors import ConfigError
@@ -36,6 +36,7 @@ from ingest.sources import (
     fit_rows,
     is_s3,
     list_source,
+    logparse,
     open_range,
     progress_bar,
     quarantine_table,
@@ -110,6 +111,7 @@ class _FileLoader:
         self.lake, self.tid, self.f, self.regex, self.run_id = lake, tid, f, regex, run_id
         self.totals, self.bar, self.client = totals, bar, client
         self.gz = f.uri.endswith(".gz")
+        self.re2 = logparse.re2_pattern(regex) if regex is not None else None  # None: Python's re only
         self.batch_lines = env_int("INGEST_LOG_BATCH_LINES", 100_000)
         self.batch_bytes = env_int("INGEST_LOG_BATCH_BYTES", 64 << 20)
         self.rows = self.quarantined = 0  # over every attempt (a conflict re-runs ``load``)
@@ -192,6 +194,8 @@ class _FileLoader:
     def legacy_lines(self, offset: int) -> int:
         """Lines before ``offset`` of a file loaded by a version that named streams by path: the
         last line number stored for it, plus the blank lines after it (they leave no row)."""
+        import pyarrow.dataset as pads  # lazily: it costs every `ingest logs` a second of imports
+
         best = 0
         for t, col, filt in (
             (self.tid, "_source_line", pads.field("_source_file") == self.f.uri),
@@ -217,7 +221,71 @@ class _FileLoader:
         return best + max(0, newlines - 1) if found else newlines
 
     def _write(self, lines: list[bytes], line_no: int, end: int, st: "_Stream") -> tuple[int, int]:
-        now = utcnow()
+        existing = None
+        if self.lake.table_exists(self.tid):
+            existing = pa.schema(self.lake.delta_table(self.tid).schema().to_arrow())
+        parsed, bad = self._parse_block(lines, line_no, existing)
+        n = parsed.num_rows
+        meta = {
+            "_source_file": pa.repeat(pa.scalar(self.f.uri, pa.string()), n),
+            "_source_line": parsed["_source_line"] if "_source_line" in parsed.column_names else pa.array([], pa.int64()),
+            "_run_id": pa.repeat(pa.scalar(self.run_id, pa.string()), n),
+            "_ingested_at": pa.repeat(pa.scalar(utcnow(), _META_TYPES["_ingested_at"]), n),
+        }
+        cols = [c for c in parsed.column_names if c != "_source_line"]
+        data = pa.table([*(parsed[c] for c in cols), *meta.values()], names=[*cols, *meta])
+        # each commit is counted when it lands: a conflict that re-runs ``load`` must not forget it
+        q = write_quarantine(self.lake, self.tid, bad, run_id=self.run_id, app_id=st.app_id, batch_version=end)
+        self.totals.quarantined += q
+        ensure_table(self.lake, self.tid, data.schema)
+        res = write_batch(
+            self.lake, self.tid, data, app_id=st.app_id, batch_version=end,
+            extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
+        )
+        r = 0 if res.skipped else res.rows
+        self.totals.rows += r
+        return r, q
+
+    def _parse_block(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
+        """The batch's rows (data columns and ``_source_line``) and its bad lines: in columns
+        (``logparse``), and line by line only in the chunks that hold a line the columnar path
+        cannot take."""
+        parts: list[pa.Table] = []
+        bad: list[Bad] = []
+        for lo in range(0, len(lines), _BLOCK_LINES):
+            got = self._parse_columnar(lines[lo:lo + _BLOCK_LINES], line_no + lo, _merged(existing, parts))
+            if got is not None:
+                parts.append(got[0])
+                bad += got[1]
+                continue
+            for sub in range(lo, min(len(lines), lo + _BLOCK_LINES), _FALLBACK_LINES):
+                chunk = lines[sub:min(sub + _FALLBACK_LINES, lo + _BLOCK_LINES)]
+                schema = _merged(existing, parts)
+                got = self._parse_columnar(chunk, line_no + sub, schema) or self._parse_lines(chunk, line_no + sub, schema)
+                parts.append(got[0])
+                bad += got[1]
+        parts = [p for p in parts if p.num_columns]
+        if not parts:
+            return pa.table({}), bad
+        return pa.concat_tables(parts, promote_options="default"), bad
+
+    def _parse_columnar(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]] | None:
+        if self.regex is None:
+            table = logparse.json_block(lines, existing, _META_TYPES)
+            if table is None:
+                return None
+            return _with_lines(table, pc.add(logparse.nonblank(lines), line_no + 1)), []
+        if self.re2 is None:
+            return None
+        got = logparse.text_block(lines, self.re2, [n for n in self.regex.groupindex if n not in _META_TYPES], existing)
+        if got is None:
+            return None
+        table, rows, misses = got
+        bad = [Bad(self.f.uri, f"line {line_no + 1 + i}", _NO_MATCH, lines[i].rstrip(b"\r\n")) for i in misses.to_pylist()]
+        return _with_lines(table, pc.add(rows, line_no + 1)), bad
+
+    def _parse_lines(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
+        """One line at a time: each bad line is quarantined with its reason."""
         records: list[dict[str, Any]] = []
         bad: list[Bad] = []
         numbers: list[int] = []
@@ -230,28 +298,15 @@ class _FileLoader:
             except ValueError as exc:
                 bad.append(Bad(self.f.uri, f"line {i}", str(exc), text))
                 continue
-            rec.update(_source_file=self.f.uri, _source_line=i, _run_id=self.run_id, _ingested_at=now)
+            for k in _META_TYPES:
+                rec.pop(k, None)
+            rec["_source_line"] = i
             records.append(rec)
             numbers.append(i)
-        existing = None
-        if self.lake.table_exists(self.tid):
-            existing = pa.schema(self.lake.delta_table(self.tid).schema().to_arrow())
-        data, misfits = fit_rows(records, existing, fixed=_META_TYPES)
+        data, misfits = fit_rows(records, existing, fixed={"_source_line": pa.int64()})
         for idx, reason in misfits:
             bad.append(Bad(self.f.uri, f"line {numbers[idx]}", reason, lines[numbers[idx] - line_no - 1].rstrip(b"\r\n")))
-        if data.num_columns == 0:
-            data = pa.table({k: pa.array([], t) for k, t in _META_TYPES.items()})
-        # each commit is counted when it lands: a conflict that re-runs ``load`` must not forget it
-        q = write_quarantine(self.lake, self.tid, bad, run_id=self.run_id, app_id=st.app_id, batch_version=end)
-        self.totals.quarantined += q
-        ensure_table(self.lake, self.tid, data.schema)
-        res = write_batch(
-            self.lake, self.tid, data, app_id=st.app_id, batch_version=end,
-            extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
-        )
-        r = 0 if res.skipped else res.rows
-        self.totals.rows += r
-        return r, q
+        return data, bad
 
     def _parse(self, text: bytes) -> dict[str, Any]:
         try:
@@ -268,8 +323,30 @@ class _FileLoader:
             return rec
         m = self.regex.match(s)
         if not m:
-            raise ValueError("line does not match --pattern")
+            raise ValueError(_NO_MATCH)
         return dict(m.groupdict())
+
+
+_BLOCK_LINES = 16_384  # lines parsed in columns at once
+_FALLBACK_LINES = 256  # a block with a bad line is re-read in chunks this long
+_NO_MATCH = "line does not match --pattern"
+
+
+def _with_lines(table: pa.Table, numbers: pa.Array) -> pa.Table:
+    return table.append_column("_source_line", numbers)
+
+
+def _merged(existing: pa.Schema | None, parts: list[pa.Table]) -> pa.Schema | None:
+    """The table's columns plus those earlier chunks of this batch added (their types win for
+    the next chunk, so the chunks concatenate)."""
+    fields = list(existing or [])
+    names = {f.name for f in fields}
+    for p in parts:
+        for f in p.schema:
+            if f.name not in names and f.name != "_source_line":
+                fields.append(f)
+                names.add(f.name)
+    return pa.schema(fields) if fields else None
 
 
 # -- file identity ---------------------------------------------------------------------------------
@@ -419,6 +496,9 @@ def _read_exactly(fh: Any, n: int) -> bytes:
     return b"".join(parts)
 
 
+_LINE = re.compile(rb"[^\n]*\n")
+
+
 class _LineBatches:
     """Bounded batches of complete lines, each with the offset after it and the bytes before that
     offset (for the stream's check).
@@ -454,14 +534,29 @@ class _LineBatches:
             chunk = self.stream.read(1 << 20)
             if not chunk:
                 break
-            parts = (rest + chunk).split(b"\n")
-            rest = parts.pop()
-            for p in parts:
-                batch.append(p + b"\n")
-                size += len(p) + 1
-                if len(batch) >= self.max_lines or size >= self.max_bytes:
-                    yield self._emit(batch, size)
-                    batch, size = [], 0
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1
+            lines, rest = _LINE.findall(data, 0, cut), data[cut:]
+            i = 0
+            while i < len(lines):  # whole runs of lines at once; line by line where a limit falls
+                seg = lines[i:i + self.max_lines - len(batch)]
+                seg_size = sum(map(len, seg))
+                if size + seg_size < self.max_bytes:
+                    batch += seg
+                    size += seg_size
+                    i += len(seg)
+                    if len(batch) >= self.max_lines:
+                        yield self._emit(batch, size)
+                        batch, size = [], 0
+                    continue
+                for line in seg:
+                    batch.append(line)
+                    size += len(line)
+                    i += 1
+                    if len(batch) >= self.max_lines or size >= self.max_bytes:
+                        yield self._emit(batch, size)
+                        batch, size = [], 0
+                        break
         if rest and self.complete_tail:
             batch.append(rest)
             size += len(rest)
