@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         chosen = default_format(json_flag=state(ctx).json, stdout_is_terminal=sys.stdout.isatty()) if fmt is None or state(ctx).json else fmt
         sys.stdout.flush()
         with stdout_closed_is_fine(), stream_sql(state(ctx).lake_obj, query, as_of=as_of) as reader:
-            write_result(reader, chosen, sys.stdout.buffer)  # type: ignore[arg-type]
+            write_result(reader, chosen, sys.stdout.buffer)  # type: ignore[arg-type]  # a checked format name (FORMATS) is a Format
 
     @app.command("history", epilog=examples('ingest history bronze.events --limit 10', 'ingest --json history gold.photo_features'))
     def history_cmd(
