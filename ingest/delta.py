@@ -291,6 +291,18 @@ def delete_rows(lake: Lake, table: str | TableId, predicate: str) -> None:
     plain_files(lake, TableId.parse(table), dt.version())
 
 
+def commit_actions(lake: Lake, table: str | TableId, version: int) -> list[dict[str, Any]]:
+    """The actions (``add``, ``remove``, ``txn``, ``commitInfo``...) of one commit, from its log entry.
+
+    Reading one commit costs what the commit holds, where loading a snapshot of the table costs
+    what the table holds: incremental readers follow other writers' commits this way.
+    """
+    fs = lake.pyarrow_filesystem()
+    root = lake.fs_path(lake.table_uri(TableId.parse(table)))
+    with fs.open_input_stream(f"{root}/_delta_log/{version:020d}.json") as f:
+        return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+
+
 def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dict[str, Any] | None = None) -> int:
     """Rewrite the data files commit ``version`` added in view types, in plain types.
 
@@ -301,7 +313,6 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
     (``Lake.dataset``), so a swap that loses a race to a concurrent writer is dropped, not
     retried.  Returns the number of files rewritten.
     """
-    import json
     import time
     import uuid
     from urllib.parse import unquote
@@ -313,8 +324,7 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
     tid = TableId.parse(table)
     fs = lake.pyarrow_filesystem()
     root = lake.fs_path(lake.table_uri(tid))
-    with fs.open_input_stream(f"{root}/_delta_log/{version:020d}.json") as f:
-        entries = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+    entries = commit_actions(lake, tid, version)
     # the swap commits against this snapshot: a file a later commit removed is not ours to copy
     dt = lake.delta_table(tid)
     live = set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
