@@ -29,7 +29,8 @@ COMMANDS = {
     "run": "ingest.cli.run_cmd",
     "images": "ingest.cli.source_cmds", "logs": "ingest.cli.source_cmds", "tables": "ingest.cli.source_cmds",
     "health": "ingest.cli.ops_cmds", "lineage": "ingest.cli.ops_cmds",
-    "snapshot": "ingest.cli.snapshot_cmds", "vacuum": "ingest.cli.snapshot_cmds", "shards": "ingest.cli.snapshot_cmds",
+    "snapshot": "ingest.cli.snapshot_cmds", "vacuum": "ingest.cli.snapshot_cmds",
+    "optimize": "ingest.cli.snapshot_cmds", "shards": "ingest.cli.snapshot_cmds",
     "sync": "ingest.cli.sync_cmd",
     "transform": "ingest.cli.transform_cmds", "catalog": "ingest.cli.transform_cmds",
 }
