@@ -94,16 +94,16 @@ def _holds_view(t: pa.DataType) -> bool:
     return any(_holds_view(t.field(i).type) for i in range(t.num_fields))
 
 
-def conform(lake: Lake, table: str | TableId, data: pa.Table) -> pa.Table:
+def conform(lake: Lake, table: str | TableId, data: pa.Table, *, snapshot: Any = None) -> pa.Table:
     """Cast ``data`` to the table's existing column types where that is lossless.
 
     New columns pass through (schema merge adds them).  A column whose type would change and
     cannot be cast safely raises ``SchemaConflict`` instead of being narrowed silently.
     """
     data = data.cast(_utc(data.schema))
-    if not lake.table_exists(table):
+    if snapshot is None and not lake.table_exists(table):
         return data
-    existing = pa.schema(lake.delta_table(table).schema().to_arrow())
+    existing = pa.schema((snapshot or lake.delta_table(table)).schema().to_arrow())
     conflicts: dict[str, tuple[str, str]] = {}
     cols = []
     for name in data.column_names:
@@ -170,8 +170,13 @@ def write_batch(
     metadata: dict[str, Any] | None = None,
     target_file_size: int | None = None,
     extra_transactions: dict[str, int] | None = None,
+    snapshot: Any = None,
 ) -> WriteResult:
     """Append or overwrite one batch, exactly once per ``(app_id, batch_version)``.
+
+    ``snapshot`` (a loaded DeltaTable of an existing table) is checked and committed against
+    instead of loading the table again: a writer of many batches keeps one and updates it
+    incrementally, so a batch costs the commits since the last one, not the whole log.
 
     ``extra_transactions`` (app id -> int) are committed atomically with the batch: state a
     reader needs beside the batch number (``transaction_version`` returns the latest one).
@@ -188,12 +193,12 @@ def write_batch(
         raise ValueError("extra_transactions need an app_id")
     # Check and commit against ONE snapshot: a concurrent commit of the same app id after it is
     # then a Delta conflict (retried by the caller), never a silent duplicate.
-    dt = lake.delta_table(tid) if lake.table_exists(tid) else None
+    dt = snapshot if snapshot is not None else lake.delta_table(tid) if lake.table_exists(tid) else None
     if app_id is not None and dt is not None:
         done = dt.transaction_version(app_id)
         if done is not None and done >= batch_version:  # type: ignore[operator]
             return WriteResult(str(tid), dt.version(), True, 0)
-    data = conform(lake, tid, data) if mode == "append" else data.cast(_utc(data.schema))
+    data = conform(lake, tid, data, snapshot=dt) if mode == "append" else data.cast(_utc(data.schema))
     creating = dt is None
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),
@@ -221,7 +226,9 @@ def write_batch(
                 extra_transactions=extra_transactions,
             )
         raise _storage_failure(lake, exc, tid) from None
-    return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)
+    # the snapshot now stands at our commit (delta-rs moves it there)
+    version = snapshot.version() if snapshot is not None else current_version(lake, tid)
+    return WriteResult(str(tid), version, False, data.num_rows)
 
 
 def merge_batch(

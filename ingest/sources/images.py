@@ -216,6 +216,7 @@ class _Writer:
         self.stored = StoredKeys(lake, tid, "sha256", app_id=self.app_id)
         # source_ref is the content hash in the quarantine table (earlier versions too)
         self.stored_bad = StoredKeys(lake, quarantine_table(tid), "source_ref", app_id=self.app_id)
+        self.dt: Any = None  # the table, loaded once and updated per batch
         self.tally = tally
 
     def write(self, fetched: list[_Fetched]) -> None:
@@ -251,11 +252,23 @@ class _Writer:
         self.stored_bad.committed(seq, new.keys())
         return n, len(bad) - len(new)
 
+    def _snapshot(self) -> Any:
+        """The table's latest version, kept loaded across batches (None before it exists)."""
+        if self.dt is None:
+            self.dt = self.lake.delta_table(self.tid) if self.lake.table_exists(self.tid) else None
+        else:
+            self.dt.update_incremental()  # reads only the commits since the last batch
+        return self.dt
+
     def _commit(self, good: list[_Fetched]) -> tuple[int, int]:
-        # the batch number before the stored hashes: a writer that commits in between used the
-        # same number, so our commit of it is skipped (BatchTaken) and this batch is re-checked
-        seq = next_sequence(self.lake, self.tid, self.app_id)
-        known = self.stored.held(x.sha256 for x in good) if good else set()
+        # the batch number, the stored hashes and the commit from one snapshot: a writer that
+        # commits after it used the same number, so our commit is skipped or conflicts
+        # (BatchTaken / a Delta conflict) and this batch is re-checked
+        if not good:
+            return 0, 0
+        dt = self._snapshot()
+        seq = next_sequence(self.lake, self.tid, self.app_id, snapshot=dt) if dt is not None else 1
+        known = self.stored.held((x.sha256 for x in good), snapshot=dt)
         now: datetime = utcnow()
         rows: list[dict[str, Any]] = []
         seen: set[str] = set()
@@ -275,10 +288,12 @@ class _Writer:
         if not rows:
             return 0, dupes
         rows.sort(key=lambda r: r["sha256"])  # row-group statistics by hash: lookups skip more
-        ensure_table(self.lake, self.tid, IMAGES_SCHEMA)
+        if dt is None:
+            ensure_table(self.lake, self.tid, IMAGES_SCHEMA)
+            dt = self._snapshot()
         res = write_batch(
             self.lake, self.tid, pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA),
-            app_id=self.app_id, batch_version=seq, metadata={"run_id": self.run_id},
+            app_id=self.app_id, batch_version=seq, metadata={"run_id": self.run_id}, snapshot=dt,
         )
         if res.skipped:  # a concurrent run took this batch number: see what it stored, then retry
             raise BatchTaken(self.app_id)

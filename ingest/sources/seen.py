@@ -40,11 +40,11 @@ class StoredKeys:
         self.ours: set[str] = set()
         self.our_batches: set[int] = set()
 
-    def held(self, keys: Iterable[str]) -> set[str]:
-        """The subset of ``keys`` the table holds now (as of its latest version)."""
+    def held(self, keys: Iterable[str], *, snapshot: Any = None) -> set[str]:
+        """The subset of ``keys`` the table holds as of ``snapshot`` (a loaded DeltaTable), or now."""
         import pyarrow.compute as pc
 
-        self._follow()
+        self._follow(snapshot)
         wanted = set(keys)
         found = wanted & self.ours
         rest = pa.array(sorted(wanted - found), pa.string())
@@ -59,10 +59,11 @@ class StoredKeys:
         self.ours.update(keys)
         self.our_batches.add(batch_version)
 
-    def _follow(self) -> None:
-        if not self.lake.table_exists(self.tid):
-            return
-        dt = self.lake.delta_table(self.tid)
+    def _follow(self, dt: Any) -> None:
+        if dt is None:
+            if not self.lake.table_exists(self.tid):
+                return
+            dt = self.lake.delta_table(self.tid)
         latest = dt.version()
         if latest == self.version:
             return
