@@ -5,6 +5,7 @@
 The same NEW images (never seen before) go into three lakes, in paired rounds:
 
 * empty: a lake with no images table (the baseline);
+* half: a lake holding STORED/2 other images (memory must not grow from half to stored);
 * stored: a lake whose ``bronze.images`` already holds STORED other images, loaded by
   ``ingest images`` in its usual 512-file batches (one small file per batch);
 * optimized: the same lake after ``ingest optimize --z-order`` (what the weekly maintenance does).
@@ -57,7 +58,7 @@ def child_ingest(lake: str, src: str) -> None:
     import deltalake  # noqa: F401 - imported before the clock starts (pandas alone takes seconds)
     import pandas  # noqa: F401
     import PIL.Image  # noqa: F401
-    import pyarrow.compute  # noqa: F401
+    import pyarrow.compute
     import pyarrow.dataset  # noqa: F401
 
     from ingest.lake import Lake
@@ -112,8 +113,16 @@ def main() -> int:
         make_images(tmp / "new_src", args.stored, args.new)
         print(f"made {args.stored} + {args.new} images in {time.perf_counter() - t0:.0f} s", flush=True)
         t0 = time.perf_counter()
-        base = tmp / "base"
-        loaded = ingest_cli(base, "images", str(tmp / "stored_src"))
+        half, base = tmp / "half", tmp / "base"  # the table at STORED/2, then at STORED rows
+        folders = sorted((tmp / "stored_src").iterdir())
+        first = tmp / "stored_src" / "first"
+        first.mkdir()
+        for f in folders[: len(folders) // 2]:
+            f.rename(first / f.name)
+        ingest_cli(half, "images", str(first))
+        shutil.copytree(half, base)
+        ingest_cli(base, "images", str(tmp / "stored_src"))
+        loaded = {"rows_written": sum(1 for _ in (tmp / "stored_src").rglob("*.png"))}
         files_stored = data_files(base)
         print(f"stored lake: {loaded['rows_written']} rows in {files_stored} files ({time.perf_counter() - t0:.0f} s)", flush=True)
         compacted = tmp / "compacted"
@@ -129,9 +138,9 @@ def main() -> int:
         print(f"optimize: {files_stored} -> {files_compacted} files ({compact_s:.1f} s); "
               f"--z-order: -> {files_zordered} files ({zorder_s:.1f} s)", flush=True)
 
-        runs: dict[str, list[dict]] = {"empty": [], "stored": [], "optimized": []}
+        runs: dict[str, list[dict]] = {"empty": [], "half": [], "stored": [], "optimized": []}
         for r in range(args.rounds):
-            for kind, seed in (("empty", None), ("stored", base), ("optimized", optimized)):
+            for kind, seed in (("empty", None), ("half", half), ("stored", base), ("optimized", optimized)):
                 lake = tmp / f"run-{kind}"
                 shutil.rmtree(lake, ignore_errors=True)
                 if seed is not None:
@@ -151,6 +160,8 @@ def main() -> int:
         "files_after_z_order": files_zordered, "z_order_s": round(zorder_s, 1),
         **{f"{k}_s": round(statistics.median(x["seconds"] for x in v), 2) for k, v in runs.items()},
         **{f"{k}_peak_rss_mb": round(statistics.median(x["peak_rss_mb"] for x in v), 1) for k, v in runs.items()},
+        "time_ratio_half": round(ratio("half", "seconds"), 2),
+        "rss_ratio_half": round(ratio("half", "peak_rss_mb"), 2),
         "time_ratio_stored": round(ratio("stored", "seconds"), 2),
         "time_ratio_optimized": round(ratio("optimized", "seconds"), 2),
         "rss_ratio_stored": round(ratio("stored", "peak_rss_mb"), 2),

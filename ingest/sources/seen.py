@@ -9,6 +9,8 @@ in ``_meta.manifests``, so a re-run neither reads those files nor the table.
 
 from __future__ import annotations
 
+import bisect
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -25,39 +27,52 @@ from ingest.sources import SourceFile, ensure_table, is_s3, utcnow
 class StoredKeys:
     """Which of a batch's keys the table ``table`` holds in ``column``.
 
-    The table as of the first lookup is one dataset, searched with ``column IN (batch keys)``:
-    Delta file statistics and Parquet row-group statistics skip what cannot match, so once
-    ``ingest optimize`` has z-ordered the table by the key a lookup reads a few row groups.  Keys
-    this run commits (``committed``) are kept in memory; commits by other writers since are read
-    from the log, and only the files they added are searched.  Memory holds this run's keys and
-    a list of files, never the table's keys.
+    Every data file of the table is known by its path and its ``column`` min/max statistics
+    (from the snapshot at the first lookup, then from the log entries of later commits).  A
+    lookup opens only the files whose range holds one of the batch's keys and reads them with
+    ``column IN (keys)`` pushed down to their row-group statistics, so once ``ingest optimize
+    --z-order`` has ordered the table by the key a lookup reads a few row groups.  Keys this run
+    commits (``committed``) are kept in memory and its own commits are not searched again.
+    Memory holds a line per file and this run's keys, never the table's keys.
     """
 
     def __init__(self, lake: Lake, table: str | TableId, column: str, *, app_id: str) -> None:
         self.lake, self.tid, self.column, self.app_id = lake, TableId.parse(table), column, app_id
         self.version: int | None = None  # the last table version followed
-        self.datasets: list[Any] = []
+        self.files: list[tuple[str, str | None, str | None]] = []  # (path, min, max) to search
         self.ours: set[str] = set()
         self.our_batches: set[int] = set()
+        self._root = lake.table_uri(self.tid).rstrip("/")
 
     def held(self, keys: Iterable[str], *, snapshot: Any = None) -> set[str]:
         """The subset of ``keys`` the table holds as of ``snapshot`` (a loaded DeltaTable), or now."""
-        import pyarrow.compute as pc
-
         self._follow(snapshot)
         wanted = set(keys)
         found = wanted & self.ours
-        rest = pa.array(sorted(wanted - found), pa.string())
-        if len(rest):
-            expr = pc.field(self.column).isin(rest)
-            for ds in self.datasets:
-                found.update(ds.to_table(columns=[self.column], filter=expr)[self.column].to_pylist())
+        rest = sorted(wanted - found)
+        paths = [path for path, lo, hi in self.files if _overlaps(rest, lo, hi)] if rest else []
+        if paths:
+            found.update(self._search(paths, rest))
         return found
 
     def committed(self, batch_version: int, keys: Iterable[str]) -> None:
         """This run committed ``keys`` as batch ``batch_version`` of its app id."""
         self.ours.update(keys)
         self.our_batches.add(batch_version)
+
+    def _search(self, paths: list[str], keys: list[str]) -> list[str]:
+        import pyarrow.compute as pc
+        import pyarrow.dataset as pads
+
+        fs = self.lake.pyarrow_filesystem()
+        fmt = pads.ParquetFileFormat()
+        schema = pa.schema([(self.column, pa.string())])
+        ds = pads.FileSystemDataset([fmt.make_fragment(p, filesystem=fs) for p in paths], schema, fmt, fs)
+        expr = pc.field(self.column).isin(pa.array(keys, pa.string()))
+        try:
+            return ds.to_table(columns=[self.column], filter=expr)[self.column].to_pylist()
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):  # view-typed files
+            return plain_dataset(ds).to_table(columns=[self.column], filter=expr)[self.column].to_pylist()
 
     def _follow(self, dt: Any) -> None:
         if dt is None:
@@ -68,30 +83,47 @@ class StoredKeys:
         if latest == self.version:
             return
         if self.version is None:
-            self.datasets.append(plain_dataset(dt.to_pyarrow_dataset()))
+            adds = pa.table(dt.get_add_actions(flatten=True))
+            lows, highs = (
+                adds[f"{kind}.{self.column}"].to_pylist() if f"{kind}.{self.column}" in adds.column_names
+                else [None] * adds.num_rows
+                for kind in ("min", "max")
+            )
+            self.files += [(self._path(p), lo, hi) for p, lo, hi in zip(adds["path"].to_pylist(), lows, highs)]
         else:
-            added = [p for v in range(self.version + 1, latest + 1) for p in self._added_by_others(v)]
-            if added:
-                self.datasets.append(self._files(added))
+            for v in range(self.version + 1, latest + 1):
+                self.files += self._added_by_others(v)
         self.version = latest
 
-    def _added_by_others(self, version: int) -> list[str]:
+    def _added_by_others(self, version: int) -> list[tuple[str, str | None, str | None]]:
         """Data files commit ``version`` added, unless it is one of ours (our keys are in memory)."""
         actions = commit_actions(self.lake, self.tid, version)
         for a in actions:
             txn = a.get("txn")
             if txn and txn.get("appId") == self.app_id and txn.get("version") in self.our_batches:
                 return []
-        # dataChange=false: the same rows moved (optimize, type rewrites), already searched
-        return [a["add"]["path"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
+        out = []
+        for add in (a["add"] for a in actions if "add" in a):
+            if not add.get("dataChange", True):
+                continue  # the same rows moved (optimize, type rewrites): already searched
+            stats = json.loads(add.get("stats") or "{}")
+            lo, hi = (stats.get(k, {}).get(self.column) for k in ("minValues", "maxValues"))
+            out.append((self._path(add["path"]), lo, hi))
+        return out
 
-    def _files(self, paths: list[str]) -> Any:
-        import pyarrow.dataset as pads
+    def _path(self, path: str) -> str:
+        return self.lake.fs_path(path if "://" in path else f"{self._root}/{unquote(path)}")
 
-        root = self.lake.table_uri(self.tid).rstrip("/")
-        full = [self.lake.fs_path(p if "://" in p else f"{root}/{unquote(p)}") for p in paths]
-        schema = pa.schema([(self.column, pa.string())])
-        return plain_dataset(pads.dataset(full, schema=schema, format="parquet", filesystem=self.lake.pyarrow_filesystem()))
+
+def _overlaps(keys: list[str], lo: str | None, hi: str | None) -> bool:
+    """Whether a file whose key statistics are [lo, hi] may hold one of the sorted ``keys``
+    (missing statistics: it may)."""
+    if lo is None or hi is None:
+        return True
+    if len(hi) < len(keys[-1]):  # a truncated maximum: every value with its prefix may be there
+        hi += "\U0010ffff"
+    i = bisect.bisect_left(keys, lo)
+    return i < len(keys) and keys[i] <= hi
 
 
 MANIFESTS_TABLE = TableId("_meta", "manifests")
