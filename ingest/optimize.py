@@ -22,7 +22,7 @@ from ingest.lake import Lake, TableId
 
 # z-ordering rewrites every file of the table (not only the small ones): worth it for the column
 # readers search by, and only when asked for (the scheduled maintenance does it less often)
-ROW_GROUP_ROWS = 16_384  # small row groups: a lookup by the z-order key reads a few of them
+ROW_GROUP_ROWS = 16_384  # small row groups: a lookup by the z-order key reads one per key it may hold
 
 
 @dataclass

@@ -31,7 +31,8 @@ class StoredKeys:
     (from the snapshot at the first lookup, then from the log entries of later commits).  A
     lookup opens only the files whose range holds one of the batch's keys and reads them with
     ``column IN (keys)`` pushed down to their row-group statistics, so once ``ingest optimize
-    --z-order`` has ordered the table by the key a lookup reads a few row groups.  Keys this run
+    --z-order`` has ordered the table by the key a lookup reads at most one row group per key
+    (not a flat cost: a big batch of random keys still hits many row groups).  Keys this run
     commits (``committed``) are kept in memory and its own commits are not searched again.
     Memory holds a line per file and this run's keys, never the table's keys.
     """
