@@ -4,8 +4,10 @@ distinct content.
 The bytes are stored in the row (``content``), so a pinned snapshot keeps returning them after the
 source file changes or is deleted.  Content is keyed by sha256: a rename, copy or re-run adds
 nothing.  All writers of one table serialise on the app id ``images:<table>`` (a batch counter):
-two concurrent runs conflict in Delta, the loser re-reads the stored hashes and writes only what
-is still new, so the same content is never stored twice.  Unreadable or truncated images go to
+two concurrent runs conflict in Delta, the loser looks its batch's hashes up again (in the files
+the winner added, too) and writes only what is still new, so the same content is never stored
+twice.  Lookups and the skip of unchanged files cost what the batch holds, not what the table
+holds (``ingest.sources.seen``).  Unreadable or truncated images go to
 ``<table>_quarantine`` once per content hash, one commit per batch (its own batch counter there).
 
 Width and height come from the header; every image is still decoded once, because only a decode
