@@ -221,7 +221,8 @@ def test_maintenance_compacted_every_table_and_kept_the_rows(worker_runs: Worker
     assert weekly["files_removed"] > weekly["files_added"] > 0
     images = next(t for t in weekly["tables"] if t["table"] == "bronze.images")
     assert images["z_order"] == ["sha256"]
-    assert daily["files_removed"] == 0  # the weekly run left nothing small behind
+    # the weekly run left nothing small behind, but in the run log, which its own runs appended to
+    assert {t["table"]: t["files_removed"] for t in daily["tables"] if t["files_removed"]}.keys() <= {"_meta.runs"}
     for t in daily["tables"]:
         assert t["files_after"] <= 1 or t["table"].startswith(("silver.", "gold.")), t
     expected = _sample_counts(worker_runs.sample)
