@@ -16,6 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHES = {
     "ingest": ["bench_ingest.py"],
+    "images_scale": ["bench_images_scale.py"],
     "transform": ["bench_transform.py"],
     "shards": ["bench_shards.py"],
     "sync": ["bench_sync.py"],
