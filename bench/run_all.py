@@ -18,6 +18,7 @@ BENCHES = {
     "ingest": ["bench_ingest.py"],
     "logs": ["bench_logs.py"],
     "sql": ["bench_sql.py"],
+    "images_scale": ["bench_images_scale.py"],
     "transform": ["bench_transform.py"],
     "shards": ["bench_shards.py"],
     "sync": ["bench_sync.py"],

@@ -108,16 +108,16 @@ def _holds_view(t: pa.DataType) -> bool:
     return any(_holds_view(t.field(i).type) for i in range(t.num_fields))
 
 
-def conform(lake: Lake, table: str | TableId, data: pa.Table) -> pa.Table:
+def conform(lake: Lake, table: str | TableId, data: pa.Table, *, snapshot: Any = None) -> pa.Table:
     """Cast ``data`` to the table's existing column types where that is lossless.
 
     New columns pass through (schema merge adds them).  A column whose type would change and
     cannot be cast safely raises ``SchemaConflict`` instead of being narrowed silently.
     """
     data = data.cast(lake_schema(data.schema))
-    if not lake.table_exists(table):
+    if snapshot is None and not lake.table_exists(table):
         return data
-    existing = pa.schema(lake.delta_table(table).schema().to_arrow())
+    existing = pa.schema((snapshot or lake.delta_table(table)).schema().to_arrow())
     conflicts: dict[str, tuple[str, str]] = {}
     cols = []
     for name in data.column_names:
@@ -184,8 +184,13 @@ def write_batch(
     metadata: dict[str, Any] | None = None,
     target_file_size: int | None = None,
     extra_transactions: dict[str, int] | None = None,
+    snapshot: Any = None,
 ) -> WriteResult:
     """Append or overwrite one batch, exactly once per ``(app_id, batch_version)``.
+
+    ``snapshot`` (a loaded DeltaTable of an existing table) is checked and committed against
+    instead of loading the table again: a writer of many batches keeps one and updates it
+    incrementally, so a batch costs the commits since the last one, not the whole log.
 
     ``extra_transactions`` (app id -> int) are committed atomically with the batch: state a
     reader needs beside the batch number (``transaction_version`` returns the latest one).
@@ -202,12 +207,12 @@ def write_batch(
         raise ValueError("extra_transactions need an app_id")
     # Check and commit against ONE snapshot: a concurrent commit of the same app id after it is
     # then a Delta conflict (retried by the caller), never a silent duplicate.
-    dt = lake.delta_table(tid) if lake.table_exists(tid) else None
+    dt = snapshot if snapshot is not None else lake.delta_table(tid) if lake.table_exists(tid) else None
     if app_id is not None and dt is not None:
         done = dt.transaction_version(app_id)
         if done is not None and batch_version is not None and done >= batch_version:
             return WriteResult(str(tid), dt.version(), True, 0)
-    data = conform(lake, tid, data) if mode == "append" else data.cast(lake_schema(data.schema))
+    data = conform(lake, tid, data, snapshot=dt) if mode == "append" else data.cast(lake_schema(data.schema))
     creating = dt is None
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),
@@ -236,7 +241,9 @@ def write_batch(
                 extra_transactions=extra_transactions,
             )
         raise _storage_failure(lake, exc, tid) from None
-    return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)
+    # the snapshot now stands at our commit (delta-rs moves it there)
+    version = snapshot.version() if snapshot is not None else current_version(lake, tid)
+    return WriteResult(str(tid), version, False, data.num_rows)
 
 
 def merge_batch(
@@ -309,6 +316,18 @@ def delete_rows(lake: Lake, table: str | TableId, predicate: str) -> None:
     plain_files(lake, TableId.parse(table), dt.version())
 
 
+def commit_actions(lake: Lake, table: str | TableId, version: int) -> list[dict[str, Any]]:
+    """The actions (``add``, ``remove``, ``txn``, ``commitInfo``...) of one commit, from its log entry.
+
+    Reading one commit costs what the commit holds, where loading a snapshot of the table costs
+    what the table holds: incremental readers follow other writers' commits this way.
+    """
+    fs = lake.pyarrow_filesystem()
+    root = lake.fs_path(lake.table_uri(TableId.parse(table)))
+    with fs.open_input_stream(f"{root}/_delta_log/{version:020d}.json") as f:
+        return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+
+
 def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dict[str, Any] | None = None) -> int:
     """Rewrite the data files commit ``version`` added in view types, in plain types.
 
@@ -319,7 +338,6 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
     (``Lake.dataset``), so a swap that loses a race to a concurrent writer is dropped, not
     retried.  Returns the number of files rewritten.
     """
-    import json
     import time
     import uuid
     from urllib.parse import unquote
@@ -331,8 +349,7 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
     tid = TableId.parse(table)
     fs = lake.pyarrow_filesystem()
     root = lake.fs_path(lake.table_uri(tid))
-    with fs.open_input_stream(f"{root}/_delta_log/{version:020d}.json") as f:
-        entries = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+    entries = commit_actions(lake, tid, version)
     # the swap commits against this snapshot: a file a later commit removed is not ours to copy
     dt = lake.delta_table(tid)
     live = set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())

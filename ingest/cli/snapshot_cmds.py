@@ -1,4 +1,4 @@
-"""Commands for reproducible training data: snapshot create|list|show|drop, vacuum, shards build."""
+"""Commands for reproducible training data: snapshot create|list|show|drop, vacuum, optimize, shards build."""
 
 from __future__ import annotations
 
@@ -106,6 +106,23 @@ def register(app: typer.Typer) -> None:
         emit(ctx, res.payload(), lambda: typer.echo(
             f"{verb} {res.files_deleted} file(s); "
             + "; ".join(f"{t.table}: {len(t.deleted)} ({len(t.pinned_versions)} pinned version(s))" for t in res.tables)
+        ))
+
+    @app.command("optimize", epilog=examples('ingest optimize', 'ingest optimize bronze.images --z-order'))
+    def optimize_cmd(
+        ctx: typer.Context,
+        tables: list[str] | None = typer.Argument(None, help="Tables to compact (default: every table)"),
+        z_order: bool = typer.Option(
+            False, "--z-order", help="Also order rows by the lookup column (sha256, event time): rewrites every file"
+        ),
+        target_size: int | None = typer.Option(None, "--target-size", help="Bytes per compacted file (default: Delta's)"),
+    ) -> None:
+        """Compact small files, write a checkpoint and clean up old log entries; snapshots keep working."""
+        from ingest.optimize import optimize
+
+        res = optimize(state(ctx).lake_obj, tables=tables or None, z_order=z_order, target_size=target_size)
+        emit(ctx, res.payload(), lambda: typer.echo(
+            "; ".join(f"{t.table}: {t.files_before} -> {t.files_after} file(s)" for t in res.tables) or "no tables"
         ))
 
     @shards_app.command("build", epilog=examples('ingest shards build photos --table gold.photo_features --snapshot v1', 'ingest shards build photos --table gold.x --snapshot v1 --format mds'))

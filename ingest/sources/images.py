@@ -4,8 +4,10 @@ distinct content.
 The bytes are stored in the row (``content``), so a pinned snapshot keeps returning them after the
 source file changes or is deleted.  Content is keyed by sha256: a rename, copy or re-run adds
 nothing.  All writers of one table serialise on the app id ``images:<table>`` (a batch counter):
-two concurrent runs conflict in Delta, the loser re-reads the stored hashes and writes only what
-is still new, so the same content is never stored twice.  Unreadable or truncated images go to
+two concurrent runs conflict in Delta, the loser looks its batch's hashes up again (in the files
+the winner added, too) and writes only what is still new, so the same content is never stored
+twice.  Lookups and the skip of unchanged files cost what the batch holds, not what the table
+holds (``ingest.sources.seen``).  Unreadable or truncated images go to
 ``<table>_quarantine`` once per content hash, one commit per batch (its own batch counter there).
 
 Width and height come from the header; every image is still decoded once, because only a decode
@@ -29,7 +31,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from ingest.delta import current_version, write_batch
+from ingest.delta import write_batch
 from ingest.lake import Lake, TableId, ingest_target
 from ingest.runlog import track
 from ingest.sources import (
@@ -51,6 +53,7 @@ from ingest.sources import (
     with_commit_retry,
     write_quarantine,
 )
+from ingest.sources.seen import Manifest, StoredKeys
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -167,22 +170,6 @@ def _chunks(files: list[SourceFile], max_files: int, max_bytes: int) -> Iterator
         yield chunk
 
 
-def stored_hashes(lake: Lake, table: str | TableId) -> set[str]:
-    """Content hashes already in the table (reads only the sha256 column)."""
-    if not lake.table_exists(table):
-        return set()
-    ds = lake.delta_table(table).to_pyarrow_dataset()
-    return set(ds.to_table(columns=["sha256"])["sha256"].to_pylist())
-
-
-def stored_locations(lake: Lake, table: str | TableId) -> set[tuple[str, int, datetime]]:
-    """(source_uri, size, mtime) of stored rows: an unchanged file there is skipped without reading it."""
-    if not lake.table_exists(table):
-        return set()
-    t = lake.delta_table(table).to_pyarrow_dataset().to_table(columns=["source_uri", "size_bytes", "source_mtime"])
-    return set(zip(t["source_uri"].to_pylist(), t["size_bytes"].to_pylist(), t["source_mtime"].to_pylist()))
-
-
 def ingest_images(
     lake: Lake, src: str, *, table: str = "bronze.images", progress: bool = False
 ) -> IngestResult:
@@ -195,8 +182,9 @@ def ingest_images(
         # shallow paths first: an original is preferred over a copy in a sub-folder
         files.sort(key=lambda f: (f.uri.count("/"), f.uri))
         writer = _Writer(lake, tid, run.run_id, tally)
-        unchanged = stored_locations(lake, tid)
-        todo = [f for f in files if (f.uri, f.size, f.mtime) not in unchanged]
+        manifest = Manifest(lake, table=tid, source=src, run_id=run.run_id)
+        unchanged = manifest.unchanged(files)
+        todo = [f for f in files if f.uri not in unchanged]
         writer.tally.skipped += len(files) - len(todo)
         files_total, files = len(files), todo
         workers = env_int("INGEST_IMAGE_WORKERS", 16)
@@ -215,7 +203,9 @@ def ingest_images(
                 fetched = [fut.result() for fut in pending]
                 pending = submit(chunks[i + 1]) if i + 1 < len(chunks) else []  # read ahead while writing
                 writer.write(fetched)
+                manifest.add(x.file for x in fetched)  # after their commits: a recorded file is in
                 bar.advance(len(fetched))
+        manifest.flush()
         run.details = {"files": files_total, "read": len(files), "ignored_not_images": len(listed) - files_total}
         result = writer.tally.finish(lake, tid, run)
     return result
@@ -225,10 +215,10 @@ class _Writer:
     def __init__(self, lake: Lake, tid: TableId, run_id: str, tally: Tally) -> None:
         self.lake, self.tid, self.run_id = lake, tid, run_id
         self.app_id = f"images:{tid}"
-        self.known = stored_hashes(lake, tid)
-        self.known_version = current_version(lake, tid)
-        self.known_bad: set[str] = set()  # content hashes in the quarantine table
-        self.known_bad_version: int | None = None
+        self.stored = StoredKeys(lake, tid, "sha256", app_id=self.app_id)
+        # source_ref is the content hash in the quarantine table (earlier versions too)
+        self.stored_bad = StoredKeys(lake, quarantine_table(tid), "source_ref", app_id=self.app_id)
+        self.dt: Any = None  # the table, loaded once and updated per batch
         self.tally = tally
 
     def write(self, fetched: list[_Fetched]) -> None:
@@ -246,17 +236,13 @@ class _Writer:
     def _quarantine(self, bad: list[_Fetched]) -> tuple[int, int]:
         """One commit for the batch's corrupt files whose content is not quarantined yet."""
         qt = quarantine_table(self.tid)
-        # the batch number and the stored hashes from one snapshot: a writer that commits after
-        # it used the same number, so our commit of it is skipped (BatchTaken) and this re-runs
-        dt = self.lake.delta_table(qt) if self.lake.table_exists(qt) else None
-        seq = next_sequence(self.lake, qt, self.app_id, snapshot=dt) if dt is not None else 1
-        if dt is not None and dt.version() != self.known_bad_version:
-            # source_ref is the sha256 (earlier versions too)
-            self.known_bad = set(dt.to_pyarrow_dataset().to_table(columns=["source_ref"])["source_ref"].to_pylist())
-            self.known_bad_version = dt.version()
+        # the batch number before the stored hashes: a writer that commits in between used the
+        # same number, so our commit of it is skipped (BatchTaken) and this re-runs
+        seq = next_sequence(self.lake, qt, self.app_id)
+        known_bad = self.stored_bad.held(x.sha256 for x in bad)
         new: dict[str, Bad] = {}
         for x in bad:
-            if x.sha256 not in self.known_bad and x.sha256 not in new:
+            if x.sha256 not in known_bad and x.sha256 not in new:
                 new[x.sha256] = Bad(x.file.uri, x.sha256, x.error or "", x.data)
         if not new:
             return 0, len(bad)
@@ -265,22 +251,31 @@ class _Writer:
         )
         if not n:  # a concurrent run took this batch number: see what it stored, then retry
             raise BatchTaken(self.app_id)
-        self.known_bad |= new.keys()
+        self.stored_bad.committed(seq, new.keys())
         return n, len(bad) - len(new)
 
+    def _snapshot(self) -> Any:
+        """The table's latest version, kept loaded across batches (None before it exists)."""
+        if self.dt is None:
+            self.dt = self.lake.delta_table(self.tid) if self.lake.table_exists(self.tid) else None
+        else:
+            self.dt.update_incremental()  # reads only the commits since the last batch
+        return self.dt
+
     def _commit(self, good: list[_Fetched]) -> tuple[int, int]:
-        # the batch number before the stored hashes: a writer that commits in between used the
-        # same number, so our commit of it is skipped (BatchTaken) and this batch is re-checked
-        seq = next_sequence(self.lake, self.tid, self.app_id)
-        version = current_version(self.lake, self.tid)
-        if version != self.known_version:  # another writer committed: see its hashes
-            self.known = stored_hashes(self.lake, self.tid)
-            self.known_version = version
+        # the batch number, the stored hashes and the commit from one snapshot: a writer that
+        # commits after it used the same number, so our commit is skipped or conflicts
+        # (BatchTaken / a Delta conflict) and this batch is re-checked
+        if not good:
+            return 0, 0
+        dt = self._snapshot()
+        seq = next_sequence(self.lake, self.tid, self.app_id, snapshot=dt) if dt is not None else 1
+        known = self.stored.held((x.sha256 for x in good), snapshot=dt)
         now: datetime = utcnow()
         rows: list[dict[str, Any]] = []
         seen: set[str] = set()
         for x in good:
-            if x.sha256 in self.known or x.sha256 in seen:
+            if x.sha256 in known or x.sha256 in seen:
                 continue
             seen.add(x.sha256)
             rows.append(
@@ -294,12 +289,15 @@ class _Writer:
         dupes = len(good) - len(rows)
         if not rows:
             return 0, dupes
-        ensure_table(self.lake, self.tid, IMAGES_SCHEMA)
+        rows.sort(key=lambda r: r["sha256"])  # row-group statistics by hash: lookups skip more
+        if dt is None:
+            ensure_table(self.lake, self.tid, IMAGES_SCHEMA)
+            dt = self._snapshot()
         res = write_batch(
             self.lake, self.tid, pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA),
-            app_id=self.app_id, batch_version=seq, metadata={"run_id": self.run_id},
+            app_id=self.app_id, batch_version=seq, metadata={"run_id": self.run_id}, snapshot=dt,
         )
         if res.skipped:  # a concurrent run took this batch number: see what it stored, then retry
             raise BatchTaken(self.app_id)
-        self.known |= seen  # (known_version stays behind: the next batch re-reads the hashes)
+        self.stored.committed(seq, seen)
         return res.rows, dupes

@@ -30,7 +30,7 @@ import pyarrow.dataset as pads
 
 from ingest.delta import CREATE_RETRIES, lake_schema, merge_batch, write_batch
 from ingest.errors import ConfigError, IngestError, SourceError
-from ingest.lake import Lake, TableId, ingest_target, redact
+from ingest.lake import Lake, TableId, ingest_target, plain_dataset, redact
 from ingest.runlog import track
 from ingest.sources import (
     Bad,
@@ -341,12 +341,38 @@ def _existing_schema(lake: Lake, tid: TableId) -> pa.Schema | None:
 
 
 def high_water_mark(lake: Lake, tid: TableId, cursor: str) -> Any:
-    """max(cursor) over the rows already in the lake (None if the table is empty or missing)."""
+    """max(cursor) over the rows already in the lake (None if the table is empty or missing).
+
+    Reads only the files that can hold it: the largest per-file ``max`` statistic S bounds the
+    search to rows >= S (file and row-group statistics skip the rest), and if S overstates the
+    column (rounded or incremented statistics) nothing matches and the whole column is read.
+    """
     schema = _existing_schema(lake, tid)
     if schema is None or cursor not in schema.names:
         return None
-    col = lake.delta_table(tid).to_pyarrow_dataset().to_table(columns=[cursor])[cursor]
+    dt = lake.delta_table(tid)
+    adds = pa.table(dt.get_add_actions(flatten=True))
+    stat = f"max.{cursor}"
+    if stat in adds.column_names and adds.num_rows:
+        try:
+            top = pc.max(adds[stat]).cast(schema.field(cursor).type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a statistic in another type: read it all
+            top = None
+        if top is not None and top.is_valid:
+            col = _read_column(dt, cursor, pads.field(cursor) >= top)
+            if len(col):
+                return pc.max(col).as_py()
+    col = _read_column(dt, cursor, None)
     return pc.max(col).as_py() if len(col) else None
+
+
+def _read_column(dt: Any, column: str, filt: Any) -> pa.ChunkedArray:
+    """One column of a table, filtered; files in view types (see ``Lake.dataset``) are read in
+    plain types only when the filter meets one, since that check opens every file's footer."""
+    try:
+        return dt.to_pyarrow_dataset().to_table(columns=[column], filter=filt)[column]
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):
+        return plain_dataset(dt.to_pyarrow_dataset()).to_table(columns=[column], filter=filt)[column]
 
 
 def lower_bound(hwm: Any, lag: float | timedelta) -> Any:

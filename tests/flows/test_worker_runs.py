@@ -7,7 +7,7 @@ photos table comes from a real PostgreSQL that asks for a password (scram-sha-25
 the compose stack's seed job; the password lives only in the worker's environment.
 
 The runs go in a day's order (the three ingests at once, transform, shards, then the whole
-pipeline): the pipeline run then finds nothing new to ingest and its Spark models up to date, so
+pipeline, then table maintenance): the pipeline run then finds nothing new to ingest and its Spark models up to date, so
 it stays short while still running every stage (incremental dbt, snapshot, shards, sync). Only
 transform-daily starts a JVM.
 """
@@ -32,6 +32,8 @@ STAGES = [
     [("transform", "transform-daily")],
     [("snapshot-and-shards", "shards-daily")],
     [("pipeline", "pipeline-daily")],
+    [("maintenance", "maintenance-weekly")],  # z-orders every table, then compacts nothing more
+    [("maintenance", "maintenance-daily")],
 ]
 RUNS = [run for stage in STAGES for run in stage]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -204,6 +206,28 @@ def test_the_runs_landed_every_stage_in_the_lake(worker_runs: WorkerRuns) -> Non
     assert [p.name for p in shard_sets] == sorted(s["name"] for s in snapshots)
     synced = list((worker_runs.synced / "photo_popularity").rglob("*.tar"))
     assert synced, "the pipeline run synced no shard"
+
+
+def test_maintenance_compacted_every_table_and_kept_the_rows(worker_runs: WorkerRuns) -> None:
+    from ingest.lake import Lake
+
+    assert worker_runs.runs["maintenance-daily"]["state_type"] == "COMPLETED", "see the run tests"
+    lake = Lake(str(worker_runs.lake))
+    runs = lake.dataset("_meta.runs").to_table(columns=["command", "status", "details", "started_at"]).to_pylist()
+    runs.sort(key=lambda r: r["started_at"])
+    optimized = [json.loads(r["details"]) for r in runs if r["command"] == "optimize"]
+    assert len(optimized) == 2 and all(r["status"] == "success" for r in runs if r["command"] in ("optimize", "vacuum"))
+    weekly, daily = optimized
+    assert weekly["files_removed"] > weekly["files_added"] > 0
+    images = next(t for t in weekly["tables"] if t["table"] == "bronze.images")
+    assert images["z_order"] == ["sha256"]
+    # the weekly run left nothing small behind, but in the run log, which its own runs appended to
+    assert {t["table"]: t["files_removed"] for t in daily["tables"] if t["files_removed"]}.keys() <= {"_meta.runs"}
+    for t in daily["tables"]:
+        assert t["files_after"] <= 1 or t["table"].startswith(("silver.", "gold.")), t
+    expected = _sample_counts(worker_runs.sample)
+    tables = {t["table"]: t for t in _ingest_json(worker_runs.lake, "ls")}
+    assert {t: tables[t]["rows"] for t in expected} == expected
 
 
 def test_the_database_password_never_reaches_prefect(worker_runs: WorkerRuns) -> None:

@@ -22,7 +22,14 @@ from ingest.lake import Lake
 from ingest.sources.images import DecodeBudget, ingest_images, inspect_image
 from tests.procs import assert_runs_overlapped, race_cli
 from tests.sources.conftest import (
-    INGEST, cli_env, kill_after_commits, read, run_cli, run_json, sorted_rows, spawn_cli,
+    INGEST,
+    cli_env,
+    kill_after_commits,
+    read,
+    run_cli,
+    run_json,
+    sorted_rows,
+    spawn_cli,
 )
 
 
@@ -72,6 +79,61 @@ def test_rename_copy_rerun_store_nothing_new(local_lake: Lake, sample) -> None:
     assert (third.rows_written, third.rows_quarantined) == (0, 0)
     assert len(read(local_lake, "bronze.images", ["sha256"])) == 40
     assert len(read(local_lake, "bronze.images_quarantine", ["source"])) == 1
+
+
+def test_rerun_reads_no_file_it_took_in_before(local_lake: Lake, sample) -> None:
+    """The per-source manifest: copies and broken files were re-read by every run before."""
+    first = ingest_images(local_lake, str(sample.images))
+    again = ingest_images(local_lake, str(sample.images))
+    assert (again.rows_written, again.skipped, again.bytes_read) == (0, 42, 0)
+    (sample.images / "photo_00002.png").write_bytes(_png(4242))  # changed in place: read again
+    third = ingest_images(local_lake, str(sample.images))
+    assert (third.rows_written, third.skipped) == (1, 41)
+    assert third.bytes_read == (sample.images / "photo_00002.png").stat().st_size
+    assert first.rows_written == 40
+
+
+def test_table_made_again_is_loaded_again(local_lake: Lake, sample) -> None:
+    """The manifest belongs to one Delta table: dropping it and loading again stores everything."""
+    ingest_images(local_lake, str(sample.images))
+    shutil.rmtree(local_lake.table_uri("bronze.images"))
+    shutil.rmtree(local_lake.table_uri("bronze.images_quarantine"))
+    again = ingest_images(local_lake, str(sample.images))
+    assert (again.rows_written, again.rows_quarantined, again.skipped) == (40, 1, 1)
+
+
+def test_lookups_follow_other_writers_commits_only(local_lake: Lake, tmp_path: Path) -> None:
+    """StoredKeys searches the table once as it was, then only the files other writers add;
+    keys this run committed come from memory, whatever the table holds."""
+    from ingest.sources.seen import StoredKeys
+
+    _write_images(tmp_path / "a", 30)
+    ingest_images(local_lake, str(tmp_path / "a"))
+    app = "images:bronze.images"
+    keys = StoredKeys(local_lake, "bronze.images", "sha256", app_id=app)
+    stored = {r["sha256"] for r in read(local_lake, "bronze.images", ["sha256"])}
+    assert keys.held([*sorted(stored)[:5], "f" * 64]) == set(sorted(stored)[:5])
+    files = len(local_lake.delta_table("bronze.images").file_uris())
+    assert len(keys.files) == files
+    # our own commit (batch 99 of our app id): not searched again, its keys are in memory
+    from ingest.delta import write_batch
+
+    ours = read(local_lake, "bronze.images")[:1]
+    ours[0]["sha256"] = "0" * 64
+    import pyarrow as pa
+
+    from ingest.sources.images import IMAGES_SCHEMA
+
+    write_batch(local_lake, "bronze.images", pa.Table.from_pylist(ours, schema=IMAGES_SCHEMA), app_id=app, batch_version=99)
+    keys.committed(99, ["0" * 64])
+    assert keys.held(["0" * 64]) == {"0" * 64} and len(keys.files) == files
+    # another run's commit: only its added files join the search
+    _write_images(tmp_path / "b", 3, start=100)
+    ingest_images(local_lake, str(tmp_path / "b"))
+    theirs = {r["sha256"] for r in read(local_lake, "bronze.images", ["sha256"])} - stored - {"0" * 64}
+    assert len(theirs) == 3
+    assert keys.held([*theirs, "e" * 64]) == theirs
+    assert len(keys.files) == files + 1
 
 
 def test_snapshot_keeps_bytes_after_source_changes(local_lake: Lake, tmp_path: Path) -> None:

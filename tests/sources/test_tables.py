@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ingest.errors import SourceError
-from ingest.lake import Lake
+from ingest.lake import Lake, TableId
 from ingest.sources.tables import build_query, ingest_table, parse_source
 from tests.procs import assert_runs_overlapped, race_cli
 from tests.sources.conftest import (
@@ -278,3 +278,30 @@ def test_sqlite_values_that_do_not_fit_are_quarantined(local_lake: Lake, tmp_pat
     assert (r.rows_written, r.rows_quarantined) == (2, 1)
     q = read(local_lake, "bronze.mixed_quarantine")
     assert b"lots" in q[0]["raw"] and "qty" in q[0]["reason"]
+
+
+@pytest.mark.parametrize("kind", ["int", "timestamp", "string"])
+def test_high_water_mark_reads_only_the_files_that_can_hold_it(local_lake: Lake, kind: str) -> None:
+    """An incremental run's start costs the files near the maximum, not the whole cursor column:
+    the two older files are removed from disk (a full scan would fail on them)."""
+    import os
+
+    import pyarrow as pa
+
+    from ingest.delta import write_batch
+    from ingest.sources.tables import high_water_mark
+
+    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    value = {
+        "int": lambda i: i,
+        "timestamp": lambda i: base + timedelta(seconds=i, microseconds=123_457),  # stats keep ms only
+        "string": lambda i: f"{'k' * 40}-{i:06d}",  # longer than delta-rs's string statistics keep
+    }[kind]
+    for lo in (0, 100, 200):
+        write_batch(local_lake, "bronze.t", pa.table({"id": list(range(lo, lo + 100)), "c": [value(i) for i in range(lo, lo + 100)]}))
+    want = value(299)
+    files = sorted(local_lake.delta_table("bronze.t").file_uris(), key=os.path.getmtime)
+    assert high_water_mark(local_lake, TableId.parse("bronze.t"), "c") == want
+    for f in files[:2]:
+        os.remove(f)
+    assert high_water_mark(local_lake, TableId.parse("bronze.t"), "c") == want

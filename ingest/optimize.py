@@ -1,0 +1,128 @@
+"""Compaction: small files into few, a current checkpoint, old log entries cleaned up.
+
+Every ingest batch is one small file, so a table fed hourly for a year is thousands of files
+that every reader opens.  ``optimize`` bin-packs them with delta-rs (``optimize.compact``, or
+``optimize.z_order`` by the column readers look up: the content hash of images, the event time
+of logs), writes a checkpoint and lets Delta drop log entries past the table's log retention.
+
+Compaction commits with ``dataChange=false``: the rows stay the same, older versions still name
+the old files, and ``ingest vacuum`` keeps those a pinned snapshot reads.  Pinned tables keep
+their whole log (``ingest.snapshots.PIN_LOG_RETENTION``), so time travel to a pin still works
+after the cleanup; app transactions live in the checkpoint, so exactly-once is unaffected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from ingest.lake import Lake, TableId
+
+# z-ordering rewrites every file of the table (not only the small ones): worth it for the column
+# readers search by, and only when asked for (the scheduled maintenance does it less often)
+ROW_GROUP_ROWS = 16_384  # small row groups: a lookup by the z-order key reads one per key it may hold
+
+
+@dataclass
+class TableOptimize:
+    table: str
+    version_before: int
+    version_after: int
+    files_before: int
+    files_after: int
+    files_removed: int = 0
+    files_added: int = 0
+    z_order: list[str] = field(default_factory=list)
+    log_files_removed: int = 0
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "table": self.table, "files_removed": self.files_removed, "files_added": self.files_added,
+            "files_before": self.files_before, "files_after": self.files_after, "z_order": self.z_order,
+            "version_before": self.version_before, "version_after": self.version_after,
+            "log_files_removed": self.log_files_removed,
+        }
+
+
+@dataclass
+class OptimizeResult:
+    tables: list[TableOptimize]
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "files_removed": sum(t.files_removed for t in self.tables),
+            "files_added": sum(t.files_added for t in self.tables),
+            "tables": [t.payload() for t in self.tables],
+        }
+
+
+def z_order_columns(table: TableId, schema: pa.Schema) -> list[str]:
+    """The column(s) readers of this table look rows up by, or [] (plain compaction)."""
+    names = schema.names
+    if "sha256" in names:
+        return ["sha256"]  # images: the dedup lookup of every ingest
+    if str(table) == "_meta.manifests":
+        return ["table_id", "source"]
+    times = [f.name for f in schema if pa.types.is_timestamp(f.type) and not f.name.startswith("_")]
+    return times[:1]  # events: readers filter by time
+
+
+def optimize(
+    lake: Lake,
+    *,
+    tables: list[str] | None = None,
+    z_order: bool = False,
+    target_size: int | None = None,
+) -> OptimizeResult:
+    """Compact every table (or ``tables``); ``z_order`` also orders each by its lookup column."""
+    from ingest.runlog import track
+
+    todo = [TableId.parse(t) for t in tables] if tables else lake.list_tables()
+    with track(lake, command="optimize", source="z_order" if z_order else "compact", target="lake") as run:
+        result = OptimizeResult([_optimize_table(lake, tid, z_order=z_order, target_size=target_size) for tid in todo])
+        run.details = result.payload()
+        run.rows_written = 0
+    return result
+
+
+def _optimize_table(lake: Lake, tid: TableId, *, z_order: bool, target_size: int | None) -> TableOptimize:
+    from deltalake import CommitProperties, WriterProperties
+
+    from ingest.delta import commit_metadata, plain_files
+
+    dt = lake.delta_table(tid)
+    before, files_before = dt.version(), len(dt.file_uris())
+    columns = z_order_columns(tid, pa.schema(dt.schema().to_arrow())) if z_order else []
+    props = CommitProperties(custom_metadata=commit_metadata({"maintenance": "optimize"}), max_commit_retries=25)
+    writer = WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="SNAPPY")
+    try:
+        if columns:
+            metrics = dt.optimize.z_order(columns, target_size=target_size, writer_properties=writer, commit_properties=props)
+        else:
+            metrics = dt.optimize.compact(target_size=target_size, writer_properties=writer, commit_properties=props)
+    except OSError as exc:
+        raise lake.storage_error(exc, f"cannot optimize {tid}") from None
+    dt = lake.delta_table(tid)
+    if dt.version() != before:
+        plain_files(lake, tid, dt.version(), metadata={"maintenance": "optimize"})
+        dt = lake.delta_table(tid)
+    dt.create_checkpoint()
+    entries = _log_entries(lake, tid)
+    dt.cleanup_metadata()  # only entries older than the table's log retention, before the checkpoint
+    return TableOptimize(
+        table=str(tid), version_before=before, version_after=dt.version(), files_before=files_before,
+        files_after=len(dt.file_uris()), files_removed=int(metrics.get("numFilesRemoved", 0)),
+        files_added=int(metrics.get("numFilesAdded", 0)), z_order=columns,
+        log_files_removed=entries - _log_entries(lake, tid),
+    )
+
+
+def _log_entries(lake: Lake, tid: TableId) -> int:
+    """Commit files in the table's ``_delta_log`` (what ``cleanup_metadata`` removes)."""
+    import pyarrow.fs as pafs
+
+    base = lake.fs_path(f"{lake.table_uri(tid).rstrip('/')}/_delta_log")
+    infos = lake.pyarrow_filesystem().get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    return sum(1 for i in infos if i.base_name.endswith(".json"))

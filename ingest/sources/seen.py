@@ -1,0 +1,206 @@
+"""What a table already holds, answered at a cost that follows the new records, not the table.
+
+``StoredKeys`` says which of a batch's keys (content hashes) a table holds: it searches the
+table with the batch's keys as a pushed-down filter, follows other writers through their commit
+log entries only, and keeps just this run's own keys in memory.  ``Manifest`` says which listed
+source files a table has taken in already (unchanged size and mtime), from a per-source record
+in ``_meta.manifests``, so a re-run neither reads those files nor the table.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+
+from ingest.delta import commit_actions, write_batch
+from ingest.lake import Lake, TableId, plain_dataset
+from ingest.sources import SourceFile, ensure_table, is_s3, utcnow
+
+
+class StoredKeys:
+    """Which of a batch's keys the table ``table`` holds in ``column``.
+
+    Every data file of the table is known by its path and its ``column`` min/max statistics
+    (from the snapshot at the first lookup, then from the log entries of later commits).  A
+    lookup opens only the files whose range holds one of the batch's keys and reads them with
+    ``column IN (keys)`` pushed down to their row-group statistics, so once ``ingest optimize
+    --z-order`` has ordered the table by the key a lookup reads at most one row group per key
+    (not a flat cost: a big batch of random keys still hits many row groups).  Keys this run
+    commits (``committed``) are kept in memory and its own commits are not searched again.
+    Memory holds a line per file and this run's keys, never the table's keys.
+    """
+
+    def __init__(self, lake: Lake, table: str | TableId, column: str, *, app_id: str) -> None:
+        self.lake, self.tid, self.column, self.app_id = lake, TableId.parse(table), column, app_id
+        self.version: int | None = None  # the last table version followed
+        self.files: list[tuple[str, str | None, str | None]] = []  # (path, min, max) to search
+        self.ours: set[str] = set()
+        self.our_batches: set[int] = set()
+        self._root = lake.table_uri(self.tid).rstrip("/")
+
+    def held(self, keys: Iterable[str], *, snapshot: Any = None) -> set[str]:
+        """The subset of ``keys`` the table holds as of ``snapshot`` (a loaded DeltaTable), or now."""
+        self._follow(snapshot)
+        wanted = set(keys)
+        found = wanted & self.ours
+        rest = sorted(wanted - found)
+        paths = [path for path, lo, hi in self.files if _overlaps(rest, lo, hi)] if rest else []
+        if paths:
+            found.update(self._search(paths, rest))
+        return found
+
+    def committed(self, batch_version: int, keys: Iterable[str]) -> None:
+        """This run committed ``keys`` as batch ``batch_version`` of its app id."""
+        self.ours.update(keys)
+        self.our_batches.add(batch_version)
+
+    def _search(self, paths: list[str], keys: list[str]) -> list[str]:
+        import pyarrow.compute as pc
+        import pyarrow.dataset as pads
+
+        fs = self.lake.pyarrow_filesystem()
+        fmt = pads.ParquetFileFormat()
+        schema = pa.schema([(self.column, pa.string())])
+        ds = pads.FileSystemDataset([fmt.make_fragment(p, filesystem=fs) for p in paths], schema, fmt, fs)
+        expr = pc.field(self.column).isin(pa.array(keys, pa.string()))
+        try:
+            return ds.to_table(columns=[self.column], filter=expr)[self.column].to_pylist()
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):  # view-typed files
+            return plain_dataset(ds).to_table(columns=[self.column], filter=expr)[self.column].to_pylist()
+
+    def _follow(self, dt: Any) -> None:
+        if dt is None:
+            if not self.lake.table_exists(self.tid):
+                return
+            dt = self.lake.delta_table(self.tid)
+        latest = dt.version()
+        if latest == self.version:
+            return
+        if self.version is None:
+            adds = pa.table(dt.get_add_actions(flatten=True))
+            lows, highs = (
+                adds[f"{kind}.{self.column}"].to_pylist() if f"{kind}.{self.column}" in adds.column_names
+                else [None] * adds.num_rows
+                for kind in ("min", "max")
+            )
+            self.files += [(self._path(p), lo, hi) for p, lo, hi in zip(adds["path"].to_pylist(), lows, highs)]
+        else:
+            for v in range(self.version + 1, latest + 1):
+                self.files += self._added_by_others(v)
+        self.version = latest
+
+    def _added_by_others(self, version: int) -> list[tuple[str, str | None, str | None]]:
+        """Data files commit ``version`` added, unless it is one of ours (our keys are in memory)."""
+        actions = commit_actions(self.lake, self.tid, version)
+        for a in actions:
+            txn = a.get("txn")
+            if txn and txn.get("appId") == self.app_id and txn.get("version") in self.our_batches:
+                return []
+        out = []
+        for add in (a["add"] for a in actions if "add" in a):
+            if not add.get("dataChange", True):
+                continue  # the same rows moved (optimize, type rewrites): already searched
+            stats = json.loads(add.get("stats") or "{}")
+            lo, hi = (stats.get(k, {}).get(self.column) for k in ("minValues", "maxValues"))
+            out.append((self._path(add["path"]), lo, hi))
+        return out
+
+    def _path(self, path: str) -> str:
+        return self.lake.fs_path(path if "://" in path else f"{self._root}/{unquote(path)}")
+
+
+def _overlaps(keys: list[str], lo: str | None, hi: str | None) -> bool:
+    """Whether a file whose key statistics are [lo, hi] may hold one of the sorted ``keys``
+    (missing statistics: it may)."""
+    if lo is None or hi is None:
+        return True
+    if len(hi) < len(keys[-1]):  # a truncated maximum: every value with its prefix may be there
+        hi += "\U0010ffff"
+    i = bisect.bisect_left(keys, lo)
+    return i < len(keys) and keys[i] <= hi
+
+
+MANIFESTS_TABLE = TableId("_meta", "manifests")
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("table_id", pa.string()),  # the Delta table's id: a table dropped and made again starts empty
+        ("table_name", pa.string()),
+        ("source", pa.string()),  # the source root as given (resolved locally)
+        ("uri", pa.string()),
+        ("size", pa.int64()),
+        ("mtime", pa.timestamp("us", tz="UTC")),
+        ("run_id", pa.string()),
+        ("recorded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+MANIFEST_FLUSH = 8192  # files recorded per manifest commit (and one at the end of the run)
+
+
+def source_key(src: str) -> str:
+    """One spelling per source root: a local path resolved, an S3 prefix without a trailing slash."""
+    return src.rstrip("/") if is_s3(src) else str(Path(src).expanduser().resolve())
+
+
+class Manifest:
+    """The files of one source that a table has fully taken in, so a re-run skips them unread.
+
+    A file is recorded only after the commits that hold its content (stored, a duplicate of
+    stored content, or quarantined) have landed, so a file the manifest names is never lost; a
+    run killed before it records re-reads its last files and deduplicates them by content.
+    Concurrent runs append their records independently (a file recorded twice is harmless).
+    """
+
+    def __init__(self, lake: Lake, *, table: TableId, source: str, run_id: str) -> None:
+        self.lake, self.table, self.source, self.run_id = lake, table, source_key(source), run_id
+        self.pending: list[SourceFile] = []
+
+    def _table_id(self) -> str | None:
+        return self.lake.delta_table(self.table).metadata().id if self.lake.table_exists(self.table) else None
+
+    def unchanged(self, files: list[SourceFile]) -> set[str]:
+        """URIs of ``files`` recorded with the same size and mtime (a join in Arrow, not Python)."""
+        import pyarrow.compute as pc
+
+        table_id = self._table_id()
+        if not files or table_id is None or not self.lake.table_exists(MANIFESTS_TABLE):
+            return set()
+        stored = self.lake.dataset(MANIFESTS_TABLE).to_table(
+            columns=["uri", "size", "mtime"],
+            filter=(pc.field("table_id") == table_id) & (pc.field("source") == self.source),
+        )
+        listed = pa.table(
+            {"uri": [f.uri for f in files], "size": [f.size for f in files], "mtime": [f.mtime for f in files]},
+            schema=pa.schema([MANIFEST_SCHEMA.field(c) for c in ("uri", "size", "mtime")]),
+        )
+        return set(listed.join(stored, keys=["uri", "size", "mtime"], join_type="left semi")["uri"].to_pylist())
+
+    def add(self, files: Iterable[SourceFile]) -> None:
+        """Record ``files`` (their content is committed); written in blocks of ``MANIFEST_FLUSH``."""
+        self.pending.extend(files)
+        if len(self.pending) >= MANIFEST_FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        table_id = self._table_id()
+        if not self.pending or table_id is None:
+            return
+        now: datetime = utcnow()
+        data = pa.table(
+            {
+                "table_id": [table_id] * len(self.pending), "table_name": [str(self.table)] * len(self.pending),
+                "source": [self.source] * len(self.pending), "uri": [f.uri for f in self.pending],
+                "size": [f.size for f in self.pending], "mtime": [f.mtime for f in self.pending],
+                "run_id": [self.run_id] * len(self.pending), "recorded_at": [now] * len(self.pending),
+            },
+            schema=MANIFEST_SCHEMA,
+        )
+        ensure_table(self.lake, MANIFESTS_TABLE, MANIFEST_SCHEMA)
+        write_batch(self.lake, MANIFESTS_TABLE, data, metadata={"run_id": self.run_id})
+        self.pending = []

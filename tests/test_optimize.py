@@ -1,0 +1,94 @@
+"""`ingest optimize`: small files compacted, snapshots and time travel intact, dedup still exact."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+from PIL import Image
+
+from ingest.delta import commit_run_id, write_batch
+from ingest.lake import Lake
+
+INGEST = str(Path(sys.executable).parent / "ingest")
+
+
+def _ingest(lake: Lake, *args: str, **env: str) -> subprocess.CompletedProcess:
+    import os
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LAKEHOUSE_"))} | env
+    return subprocess.run([INGEST, "--lake", lake.uri, *args], capture_output=True, text=True, timeout=300, env=full_env)
+
+
+def _json(lake: Lake, *args: str, **env: str):
+    r = _ingest(lake, "--json", *args, **env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _images(d: Path, n: int, start: int = 0) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (i % 256, i // 256 % 256, 3)).save(buf, format="PNG")
+        (d / f"img_{i:04d}.png").write_bytes(buf.getvalue())
+
+
+def _sql(lake: Lake, query: str, *as_of: str) -> list:
+    return [r["n"] for r in _json(lake, "sql", query, *as_of)]
+
+
+def test_optimize_compacts_and_pinned_snapshots_still_read(local_lake: Lake, tmp_path: Path) -> None:
+    for i in range(6):  # six small files
+        write_batch(local_lake, "gold.photo_features", pa.table({"photo_id": [i], "title": [f"t{i}"]}))
+    _json(local_lake, "snapshot", "create", "pin", "--tables", "gold.photo_features")
+    write_batch(local_lake, "gold.photo_features", pa.table({"photo_id": [6], "title": ["t6"]}))
+    count = "select count(*) as n from gold.photo_features"
+
+    out = _json(local_lake, "optimize", "gold.photo_features")
+    (t,) = out["tables"]
+    assert (t["table"], t["files_before"], t["files_after"], t["files_removed"], t["files_added"]) == (
+        "gold.photo_features", 7, 1, 7, 1
+    )
+    assert out["files_removed"] == 7 and out["files_added"] == 1
+    assert _sql(local_lake, count) == [7]
+    assert _sql(local_lake, count, "--as-of", "pin") == [6]
+    # vacuum deletes the compacted-away files, except those the pin reads
+    _json(local_lake, "vacuum", "--retain-hours", "0", "--force")
+    assert _sql(local_lake, count) == [7]
+    assert _sql(local_lake, count, "--as-of", "pin") == [6]
+    # the commit names the run that made it, like every other writer's
+    history = local_lake.delta_table("gold.photo_features").history(1)
+    assert history[0]["operation"] == "OPTIMIZE" and commit_run_id(history[0])
+    # a second optimize has nothing to do
+    again = _json(local_lake, "optimize", "gold.photo_features")
+    assert again["tables"][0]["files_removed"] == 0 and again["tables"][0]["files_after"] == 1
+
+
+def test_z_order_images_then_ingest_still_stores_each_content_once(local_lake: Lake, tmp_path: Path) -> None:
+    src = tmp_path / "imgs"
+    _images(src, 60)
+    first = _json(local_lake, "images", str(src), INGEST_IMAGE_BATCH_FILES="10")
+    assert first["rows_written"] == 60
+    assert len(local_lake.delta_table("bronze.images").file_uris()) == 6
+    out = _json(local_lake, "optimize", "--z-order", "bronze.images")
+    (t,) = out["tables"]
+    assert (t["z_order"], t["files_before"], t["files_after"]) == (["sha256"], 6, 1)
+    # new images, some copies of stored ones under new names: only the new content is stored
+    _images(tmp_path / "more", 20, start=50)
+    more = _json(local_lake, "images", str(tmp_path / "more"), INGEST_IMAGE_BATCH_FILES="10")
+    assert (more["rows_written"], more["skipped"]) == (10, 10)
+    shas = [r["sha256"] for r in local_lake.dataset("bronze.images").to_table(columns=["sha256"]).to_pylist()]
+    assert len(shas) == len(set(shas)) == 70
+
+
+def test_optimize_unknown_table_fails_with_one_line(local_lake: Lake) -> None:
+    write_batch(local_lake, "gold.x", pa.table({"a": [1]}))
+    r = _ingest(local_lake, "optimize", "gold.nope")
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gold.nope" in lines[0], r.stderr
