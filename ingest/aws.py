@@ -9,8 +9,11 @@ is the one place a boto3 S3 client is built.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingest.errors import ConfigError
@@ -18,9 +21,29 @@ from ingest.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from datetime import datetime
 
+    from ingest.lake import Lake
     from ingest.settings import S3Settings
 
-__all__ = ["AwsEnv", "EnvSecret", "presign_get", "s3_client", "s3_object_url"]
+__all__ = [
+    "CONFIG_FILE_ENV", "DEFAULT_CONFIG_FILE", "ENV_PREFIX", "AwsEnv", "EnvSecret", "presign_get", "redact", "s3_client",
+    "s3_object_url", "settings_in_play",
+]
+
+
+# Where settings come from (read by ingest/settings.py); here so code that must start fast can
+# tell whether any are in play without importing pydantic-settings.
+ENV_PREFIX = "LAKEHOUSE_"
+CONFIG_FILE_ENV = "LAKEHOUSE_CONFIG"
+DEFAULT_CONFIG_FILE = "lakehouse.yaml"
+
+
+def settings_in_play(environ: dict[str, str] | None = None) -> bool:
+    """Whether a settings file or a ``LAKEHOUSE_*`` variable exists.  If not, ``Settings`` would
+    hold only defaults, and S3 access is exactly the standard AWS variables (:class:`AwsEnv`)."""
+    env = os.environ if environ is None else environ
+    if any(k.startswith(ENV_PREFIX) for k in env):
+        return True
+    return Path(DEFAULT_CONFIG_FILE).exists()
 
 
 @dataclass(frozen=True)
@@ -160,3 +183,25 @@ def s3_client(s3: S3Settings, **config: Any):
     config.setdefault("s3", {"addressing_style": "path"})
     config.setdefault("retries", {"max_attempts": 5, "mode": "adaptive"})
     return boto3.client("s3", config=Config(**config), **kwargs)
+
+
+# scheme://user:PASSWORD@host: the password runs to the LAST "@" before the host, since people
+# write raw "@" in passwords (postgresql://reader:p@ss@db/app) and a first-"@" rule leaks the rest.
+_URL_PASSWORD_RE = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<password>\S*)@(?P<host>[^\s@/]+)")
+
+
+def redact(text: str, lake: Lake | None = None, *, secrets: Iterable[str | None] = ()) -> str:
+    """Remove secret values from a message: URL passwords, the S3 keys and any given ``secrets``.
+
+    The one redaction helper: errors, ``--json``, the run log and Prefect results all go through it.
+    """
+    s3 = lake.s3 if lake else AwsEnv.read()
+    # an access key id is an identifier (AKIA + 16): a toy one like "bench" would mangle output
+    values: list[tuple[str | None, int]] = [(s, 4) for s in secrets]
+    for secret, shortest in ((s3.secret_access_key, 4), (s3.session_token, 4), (s3.access_key_id, 12)):
+        if secret is not None:
+            values.append((secret.get_secret_value(), shortest))
+    for value, shortest in sorted(values, key=lambda v: -len(v[0] or "")):  # longest first
+        if value and len(value) >= shortest:
+            text = text.replace(value, "***")
+    return _URL_PASSWORD_RE.sub(lambda m: f"{m['head']}***@{m['host']}", text)

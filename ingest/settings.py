@@ -19,9 +19,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from ingest.aws import AwsEnv
+from ingest.aws import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX, AwsEnv
 from ingest.errors import ConfigError
-from ingest.lake import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX
 
 
 def check_spark_master(master: str) -> str:

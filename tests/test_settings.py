@@ -151,8 +151,7 @@ def test_cli_error_output_is_redacted(
 
 def test_sync_fast_path_reads_aws_variables_as_settings_would(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`ingest sync` skips pydantic-settings when nothing else is configured: same S3 values."""
-    from ingest.aws import AwsEnv
-    from ingest.lake import settings_in_play
+    from ingest.aws import AwsEnv, settings_in_play
 
     env = {"AWS_ENDPOINT_URL_S3": "http://b:1", "AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET,
            "AWS_SESSION_TOKEN": "tok", "AWS_DEFAULT_REGION": "eu-west-1"}

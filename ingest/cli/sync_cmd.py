@@ -98,7 +98,7 @@ def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]] | None:
 
 def _lake(lake: str | None, config: str | None, src: str) -> Lake | None:
     """The lake from settings, or None when no settings are in play (see the module docstring)."""
-    from ingest.lake import CONFIG_FILE_ENV, settings_in_play
+    from ingest.aws import CONFIG_FILE_ENV, settings_in_play
 
     if not (lake or config or src.startswith("shards/") or settings_in_play()):
         return None
@@ -114,8 +114,8 @@ def run(
     argv: list[str], *, lake: str | None = None, config: str | None = None, json_out: bool = False, debug: bool = False
 ) -> int:
     """Parse ``argv`` (what follows ``sync``), sync, print; returns the exit code."""
+    from ingest.aws import redact
     from ingest.errors import debug_enabled, report
-    from ingest.lake import redact
 
     opts = build_parser().parse_args(argv)  # usage errors: message and exit 2, as argparse does
     json_out = json_out or opts.json
