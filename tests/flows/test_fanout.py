@@ -50,7 +50,8 @@ def _flow(server: PrefectServer, params: dict, env: dict[str, str]) -> dict:
 @pytest.fixture(scope="module")
 def fanned(prefect_server: PrefectServer, tmp_path_factory):
     """200 images (20 of them copies, in a sub-folder) and 12 corrupt files, loaded in 2 file groups
-    on a 2-process Dask cluster in small batches (many commits that race), then loaded again."""
+    on a 2-process Dask cluster in small batches (many commits that race), then loaded again in 3
+groups on threads."""
     tmp = tmp_path_factory.mktemp("fanout")
     src = tmp / "src"
     _write_images(src, 180)
@@ -65,7 +66,8 @@ def fanned(prefect_server: PrefectServer, tmp_path_factory):
            "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": "fanout-key"}
     params = {"lake": lake.uri, "src": str(src), "partitions": 2, "task_runner": "dask", "dask_workers": 2}
     first = _flow(prefect_server, params, env)
-    again = _flow(prefect_server, params, env)
+    # again, split another way on threads of the flow's process: still nothing twice
+    again = _flow(prefect_server, {"lake": lake.uri, "src": str(src), "partitions": 3}, env)
     single = Lake(str(tmp / "single"))
     ingest_images(single, str(src))
     return {"lake": lake, "single": single, "first": first, "again": again, "server": prefect_server}
@@ -91,6 +93,7 @@ def test_every_image_once_and_the_same_rows_as_one_process(fanned) -> None:
 
 def test_a_rerun_loads_nothing(fanned) -> None:
     first, again = fanned["first"]["result"], fanned["again"]["result"]
+    assert again["partitions"] == 3
     assert (again["rows_written"], again["rows_quarantined"]) == (0, 0)
     assert again["skipped"] == 232  # every file: unchanged, or re-read and found stored (copies, corrupt ones)
     assert again["version"] == first["version"]
@@ -112,7 +115,7 @@ def test_the_run_publishes_rows_and_health_artifacts(fanned) -> None:
     assert checks[("bronze.images", "freshness")]["status"] == "ok"
     assert "12 rows in bronze.images_quarantine" in checks[("bronze.images", "quarantine")]["detail"]
     again = json.loads(_artifacts(server, fanned["again"]["id"])["ingest-bronze-images"]["data"])
-    assert (again[0]["rows_written"], again[0]["skipped"]) == (0, 232)
+    assert (again[0]["rows_written"], again[0]["skipped"], again[0]["partitions"]) == (0, 232, 3)
     for run in ("first", "again"):
         for a in _artifacts(server, fanned[run]["id"]).values():
             assert SECRET not in json.dumps(a) and "fanout-key" not in json.dumps(a)
