@@ -1,7 +1,8 @@
 """The daily pipeline: ingests in parallel, then transform, then snapshot + shards, then sync.
 
 The stage order lives in `ingest.pipeline.run_pipeline`; this flow only swaps each stage for a
-Prefect task, then publishes what the run produced as artifacts (`flows.artifacts`).  A failed stage raises, so its dependants never start and the run ends Failed.
+Prefect task, then publishes what the run produced as artifacts (`flows.artifacts`).  A failed
+stage raises, so its dependants never start and the run ends Failed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ from prefect import flow
 
 from flows.artifacts import publish_pipeline, report_links
 from flows.params import PipelineParams
-from flows.tasks import ingest_in_parallel, shards_task, snapshot_task, sync_task, transform_task
+from flows.tasks import (
+    ingest_in_parallel,
+    shards_task,
+    snapshot_task,
+    sync_task,
+    transform_task,
+)
 from ingest.pipeline import PipelineSummary, Stages, run_pipeline
 
 PREFECT_STAGES = Stages(

@@ -45,16 +45,19 @@ def ingest_source_task(settings: Settings, source: SourceConfig) -> dict[str, An
     retry_delay_seconds=BACKOFF,
     retry_condition_fn=retry_transient,
 )
-def ingest_partition_task(settings: Settings, source: SourceConfig, partition: FileGroup) -> dict[str, Any]:
+def ingest_partition_task(lake: str, source: SourceConfig, partition: FileGroup) -> dict[str, Any]:
+    """One group of a file source, on whichever worker runs it: the worker reads its settings and
+    credentials from its own environment, so no secret travels to it (only the lake URI)."""
     import socket
 
     from prefect import get_run_logger
 
     from ingest.pipeline import ingest_source
+    from ingest.settings import load_settings
 
     # which worker loaded which group: the first thing to look at when one group is slow or fails
     get_run_logger().info("file group %s in process %d on %s", partition, os.getpid(), socket.gethostname())
-    return ingest_source(Lake.from_settings(settings), source, partition=partition)
+    return ingest_source(Lake.from_settings(load_settings(lake=lake)), source, partition=partition)
 
 
 def task_runner_for(fanout: FanoutParams) -> TaskRunner:
@@ -79,9 +82,10 @@ def ingest_fanned_out(settings: Settings, source: SourceConfig, fanout: FanoutPa
         return ingest_source_task(settings, source)
     if isinstance(source, TableSource):
         raise ValueError("partitions apply to file sources (images, logs), not to tables")
+    lake = Lake.from_settings(settings).uri  # absolute: a worker elsewhere resolves nothing relative
     with task_runner_for(fanout) as runner:
         futures = [
-            runner.submit(ingest_partition_task, parameters={"settings": settings, "source": source, "partition": g})
+            runner.submit(ingest_partition_task, parameters={"lake": lake, "source": source, "partition": g})
             for g in file_groups(fanout.partitions)
         ]
         return merge_results([f.result() for f in futures])

@@ -11,8 +11,9 @@ writer reads.  No orchestration here: ``flows.tasks`` submits one task per group
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from ingest.sources import SourceFile
 

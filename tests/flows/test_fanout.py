@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from prefect_procs import ROOT, PrefectServer
@@ -40,7 +39,7 @@ os._exit(0 if ok else 1)  # no native teardown (deltalake's runtime), as the CLI
 def _flow(server: PrefectServer, params: dict, env: dict[str, str]) -> dict:
     proc = subprocess.run(
         [sys.executable, "-c", _RUN_FLOW, json.dumps(params)], cwd=ROOT, capture_output=True, text=True,
-        timeout=600, env={**server.env, **env},
+        timeout=600, env={**server.env, **env}, check=False,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"flow failed ({proc.returncode}): {proc.stdout[-3000:]}{proc.stderr[-3000:]}"
