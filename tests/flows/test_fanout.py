@@ -118,3 +118,50 @@ def test_the_run_publishes_rows_and_health_artifacts(fanned) -> None:
     for run in ("first", "again"):
         for a in _artifacts(server, fanned[run]["id"]).values():
             assert SECRET not in json.dumps(a) and "fanout-key" not in json.dumps(a)
+
+
+_RUN_PIPELINE_ARTIFACTS = """
+import json, os, sys
+from datetime import datetime, timezone
+from prefect import flow
+from flows.artifacts import publish_pipeline, report_links
+from ingest.pipeline import PipelineSummary
+from ingest.settings import load_settings
+args = json.loads(sys.argv[1])
+
+@flow(name="pipeline-artifacts-check")
+def publish():
+    summary = PipelineSummary(lake=args["lake"], started_at=datetime.now(timezone.utc), ingested=[args["result"]],
+                              snapshot="photo_popularity-20261201T000000Z", snapshot_tables={"bronze.images": 3},
+                              shard_set=args["lake"] + "/_shards/photo_popularity/photo_popularity-20261201T000000Z",
+                              shards=2)
+    publish_pipeline(load_settings(lake=args["lake"]), summary, report_links(health_report=args["html"]))
+
+state = publish(return_state=True)
+print("RESULT " + json.dumps({"id": str(state.state_details.flow_run_id), "ok": state.is_completed()}), flush=True)
+os._exit(0 if state.is_completed() else 1)
+"""
+
+
+def test_a_pipeline_run_publishes_what_it_produced_with_report_links(fanned, tmp_path) -> None:
+    """The pipeline flow's publishing step, in a flow of its own (the whole pipeline needs Spark):
+    rows and health of the ingested tables, then snapshot, shard set and the report link."""
+    server, lake = fanned["server"], fanned["lake"]
+    html = tmp_path / "health.html"
+    html.write_text("<html>health</html>")
+    args = {"lake": lake.uri, "result": fanned["first"]["result"], "html": str(html)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_PIPELINE_ARTIFACTS, json.dumps(args)], cwd=ROOT, capture_output=True, text=True,
+        timeout=300, env={**server.env, "LAKEHOUSE_CONFIG": os.devnull, "AWS_SECRET_ACCESS_KEY": SECRET}, check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    arts = _artifacts(server, json.loads(lines[-1][7:])["id"])
+    assert set(arts) == {"pipeline-ingest-photo-popularity", "pipeline-health-photo-popularity",
+                         "pipeline-produced-photo-popularity"}, arts.keys()
+    assert json.loads(arts["pipeline-ingest-photo-popularity"]["data"])[0]["rows_written"] == 200
+    md = arts["pipeline-produced-photo-popularity"]["data"]
+    assert "**Snapshot** `photo_popularity-20261201T000000Z`" in md and "| bronze.images | 3 |" in md
+    assert "(2 shards)" in md and f"[health report]({html.resolve().as_uri()})" in md
+    assert arts["pipeline-produced-photo-popularity"]["type"] == "markdown"
+    assert all(SECRET not in json.dumps(a) for a in arts.values())
