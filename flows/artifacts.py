@@ -87,8 +87,10 @@ def produced_markdown(summary: PipelineSummary, links: dict[str, str]) -> str:
 
 
 def _health(settings: Settings, tables: list[str]) -> HealthReport | None:
+    """The checks of ``tables`` (those that exist: a source with nothing yet creates none)."""
     try:
-        return check_health(Lake.from_settings(settings), settings.health, tables=tables)
+        lake = Lake.from_settings(settings)
+        return check_health(lake, settings.health, tables=[t for t in tables if lake.table_exists(t)])
     except IngestError:  # the lake is unreadable now: the run's own result already says so
         return None
 
