@@ -190,7 +190,8 @@ def ingest_images(
     lake: Lake, src: str, *, table: str = "bronze.images", progress: bool = False,
     partition: FileGroup | None = None,
 ) -> IngestResult:
-    """Load every image under ``src`` (of one ``partition`` of it) whose content the table does not hold yet."""
+    """Load every image under ``src`` (or one ``partition`` of them) whose content the table does
+    not hold yet."""
     tid = ingest_target(table)
     tally = Tally()
     with track(lake, command="images", source=src, target=str(tid), counts=tally) as run:

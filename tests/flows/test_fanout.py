@@ -4,18 +4,21 @@ same rows as one single-process ingest, a re-run that loads nothing, and the run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from prefect_procs import ROOT, PrefectServer
+from prefect_procs import BIN, ROOT, PrefectServer, free_port, start, stop
 
 from ingest.lake import Lake
 from ingest.sources.images import ingest_images
-from tests.procs import assert_runs_overlapped
 from tests.sources.conftest import read, sorted_rows
 from tests.sources.test_images import _write_images
 
@@ -46,11 +49,31 @@ def _flow(server: PrefectServer, params: dict, env: dict[str, str]) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+@contextlib.contextmanager
+def _dask_cluster(server: PrefectServer, env: dict[str, str], tmp: Path) -> Iterator[str]:
+    """A scheduler and 2 worker processes, with the environment a deployment's workers would have."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    full = {**server.env, **env}
+    procs = [start([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                    "--no-dashboard"], env=full, log=tmp / "scheduler.log")]
+    try:
+        procs.append(start([str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
+                            "--no-dashboard"], env=full, log=tmp / "workers.log"))
+        from distributed import Client
+
+        with Client(address, timeout=120) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
 @pytest.fixture(scope="module")
 def fanned(prefect_server: PrefectServer, tmp_path_factory):
     """200 images (20 of them copies, in a sub-folder) and 12 corrupt files, loaded in 2 file groups
-    on a 2-process Dask cluster in small batches (many commits that race), then loaded again in 3
-groups on threads."""
+    on a local 2-process Dask cluster in small batches (many commits that race), then loaded again
+in 3 groups on a scheduler and 2 workers started with the `dask` CLI."""
     tmp = tmp_path_factory.mktemp("fanout")
     src = tmp / "src"
     _write_images(src, 180)
@@ -65,8 +88,10 @@ groups on threads."""
            "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": "fanout-key"}
     params = {"lake": lake.uri, "src": str(src), "partitions": 2, "task_runner": "dask", "dask_workers": 2}
     first = _flow(prefect_server, params, env)
-    # again, split another way on threads of the flow's process: still nothing twice
-    again = _flow(prefect_server, {"lake": lake.uri, "src": str(src), "partitions": 3}, env)
+    # again, split another way, on a cluster started as README shows (`dask scheduler`, `dask worker`)
+    with _dask_cluster(prefect_server, env, tmp) as address:
+        again = _flow(prefect_server, {"lake": lake.uri, "src": str(src), "partitions": 3, "task_runner": "dask",
+                                       "dask_address": address}, env)
     single = Lake(str(tmp / "single"))
     ingest_images(single, str(src))
     return {"lake": lake, "single": single, "first": first, "again": again, "server": prefect_server}
@@ -84,7 +109,9 @@ def test_every_image_once_and_the_same_rows_as_one_process(fanned) -> None:
     assert (res["partitions"], res["rows_written"], res["rows_quarantined"]) == (2, 200, 12)
     assert res["skipped"] == 20  # the copies (as in one process)
     # both groups ran at once, each in a Dask worker process of its own (not the flow's)
-    assert_runs_overlapped(lake, "images")
+    runs = [r for r in read(lake, "_meta.runs") if r["run_id"] in res["run_ids"]]
+    (a0, a1), (b0, b1) = [(r["started_at"], r["started_at"] + timedelta(seconds=r["duration_s"])) for r in runs]
+    assert a0 < b1 and b0 < a1, f"the groups ran one after another: {runs}"
     logs = fanned["server"].request("POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [fanned["first"]["id"]]}}})
     pids = {int(m.split(" in process ")[1].split()[0]) for m in (x["message"] for x in logs) if " in process " in m}
     assert len(pids) == 2 and fanned["first"]["pid"] not in pids, pids
