@@ -132,10 +132,15 @@ def main() -> int:
             one = statistics.median(m[key] for m in times[1])
             two = statistics.median(m[key] for m in times[2])
             out[key] = {"1_worker": round(one, 2), "2_workers": round(two, 2), "ratio": round(one / two, 2)}
+        paired = [a["span_s"] / b["span_s"] for a, b in zip(times[1], times[2])]
+        out["span_s"]["paired_ratios"] = [round(r, 2) for r in paired]
+        out["span_s"]["median_paired_ratio"] = round(statistics.median(paired), 2)
+        out["load_avg_end"] = round(os.getloadavg()[0], 1)
         print(f"flow wall time: 1 worker {out['wall_s']['1_worker']} s, 2 workers {out['wall_s']['2_workers']} s "
               f"-> {out['wall_s']['ratio']}x")
         print(f"ingest span:    1 worker {out['span_s']['1_worker']} s, 2 workers {out['span_s']['2_workers']} s "
-              f"-> {out['span_s']['ratio']}x (target >= 1.6x)")
+              f"-> {out['span_s']['ratio']}x (target >= 1.6x); paired rounds {out['span_s']['paired_ratios']}, "
+              f"median {out['span_s']['median_paired_ratio']}x")
         results = ROOT / "bench" / "results"
         results.mkdir(exist_ok=True)
         (results / "fanout.json").write_text(json.dumps(out, indent=2))
