@@ -15,7 +15,7 @@ from ingest.partition import FileGroup, file_groups, merge_results
 from ingest.settings import Settings, SourceConfig, TableSource
 
 RETRIES = 3
-BACKOFF = [2, 8, 30]
+BACKOFF: list[float] = [2, 8, 30]
 
 
 def retry_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
