@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from prefect import task
+from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.params import FanoutParams
@@ -56,8 +57,10 @@ def ingest_partition_task(lake: str, source: SourceConfig, partition: FileGroup)
     from ingest.settings import load_settings
 
     # which worker loaded which group: the first thing to look at when one group is slow or fails
-    get_run_logger().info("file group %s in process %d on %s", partition, os.getpid(), socket.gethostname())
-    return ingest_source(Lake.from_settings(load_settings(lake=lake)), source, partition=partition)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    get_run_logger().info("file group %s on worker process %s", partition, worker)
+    res = ingest_source(Lake.from_settings(load_settings(lake=lake)), source, partition=partition)
+    return {**res, "worker": worker}
 
 
 def task_runner_for(fanout: FanoutParams) -> TaskRunner:
@@ -84,10 +87,11 @@ def ingest_fanned_out(settings: Settings, source: SourceConfig, fanout: FanoutPa
         raise ValueError("partitions apply to file sources (images, logs), not to tables")
     lake = Lake.from_settings(settings).uri  # absolute: a worker elsewhere resolves nothing relative
     with task_runner_for(fanout) as runner:
-        futures = [
+        futures: list[PrefectFuture[dict[str, Any]]] = [
             runner.submit(ingest_partition_task, parameters={"lake": lake, "source": source, "partition": g})
             for g in file_groups(fanout.partitions)
         ]
+        wait(futures)  # every group ends (done or failed) before the first failure is raised
         return merge_results([f.result() for f in futures])
 
 

@@ -75,6 +75,7 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
         "run_ids": [r["run_id"] for r in results],
         "run_id": results[0]["run_id"],
         "notes": [n for r in results for n in r.get("notes", [])],
+        "workers": [r["worker"] for r in results if r.get("worker")],  # host:pid, when the runner says
     }
     for key in ("rows_written", "rows_quarantined", "skipped", "bytes_read"):
         out[key] = sum(int(r.get(key) or 0) for r in results)

@@ -42,11 +42,12 @@ def test_bad_partition_counts_are_refused() -> None:
 
 def test_results_of_the_groups_add_up() -> None:
     a = {"table": "bronze.x", "version": 4, "rows_written": 3, "rows_quarantined": 1, "skipped": 0, "run_id": "r1",
-         "bytes_read": 10, "notes": []}
-    b = {**a, "version": 6, "rows_written": 5, "skipped": 2, "run_id": "r2", "notes": ["partial line"]}
+         "bytes_read": 10, "notes": [], "worker": "h1:10"}
+    b = {**a, "version": 6, "rows_written": 5, "skipped": 2, "run_id": "r2", "notes": ["partial line"], "worker": "h2:20"}
     m = merge_results([a, b])
     assert (m["version"], m["rows_written"], m["rows_quarantined"], m["skipped"], m["bytes_read"]) == (6, 8, 2, 2, 20)
     assert m["run_ids"] == ["r1", "r2"] and m["partitions"] == 2 and m["notes"] == ["partial line"]
+    assert m["workers"] == ["h1:10", "h2:20"]
     with pytest.raises(ValueError, match="different tables"):
         merge_results([a, {**b, "table": "bronze.y"}])
 
