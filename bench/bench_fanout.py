@@ -44,7 +44,8 @@ res = state.result()
 runs = [r for r in Lake(params.lake).delta_table("_meta.runs").to_pyarrow_table().to_pylist() if r["command"] == "images"]
 start = min(r["started_at"] for r in runs).timestamp()
 end = max(r["started_at"].timestamp() + r["duration_s"] for r in runs)
-print("RESULT " + json.dumps({{"wall_s": wall, "span_s": end - start, "rows": res["rows_written"]}}), flush=True)
+groups = sorted((round(r["started_at"].timestamp() - start, 2), round(r["duration_s"], 2)) for r in runs)
+print("RESULT " + json.dumps({{"wall_s": wall, "span_s": end - start, "rows": res["rows_written"], "groups": groups}}), flush=True)
 os._exit(0)
 """
 
@@ -126,7 +127,8 @@ def main() -> int:
                 assert m["rows"] == args.images, m
                 times[workers].append(m)
                 print(f"  round {r + 1}: {workers} worker(s): flow {m['wall_s']:.1f} s, ingest {m['span_s']:.1f} s "
-                      f"({args.images / m['span_s']:.0f} images/s), load {os.getloadavg()[0]:.1f}", flush=True)
+                      f"({args.images / m['span_s']:.0f} images/s; groups (start, seconds) {m['groups']}), "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
         out = {"images": args.images, "side": args.side, "mb": round(size / 1e6, 1), "rounds": args.rounds}
         for key in ("wall_s", "span_s"):
             one = statistics.median(m[key] for m in times[1])
