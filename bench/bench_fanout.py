@@ -112,6 +112,8 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=6000)
     ap.add_argument("--side", type=int, default=96)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--image-workers", type=int, default=None,
+                    help="INGEST_IMAGE_WORKERS (threads per ingest process; default the ingester's 16)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
     proc = None
@@ -120,6 +122,8 @@ def main() -> int:
         print(f"{args.images} PNGs {args.side}x{args.side}, {size / 1e6:.0f} MB; cpus={os.cpu_count()} "
               f"load={os.getloadavg()[0]:.1f}", flush=True)
         proc, env = start_prefect(tmp / "prefect")
+        if args.image_workers:
+            env["INGEST_IMAGE_WORKERS"] = str(args.image_workers)
         times: dict[int, list[dict]] = {1: [], 2: []}
         for r in range(args.rounds):
             for workers in (1, 2) if r % 2 == 0 else (2, 1):
@@ -129,7 +133,8 @@ def main() -> int:
                 print(f"  round {r + 1}: {workers} worker(s): flow {m['wall_s']:.1f} s, ingest {m['span_s']:.1f} s "
                       f"({args.images / m['span_s']:.0f} images/s; groups (start, seconds) {m['groups']}), "
                       f"load {os.getloadavg()[0]:.1f}", flush=True)
-        out = {"images": args.images, "side": args.side, "mb": round(size / 1e6, 1), "rounds": args.rounds}
+        out = {"images": args.images, "side": args.side, "mb": round(size / 1e6, 1), "rounds": args.rounds,
+               "image_workers": args.image_workers}
         for key in ("wall_s", "span_s"):
             one = statistics.median(m[key] for m in times[1])
             two = statistics.median(m[key] for m in times[2])
