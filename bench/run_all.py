@@ -24,6 +24,7 @@ BENCHES = {
     "sync": ["bench_sync.py"],
     "spark_dedup": ["bench_spark_dedup.py"],
     "serve": ["bench_serve.py"],
+    "fanout": ["bench_fanout.py"],
 }
 
 

@@ -32,12 +32,39 @@ class LakeParams(BaseModel):
         return load_settings(lake=self.lake)
 
 
-class ImagesParams(LakeParams):
+class FanoutParams(BaseModel):
+    """How a file source is split: ``partitions`` groups of files, one task each, run by a thread
+    pool in the flow's process (``local``) or by Dask worker processes (``dask``) - a local
+    cluster started for the run, or the scheduler at ``dask_address`` whose workers see the same
+    lake and source with the same credentials in their environment."""
+
+    partitions: int = Field(default=1, ge=1, le=4096, description="Groups of source files, one task each")
+    task_runner: Literal["local", "dask"] = Field(
+        default="local", description="local: threads in the flow's process; dask: Dask worker processes"
+    )
+    dask_address: str | None = Field(
+        default=None, description="Scheduler of an existing Dask cluster (tcp://host:8786); None starts a local one"
+    )
+    dask_workers: int | None = Field(
+        default=None, ge=1, le=256,
+        description="Worker processes of the local cluster; None: one per partition, at most one per CPU",
+    )
+
+    @model_validator(mode="after")
+    def _dask_only(self) -> FanoutParams:
+        if self.task_runner != "dask" and (self.dask_address is not None or self.dask_workers is not None):
+            raise ValueError("dask_address and dask_workers only apply with task_runner='dask'")
+        if self.dask_address is not None and self.dask_workers is not None:
+            raise ValueError("dask_workers sizes a local cluster: leave it unset with dask_address")
+        return self
+
+
+class ImagesParams(LakeParams, FanoutParams):
     src: str
     table: str = "bronze.images"
 
 
-class LogsParams(LakeParams):
+class LogsParams(LakeParams, FanoutParams):
     src: str
     table: str = "bronze.events"
     format: Literal["jsonl", "text"] = "jsonl"
@@ -102,3 +129,9 @@ class ShardsParams(LakeParams):
 
 class PipelineParams(LakeParams):
     sync: bool = Field(default=True, description="Stage the shard set to settings.sync_dest")
+    health_report: str | None = Field(
+        default=None, description="`ingest health --html` output (path or URL) the run's artifact links to"
+    )
+    docs_site: str | None = Field(
+        default=None, description="`ingest docs --out` directory (or URL) the run's artifact links to"
+    )

@@ -1,4 +1,6 @@
-"""One flow per source kind; each runs one ingest task."""
+"""One flow per source kind; each runs one ingest task, or one per group of a file source's files
+(``partitions``) on threads or Dask worker processes (``task_runner``), then publishes what it
+loaded as Prefect artifacts."""
 
 from __future__ import annotations
 
@@ -6,26 +8,36 @@ from typing import Any
 
 from prefect import flow
 
+from flows.artifacts import publish_ingest
 from flows.params import ImagesParams, LogsParams, TablesParams
-from flows.tasks import ingest_source_task
+from flows.tasks import ingest_fanned_out, ingest_source_task
 from ingest.settings import ImageSource, LogSource, TableSource
 
 
 @flow(name="ingest-images", flow_run_name="ingest-images-{params.table}")
 def ingest_images_flow(params: ImagesParams) -> dict[str, Any]:
-    return ingest_source_task(params.settings(), ImageSource(path=params.src, table=params.table))
+    settings = params.settings()
+    res = ingest_fanned_out(settings, ImageSource(path=params.src, table=params.table), params)
+    publish_ingest(settings, [res])
+    return res
 
 
 @flow(name="ingest-logs", flow_run_name="ingest-logs-{params.table}")
 def ingest_logs_flow(params: LogsParams) -> dict[str, Any]:
+    settings = params.settings()
     src = LogSource(path=params.src, table=params.table, format=params.format, pattern=params.pattern)
-    return ingest_source_task(params.settings(), src)
+    res = ingest_fanned_out(settings, src, params)
+    publish_ingest(settings, [res])
+    return res
 
 
 @flow(name="ingest-tables", flow_run_name="ingest-tables-{params.table}")
 def ingest_tables_flow(params: TablesParams) -> dict[str, Any]:
+    settings = params.settings()
     src = TableSource(
         url=params.resolved_url(), source_table=params.source_table, table=params.table,
         primary_key=params.primary_key, cursor=params.cursor, cursor_lag=params.cursor_lag,
     )
-    return ingest_source_task(params.settings(), src)
+    res = ingest_source_task(settings, src)
+    publish_ingest(settings, [res])
+    return res

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect import task
+from prefect.futures import PrefectFuture, wait
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from flows.params import FanoutParams
 from ingest.errors import is_transient
 from ingest.lake import Lake
-from ingest.settings import Settings, SourceConfig
+from ingest.partition import FileGroup, file_groups, merge_results
+from ingest.settings import Settings, SourceConfig, TableSource
 
 RETRIES = 3
 BACKOFF: list[float] = [2, 8, 30]
@@ -33,6 +38,61 @@ def ingest_source_task(settings: Settings, source: SourceConfig) -> dict[str, An
     from ingest.pipeline import ingest_source
 
     return ingest_source(Lake.from_settings(settings), source)
+
+
+@task(
+    task_run_name="ingest-{source.kind}-{source.table}-{partition}",
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=retry_transient,
+)
+def ingest_partition_task(lake: str, source: SourceConfig, partition: FileGroup) -> dict[str, Any]:
+    """One group of a file source, on whichever worker runs it: the worker reads its settings and
+    credentials from its own environment, so no secret travels to it (only the lake URI)."""
+    import socket
+
+    from prefect import get_run_logger
+
+    from ingest.pipeline import ingest_source
+    from ingest.settings import load_settings
+
+    # which worker loaded which group: the first thing to look at when one group is slow or fails
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    get_run_logger().info("file group %s on worker process %s", partition, worker)
+    res = ingest_source(Lake.from_settings(load_settings(lake=lake)), source, partition=partition)
+    return {**res, "worker": worker}
+
+
+def task_runner_for(fanout: FanoutParams) -> TaskRunner:
+    """Threads in this process, a local Dask cluster of worker processes, or an existing one."""
+    if fanout.task_runner == "local":
+        return ThreadPoolTaskRunner(max_workers=fanout.partitions)
+    from prefect_dask import DaskTaskRunner
+
+    if fanout.dask_address:
+        return DaskTaskRunner(address=fanout.dask_address)
+    workers = fanout.dask_workers or max(1, min(fanout.partitions, os.cpu_count() or 1))
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": workers, "processes": True, "threads_per_worker": 1, "dashboard_address": None}
+    )
+
+
+def ingest_fanned_out(settings: Settings, source: SourceConfig, fanout: FanoutParams) -> dict[str, Any]:
+    """One task per group of the source's files, all writing one table; their results summed.
+    Each group is exactly-once on its own, and so are groups racing each other (the ingesters'
+    commit checks), so a failed group re-runs alone or with the rest."""
+    if fanout.partitions == 1 and fanout.task_runner == "local":
+        return ingest_source_task(settings, source)
+    if isinstance(source, TableSource):
+        raise ValueError("partitions apply to file sources (images, logs), not to tables")
+    lake = Lake.from_settings(settings).uri  # absolute: a worker elsewhere resolves nothing relative
+    with task_runner_for(fanout) as runner:
+        futures: list[PrefectFuture[dict[str, Any]]] = [
+            runner.submit(ingest_partition_task, parameters={"lake": lake, "source": source, "partition": g})
+            for g in file_groups(fanout.partitions)
+        ]
+        wait(futures)  # every group ends (done or failed) before the first failure is raised
+        return merge_results([f.result() for f in futures])
 
 
 @task(task_run_name="transform", retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from ingest.lake import Lake
 from ingest.settings import ImageSource, LogSource, Settings, SourceConfig, TableSource
+
+if TYPE_CHECKING:
+    from ingest.partition import FileGroup
 
 Echo = Callable[[str], Any] | None
 
@@ -93,18 +96,23 @@ def sources_of(settings: Settings) -> list[SourceConfig]:
     return list(settings.sources) if settings.sources else default_sources(settings)
 
 
-def ingest_source(lake: Lake, source: SourceConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Load one configured source; the same call the CLI commands make."""
+def ingest_source(
+    lake: Lake, source: SourceConfig, *, progress: bool = False, partition: FileGroup | None = None
+) -> dict[str, Any]:
+    """Load one configured source (or one ``partition`` of a file source); the same call the CLI
+    commands make."""
+    if partition is not None and isinstance(source, TableSource):
+        raise ValueError("a table source is not split into partitions: ingest it with partitions=1")
     if isinstance(source, ImageSource):
         from ingest.sources.images import ingest_images
 
-        res = ingest_images(lake, source.path, table=source.table, progress=progress)
+        res = ingest_images(lake, source.path, table=source.table, progress=progress, partition=partition)
     elif isinstance(source, LogSource):
         from ingest.sources.logs import ingest_logs
 
         res = ingest_logs(
             lake, source.path, table=source.table, format=source.format, pattern=source.pattern,
-            progress=progress,
+            progress=progress, partition=partition,
         )
     else:
         from ingest.sources.tables import ingest_table

@@ -27,7 +27,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pyarrow as pa
 
@@ -54,6 +54,9 @@ from ingest.sources import (
     write_quarantine,
 )
 from ingest.sources.seen import Manifest, StoredKeys
+
+if TYPE_CHECKING:
+    from ingest.partition import FileGroup
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -171,13 +174,16 @@ def _chunks(files: list[SourceFile], max_files: int, max_bytes: int) -> Iterator
 
 
 def ingest_images(
-    lake: Lake, src: str, *, table: str = "bronze.images", progress: bool = False
+    lake: Lake, src: str, *, table: str = "bronze.images", progress: bool = False,
+    partition: FileGroup | None = None,
 ) -> IngestResult:
-    """Load every image under ``src`` whose content the table does not hold yet."""
+    """Load every image under ``src`` (or one ``partition`` of them) whose content the table does
+    not hold yet."""
     tid = ingest_target(table)
     tally = Tally()
     with track(lake, command="images", source=src, target=str(tid), counts=tally) as run:
         listed = list_source(lake, src)
+        listed = partition.select(listed) if partition else listed
         files = [f for f in listed if f.uri.lower().endswith(IMAGE_EXTENSIONS)]
         # shallow paths first: an original is preferred over a copy in a sub-folder
         files.sort(key=lambda f: (f.uri.count("/"), f.uri))

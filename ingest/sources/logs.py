@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterator, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,6 +46,9 @@ from ingest.sources import (
     write_quarantine,
 )
 
+if TYPE_CHECKING:
+    from ingest.partition import FileGroup
+
 LogFormat = Literal["jsonl", "text"]
 DEFAULT_TEXT_PATTERN = r"^(?P<message>.*)$"
 _META_TYPES = {
@@ -70,8 +73,10 @@ def ingest_logs(
     format: LogFormat = "jsonl",
     pattern: str | None = None,
     progress: bool = False,
+    partition: FileGroup | None = None,
 ) -> IngestResult:
-    """Load new lines of every file under ``src`` (a directory, a file or ``s3://bucket/prefix``)."""
+    """Load new lines of every file under ``src`` (a directory, a file or ``s3://bucket/prefix``),
+    or of one ``partition`` of them."""
     if format not in ("jsonl", "text"):
         raise ConfigError(f"unknown log format {format!r}: use --format jsonl or --format text")
     regex = None
@@ -88,6 +93,7 @@ def ingest_logs(
     totals = _Totals()
     with track(lake, command="logs", source=src, target=str(tid), counts=totals) as run:
         files = list_source(lake, src)
+        files = partition.select(files) if partition else files
         client = s3_client(lake, pool=4) if is_s3(src) else None  # one for every small read
         with progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files)) as bar:
             for f in files:

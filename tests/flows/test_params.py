@@ -82,3 +82,15 @@ def test_every_entrypoint_is_a_module_path_to_a_flow() -> None:
         entrypoint = dep["entrypoint"]
         assert ":" not in entrypoint and not entrypoint.endswith(".py"), entrypoint
         assert isinstance(import_object(entrypoint), Flow), entrypoint
+
+
+def test_fanout_parameters_are_checked() -> None:
+    from flows.params import ImagesParams
+
+    assert ImagesParams(src="/x").partitions == 1  # one task, as before, unless asked
+    with pytest.raises(ValidationError, match="only apply with task_runner='dask'"):
+        ImagesParams(src="/x", partitions=2, dask_address="tcp://sched:8786")
+    with pytest.raises(ValidationError, match="leave it unset with dask_address"):
+        ImagesParams(src="/x", partitions=2, task_runner="dask", dask_address="tcp://s:8786", dask_workers=2)
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        ImagesParams(src="/x", partitions=0)
