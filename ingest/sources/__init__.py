@@ -16,11 +16,12 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -116,7 +117,7 @@ def write_quarantine(
     """Append ``bad`` to the quarantine table once per ``(app_id, batch_version)``; returns rows written."""
     if not bad:
         return 0
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     data = pa.Table.from_pylist(
         [
             {
@@ -163,7 +164,7 @@ def with_commit_retry(fn: Callable[[], T], *, attempts: int = 12) -> T:
     for attempt in range(attempts):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - filtered below
+        except Exception as exc:
             if not is_commit_conflict(exc) or attempt == attempts - 1:
                 raise
             time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
@@ -188,7 +189,7 @@ def ensure_table(lake: Lake, table: str | TableId, schema: pa.Schema) -> None:
             lake.table_uri(table), lake_schema(schema).empty_table(), mode="ignore",
             storage_options=lake.storage_options(),
         )
-    except Exception:  # noqa: BLE001 - a concurrent creator won; fine if the table now exists
+    except Exception:
         if not lake.table_exists(table):
             raise
 
@@ -247,7 +248,7 @@ def list_source(lake: Lake, src: str) -> list[SourceFile]:
     out = []
     for p in paths:
         st = p.stat()
-        out.append(SourceFile(str(p), st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc)))
+        out.append(SourceFile(str(p), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
     return sorted(out, key=lambda f: f.uri)
 
 
@@ -283,7 +284,7 @@ def _list_s3(lake: Lake, src: str) -> list[SourceFile]:
 
     def add(obj: dict[str, Any]) -> None:
         mtime = obj["LastModified"]
-        out.append(SourceFile(f"s3://{bucket}/{obj['Key']}", int(obj["Size"]), mtime.astimezone(timezone.utc)))
+        out.append(SourceFile(f"s3://{bucket}/{obj['Key']}", int(obj["Size"]), mtime.astimezone(UTC)))
 
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
@@ -330,7 +331,7 @@ def open_range(
         except Exception as exc:  # noqa: BLE001
             raise source_error(lake, exc, f.uri) from None
         try:
-            yield body  # type: ignore[misc]
+            yield body
         finally:
             body.close()
         return
@@ -418,7 +419,7 @@ def parse_ts(v: Any) -> datetime:
             raise _Misfit(f"{v!r} is not an ISO-8601 timestamp") from None
     else:
         raise _Misfit(f"{v!r} is not a timestamp")
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def coerce(v: Any, t: pa.DataType) -> Any:
@@ -591,7 +592,7 @@ def _coerce_cell(v: Any, t: pa.DataType) -> Any:
     if isinstance(v, str) and pa.types.is_integer(t) and re.fullmatch(r"-?\d{1,19}", v.strip()):
         v = int(v)  # "30" -> 30 is exact; "30.5" or "many" is not
     if isinstance(v, date) and not isinstance(v, datetime) and pa.types.is_timestamp(t):
-        v = datetime(v.year, v.month, v.day, tzinfo=timezone.utc)
+        v = datetime(v.year, v.month, v.day, tzinfo=UTC)
     return coerce(v, t)
 
 
@@ -610,7 +611,7 @@ def row_json(row: dict[str, Any]) -> bytes:
 
 # -- progress ----------------------------------------------------------------------------------
 class _NoProgress:
-    def advance(self, n: float = 1) -> None:  # noqa: D401 - no-op
+    def advance(self, n: float = 1) -> None:
         pass
 
     def total(self, n: float | None) -> None:
@@ -645,7 +646,7 @@ def progress_bar(enabled: bool, description: str, total: float | None = None) ->
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def env_int(name: str, default: int) -> int:

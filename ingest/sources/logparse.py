@@ -175,7 +175,7 @@ def _groups_always_match(items: list[Any], *, optional: bool) -> bool:
 
 def text_block(
     lines: list[bytes], pattern: str, names: list[str], existing: pa.Schema | None
-) -> tuple[pa.Table, list[int], list[int]] | None:
+) -> tuple[pa.Table, pa.Array, pa.Array] | None:
     """The matches of the block's non-blank lines typed like the table (new columns as
     ``infer_type`` would), the indices (into ``lines``) of the rows' lines and of the lines that
     did not match; None for the line-by-line path (a line that is not UTF-8 or not ASCII, a value

@@ -16,8 +16,9 @@ import gzip
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -149,7 +150,7 @@ class _FileLoader:
         self.first_start = start if self.first_start is None else self.first_start
         with open_range(self.lake, self.f, 0 if self.gz else start, client=self.client) as raw:
             counted = _Counting(raw)
-            stream: BinaryIO = gzip.GzipFile(fileobj=counted, mode="rb") if self.gz else counted  # type: ignore[assignment]
+            stream: BinaryIO = gzip.GzipFile(fileobj=counted, mode="rb") if self.gz else counted  # type: ignore[assignment, call-overload]  # _Counting reads like a binary file
             if self.gz and start:
                 _discard(stream, start)
             batches = _LineBatches(stream, start, self.batch_lines, self.batch_bytes, complete_tail=self.gz, tail=st.tail)
@@ -189,7 +190,7 @@ class _FileLoader:
                 pass  # compressed more than 64x: read on
         with open_range(self.lake, self.f, 0, client=self.client) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
             _discard(gz, start)  # type: ignore[arg-type]
-            return _read_exactly(gz, n)  # type: ignore[arg-type]
+            return _read_exactly(gz, n)
 
     def gzip_size(self) -> int:
         """ISIZE: the uncompressed size (mod 2**32) of the last gzip member."""
@@ -226,7 +227,7 @@ class _FileLoader:
         newlines = blank.count(b"\n")
         return best + max(0, newlines - 1) if found else newlines
 
-    def _write(self, lines: list[bytes], line_no: int, end: int, st: "_Stream") -> tuple[int, int]:
+    def _write(self, lines: list[bytes], line_no: int, end: int, st: _Stream) -> tuple[int, int]:
         existing = None
         if self.lake.table_exists(self.tid):
             existing = pa.schema(self.lake.delta_table(self.tid).schema().to_arrow())

@@ -90,7 +90,7 @@ class StoredKeys:
                 else [None] * adds.num_rows
                 for kind in ("min", "max")
             )
-            self.files += [(self._path(p), lo, hi) for p, lo, hi in zip(adds["path"].to_pylist(), lows, highs)]
+            self.files += [(self._path(p), lo, hi) for p, lo, hi in zip(adds["path"].to_pylist(), lows, highs, strict=True)]
         else:
             for v in range(self.version + 1, latest + 1):
                 self.files += self._added_by_others(v)
@@ -162,7 +162,10 @@ class Manifest:
         self.pending: list[SourceFile] = []
 
     def _table_id(self) -> str | None:
-        return self.lake.delta_table(self.table).metadata().id if self.lake.table_exists(self.table) else None
+        if not self.lake.table_exists(self.table):
+            return None
+        table_id = self.lake.delta_table(self.table).metadata().id  # a UUID string (typed int | None)
+        return None if table_id is None else str(table_id)
 
     def unchanged(self, files: list[SourceFile]) -> set[str]:
         """URIs of ``files`` recorded with the same size and mtime (a join in Arrow, not Python)."""

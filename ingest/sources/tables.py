@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -138,7 +139,7 @@ def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None) ->
         sa.table(quoted_name(src.name, True), schema=quoted_name(src.schema, True) if src.schema else None)
     )
     if cursor is not None:
-        col = sa.column(quoted_name(cursor, True))
+        col: Any = sa.column(quoted_name(cursor, True))
         if low is not None:
             q = q.where(col >= sa.literal(low))
         q = q.order_by(col)
@@ -205,7 +206,7 @@ def read_batches(
                 pending, rows = [], 0
         if pending or yielded == 0:
             yield pa.Table.from_batches(pending, schema=reader.schema)
-    except BaseException as exc:  # noqa: BLE001 - connectorx raises pyo3 panics for types it lacks
+    except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, IngestError)):
             raise
         if yielded:
@@ -309,7 +310,7 @@ def _sqlalchemy_batches(
             if not chunk:
                 break
             yielded = True
-            yield [dict(zip(names, r)) for r in chunk]
+            yield [dict(zip(names, r, strict=True)) for r in chunk]
         if not yielded:
             yield []
     finally:
@@ -325,7 +326,8 @@ def _db_error(src: DbSource, exc: BaseException) -> IngestError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = redact(text, secrets=[src.url.password])
     low = text.lower()
-    hint, error = "", SourceError
+    hint = ""
+    error: type[SourceError] | type[TransientError] = SourceError
     if "does not exist" in low or "no such table" in low or "doesn't exist" in low:
         hint = " - check --source-table"
     elif "password" in low or "authentication" in low or "access denied" in low:
@@ -386,8 +388,10 @@ def lower_bound(hwm: Any, lag: float | timedelta) -> Any:
         raise ConfigError("a boolean column cannot be a cursor: use a number or timestamp column")
     if isinstance(hwm, int):
         return hwm - int(secs)
-    if isinstance(hwm, (float, Decimal)):
-        return hwm - type(hwm)(secs)
+    if isinstance(hwm, float):
+        return hwm - secs
+    if isinstance(hwm, Decimal):
+        return hwm - Decimal(secs)
     if isinstance(hwm, datetime):
         return hwm - timedelta(seconds=secs)
     if isinstance(hwm, date):
@@ -515,7 +519,7 @@ def _fit(src: DbSource, batch: pa.Table | list[dict[str, Any]], against: pa.Sche
         batch = batch.cast(lake_schema(batch.schema))
         good, misfits = fit_table(batch, against)
         rows = batch.take(pa.array([i for i, _ in misfits], pa.int64())).to_pylist() if misfits else []
-        bad = [Bad(src.label, f"row {i}", reason, row_json(r)) for (i, reason), r in zip(misfits, rows)]
+        bad = [Bad(src.label, f"row {i}", reason, row_json(r)) for (i, reason), r in zip(misfits, rows, strict=True)]
         return good, bad
     counts.bytes_read += sum(len(str(r)) for r in batch)
     good, misfits = fit_rows(batch, against)
@@ -535,7 +539,7 @@ def _new_bad(lake: Lake, tid: TableId, bad: list[Bad]) -> list[Bad]:
     stored = lake.dataset(q).to_table(
         columns=["raw", "reason"], filter=pads.field("source") == bad[0].source
     )
-    seen = set(zip(stored["raw"].to_pylist(), stored["reason"].to_pylist()))
+    seen = set(zip(stored["raw"].to_pylist(), stored["reason"].to_pylist(), strict=True))
     return [b for b in bad if (b.raw, b.reason[:2000]) not in seen]
 
 
