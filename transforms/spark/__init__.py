@@ -97,6 +97,8 @@ def run_spark_models(
 
     A model whose table already holds the result of its current input (same source version,
     code and parameters, as recorded in its last commit) is skipped unless ``full_refresh``.
+    When the source only appended rows since that commit, the model merges what they change
+    (``increment_since``); otherwise, and with ``full_refresh``, it rebuilds its whole table.
     ``source_versions`` pins inputs (``{"bronze.images": 3}``).  A model whose input table is
     missing is skipped when running everything, but is an error when it was asked for by name.
     A commit that conflicts with another writer of the model's table runs the model again
@@ -130,7 +132,7 @@ def _run_model(
 ) -> dict[str, Any]:
     """One model run; after a Delta commit conflict it starts over from freshly read inputs (the
     source may have moved on, or the other writer may already have built the same result)."""
-    from transforms.spark.common import conflict_name, up_to_date
+    from transforms.spark.common import conflict_name, increment_since, up_to_date
 
     _, target = SPARK_MODELS[name]
     for attempt in range(COMMIT_ATTEMPTS):
@@ -138,8 +140,9 @@ def _run_model(
         fresh = None if full_refresh and attempt == 0 else up_to_date(lake, inputs, target)
         if fresh is not None:
             return fresh.as_dict()
+        increment = None if full_refresh else increment_since(lake, inputs, target)
         try:
-            return _model(name)(spark, lake, inputs=inputs).as_dict()
+            return _model(name)(spark, lake, inputs=inputs, increment=increment).as_dict()
         except Exception as exc:  # noqa: BLE001 - only commit conflicts are retried
             conflict = conflict_name(exc)
             if conflict is None:
