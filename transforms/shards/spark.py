@@ -25,8 +25,9 @@ _SHARD = "__shard_no"
 _POS = "__shard_pos"
 
 
-def _session(lake: Lake, spark: "SparkSession | None") -> "SparkSession":
-    """The active session (or a new one), with Python workers that can import this project.
+def _session(lake: Lake, spark: "SparkSession | None", master: str | None = None) -> "SparkSession":
+    """The active session (or a new one on ``master``, the configured ``spark_master``), with
+    Python workers that can import this project.
 
     On a local master, PySpark starts workers with ``python3`` from PATH unless PYSPARK_PYTHON is
     set, which is not the venv: point local sessions at this interpreter.  Cluster executors keep
@@ -42,7 +43,7 @@ def _session(lake: Lake, spark: "SparkSession | None") -> "SparkSession":
     spark = spark or SparkSession.getActiveSession()
     if spark is None:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        spark = build_spark(lake, app_name="shards-build")
+        spark = build_spark(lake, app_name="shards-build", master=master)
     sc = spark.sparkContext
     if sc.master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
         sc.pythonExec = sys.executable
@@ -69,13 +70,14 @@ def build_with_spark(
     seed: int,
     mtime: int,
     spark: "SparkSession | None" = None,
+    master: str | None = None,
 ) -> tuple[ShardSpec, list[dict[str, Any]]]:
     """Plan on the driver, write shards in Spark tasks; returns (spec, shard descriptions)."""
     from pyspark.sql import functions as F
 
     from transforms.shards.build import _clear, default_key, write_one
 
-    spark = _session(lake, spark)
+    spark = _session(lake, spark, master)
     schema = lake.delta_table(tid, version=version).to_pyarrow_dataset().schema
     key = key or default_key(schema)
     df = spark.read.format("delta").option("versionAsOf", version).load(lake.spark_path(str(tid)))
