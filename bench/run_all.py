@@ -20,6 +20,7 @@ BENCHES = {
     "shards": ["bench_shards.py"],
     "sync": ["bench_sync.py"],
     "spark_dedup": ["bench_spark_dedup.py"],
+    "spark_incremental": ["bench_spark_incremental.py"],
 }
 
 

@@ -28,7 +28,7 @@ def test_every_attempt_conflicting_fails_with_one_line(local_lake: Lake, monkeyp
     write_batch(local_lake, "bronze.events", pa.table({"event_id": ["e1"]}))
     calls: list[int] = []
 
-    def conflicting(spark, lake, *, inputs):
+    def conflicting(spark, lake, *, inputs, increment=None):
         calls.append(inputs.source_version)
         raise ConcurrentAppendException("[DELTA_CONCURRENT_APPEND.WITHOUT_HINT] Transaction conflict detected.\nat ...")
 
@@ -46,7 +46,7 @@ def test_other_errors_are_not_retried(local_lake: Lake, monkeypatch) -> None:
     write_batch(local_lake, "bronze.events", pa.table({"event_id": ["e1"]}))
     calls: list[int] = []
 
-    def broken(spark, lake, *, inputs):
+    def broken(spark, lake, *, inputs, increment=None):
         calls.append(1)
         raise ValueError("bronze.events has no ts column")
 

@@ -61,17 +61,24 @@ def code_fingerprint(module_file: str) -> str:
 
 def recorded_inputs(lake: Lake, table: str | TableId) -> dict[str, Any] | None:
     """The ``ModelInputs`` the table's last commit recorded (None: not a model commit)."""
+    return _last_inputs(lake, table)[0]
+
+
+def _last_inputs(lake: Lake, table: str | TableId) -> tuple[dict[str, Any] | None, int | None]:
+    """(the inputs the last commit recorded, that commit's version), from one snapshot."""
     if not lake.table_exists(table):
-        return None
+        return None, None
     last = lake.delta_table(table).history(1)
+    commit = last[0] if last else {}
+    version = commit.get("version")
     try:
-        recorded = json.loads((last[0] if last else {}).get("userMetadata") or "")
+        recorded = json.loads(commit.get("userMetadata") or "")
     except ValueError:
-        return None
+        return None, version
     if not isinstance(recorded, dict):
-        return None
+        return None, version
     recorded.pop("run_id", None)  # which run wrote it, not what it was built from
-    return recorded
+    return recorded, version
 
 
 # Delta's commit conflicts (io.delta.exceptions.*): another writer committed to the table between
@@ -104,7 +111,7 @@ def up_to_date(lake: Lake, inputs: ModelInputs, target: str | TableId) -> SparkM
     if recorded == wanted:
         since = inputs.source_version
     else:
-        increment = increment_since(lake, inputs, target, recorded=recorded)
+        increment = increment_since(lake, inputs, target)
         if increment is None or increment.files:
             return None
         since = increment.since
@@ -127,9 +134,7 @@ class Increment:
     files: list[str]
 
 
-def increment_since(
-    lake: Lake, inputs: ModelInputs, target: str | TableId, *, recorded: dict[str, Any] | None = None
-) -> Increment | None:
+def increment_since(lake: Lake, inputs: ModelInputs, target: str | TableId) -> Increment | None:
     """The source rows ``target`` has not seen, or None when only a full rebuild is correct.
 
     An increment exists when the target's last commit recorded the same model, code and
@@ -139,15 +144,14 @@ def increment_since(
     """
     from ingest.delta import appended_files
 
-    if recorded is None:
-        recorded = recorded_inputs(lake, target)
+    recorded, target_version = _last_inputs(lake, target)  # the state and what it was built from: one commit
     wanted = json.loads(inputs.to_json())
     if not recorded or {k: v for k, v in recorded.items() if k != "source_version"} != {
         k: v for k, v in wanted.items() if k != "source_version"
     }:
         return None
     since = recorded.get("source_version")
-    if not isinstance(since, int) or since >= inputs.source_version:
+    if not isinstance(since, int) or not isinstance(target_version, int) or since >= inputs.source_version:
         return None  # a pinned older version: rebuild it
     meta = lake.delta_table(inputs.source, version=inputs.source_version).metadata()
     if meta.partition_columns or (meta.configuration or {}).get("delta.columnMapping.mode", "none") != "none":
@@ -155,7 +159,7 @@ def increment_since(
     files = appended_files(lake, inputs.source, since=since, until=inputs.source_version)
     if files is None:
         return None
-    return Increment(since=since, target_version=lake.delta_table(target).version(), files=files)
+    return Increment(since=since, target_version=target_version, files=files)
 
 
 def table_exists(spark: "SparkSession", lake: Lake, table: str | TableId) -> bool:
@@ -200,9 +204,8 @@ def overwrite_delta(
         .option("userMetadata", user_metadata)
         .save(path)
     )
-    last = _our_commit(spark, path, user_metadata)
-    metrics = last["operationMetrics"] or {}
-    rows = int(metrics["numOutputRows"]) if metrics.get("numOutputRows") is not None else None
+    last = _our_commit(lake, tid, user_metadata)
+    rows = _metric(last.get("operationMetrics") or {}, "numOutputRows")
     return SparkModelResult(
         name=name, table=str(tid), status="success", version=int(last["version"]), rows=rows, rows_written=rows
     )
@@ -220,12 +223,16 @@ def commit_user_metadata(name: str, inputs: ModelInputs | None) -> str:
     return json.dumps(meta, sort_keys=True)
 
 
-def _our_commit(spark: "SparkSession", path: str, user_metadata: str) -> Any:
-    """Our commit, not a later one by another writer: the newest that carries our metadata."""
-    from delta.tables import DeltaTable
+def _our_commit(lake: Lake, table: TableId, user_metadata: str) -> dict[str, Any]:
+    """Our commit, not a later one by another writer: the newest that carries our metadata
+    (read by deltalake from the log: no Spark job)."""
+    recent = lake.delta_table(table).history(20)
+    return next((c for c in recent if c.get("userMetadata") == user_metadata), recent[0])
 
-    recent = DeltaTable.forPath(spark, path).history(20).select("version", "operationMetrics", "userMetadata").collect()
-    return next((c for c in recent if c["userMetadata"] == user_metadata), recent[0])
+
+def _metric(metrics: dict[str, Any], key: str) -> int | None:
+    value = metrics.get(key)
+    return int(value) if value is not None else None
 
 
 class TargetMovedError(TransientError):
@@ -259,8 +266,7 @@ def merge_delta(
 
     tid = TableId.parse(table)
     path = lake.spark_path(str(tid))
-    dt = DeltaTable.forPath(spark, path)
-    head = dt.history(1).select("version").collect()[0]["version"]
+    head = lake.delta_table(tid).version()
     if head != increment.target_version:
         raise TargetMovedError(f"{tid} moved from version {increment.target_version} to {head} during the run")
     user_metadata = commit_user_metadata(name, inputs)
@@ -268,15 +274,15 @@ def merge_delta(
     previous = spark.conf.get(key, None)
     spark.conf.set(key, user_metadata)
     try:
-        merge(dt.alias("t")).execute()
+        merge(DeltaTable.forPath(spark, path).alias("t")).execute()
     finally:
         if previous is None:
             spark.conf.unset(key)
         else:
             spark.conf.set(key, previous)
-    last = _our_commit(spark, path, user_metadata)
-    metrics = last["operationMetrics"] or {}
-    written = sum(int(metrics.get(k) or 0) for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted"))
+    last = _our_commit(lake, tid, user_metadata)
+    metrics = last.get("operationMetrics") or {}
+    written = sum(_metric(metrics, k) or 0 for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted"))
     version = int(last["version"])
     return SparkModelResult(
         name=name, table=str(tid), status="success", version=version,

@@ -128,7 +128,7 @@ def _merge_new_events(
 
     _check_gap(gap_minutes)
     model = "sessionize_events"
-    gap = F.expr(f"INTERVAL {int(round(float(gap_minutes) * 60_000_000))} MICROSECONDS")
+    gap = F.expr(f"INTERVAL {round(float(gap_minutes) * 60_000_000)} MICROSECONDS")
     new = usable_events(read_appended(spark, lake, source, increment, model=model, version=inputs.source_version))
     first_new = new.groupBy("user_id").agg(F.min("ts").alias("first_new"))
     stored = read_delta(spark, lake, target, model=model, version=increment.target_version)
