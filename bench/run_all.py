@@ -25,6 +25,7 @@ BENCHES = {
     "spark_dedup": ["bench_spark_dedup.py"],
     "serve": ["bench_serve.py"],
     "fanout": ["bench_fanout.py"],
+    "spark_incremental": ["bench_spark_incremental.py"],
 }
 
 

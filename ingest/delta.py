@@ -394,3 +394,49 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
                 pass
         return 0
     return len(written)
+
+
+# actions that only describe a commit (or its writer's bookkeeping), never the table's rows
+_NO_ROW_CHANGE = {"commitInfo", "txn", "domainMetadata", "checkpointMetadata", "sidecar"}
+
+
+def appended_files(lake: Lake, table: str | TableId, *, since: int, until: int) -> list[str] | None:
+    """The data files (paths relative to the table) commits ``since+1 .. until`` added, when
+    those commits only appended rows; None when any of them did more (removed or rewrote rows,
+    changed the schema or protocol) or its log entry is gone (expired by log retention).
+
+    A file swapped with ``dataChange=false`` (OPTIMIZE, ``plain_files``) keeps its rows and is
+    not new, unless it replaced a file appended in the same range (the new rows moved: None).
+    An incremental reader reads these files and nothing else; None means "rebuild from all".
+    """
+    from urllib.parse import unquote
+
+    if since > until:
+        return None
+    fs = lake.pyarrow_filesystem()
+    root = lake.fs_path(lake.table_uri(TableId.parse(table)))
+    added: list[str] = []
+    for version in range(since + 1, until + 1):
+        try:
+            with fs.open_input_stream(f"{root}/_delta_log/{version:020d}.json") as f:
+                entries = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+        except (FileNotFoundError, OSError, ValueError):
+            return None
+        for entry in entries:
+            kind = next(iter(entry), None)
+            action = entry.get(kind) or {}
+            if kind in _NO_ROW_CHANGE:
+                continue
+            if kind == "add":
+                path = action.get("path") or ""
+                if "://" in path or action.get("deletionVector"):
+                    return None
+                if action.get("dataChange", True):
+                    added.append(unquote(path))
+                continue
+            if kind == "remove" and not action.get("dataChange", True):
+                if unquote(action.get("path") or "") in added:
+                    return None
+                continue
+            return None  # a data-changing remove, metaData, protocol, cdc...
+    return added

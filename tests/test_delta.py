@@ -95,3 +95,31 @@ def test_the_same_batch_written_twice_is_stored_once(tmp_path: Path) -> None:
     write_batch(lake, "bronze.b", pa.table({"id": [5]}), app_id="src-b", batch_version=1)
     assert sorted(lake.delta_table("bronze.b").to_pyarrow_table()["id"].to_pylist()) == [1, 2, 3, 4, 5]
     assert lake.delta_table("bronze.b").transaction_version("src-a") == 2
+
+
+def test_appended_files_are_the_new_rows_only_while_the_table_is_append_only(local_lake: Lake) -> None:
+    """What an incremental Spark model reads: the files appends added since a version; None as
+    soon as a commit did more than append (then only a full rebuild is right)."""
+    from deltalake import DeltaTable
+
+    from ingest.delta import appended_files, delete_rows
+
+    for i in range(3):
+        write_batch(local_lake, "bronze.events", pa.table({"event_id": [f"e{i}"], "n": [i]}))
+    uri = local_lake.table_uri("bronze.events")
+    files = [f.rsplit("/", 1)[-1] for f in DeltaTable(uri).file_uris()]
+    assert appended_files(local_lake, "bronze.events", since=2, until=2) == []
+    (one,) = appended_files(local_lake, "bronze.events", since=1, until=2)
+    assert one in files and one not in [f.rsplit("/", 1)[-1] for f in DeltaTable(uri, version=1).file_uris()]
+    assert len(appended_files(local_lake, "bronze.events", since=0, until=2)) == 2
+    # compaction moves rows without changing them: nothing new, unless it moved new rows
+    DeltaTable(uri).optimize.compact()
+    assert appended_files(local_lake, "bronze.events", since=2, until=3) == []
+    assert appended_files(local_lake, "bronze.events", since=1, until=3) is None
+    write_batch(local_lake, "bronze.events", pa.table({"event_id": ["e9"], "n": [9]}))
+    assert len(appended_files(local_lake, "bronze.events", since=3, until=4)) == 1
+    delete_rows(local_lake, "bronze.events", "n = 9")
+    assert appended_files(local_lake, "bronze.events", since=3, until=5) is None
+    # a new column (schema merge) is a metadata change: rebuild
+    write_batch(local_lake, "bronze.events", pa.table({"event_id": ["e10"], "n": [10], "extra": ["x"]}))
+    assert appended_files(local_lake, "bronze.events", since=5, until=6) is None

@@ -146,6 +146,7 @@ def register(app: typer.Typer) -> None:
             st.lake_obj, dataset, table=table, snapshot=snapshot, format=fmt,  # type: ignore[arg-type]  # build_shards refuses an unknown format/engine itself
             key=key, split=_parse_split(split), shard_size=shard_size, seed=seed,
             engine=engine, progress=st.progress,  # type: ignore[arg-type]  # (see format above)
+            spark_master=st.settings.spark_master if engine == "spark" else None,
         )
         emit(ctx, res.payload(), lambda: typer.echo(
             f"wrote {res.shards} shard(s), {res.samples} samples, {res.bytes} bytes to {res.uri}"

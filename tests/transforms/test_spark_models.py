@@ -275,3 +275,102 @@ def test_a_commit_conflict_runs_the_model_again_and_lands_once(spark, local_lake
     assert ops == ["WRITE", "WRITE"], ops  # the concurrent append, then the retried overwrite
     assert (again["status"], again["rows"], again["version"]) == ("success", 3, before + 2)
     assert local_lake.delta_table("silver.user_sessions").to_pyarrow_table().num_rows == 3
+
+
+# -- incremental runs --------------------------------------------------------------------------
+def _table_rows(lake: Lake, table: str, keys: list[str]) -> list[dict]:
+    return lake.delta_table(table).to_pyarrow_table().sort_by([(k, "ascending") for k in keys]).to_pylist()
+
+
+def _run_incrementally_then_compare_with_a_full_refresh(spark, lake: Lake, name: str, keys: list[str]) -> dict:
+    """Run ``name`` on the new rows (it must merge), then a full refresh of a copy of the lake:
+    both tables must hold the same rows, every column equal.  Returns the incremental result."""
+    import shutil
+    from pathlib import Path
+
+    from ingest.delta import commit_run_id
+    from ingest.runlog import track
+
+    target = {"dedup_images": "silver.image_duplicates", "sessionize_events": "silver.user_sessions"}[name]
+    with track(lake, command="transform", source="bronze", target=target) as run:
+        (res,) = run_spark_models(spark, lake, select=name)
+    (last,) = lake.delta_table(target).history(1)
+    assert (res["status"], res["mode"], last["operation"]) == ("success", "merge", "MERGE"), (res, last["operation"])
+    assert commit_run_id(last) == run.run_id  # lineage names the run that merged
+    copy = Lake(str(Path(lake.uri).parent / "full-refresh-copy"), s3=lake.s3)
+    shutil.copytree(lake.uri, copy.uri)
+    (full,) = run_spark_models(spark, copy, select=name, full_refresh=True)
+    assert full["mode"] == "overwrite"
+    incremental, rebuilt = _table_rows(lake, target, keys), _table_rows(copy, target, keys)
+    assert incremental == rebuilt
+    assert res["rows"] == len(rebuilt)
+    # nothing new since: skipped without touching the table
+    (again,) = run_spark_models(spark, lake, select=name)
+    assert again["status"] == "skipped"
+    return res
+
+
+def test_sessionize_incremental_merges_only_touched_sessions_and_equals_a_full_refresh(spark, local_lake: Lake) -> None:
+    write_batch(local_lake, "bronze.events", _events())
+    (first,) = run_spark_models(spark, local_lake, select="sessionize_events")
+    assert (first["mode"], first["rows"]) == ("overwrite", 3)
+
+    def ev(i: str, minutes: float, user: int | None, kind: str = "view") -> dict:
+        ts = (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+        return {"event_id": i, "ts": ts, "user_id": user, "event_type": kind, "photo_id": 7,
+                "_source_file": "events-2026-03-02.jsonl", "_source_line": 0, "_run_id": "r2", "_ingested_at": T0}
+
+    write_batch(local_lake, "bronze.events", pa.Table.from_pylist([
+        ev("u1-f", 60, 1, "like"),  # bridges user 1's two sessions (39 -> 60 -> 80): one session now
+        ev("u2-b", 200, 2),  # user 2: a new session long after
+        ev("u2-c", 220, 2, "like"),
+        ev("u3-a", -500, 3),  # a new user
+        ev("u1-b", 10, 1),  # a replay of a stored event: still counted once
+        ev("nouser-2", 3, None),
+    ]))
+    res = _run_incrementally_then_compare_with_a_full_refresh(
+        spark, local_lake, "sessionize_events", ["user_id", "session_start"])
+    rows = _table_rows(local_lake, "silver.user_sessions", ["user_id", "session_start"])
+    m = lambda n: T0 + timedelta(minutes=n)  # noqa: E731
+    assert [(r["user_id"], r["session_start"], r["session_end"], r["events"], r["likes"]) for r in rows] == [
+        (1, m(0), m(85), 6, 3), (2, m(5), m(5), 1, 0), (2, m(200), m(220), 2, 1), (3, m(-500), m(-500), 1, 0),
+    ]
+    assert res["rows"] == 4
+
+
+def test_dedup_incremental_compares_new_images_with_the_index_and_equals_a_full_refresh(spark, images_lake) -> None:
+    lake, shas = images_lake
+    (first,) = run_spark_models(spark, lake, select="dedup_images")
+    assert (first["mode"], first["rows"]) == ("overwrite", 5)
+    sunset, sea = scene("sunset"), scene("sea")
+    big = png_bytes(sunset.resize((640, 480)))  # the sunset, bigger: the new canonical of its group
+    sea_jpeg = jpeg_bytes(sea, quality=70)  # joins the sea group, not its canonical
+    near = near_copy(sunset)
+    broken = b"GIF89a" + b"\x01" * 30
+    write_batch(lake, "bronze.images", pa.Table.from_pylist([
+        _image_row(_sha(big), big, "png", 640, 480, "file:///src/big.png", "run-3"),
+        _image_row(_sha(sea_jpeg), sea_jpeg, "jpeg", 320, 240, "file:///src/sea.jpg", "run-3"),
+        _image_row(_sha(near), near, "jpeg", 160, 120, "file:///src/again.jpg", "run-3"),  # an exact copy
+        _image_row(_sha(broken), broken, "gif", None, None, "file:///src/broken.gif", "run-3"),
+    ]))
+    res = _run_incrementally_then_compare_with_a_full_refresh(spark, lake, "dedup_images", ["sha256"])
+    rows = {r["sha256"]: r for r in _read(lake, "silver.image_duplicates")}
+    assert res["rows"] == len(rows) == 8
+    assert {s for s, r in rows.items() if r["canonical_sha256"] == _sha(big)} == {_sha(big), shas["original"], shas["near"]}
+    assert rows[shas["original"]]["distance"] == hamming(dhash(big), dhash(png_bytes(sunset)))
+    assert rows[shas["near"]]["exact_copies"] == 2
+    assert rows[_sha(sea_jpeg)]["canonical_sha256"] == shas["sea"]
+    assert rows[_sha(broken)]["is_canonical"] and rows[_sha(broken)]["phash"] is None
+
+
+def test_an_incremental_run_rebuilds_when_the_source_did_more_than_append(spark, local_lake: Lake) -> None:
+    """Rows deleted from the source: the merge cannot know which sessions lost events."""
+    from ingest.delta import delete_rows
+
+    write_batch(local_lake, "bronze.events", _events())
+    run_spark_models(spark, local_lake, select="sessionize_events")
+    delete_rows(local_lake, "bronze.events", "event_id = 'u1-e'")
+    (res,) = run_spark_models(spark, local_lake, select="sessionize_events")
+    assert (res["status"], res["mode"]) == ("success", "overwrite")
+    rows = _table_rows(local_lake, "silver.user_sessions", ["user_id", "session_start"])
+    assert [r["events"] for r in rows] == [3, 1, 1]

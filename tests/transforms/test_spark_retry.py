@@ -28,7 +28,7 @@ def test_every_attempt_conflicting_fails_with_one_line(local_lake: Lake, monkeyp
     write_batch(local_lake, "bronze.events", pa.table({"event_id": ["e1"]}))
     calls: list[int] = []
 
-    def conflicting(spark, lake, *, inputs):
+    def conflicting(spark, lake, *, inputs, increment=None):
         calls.append(inputs.source_version)
         raise ConcurrentAppendException("[DELTA_CONCURRENT_APPEND.WITHOUT_HINT] Transaction conflict detected.\nat ...")
 
@@ -46,7 +46,7 @@ def test_other_errors_are_not_retried(local_lake: Lake, monkeypatch) -> None:
     write_batch(local_lake, "bronze.events", pa.table({"event_id": ["e1"]}))
     calls: list[int] = []
 
-    def broken(spark, lake, *, inputs):
+    def broken(spark, lake, *, inputs, increment=None):
         calls.append(1)
         raise ValueError("bronze.events has no ts column")
 
@@ -55,3 +55,21 @@ def test_other_errors_are_not_retried(local_lake: Lake, monkeypatch) -> None:
     with pytest.raises(ValueError, match="no ts column"):
         spark_pkg.run_spark_models(None, local_lake, select="sessionize_events")  # type: ignore[arg-type]
     assert calls == [1]
+
+
+def test_a_source_commit_that_adds_no_rows_keeps_a_model_up_to_date(local_lake: Lake) -> None:
+    """No JVM: the model's table records its inputs (as a Spark commit's userMetadata would); a
+    compaction of the source moves its version but adds no rows, so the model stays skipped."""
+    from deltalake import DeltaTable
+
+    for i in range(2):
+        write_batch(local_lake, "bronze.events", pa.table({"event_id": [f"e{i}"]}))
+    inputs = spark_pkg.model_inputs(local_lake, "sessionize_events")
+    write_batch(local_lake, "silver.user_sessions", pa.table({"user_id": [1]}), metadata={"userMetadata": inputs.to_json()})
+    assert spark_pkg.up_to_date_results(local_lake, ["sessionize_events"])["sessionize_events"]["status"] == "skipped"
+
+    DeltaTable(local_lake.table_uri("bronze.events")).optimize.compact()
+    done = spark_pkg.up_to_date_results(local_lake, ["sessionize_events"])["sessionize_events"]
+    assert done["status"] == "skipped" and "no new rows since version 1" in done["message"], done
+    write_batch(local_lake, "bronze.events", pa.table({"event_id": ["e9"]}))
+    assert spark_pkg.up_to_date_results(local_lake, ["sessionize_events"]) == {}

@@ -227,11 +227,14 @@ def build_shards(
     engine: Engine = "local",
     progress: bool = False,
     reuse: bool = False,
+    spark_master: str | None = None,
 ) -> ShardSetResult:
     """Write ``<lake>/shards/DATASET/SNAPSHOT/`` from ``table`` at the snapshot's version.
 
     Deterministic: the same snapshot and arguments give byte-identical shards and checksums, so
     with ``reuse`` a complete set built with the same arguments is returned as it is (``reused``).
+    ``engine="spark"`` starts its session on ``spark_master`` (``Settings.spark_master``;
+    default ``local[2]``) unless one is already active.
     """
     from ingest.runlog import track
     from ingest.snapshots import get_snapshot
@@ -261,7 +264,7 @@ def build_shards(
 
             spec, shards = build_with_spark(
                 lake, root, tid, version, format=format, key=key, splits=splits, target=target,
-                seed=seed, mtime=int(snap.created_at.timestamp()),
+                seed=seed, mtime=int(snap.created_at.timestamp()), master=spark_master,
             )
         else:
             spec, shards = _build_local(

@@ -8,7 +8,8 @@ writes its shards straight to the lake and returns their sizes and checksums.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -25,8 +26,9 @@ _SHARD = "__shard_no"
 _POS = "__shard_pos"
 
 
-def _session(lake: Lake, spark: "SparkSession | None") -> "SparkSession":
-    """The active session (or a new one), with Python workers that can import this project.
+def _session(lake: Lake, spark: SparkSession | None, master: str | None = None) -> SparkSession:
+    """The active session (or a new one on ``master``, the configured ``spark_master``), with
+    Python workers that can import this project.
 
     On a local master, PySpark starts workers with ``python3`` from PATH unless PYSPARK_PYTHON is
     set, which is not the venv: point local sessions at this interpreter.  Cluster executors keep
@@ -42,9 +44,9 @@ def _session(lake: Lake, spark: "SparkSession | None") -> "SparkSession":
     spark = spark or SparkSession.getActiveSession()
     if spark is None:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        spark = build_spark(lake, app_name="shards-build")
+        spark = build_spark(lake, app_name="shards-build", master=master)
     sc = spark.sparkContext
-    if sc.master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+    if (sc.master or "").startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
         sc.pythonExec = sys.executable
     return point_at_lake(spark, lake) if lake.is_s3 else spark
 
@@ -68,14 +70,15 @@ def build_with_spark(
     target: int,
     seed: int,
     mtime: int,
-    spark: "SparkSession | None" = None,
+    spark: SparkSession | None = None,
+    master: str | None = None,
 ) -> tuple[ShardSpec, list[dict[str, Any]]]:
     """Plan on the driver, write shards in Spark tasks; returns (spec, shard descriptions)."""
     from pyspark.sql import functions as F
 
     from transforms.shards.build import clear_shard_set, default_key, write_one
 
-    spark = _session(lake, spark)
+    spark = _session(lake, spark, master)
     schema = lake.delta_table(tid, version=version).to_pyarrow_dataset().schema
     key = key or default_key(schema)
     df = spark.read.format("delta").option("versionAsOf", version).load(lake.spark_path(str(tid)))
@@ -94,7 +97,7 @@ def build_with_spark(
     measured = df.mapInArrow(sizes, "key string, size long").toArrow()
     infos = [
         SampleInfo(k, split_of(k, splits), order_of(k, seed), s)
-        for k, s in zip(measured.column("key").to_pylist(), measured.column("size").to_pylist())
+        for k, s in zip(measured.column("key").to_pylist(), measured.column("size").to_pylist(), strict=True)
     ]
     try:
         plans = plan_shards(infos, splits=splits, target=target, overhead=spec.shard_overhead())
@@ -166,7 +169,7 @@ def build_with_spark(
     shards = sorted(out.to_pylist(), key=lambda r: r["shard_no"])
     if [r["shard_no"] for r in shards] != list(range(len(plans))):
         raise ConfigError(f"spark shard build wrote {len(shards)} of {len(plans)} shards: rerun the build")
-    for r, p in zip(shards, plans):
+    for r, p in zip(shards, plans, strict=True):
         if r["samples"] != p.samples:
             raise ConfigError(f"shard {r['path']} has {r['samples']} samples, planned {p.samples}: rerun the build")
         del r["shard_no"]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ingest.errors import ConfigError, TransientError
 
@@ -25,11 +26,13 @@ SPARK_MODELS: dict[str, tuple[str, str]] = {
 
 
 def _module(name: str) -> Any:
-    if name == "dedup_images":
-        import transforms.spark.dedup_images as module
-    else:
-        import transforms.spark.sessionize as module
-    return module
+    """The module that defines model ``name`` (imported on demand: it imports pyspark)."""
+    import importlib
+
+    modules = {"dedup_images": "dedup_images", "sessionize_events": "sessionize"}
+    if name not in modules:
+        raise ValueError(f"unknown Spark model {name!r}: use one of {sorted(modules)}")
+    return importlib.import_module(f"transforms.spark.{modules[name]}")
 
 
 def _model(name: str) -> Callable[..., Any]:
@@ -50,7 +53,7 @@ def model_description(name: str) -> str:
     return " ".join(first.replace("``", "`").split())
 
 
-def model_inputs(lake: "Lake", name: str, *, source_version: int | str | None = None) -> "ModelInputs":
+def model_inputs(lake: Lake, name: str, *, source_version: int | str | None = None) -> ModelInputs:
     """What a run of ``name`` would read now (or at the pinned ``source_version``)."""
     from transforms.spark.common import ModelInputs, code_fingerprint
 
@@ -65,7 +68,7 @@ def model_inputs(lake: "Lake", name: str, *, source_version: int | str | None = 
 
 
 def up_to_date_results(
-    lake: "Lake", names: list[str], *, source_versions: dict[str, int | str] | None = None
+    lake: Lake, names: list[str], *, source_versions: dict[str, int | str] | None = None
 ) -> dict[str, dict[str, Any]]:
     """The models among ``names`` whose table already reflects their input, without a JVM."""
     from transforms.spark.common import up_to_date
@@ -92,8 +95,8 @@ def selected_models(select: str | list[str] | None) -> list[str]:
 
 
 def run_spark_models(
-    spark: "SparkSession",
-    lake: "Lake",
+    spark: SparkSession,
+    lake: Lake,
     *,
     select: str | list[str] | None = None,
     source_versions: dict[str, int | str] | None = None,
@@ -103,6 +106,8 @@ def run_spark_models(
 
     A model whose table already holds the result of its current input (same source version,
     code and parameters, as recorded in its last commit) is skipped unless ``full_refresh``.
+    When the source only appended rows since that commit, the model merges what they change
+    (``increment_since``); otherwise, and with ``full_refresh``, it rebuilds its whole table.
     ``source_versions`` pins inputs (``{"bronze.images": 3}``).  A model whose input table is
     missing is skipped when running everything, but is an error when it was asked for by name.
     A commit that conflicts with another writer of the model's table runs the model again
@@ -132,11 +137,11 @@ COMMIT_ATTEMPTS = 5
 
 
 def _run_model(
-    spark: "SparkSession", lake: "Lake", name: str, *, pin: int | str | None, full_refresh: bool
+    spark: SparkSession, lake: Lake, name: str, *, pin: int | str | None, full_refresh: bool
 ) -> dict[str, Any]:
     """One model run; after a Delta commit conflict it starts over from freshly read inputs (the
     source may have moved on, or the other writer may already have built the same result)."""
-    from transforms.spark.common import conflict_name, up_to_date
+    from transforms.spark.common import conflict_name, increment_since, up_to_date
 
     _, target = SPARK_MODELS[name]
     for attempt in range(COMMIT_ATTEMPTS):
@@ -144,9 +149,10 @@ def _run_model(
         fresh = None if full_refresh and attempt == 0 else up_to_date(lake, inputs, target)
         if fresh is not None:
             return fresh.as_dict()
+        increment = None if full_refresh else increment_since(lake, inputs, target)
         try:
-            return _model(name)(spark, lake, inputs=inputs).as_dict()
-        except Exception as exc:  # noqa: BLE001 - only commit conflicts are retried
+            return _model(name)(spark, lake, inputs=inputs, increment=increment).as_dict()
+        except Exception as exc:
             conflict = conflict_name(exc)
             if conflict is None:
                 raise

@@ -1,15 +1,16 @@
-"""What every Spark model shares: one atomic Delta overwrite, the inputs it records, a typed result."""
+"""What every Spark model shares: one atomic Delta overwrite or merge, the inputs it records, a typed result."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, TransientError
 from ingest.lake import Lake, TableId
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,17 +62,24 @@ def code_fingerprint(module_file: str) -> str:
 
 def recorded_inputs(lake: Lake, table: str | TableId) -> dict[str, Any] | None:
     """The ``ModelInputs`` the table's last commit recorded (None: not a model commit)."""
+    return _last_inputs(lake, table)[0]
+
+
+def _last_inputs(lake: Lake, table: str | TableId) -> tuple[dict[str, Any] | None, int | None]:
+    """(the inputs the last commit recorded, that commit's version), from one snapshot."""
     if not lake.table_exists(table):
-        return None
+        return None, None
     last = lake.delta_table(table).history(1)
+    commit = last[0] if last else {}
+    version = commit.get("version")
     try:
-        recorded = json.loads((last[0] if last else {}).get("userMetadata") or "")
+        recorded = json.loads(commit.get("userMetadata") or "")
     except ValueError:
-        return None
+        return None, version
     if not isinstance(recorded, dict):
-        return None
+        return None, version
     recorded.pop("run_id", None)  # which run wrote it, not what it was built from
-    return recorded
+    return recorded, version
 
 
 # Delta's commit conflicts (io.delta.exceptions.*): another writer committed to the table between
@@ -88,22 +96,74 @@ def conflict_name(exc: BaseException) -> str | None:
         m = _CONFLICT.search(name)
         if m:
             return m.group(0)
+    if isinstance(exc, TargetMovedError):
+        return type(exc).__name__
     return None
 
 
 def up_to_date(lake: Lake, inputs: ModelInputs, target: str | TableId) -> SparkModelResult | None:
-    """A 'skipped' result when ``target`` already holds what ``inputs`` would produce, else None."""
-    if recorded_inputs(lake, target) != json.loads(inputs.to_json()):
-        return None
+    """A 'skipped' result when ``target`` already holds what ``inputs`` would produce, else None.
+
+    That is so when its last commit recorded the same inputs, or the same but an older source
+    version and the source's commits since then added no rows (an OPTIMIZE, an empty batch).
+    """
+    recorded = recorded_inputs(lake, target)
+    wanted = json.loads(inputs.to_json())
+    if recorded == wanted:
+        since = inputs.source_version
+    else:
+        increment = increment_since(lake, inputs, target)
+        if increment is None or increment.files:
+            return None
+        since = increment.since
     dt = lake.delta_table(target)
     return SparkModelResult(
         name=inputs.model, table=str(TableId.parse(target)), status="skipped", version=dt.version(),
         rows=dt.count(), rows_written=0,
-        message=f"up to date: {inputs.source} is still at version {inputs.source_version}",
+        message=f"up to date: {inputs.source} has no new rows since version {since}"
+        if since != inputs.source_version else f"up to date: {inputs.source} is still at version {since}",
     )
 
 
-def table_exists(spark: "SparkSession", lake: Lake, table: str | TableId) -> bool:
+@dataclass(frozen=True)
+class Increment:
+    """What an incremental run starts from: the target at ``target_version`` reflects the source
+    at ``since``; ``files`` are the data files the source appended after it (relative paths)."""
+
+    since: int
+    target_version: int
+    files: list[str]
+
+
+def increment_since(lake: Lake, inputs: ModelInputs, target: str | TableId) -> Increment | None:
+    """The source rows ``target`` has not seen, or None when only a full rebuild is correct.
+
+    An increment exists when the target's last commit recorded the same model, code and
+    parameters at an OLDER source version, and the source only appended rows since then
+    (``ingest.delta.appended_files``) to an unpartitioned table without column mapping, whose
+    data files Spark can then read directly.
+    """
+    from ingest.delta import appended_files
+
+    recorded, target_version = _last_inputs(lake, target)  # the state and what it was built from: one commit
+    wanted = json.loads(inputs.to_json())
+    if not recorded or {k: v for k, v in recorded.items() if k != "source_version"} != {
+        k: v for k, v in wanted.items() if k != "source_version"
+    }:
+        return None
+    since = recorded.get("source_version")
+    if not isinstance(since, int) or not isinstance(target_version, int) or since >= inputs.source_version:
+        return None  # a pinned older version: rebuild it
+    meta = lake.delta_table(inputs.source, version=inputs.source_version).metadata()
+    if meta.partition_columns or (meta.configuration or {}).get("delta.columnMapping.mode", "none") != "none":
+        return None
+    files = appended_files(lake, inputs.source, since=since, until=inputs.source_version)
+    if files is None:
+        return None
+    return Increment(since=since, target_version=target_version, files=files)
+
+
+def table_exists(spark: SparkSession, lake: Lake, table: str | TableId) -> bool:
     """Whether a Delta table is at the table's location, asked through Spark (works on a cluster)."""
     from delta.tables import DeltaTable
 
@@ -111,8 +171,8 @@ def table_exists(spark: "SparkSession", lake: Lake, table: str | TableId) -> boo
 
 
 def read_delta(
-    spark: "SparkSession", lake: Lake, table: str | TableId, *, model: str, version: int | None = None
-) -> "DataFrame":
+    spark: SparkSession, lake: Lake, table: str | TableId, *, model: str, version: int | None = None
+) -> DataFrame:
     """The table as Spark sees it, as of ``version`` (the one recorded as the model's input)."""
     tid = TableId.parse(table)
     if not table_exists(spark, lake, tid):
@@ -126,7 +186,7 @@ def read_delta(
 
 
 def overwrite_delta(
-    spark: "SparkSession", lake: Lake, table: str | TableId, df: "DataFrame", *, name: str,
+    spark: SparkSession, lake: Lake, table: str | TableId, df: DataFrame, *, name: str,
     inputs: ModelInputs | None = None,
 ) -> SparkModelResult:
     """Replace the table's contents in ONE Delta commit, so readers see old or new, never a mix.
@@ -135,17 +195,9 @@ def overwrite_delta(
     records ``inputs`` and the run id (as ``userMetadata``), which lets the next run see it has
     nothing to do and lineage name the run that wrote it.
     """
-    from delta.tables import DeltaTable
-
-    from ingest.runlog import current_run_id
-
     tid = TableId.parse(table)
     path = lake.spark_path(str(tid))
-    meta = json.loads(inputs.to_json()) if inputs is not None else {"model": name}
-    run_id = current_run_id()  # named in the commit, for lineage (ingest.delta.commit_run_id)
-    if run_id is not None:
-        meta["run_id"] = run_id
-    user_metadata = json.dumps(meta, sort_keys=True)
+    user_metadata = commit_user_metadata(name, inputs)
     (
         df.write.format("delta")
         .mode("overwrite")
@@ -153,11 +205,88 @@ def overwrite_delta(
         .option("userMetadata", user_metadata)
         .save(path)
     )
-    # our commit, not a later one by another writer: the newest that carries our metadata
-    recent = DeltaTable.forPath(spark, path).history(20).select("version", "operationMetrics", "userMetadata").collect()
-    last = next((c for c in recent if c["userMetadata"] == user_metadata), recent[0])
-    metrics = last["operationMetrics"] or {}
-    rows = int(metrics["numOutputRows"]) if metrics.get("numOutputRows") is not None else None
+    last = _our_commit(lake, tid, user_metadata)
+    rows = _metric(last.get("operationMetrics") or {}, "numOutputRows")
     return SparkModelResult(
         name=name, table=str(tid), status="success", version=int(last["version"]), rows=rows, rows_written=rows
+    )
+
+
+def commit_user_metadata(name: str, inputs: ModelInputs | None) -> str:
+    """What a model's commit records: its inputs (or name) and the run id, for lineage
+    (``ingest.delta.commit_run_id``) and for the next run's up-to-date check."""
+    from ingest.runlog import current_run_id
+
+    meta = json.loads(inputs.to_json()) if inputs is not None else {"model": name}
+    run_id = current_run_id()
+    if run_id is not None:
+        meta["run_id"] = run_id
+    return json.dumps(meta, sort_keys=True)
+
+
+def _our_commit(lake: Lake, table: TableId, user_metadata: str) -> dict[str, Any]:
+    """Our commit, not a later one by another writer: the newest that carries our metadata
+    (read by deltalake from the log: no Spark job)."""
+    recent = lake.delta_table(table).history(20)
+    return next((c for c in recent if c.get("userMetadata") == user_metadata), recent[0])
+
+
+def _metric(metrics: dict[str, Any], key: str) -> int | None:
+    value = metrics.get(key)
+    return int(value) if value is not None else None
+
+
+class TargetMovedError(TransientError):
+    """Another writer committed to a model's table after an incremental run read it."""
+
+
+def read_appended(
+    spark: SparkSession, lake: Lake, table: str | TableId, increment: Increment, *, model: str, version: int
+) -> DataFrame:
+    """Only the rows ``increment`` appended to ``table`` (its new data files), with the table's
+    schema as of ``version``: Delta's own reader cannot skip files by name."""
+    schema = read_delta(spark, lake, table, model=model, version=version).schema
+    if not increment.files:
+        return spark.createDataFrame([], schema)
+    root = lake.spark_path(str(TableId.parse(table))).rstrip("/")
+    return spark.read.schema(schema).parquet(*(f"{root}/{f}" for f in increment.files))
+
+
+def merge_delta(
+    spark: SparkSession, lake: Lake, table: str | TableId, increment: Increment,
+    merge: Callable[[Any], Any], *, name: str, inputs: ModelInputs,
+) -> SparkModelResult:
+    """Run ``merge(DeltaTable)`` (a ``DeltaMergeBuilder`` with its clauses) as ONE commit that
+    records ``inputs`` and the run id, like ``overwrite_delta``.
+
+    The merge was computed from the table at ``increment.target_version``; if another writer
+    committed since, ``TargetMovedError`` (a conflict: the run starts over).  A commit after this
+    check is Delta's own conflict (``ConcurrentAppendException``...), retried the same way.
+    """
+    from delta.tables import DeltaTable
+
+    tid = TableId.parse(table)
+    path = lake.spark_path(str(tid))
+    head = lake.delta_table(tid).version()
+    if head != increment.target_version:
+        raise TargetMovedError(f"{tid} moved from version {increment.target_version} to {head} during the run")
+    user_metadata = commit_user_metadata(name, inputs)
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, user_metadata)
+    try:
+        merge(DeltaTable.forPath(spark, path).alias("t")).execute()
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
+    last = _our_commit(lake, tid, user_metadata)
+    metrics = last.get("operationMetrics") or {}
+    written = sum(_metric(metrics, k) or 0 for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted"))
+    version = int(last["version"])
+    return SparkModelResult(
+        name=name, table=str(tid), status="success", version=version,
+        rows=lake.delta_table(tid, version=version).count(), rows_written=written, mode="merge",
+        message=f"incremental: {len(increment.files)} new file(s) of {inputs.source} since version {increment.since}",
     )

@@ -9,18 +9,34 @@
   pairs, not images).
 
 The canonical image of a group is the largest (pixels), then lossless PNG over JPEG, then the
-biggest file, then the smallest sha256 - deterministic, whatever order rows arrive in.
+biggest file, then the smallest sha256 - deterministic, whatever order rows arrive in.  The table
+keeps what that choice is made from (width, height, format, size_bytes).
+
+Incremental run (the source only appended images since the table was built): only new contents
+are decoded and compared, against each other and against the stored index (the table's phash
+column, by the same banded join); the groups they join are merged, and only those groups'
+rows are recomputed and merged in by sha256.  Stored images never pair anew among themselves,
+so the groups are the same as a full rebuild's.
 """
 
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pandas as pd  # at runtime: pandas_udf resolves the type hints of _dhash_series
 
 from ingest.lake import Lake
-from transforms.spark.common import ModelInputs, SparkModelResult, overwrite_delta, read_delta
+from transforms.spark.common import (
+    Increment,
+    ModelInputs,
+    SparkModelResult,
+    merge_delta,
+    overwrite_delta,
+    read_appended,
+    read_delta,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -109,8 +125,9 @@ def group_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {x: uf.find(x) for x in list(uf.parent)}
 
 
-def near_duplicate_pairs(hashes: "DataFrame", *, threshold: int) -> "DataFrame":
-    """Pairs (x < y by sha256) of rows whose ``phash_l`` differ in at most ``threshold`` bits.
+def near_duplicate_pairs(hashes: DataFrame, *, threshold: int, other: DataFrame | None = None) -> DataFrame:
+    """Pairs (x < y by sha256) of rows whose ``phash_l`` differ in at most ``threshold`` bits;
+    with ``other``, pairs (x from ``hashes``, y from ``other``) instead.
 
     Only rows sharing one of threshold+1 exact bands are compared (pigeonhole), instead of
     all n^2/2 pairs; bench/bench_spark_dedup.py checks both give the same pairs.
@@ -122,11 +139,14 @@ def near_duplicate_pairs(hashes: "DataFrame", *, threshold: int) -> "DataFrame":
         return F.shiftrightunsigned("phash_l", shift).bitwiseAND(F.lit(mask))
 
     spec = bands(threshold)
-    band_cols = [F.struct(F.lit(i).alias("band"), band_value(s, w).alias("value")) for i, (s, w) in enumerate(spec)]
-    banded = hashes.where(F.col("phash_l").isNotNull()).select(
-        "sha256", "phash_l", F.explode(F.array(*band_cols)).alias("b")
-    ).select("sha256", "phash_l", "b.band", "b.value")
-    a, b = banded.alias("a"), banded.alias("b")
+
+    def banded(frame: DataFrame) -> DataFrame:
+        band_cols = [F.struct(F.lit(i).alias("band"), band_value(s, w).alias("value")) for i, (s, w) in enumerate(spec)]
+        return frame.where(F.col("phash_l").isNotNull()).select(
+            "sha256", "phash_l", F.explode(F.array(*band_cols)).alias("b")
+        ).select("sha256", "phash_l", "b.band", "b.value")
+
+    a, b = banded(hashes).alias("a"), banded(hashes if other is None else other).alias("b")
     xor = F.col("a.phash_l").bitwiseXOR(F.col("b.phash_l"))
     # a pair sharing several bands is kept only on the first one it shares (no distinct() shuffle)
     shared = [
@@ -134,57 +154,56 @@ def near_duplicate_pairs(hashes: "DataFrame", *, threshold: int) -> "DataFrame":
         for i, (s, w) in enumerate(spec)
     ]
     first_shared = F.least(*shared) if len(shared) > 1 else F.lit(0)
+    joined = a.join(b, (F.col("a.band") == F.col("b.band")) & (F.col("a.value") == F.col("b.value")))
+    if other is None:
+        joined = joined.where(F.col("a.sha256") < F.col("b.sha256"))
     return (
-        a.join(b, (F.col("a.band") == F.col("b.band")) & (F.col("a.value") == F.col("b.value")))
-        .where(F.col("a.sha256") < F.col("b.sha256"))
-        .where(F.bit_count(xor) <= threshold)
+        joined.where(F.bit_count(xor) <= threshold)
         .where(F.col("a.band") == first_shared)
         .select(F.col("a.sha256").alias("x"), F.col("b.sha256").alias("y"))
     )
 
 
-def duplicates_frame(spark: "SparkSession", images: "DataFrame", *, threshold: int = DEFAULT_THRESHOLD) -> "DataFrame":
-    """The dedup itself, on any DataFrame with sha256, content, width, height, format, size_bytes."""
-    from pyspark.sql import Window
+def _check_threshold(threshold: int) -> None:
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or not 0 <= threshold < HASH_BITS:
+        raise ValueError(f"threshold must be an integer number of bits in 0..63, got {threshold!r}")
+
+
+def per_content(images: DataFrame) -> DataFrame:
+    """One row per sha256: its bytes, what the canonical choice ranks by, and how many rows had it."""
+    from pyspark.sql import functions as F
+
+    return images.groupBy("sha256").agg(
+        F.first("content", ignorenulls=True).alias("content"),
+        F.max("width").alias("width"),
+        F.max("height").alias("height"),
+        F.first("format", ignorenulls=True).alias("format"),
+        F.max("size_bytes").alias("size_bytes"),
+        F.count(F.lit(1)).alias("exact_copies"),
+    )
+
+
+def with_phash(per_sha: DataFrame) -> DataFrame:
+    """``per_sha`` with its dHash as ``phash_l`` instead of the bytes, decoded once."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    if not isinstance(threshold, int) or isinstance(threshold, bool) or not 0 <= threshold < HASH_BITS:
-        raise ValueError(f"threshold must be an integer number of bits in 0..63, got {threshold!r}")
-    dhash_udf = F.pandas_udf(_dhash_series, T.LongType())
+    dhash_udf = F.pandas_udf(_dhash_series, T.LongType())  # type: ignore[call-overload]  # pyspark's stubs expect type hints this series function takes from pandas
+    return per_sha.withColumn("phash_l", dhash_udf(F.col("content"))).drop("content").localCheckpoint()
 
-    # 1. exact duplicates: one row per content hash, remembering how many bronze rows had it
-    per_sha = (
-        images.groupBy("sha256")
-        .agg(
-            F.first("content", ignorenulls=True).alias("content"),
-            F.max("width").alias("width"),
-            F.max("height").alias("height"),
-            F.first("format", ignorenulls=True).alias("format"),
-            F.max("size_bytes").alias("size_bytes"),
-            F.count(F.lit(1)).alias("exact_copies"),
-        )
-        .withColumn("phash_l", dhash_udf(F.col("content")))
-        .drop("content")
-        .localCheckpoint()  # decode each image once, not once per downstream use
-    )
 
-    # 2. near-duplicate pairs (banded candidates, verified by the full Hamming distance)
-    pairs = near_duplicate_pairs(per_sha, threshold=threshold)
-    groups = group_pairs((r.x, r.y) for r in pairs.toLocalIterator())
-    group_df = spark.createDataFrame(list(groups.items()), "sha256 string, group_id string")
+def grouped_frame(grouped: DataFrame) -> DataFrame:
+    """The table's rows from one row per sha256 with its ``group_id``: canonical, distance."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
 
-    # 3. canonical per group, distance of every member to it
-    with_group = per_sha.join(F.broadcast(group_df), "sha256", "left").withColumn(
-        "group_id", F.coalesce("group_id", "sha256")
-    )
     rank = Window.partitionBy("group_id").orderBy(
         (F.coalesce("width", F.lit(0)).cast("bigint") * F.coalesce("height", F.lit(0)).cast("bigint")).desc(),
         F.when(F.col("format") == "png", 0).otherwise(1),
         F.col("size_bytes").desc_nulls_last(),
         F.col("sha256"),
     )
-    ranked = with_group.withColumn("_rank", F.row_number().over(rank))
+    ranked = grouped.withColumn("_rank", F.row_number().over(rank))
     canon = ranked.where("_rank = 1").select(
         "group_id", F.col("sha256").alias("canonical_sha256"), F.col("phash_l").alias("canon_phash")
     )
@@ -201,25 +220,110 @@ def duplicates_frame(spark: "SparkSession", images: "DataFrame", *, threshold: i
             .alias("distance"),
             (F.col("sha256") == F.col("canonical_sha256")).alias("is_canonical"),
             F.col("exact_copies").cast("int").alias("exact_copies"),
+            "width",
+            "height",
+            "format",
+            "size_bytes",
         )
     )
 
 
+def duplicates_frame(spark: SparkSession, images: DataFrame, *, threshold: int = DEFAULT_THRESHOLD) -> DataFrame:
+    """The dedup itself, on any DataFrame with sha256, content, width, height, format, size_bytes."""
+    from pyspark.sql import functions as F
+
+    _check_threshold(threshold)
+    # 1. exact duplicates: one row per content hash, remembering how many bronze rows had it
+    per_sha = with_phash(per_content(images))
+    # 2. near-duplicate pairs (banded candidates, verified by the full Hamming distance)
+    pairs = near_duplicate_pairs(per_sha, threshold=threshold)
+    groups = group_pairs((r.x, r.y) for r in pairs.toLocalIterator())
+    group_df = spark.createDataFrame(list(groups.items()), "sha256 string, group_id string")
+    # 3. canonical per group, distance of every member to it
+    return grouped_frame(
+        per_sha.join(F.broadcast(group_df), "sha256", "left").withColumn("group_id", F.coalesce("group_id", "sha256"))
+    )
+
+
 def dedup_images(
-    spark: "SparkSession",
+    spark: SparkSession,
     lake: Lake,
     *,
     threshold: int = DEFAULT_THRESHOLD,
     source: str = SOURCE,
     target: str = TARGET,
     inputs: ModelInputs | None = None,
+    increment: Increment | None = None,
 ) -> SparkModelResult:
-    """Rebuild ``silver.image_duplicates`` over the whole of ``bronze.images`` (atomic overwrite).
+    """Rebuild ``silver.image_duplicates`` over the whole of ``bronze.images`` (atomic overwrite),
+    or with an ``increment`` (``transforms.spark.common.increment_since``) merge in what its new
+    images change.
 
     ``inputs`` (from ``transforms.spark.model_inputs``) pins the source version read and is
     recorded in the commit.
     """
     version = inputs.source_version if inputs is not None else None
+    if increment is not None and inputs is not None:
+        return _merge_new_images(spark, lake, increment, inputs, threshold=threshold, source=source, target=target)
     images = read_delta(spark, lake, source, model="dedup_images", version=version)
     out = duplicates_frame(spark, images, threshold=threshold).orderBy("canonical_sha256", "sha256")
     return overwrite_delta(spark, lake, target, out, name="dedup_images", inputs=inputs)
+
+
+def _merge_new_images(
+    spark: SparkSession, lake: Lake, increment: Increment, inputs: ModelInputs, *,
+    threshold: int, source: str, target: str,
+) -> SparkModelResult:
+    from pyspark.sql import functions as F
+
+    _check_threshold(threshold)
+    model = "dedup_images"
+    stored = read_delta(spark, lake, target, model=model, version=increment.target_version).withColumn(
+        "phash_l", F.conv("phash", 16, -10).cast("long")  # the hex back to the signed 64 bits
+    )
+    new = per_content(read_appended(spark, lake, source, increment, model=model, version=inputs.source_version))
+    # contents seen before (re-ingested copies) only count up; only unseen ones are decoded
+    seen = new.drop("content").join(stored.select("sha256"), "sha256").localCheckpoint()
+    unseen = with_phash(new.join(stored.select("sha256"), "sha256", "left_anti"))
+    index = stored.select("sha256", "phash_l")
+    canonical_of = stored.select(F.col("sha256").alias("y"), "canonical_sha256")
+    edges = [(r.x, r.y) for r in near_duplicate_pairs(unseen, threshold=threshold).toLocalIterator()]
+    joins = [  # joining a stored image joins its whole group (named by its canonical)
+        (r.x, r.canonical_sha256)
+        for r in near_duplicate_pairs(unseen, threshold=threshold, other=index).join(canonical_of, "y").toLocalIterator()
+    ]
+    groups = group_pairs(edges + joins)
+    touched = {c for _, c in joins} | {
+        r.canonical_sha256 for r in seen.join(stored.select("sha256", "canonical_sha256"), "sha256").toLocalIterator()
+    }
+    group_df = spark.createDataFrame(
+        [(k, groups.get(k, k)) for k in touched | set(groups)], "key string, group_id string"
+    )
+    copies = seen.select(
+        "sha256", F.col("exact_copies").alias("new_copies"), F.col("width").alias("new_width"),
+        F.col("height").alias("new_height"), F.col("format").alias("new_format"), F.col("size_bytes").alias("new_size"),
+    )
+    members = (
+        stored.join(F.broadcast(group_df.withColumnRenamed("key", "canonical_sha256")), "canonical_sha256")
+        .join(copies, "sha256", "left")
+        .select(
+            "sha256", "group_id", "phash_l",
+            F.greatest("width", "new_width").alias("width"),
+            F.greatest("height", "new_height").alias("height"),
+            F.coalesce("format", "new_format").alias("format"),
+            F.greatest("size_bytes", "new_size").alias("size_bytes"),
+            (F.col("exact_copies") + F.coalesce("new_copies", F.lit(0))).alias("exact_copies"),
+        )
+    )
+    fresh = unseen.join(F.broadcast(group_df.withColumnRenamed("key", "sha256")), "sha256", "left").withColumn(
+        "group_id", F.coalesce("group_id", "sha256")
+    )
+    changes = grouped_frame(members.unionByName(fresh.select(*members.columns)))
+    values = {c: f"s.{c}" for c in changes.columns}
+    return merge_delta(
+        spark, lake, target, increment,
+        lambda t: t.merge(changes.alias("s"), "t.sha256 = s.sha256")
+        .whenMatchedUpdate(set=values)
+        .whenNotMatchedInsert(values=values),
+        name=model, inputs=inputs,
+    )

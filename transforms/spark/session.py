@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ingest.lake import HADOOP_AWS_PACKAGE, Lake
 from ingest.logfile import native_output_to_log
@@ -48,14 +49,14 @@ def spark_session_conf(
 
 
 def build_spark(
-    settings_or_lake: "Settings | Lake",
+    settings_or_lake: Settings | Lake,
     *,
     app_name: str = "lakehouse",
     master: str | None = None,
     s3a: bool | None = None,
     extra_conf: Mapping[str, str] | None = None,
     extra_packages: Sequence[str] = (),
-) -> "SparkSession":
+) -> SparkSession:
     """Get or create the SparkSession for a lake.
 
     ``master`` defaults to ``Settings.spark_master`` (``local[2]`` for a bare Lake); on a cluster
@@ -94,13 +95,13 @@ def build_spark(
         return builder.getOrCreate()
 
 
-def point_at_lake(spark: "SparkSession", lake: Lake) -> "SparkSession":
+def point_at_lake(spark: SparkSession, lake: Lake) -> SparkSession:
     """Re-point a running session's s3a settings at ``lake`` (one JVM, many lakes: tests, notebooks).
 
     Hadoop options are global per JVM; s3a FileSystem instances are cached per bucket, so a fresh
     bucket picks up the new endpoint and credentials.
     """
-    hconf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001 - the documented way
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
     for key, value in lake.spark_conf().items():
         if key.startswith("spark.hadoop."):
             hconf.set(key[len("spark.hadoop.") :], value)
