@@ -311,7 +311,7 @@ def read_bytes(lake: Lake, f: SourceFile, client: Any = None) -> bytes:
         bucket, key = _split_s3(f.uri)
         try:
             return (client or s3_client(lake)).get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - every storage failure becomes one source error
             raise source_error(lake, exc, f.uri) from None
     with open(f.uri, "rb") as fh:
         return fh.read()
@@ -328,7 +328,7 @@ def open_range(
         rng = f"bytes={start}-" + ("" if end is None else str(end - 1))
         try:
             body = (client or s3_client(lake, pool=4)).get_object(Bucket=bucket, Key=key, Range=rng)["Body"]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - every storage failure becomes one source error
             raise source_error(lake, exc, f.uri) from None
         try:
             yield body
@@ -338,7 +338,7 @@ def open_range(
     fh = open(f.uri, "rb")
     try:
         fh.seek(start)
-        yield fh if end is None else _Limited(fh, end - start)  # type: ignore[misc]
+        yield fh if end is None else _Limited(fh, end - start)  # type: ignore[misc]  # _Limited reads like the file it wraps
     finally:
         fh.close()
 

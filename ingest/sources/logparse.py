@@ -136,10 +136,10 @@ def re2_pattern(regex: re.Pattern[str]) -> str | None:
     if regex.flags & ~re.UNICODE:
         return None
     try:
-        from re import _parser as sre_parse  # type: ignore[attr-defined]
+        from re import _parser as sre_parse  # type: ignore[attr-defined]  # the stdlib's regex parser, not in typeshed
 
         parsed = sre_parse.parse(regex.pattern)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a pattern the parser rejects stays on the line-by-line path
         return None
     if not _groups_always_match(list(parsed), optional=False):
         return None
@@ -152,7 +152,7 @@ def re2_pattern(regex: re.Pattern[str]) -> str | None:
 
 
 def _groups_always_match(items: list[Any], *, optional: bool) -> bool:
-    from re import _constants as c  # type: ignore[attr-defined]
+    from re import _constants as c  # type: ignore[attr-defined]  # the stdlib's regex constants, not in typeshed
 
     for op, av in items:
         if op is c.SUBPATTERN:

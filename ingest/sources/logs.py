@@ -189,7 +189,7 @@ class _FileLoader:
             except EOFError:
                 pass  # compressed more than 64x: read on
         with open_range(self.lake, self.f, 0, client=self.client) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-            _discard(gz, start)  # type: ignore[arg-type]
+            _discard(gz, start)  # type: ignore[arg-type]  # GzipFile reads like a binary file
             return _read_exactly(gz, n)
 
     def gzip_size(self) -> int:

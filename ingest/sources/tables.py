@@ -282,7 +282,7 @@ def _preflight(src: DbSource) -> str | None:
                 return None
     except IngestError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - every driver error becomes one source error
         raise _db_error(src, exc) from None
     finally:
         engine.dispose()
@@ -301,7 +301,7 @@ def _sqlalchemy_batches(
     try:
         try:
             result = conn.execution_options(stream_results=True).execute(sa.text(query))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - every driver error becomes one source error
             raise _db_error(src, exc) from None
         names = list(result.keys())
         yielded = False

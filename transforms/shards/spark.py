@@ -135,7 +135,7 @@ def build_with_spark(
 
         def flush() -> pa.RecordBatch:
             rows = pa.Table.from_batches(pending).sort_by(_POS)
-            split, index = slots[current]  # type: ignore[index]
+            split, index = slots[current]  # type: ignore[index]  # current is set before the first flush
             plan = ShardPlan(split=split, index=index)
             # Spark hands over large_string/large_binary: cast back so Parquet schemas match too
             info = write_one(task_fs, root_fs, spec, plan, rows.select(columns).cast(schema))
