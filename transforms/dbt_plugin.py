@@ -229,8 +229,6 @@ class Plugin(BasePlugin):
         """Expose the lake's current silver/gold tables before dbt looks at the catalog."""
         self._conn = conn
         conn.execute("set TimeZone = 'UTC'")
-        # (see configure_cursor; cursors the plugin opens on conn inherit it)
-        conn.execute("set disabled_optimizers = 'join_filter_pushdown'")
         cutoff = late_arrival_cutoff(self.lake)
         literal = "NULL" if cutoff is None else f"'{cutoff.isoformat()}'"
         conn.execute(f"create or replace macro lake_late_cutoff() as {literal}::timestamptz")
@@ -249,9 +247,9 @@ class Plugin(BasePlugin):
 
     def configure_cursor(self, cursor: "duckdb.DuckDBPyConnection") -> None:
         cursor.execute("set TimeZone = 'UTC'")
-        # DuckDB 1.5 can push a join's key set into an Arrow scan as string_view values, which
-        # pyarrow cannot compare with string columns ("no kernel matching (string, string_view)")
-        cursor.execute("set disabled_optimizers = 'join_filter_pushdown'")
+        # DuckDB's join-filter pushdown stays on: it failed only on string_view files, which
+        # pyarrow cannot filter (bench/repro/pyarrow_string_view_filter.py); every dataset the
+        # plugin registers is plain (ingest.lake.plain_dataset)
         with self._datasets_lock:
             datasets = list(self._datasets.items())
         for name, ds in datasets:

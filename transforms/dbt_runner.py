@@ -326,13 +326,13 @@ def run_dbt(
         unit_tests_run=ctx.unit_tests,
         tests_scoped=ctx.scope_tests,
     )
+    if errors:  # a test that could not run is not a test that found bad rows: say why
+        raise TransformFailed(f"dbt failed: {errors[0]}", result)
     if tests.failed:
         raise TransformFailed(
             f"dbt tests failed: {', '.join(tests.failed)} - fix the data or the model, then rerun `ingest transform`",
             result,
         )
-    if errors:
-        raise TransformFailed(f"dbt failed: {errors[0]}", result)
     if not res.success:
         raise TransformFailed(f"dbt build failed: {_one_line(res.exception) or 'see the models above'}", result)
     return result
