@@ -228,7 +228,10 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn: "duckdb.DuckDBPyConnection") -> None:
         """Expose the lake's current silver/gold tables before dbt looks at the catalog."""
         self._conn = conn
+        _snapshot_registered_sources()
         conn.execute("set TimeZone = 'UTC'")
+        # Delta never rewrites a data file in place: footers read once stay true for the run
+        conn.execute("set parquet_metadata_cache = true")
         cutoff = late_arrival_cutoff(self.lake)
         literal = "NULL" if cutoff is None else f"'{cutoff.isoformat()}'"
         conn.execute(f"create or replace macro lake_late_cutoff() as {literal}::timestamptz")
@@ -256,22 +259,32 @@ class Plugin(BasePlugin):
             cursor.register(name, ds)
 
     def _publish(self, name: str, ds: Any) -> None:
-        """Make ``ds`` the dataset cursors opened from now on see under ``name``."""
+        """Make ``ds`` the dataset cursors opened from now on see under ``name`` (None: none)."""
         with self._datasets_lock:
-            self._datasets[name] = ds
+            if ds is None:
+                self._datasets.pop(name, None)
+            else:
+                self._datasets[name] = ds
 
     def _expose(self, tid: TableId, conn: "duckdb.DuckDBPyConnection | None" = None) -> tuple[int, int]:
         """(Re)point the DuckDB view ``layer.name`` at the table's current Delta version;
         returns that version and the table's row count."""
+        from ingest.catalog import parquet_scan
+
         dt = self.lake.delta_table(tid)
         name = dataset_name(tid)
-        ds = plain_dataset(dt.to_pyarrow_dataset())
+        # a local table is read by DuckDB's parquet reader: it prunes row groups by statistics
+        # (incremental models read new rows and the stored rows they touch, not whole tables)
+        # and reads wide columns (image bytes) only for rows that pass the filters
+        scan = parquet_scan(self.lake, dt)
+        ds = plain_dataset(dt.to_pyarrow_dataset()) if scan is None else None
         self._publish(name, ds)
         cur = (conn or self._conn).cursor()  # type: ignore[union-attr]
         try:
-            cur.register(name, ds)
+            if ds is not None:
+                cur.register(name, ds)
             cur.execute(f'create schema if not exists "{tid.layer}"')
-            cur.execute(f'create or replace view "{tid.layer}"."{tid.name}" as select * from "{name}"')
+            cur.execute(f'create or replace view "{tid.layer}"."{tid.name}" as select * from {scan or _quote(name)}')
         finally:
             cur.close()
         return dt.version(), dt.count()
@@ -408,10 +421,11 @@ class Plugin(BasePlugin):
         cur = self._conn.cursor()  # type: ignore[union-attr]
         try:
             cur.register("__lake_keys__", data.select(keys))
-            cur.register("__lake_target__", self.lake.dataset(tid))
             on = " and ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+            # the view of the table as stored (exposed before this write): the keys' range
+            # reaches its scan (join-filter pushdown), so files outside it are not read
             row = cur.execute(
-                f"select exists (select 1 from __lake_target__ t semi join __lake_keys__ s on {on})"
+                f'select exists (select 1 from "{tid.layer}"."{tid.name}" t semi join __lake_keys__ s on {on})'
             ).fetchone()
             return bool(row and row[0])
         finally:
@@ -432,6 +446,25 @@ class Plugin(BasePlugin):
         finally:
             cur.close()
         self._set_scope(f"{tid.layer}__{tid.name}", None, drop=data is None)
+
+
+class _SnapshotDict(dict):
+    """A dict whose ``items()`` is a copy taken at once (under the GIL)."""
+
+    def items(self):  # type: ignore[override]
+        return list(super().items())
+
+
+def _snapshot_registered_sources() -> None:
+    """dbt-duckdb 1.11 re-registers loaded sources on every new cursor by iterating a dict that
+    another thread's source load may grow meanwhile ("dictionary changed size during
+    iteration" with threads > 1): let it iterate a copy."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    env = DuckDBConnectionManager._ENV
+    registered = getattr(env, "_REGISTERED_DF", None)
+    if type(registered) is dict:
+        env._REGISTERED_DF = _SnapshotDict(registered)  # type: ignore[union-attr]
 
 
 def _quote(name: str) -> str:
