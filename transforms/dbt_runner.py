@@ -311,6 +311,11 @@ def run_dbt(
     ``test_all`` runs every test over whole tables (see ``get_where_subquery.sql``).
     """
     t0 = time.monotonic()
+    if not (select or full_refresh or source_versions or test_all):
+        same = unchanged_since_last_run(lake)
+        if same is not None:
+            same.duration_s = round(time.monotonic() - t0, 3)
+            return same
     with _DBT_LOCK:  # dbt and dbt-duckdb keep process-wide state: one invocation at a time
         res, ctx = _invoke(lake, select, full_refresh, source_versions, progress, test_all)
     results = list(getattr(res.result, "results", None) or [])
@@ -336,6 +341,42 @@ def run_dbt(
     if not res.success:
         raise TransformFailed(f"dbt build failed: {_one_line(res.exception) or 'see the models above'}", result)
     return result
+
+
+def unchanged_since_last_run(lake: Lake) -> TransformResult | None:
+    """The result of a dbt run that would find nothing to do, without running dbt (its per-node
+    compile and bookkeeping cost ~2 s for this project), or None when dbt must run.
+
+    Nothing to do: the last whole-project run passed (``last_tested_run``), the project is the
+    one it ran, no source it read has a newer Delta version and no model table a version other
+    than the one it left.  Its data tests then would read nothing new and its unit tests do not
+    rerun; a failed run since, --full-refresh, --test-all, --select or pinned sources run dbt.
+    """
+    from transforms import dbt_plugin
+
+    last = dbt_plugin.last_tested_run(lake)
+    if not last or last.get("project_sha") != project_fingerprint():
+        return None
+    sources = _versions(last.get("sources"))
+    models = [m for m in last.get("models") or [] if isinstance(m, dict) and m.get("kind") == "dbt"]
+    tables = {m["table"]: m.get("version") for m in models if m.get("table")}
+    if not sources or not tables or any(v is None for v in tables.values()):
+        return None
+    try:
+        for table, version in [*sources.items(), *tables.items()]:
+            if not lake.table_exists(table) or lake.delta_table(table).version() != version:
+                return None
+    except IngestError:
+        return None
+    return TransformResult(
+        ok=True,
+        models=[ModelResult(**{**m, "status": "skipped", "rows_written": 0, "seconds": 0.0,
+                               "message": "nothing new since the last run"}) for m in models],
+        sources=sources,
+        project_sha=last["project_sha"],
+        unit_tests_run=False,
+        tests_scoped=True,
+    )
 
 
 def _invoke(

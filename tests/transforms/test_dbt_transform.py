@@ -506,3 +506,48 @@ def test_every_model_built_incrementally_equals_a_full_refresh(local_lake: Lake)
     build(local_lake, full_refresh=True)
     for table, key in MODEL_KEYS.items():
         assert gold(local_lake, table, key) == after[table], table
+
+
+def test_a_data_test_that_cannot_run_is_an_error_with_its_reason_not_a_failure(local_lake: Lake) -> None:
+    """A test that errors (here: its column is gone from the stored table) found no bad rows;
+    the message says what went wrong instead of calling it a failed test (issue 16: a pyarrow
+    kernel error read as a wrong `unique` result for a while)."""
+    build_bronze(local_lake)
+    build(local_lake)
+    events = local_lake.delta_table("silver.events").to_pyarrow_table().drop_columns(["event_at"])
+    write_batch(local_lake, "silver.events", events, mode="overwrite")
+
+    with pytest.raises(TransformFailed) as err:
+        build(local_lake, test_all=True)
+    message = str(err.value)
+    assert message.startswith("dbt failed: test not_null_int_events_deduplicated_event_at: ")
+    assert "event_at" in message.split(": ", 2)[2] and "tests failed" not in message
+    assert "not_null_int_events_deduplicated_event_at" in err.value.result.tests.failed
+
+
+def test_a_run_with_nothing_new_does_not_start_dbt(local_lake: Lake, monkeypatch) -> None:
+    """No source moved, no model table changed, same project: the last run's result stands
+    (dbt's fixed per-node cost is most of a no-op run).  Anything that moved runs dbt again."""
+    from dbt.cli.main import dbtRunner
+
+    build_bronze(local_lake)
+    first = build(local_lake)
+    calls: list[str] = []
+    real = dbtRunner.invoke
+    monkeypatch.setattr(dbtRunner, "invoke", lambda self, args, **kw: calls.append(args[0]) or real(self, args, **kw))
+
+    noop = build(local_lake)
+    assert calls == [] and noop.ok
+    assert {m.table: (m.status, m.version, m.rows_written) for m in noop.models if m.table} == {
+        m.table: ("skipped", m.version, 0) for m in first.models if m.table}
+    assert build(local_lake).models[0].status == "skipped"  # a skipped run is a tested run too
+
+    # a model table written behind dbt's back, new source rows, --test-all: dbt runs
+    write_batch(local_lake, "gold.daily_activity", local_lake.delta_table("gold.daily_activity").to_pyarrow_table(),
+                mode="overwrite")
+    assert build(local_lake).models[0].status != "skipped" and calls == ["build"]
+    assert build(local_lake).models[0].status == "skipped"
+    make_events(local_lake, event_rows(range(3, 4), prefix="b", day=1), loaded=T0 + timedelta(days=1))
+    assert build(local_lake).models[0].status != "skipped"
+    build(local_lake, test_all=True)
+    assert calls == ["build"] * 3
