@@ -66,7 +66,10 @@ def parquet_scan(lake: Lake, dt) -> str | None:
     if not files:
         return None
     file_list = ", ".join(_sql_str(f.removeprefix("file://")) for f in files)
-    return f"read_parquet([{file_list}], hive_partitioning = true, union_by_name = true)"
+    # partition values live in the file paths; without partitions a `key=value` directory
+    # above the lake must not become a column
+    hive = "true" if dt.metadata().partition_columns else "false"
+    return f"read_parquet([{file_list}], hive_partitioning = {hive}, union_by_name = true)"
 
 
 def export_catalog(

@@ -551,3 +551,19 @@ def test_a_run_with_nothing_new_does_not_start_dbt(local_lake: Lake, monkeypatch
     assert build(local_lake).models[0].status != "skipped"
     build(local_lake, test_all=True)
     assert calls == ["build"] * 3
+
+
+def test_a_lake_under_a_key_value_directory_gains_no_column(tmp_path) -> None:
+    """DuckDB's parquet views (catalog export, the dbt plugin) read `env=prod/` in a lake's
+    path as a hive partition unless the table is partitioned."""
+    from ingest.catalog import export_catalog
+
+    root = tmp_path / "env=prod" / "lake"
+    root.mkdir(parents=True)
+    lake = Lake(str(root))
+    make_events(lake, event_rows(range(1, 3), prefix="a"), loaded=T0)
+    export_catalog(lake, tmp_path / "c.duckdb", tables=["bronze.events"])
+    con = duckdb.connect(str(tmp_path / "c.duckdb"), read_only=True)
+    columns = [r[0] for r in con.execute("describe bronze.events").fetchall()]
+    con.close()
+    assert columns == lake.delta_table("bronze.events").schema().to_arrow().names
