@@ -421,6 +421,10 @@ class Plugin(BasePlugin):
         cur = self._conn.cursor()  # type: ignore[union-attr]
         try:
             cur.register("__lake_keys__", data.select(keys))
+            with self._datasets_lock:
+                ds = self._datasets.get(dataset_name(tid))
+            if ds is not None:  # an Arrow-backed view (S3) needs its dataset on this cursor
+                cur.register(dataset_name(tid), ds)
             on = " and ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
             # the view of the table as stored (exposed before this write): the keys' range
             # reaches its scan (join-filter pushdown), so files outside it are not read
