@@ -86,7 +86,7 @@ def configure(
 ) -> RunContext:
     """Set the lake (and source pins) for the next dbt invocation; returns the fresh context.
 
-    ``tested_sources`` (the ``sources`` of :func:`last_tested_run`) turns on scoped data tests.
+    ``tested_sources`` (the ``sources`` of ``transforms.dbt_runner.last_tested_run``) turns on scoped data tests.
     """
     from ingest.runlog import current_run_id
 
@@ -137,36 +137,6 @@ def late_arrival_cutoff(lake: Lake) -> "datetime | None":
 
 
 INGEST_COMMANDS = ("images", "logs", "tables")
-
-
-def last_tested_run(lake: Lake) -> "dict[str, Any] | None":
-    """The details of the latest successful whole-project transform (its ``sources`` versions
-    and ``project_sha``), or None when there is none or a transform failed since (then every
-    data test reads whole tables).
-
-    Rows a failing run wrote stay in the lake; scoping the next run's tests to its own changes
-    would let them pass unseen.
-    """
-    import json
-
-    from ingest.runlog import RUNS_TABLE
-
-    if not lake.table_exists(RUNS_TABLE):
-        return None
-    runs = [r for r in lake.delta_table(RUNS_TABLE).to_pyarrow_table(
-        columns=["command", "status", "started_at", "target", "details"]
-    ).to_pylist() if r["command"] == "transform"]
-    whole = [r for r in runs if r["target"] == "all" and r["status"] == "success"]
-    if not whole:
-        return None
-    last = max(whole, key=lambda r: r["started_at"])
-    if any(r["status"] == "failed" and r["started_at"] > last["started_at"] for r in runs):
-        return None  # a --select run counts too
-    try:
-        details = json.loads(last["details"] or "{}")
-    except ValueError:
-        return {}
-    return details if isinstance(details, dict) else {}
 
 
 def rows_loaded_since(dt: Any, before: Any, *, column: str) -> "str | None":
