@@ -343,7 +343,7 @@ def run_dbt(
     return result
 
 
-def last_tested_run(lake: Lake) -> "dict[str, Any] | None":
+def last_tested_run(lake: Lake) -> dict[str, Any] | None:
     """The details of the latest successful whole-project transform (its ``sources`` versions
     and ``project_sha``), or None when there is none or a transform failed since (then every
     data test reads whole tables).
