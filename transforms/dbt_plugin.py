@@ -438,7 +438,7 @@ def _snapshot_registered_sources() -> None:
     env = DuckDBConnectionManager._ENV
     registered = getattr(env, "_REGISTERED_DF", None)
     if type(registered) is dict:
-        env._REGISTERED_DF = _SnapshotDict(registered)  # type: ignore[union-attr]
+        env._REGISTERED_DF = _SnapshotDict(registered)  # type: ignore[union-attr,attr-defined]
 
 
 def _quote(name: str) -> str:
