@@ -55,6 +55,23 @@ def _needs_copy(dt) -> bool:
     return bool(features & _UNSUPPORTED_FEATURES)
 
 
+def parquet_scan(lake: Lake, dt) -> str | None:
+    """``read_parquet([...])`` over the data files of ``dt``'s version, for DuckDB's own parquet
+    reader (row-group pruning by statistics, filters evaluated before other columns are read);
+    None when it cannot read the table: an S3 lake (no httpfs offline), no files, or Delta
+    features parquet alone cannot honour (deletion vectors, column mapping)."""
+    if lake.is_s3 or _needs_copy(dt):
+        return None
+    files = dt.file_uris()
+    if not files:
+        return None
+    file_list = ", ".join(_sql_str(f.removeprefix("file://")) for f in files)
+    # partition values live in the file paths; without partitions a `key=value` directory
+    # above the lake must not become a column
+    hive = "true" if dt.metadata().partition_columns else "false"
+    return f"read_parquet([{file_list}], hive_partitioning = {hive}, union_by_name = true)"
+
+
 def export_catalog(
     lake: Lake,
     dest: str | os.PathLike[str],
@@ -87,13 +104,10 @@ def export_catalog(
             con.execute(f'create schema if not exists "{tid.layer}"')
             target = f'"{tid.layer}"."{tid.name}"'
             files = dt.file_uris()
-            kind: ExportKind = "table" if (materialize or lake.is_s3 or _needs_copy(dt)) else "view"
-            if kind == "view" and files:
-                file_list = ", ".join(_sql_str(f.removeprefix("file://")) for f in files)
-                con.execute(
-                    f"create view {target} as select * from read_parquet([{file_list}], "
-                    "hive_partitioning = true, union_by_name = true)"
-                )
+            scan = None if materialize else parquet_scan(lake, dt)
+            kind: ExportKind = "table" if scan is None else "view"
+            if scan is not None:
+                con.execute(f"create view {target} as select * from {scan}")
             else:
                 # copied rows (or an empty table with the right columns)
                 kind = "table"

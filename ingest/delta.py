@@ -282,7 +282,7 @@ def merge_batch(
         if done is not None and batch_version is not None and done >= batch_version:
             return WriteResult(str(tid), dt.version(), True, 0)
     data = conform(lake, tid, data)
-    predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
+    predicate = " AND ".join([f't."{k}" = s."{k}"' for k in keys] + _key_range(data, keys))
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),
         app_transactions=[Transaction(app_id, batch_version)]
@@ -307,6 +307,28 @@ def merge_batch(
         raise _storage_failure(lake, exc, tid) from None
     plain_files(lake, tid, dt.version(), metadata=metadata)
     return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)
+
+
+def _key_range(data: pa.Table, keys: list[str]) -> list[str]:
+    """Literal bounds on the target's keys, from the source's: delta-rs 1.6 otherwise reads the
+    key column of every file of the target to find the matches (its merge cost grew with the
+    table, 3.5 s of CPU at 5M rows for 20k source rows); with them it skips files by their
+    statistics.  Integer and string keys only (literals whose SQL form is exact)."""
+    import pyarrow.compute as pc
+
+    bounds = []
+    for k in keys:
+        col = data.column(k)
+        if not (pa.types.is_integer(col.type) or pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        lo_hi = pc.min_max(col)
+        lo, hi = lo_hi["min"].as_py(), lo_hi["max"].as_py()
+        if lo is None:
+            continue
+        if isinstance(lo, str):
+            lo, hi = "'" + lo.replace("'", "''") + "'", "'" + hi.replace("'", "''") + "'"
+        bounds += [f't."{k}" >= {lo}', f't."{k}" <= {hi}']
+    return bounds
 
 
 def delete_rows(lake: Lake, table: str | TableId, predicate: str) -> None:

@@ -49,3 +49,17 @@ def test_merge_and_delete_leave_plain_files_with_the_same_rows(local_lake: Lake)
     delete_rows(local_lake, "silver.m", "id = 1")
     assert file_types(local_lake, "silver.m") == {"int64", "string", "binary"}
     assert local_lake.dataset("silver.m").to_table(filter=pads.field("place") == "Oslo").num_rows == 2
+
+
+def test_merge_bounded_by_the_source_key_range_updates_and_inserts_exactly(local_lake: Lake) -> None:
+    """merge_batch adds the source's key range to the merge predicate (file skipping): keys at
+    both ends of the range, outside the stored ones, and quoted strings still merge right."""
+    keys = ["a'1", "b", "c", "d"]
+    write_batch(local_lake, "silver.k", pa.table({"k": keys, "n": pa.array([1, 2, 3, 4], pa.int64())}))
+    write_batch(local_lake, "silver.k", pa.table({"k": ["x", "y"], "n": pa.array([5, 6], pa.int64())}))
+    merge_batch(local_lake, "silver.k", pa.table({"k": ["a'1", "c", "zz"], "n": pa.array([10, 30, 70], pa.int64())}),
+                keys=["k"])
+    got = {r["k"]: r["n"] for r in local_lake.delta_table("silver.k").to_pyarrow_table().to_pylist()}
+    assert got == {"a'1": 10, "b": 2, "c": 30, "d": 4, "x": 5, "y": 6, "zz": 70}
+    merge_batch(local_lake, "silver.k", pa.table({"k": ["y"], "n": pa.array([60], pa.int64())}), keys=["k"])
+    assert local_lake.delta_table("silver.k").to_pyarrow_table().num_rows == 7

@@ -86,7 +86,7 @@ def configure(
 ) -> RunContext:
     """Set the lake (and source pins) for the next dbt invocation; returns the fresh context.
 
-    ``tested_sources`` (the ``sources`` of :func:`last_tested_run`) turns on scoped data tests.
+    ``tested_sources`` (the ``sources`` of ``transforms.dbt_runner.last_tested_run``) turns on scoped data tests.
     """
     from ingest.runlog import current_run_id
 
@@ -133,36 +133,6 @@ def late_arrival_cutoff(lake: Lake) -> datetime | None:
 
 
 INGEST_COMMANDS = ("images", "logs", "tables")
-
-
-def last_tested_run(lake: Lake) -> dict[str, Any] | None:
-    """The details of the latest successful whole-project transform (its ``sources`` versions
-    and ``project_sha``), or None when there is none or a transform failed since (then every
-    data test reads whole tables).
-
-    Rows a failing run wrote stay in the lake; scoping the next run's tests to its own changes
-    would let them pass unseen.
-    """
-    import json
-
-    from ingest.runlog import RUNS_TABLE
-
-    if not lake.table_exists(RUNS_TABLE):
-        return None
-    runs = [r for r in lake.delta_table(RUNS_TABLE).to_pyarrow_table(
-        columns=["command", "status", "started_at", "target", "details"]
-    ).to_pylist() if r["command"] == "transform"]
-    whole = [r for r in runs if r["target"] == "all" and r["status"] == "success"]
-    if not whole:
-        return None
-    last = max(whole, key=lambda r: r["started_at"])
-    if any(r["status"] == "failed" and r["started_at"] > last["started_at"] for r in runs):
-        return None  # a --select run counts too
-    try:
-        details = json.loads(last["details"] or "{}")
-    except ValueError:
-        return {}
-    return details if isinstance(details, dict) else {}
 
 
 def rows_loaded_since(dt: Any, before: Any, *, column: str) -> str | None:
@@ -224,9 +194,10 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Expose the lake's current silver/gold tables before dbt looks at the catalog."""
         self._conn = conn
+        _snapshot_registered_sources()
         conn.execute("set TimeZone = 'UTC'")
-        # (see configure_cursor; cursors the plugin opens on conn inherit it)
-        conn.execute("set disabled_optimizers = 'join_filter_pushdown'")
+        # Delta never rewrites a data file in place: footers read once stay true for the run
+        conn.execute("set parquet_metadata_cache = true")
         cutoff = late_arrival_cutoff(self.lake)
         literal = "NULL" if cutoff is None else f"'{cutoff.isoformat()}'"
         conn.execute(f"create or replace macro lake_late_cutoff() as {literal}::timestamptz")
@@ -245,31 +216,41 @@ class Plugin(BasePlugin):
 
     def configure_cursor(self, cursor: duckdb.DuckDBPyConnection) -> None:
         cursor.execute("set TimeZone = 'UTC'")
-        # DuckDB 1.5 can push a join's key set into an Arrow scan as string_view values, which
-        # pyarrow cannot compare with string columns ("no kernel matching (string, string_view)")
-        cursor.execute("set disabled_optimizers = 'join_filter_pushdown'")
+        # DuckDB's join-filter pushdown stays on: it failed only on string_view files, which
+        # pyarrow cannot filter (bench/repro/pyarrow_string_view_filter.py); every dataset the
+        # plugin registers is plain (ingest.lake.plain_dataset)
         with self._datasets_lock:
             datasets = list(self._datasets.items())
         for name, ds in datasets:
             cursor.register(name, ds)
 
     def _publish(self, name: str, ds: Any) -> None:
-        """Make ``ds`` the dataset cursors opened from now on see under ``name``."""
+        """Make ``ds`` the dataset cursors opened from now on see under ``name`` (None: none)."""
         with self._datasets_lock:
-            self._datasets[name] = ds
+            if ds is None:
+                self._datasets.pop(name, None)
+            else:
+                self._datasets[name] = ds
 
     def _expose(self, tid: TableId, conn: duckdb.DuckDBPyConnection | None = None) -> tuple[int, int]:
         """(Re)point the DuckDB view ``layer.name`` at the table's current Delta version;
         returns that version and the table's row count."""
+        from ingest.catalog import parquet_scan
+
         dt = self.lake.delta_table(tid)
         name = dataset_name(tid)
-        ds = plain_dataset(dt.to_pyarrow_dataset())
+        # a local table is read by DuckDB's parquet reader: it prunes row groups by statistics
+        # (incremental models read new rows and the stored rows they touch, not whole tables)
+        # and reads wide columns (image bytes) only for rows that pass the filters
+        scan = parquet_scan(self.lake, dt)
+        ds = plain_dataset(dt.to_pyarrow_dataset()) if scan is None else None
         self._publish(name, ds)
         cur = (conn or self._conn).cursor()  # type: ignore[union-attr]  # set by open() before dbt calls any method
         try:
-            cur.register(name, ds)
+            if ds is not None:
+                cur.register(name, ds)
             cur.execute(f'create schema if not exists "{tid.layer}"')
-            cur.execute(f'create or replace view "{tid.layer}"."{tid.name}" as select * from "{name}"')
+            cur.execute(f'create or replace view "{tid.layer}"."{tid.name}" as select * from {scan or _quote(name)}')
         finally:
             cur.close()
         return dt.version(), dt.count()
@@ -405,10 +386,15 @@ class Plugin(BasePlugin):
         cur = self._conn.cursor()  # type: ignore[union-attr]  # set by open() before dbt calls any method
         try:
             cur.register("__lake_keys__", data.select(keys))
-            cur.register("__lake_target__", self.lake.dataset(tid))
+            with self._datasets_lock:
+                ds = self._datasets.get(dataset_name(tid))
+            if ds is not None:  # an Arrow-backed view (S3) needs its dataset on this cursor
+                cur.register(dataset_name(tid), ds)
             on = " and ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+            # the view of the table as stored (exposed before this write): the keys' range
+            # reaches its scan (join-filter pushdown), so files outside it are not read
             row = cur.execute(
-                f"select exists (select 1 from __lake_target__ t semi join __lake_keys__ s on {on})"
+                f'select exists (select 1 from "{tid.layer}"."{tid.name}" t semi join __lake_keys__ s on {on})'
             ).fetchone()
             return bool(row and row[0])
         finally:
@@ -429,6 +415,25 @@ class Plugin(BasePlugin):
         finally:
             cur.close()
         self._set_scope(f"{tid.layer}__{tid.name}", None, drop=data is None)
+
+
+class _SnapshotDict(dict):
+    """A dict whose ``items()`` is a copy taken at once (under the GIL)."""
+
+    def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]  # a list, not a view: the copy is the point
+        return list(super().items())
+
+
+def _snapshot_registered_sources() -> None:
+    """dbt-duckdb 1.11 re-registers loaded sources on every new cursor by iterating a dict that
+    another thread's source load may grow meanwhile ("dictionary changed size during
+    iteration" with threads > 1): let it iterate a copy."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    env = DuckDBConnectionManager._ENV
+    registered = getattr(env, "_REGISTERED_DF", None)
+    if type(registered) is dict:
+        env._REGISTERED_DF = _SnapshotDict(registered)  # type: ignore[attr-defined]  # dbt-duckdb's private registry of loaded sources
 
 
 def _quote(name: str) -> str:

@@ -465,3 +465,105 @@ def test_unique_fails_on_an_old_key_repeated_by_an_incremental_run(local_lake: L
     assert "unique_int_events_deduplicated_event_id" in str(err.value)
     ids = local_lake.delta_table("silver.events").to_pyarrow_table(columns=["event_id"])["event_id"].to_pylist()
     assert ids.count("a-3-0") == 2  # the broken model did store it twice: the test is what caught it
+
+
+MODEL_KEYS = {
+    "silver.events": "event_id", "silver.photos": "photo_id", "silver.images": "image_file",
+    "gold.photo_features": "photo_id", "gold.daily_activity": "activity_date",
+}
+
+
+def test_every_model_built_incrementally_equals_a_full_refresh(local_lake: Lake) -> None:
+    """Each way an incremental model takes a row (photo_features: a new image, an image looked
+    up for an edited photo, the image stored with an unchanged photo) gives what a full
+    refresh computes from the same bronze tables, for every dbt model, column for column."""
+    from ingest.sources.images import IMAGES_SCHEMA
+
+    events = build_bronze(local_lake)
+    build(local_lake)
+    loaded = T0 + timedelta(days=1)
+    make_photos(local_lake, range(13, 15), loaded=loaded)  # 14's image never arrives
+    make_images(local_lake, range(13, 14), loaded=loaded)
+    make_photos(local_lake, range(7, 8), loaded=loaded, title="renamed")  # same, older image
+    photos = local_lake.delta_table("bronze.photos").to_pyarrow_table()
+    edit = [{**r, "image_file": "photo_00001.png", "_ingested_at": loaded}  # now names 1's image
+            for r in photos.to_pylist() if r["photo_id"] == 2]
+    write_batch(local_lake, "bronze.photos", pa.Table.from_pylist(edit, schema=photos.schema))
+    write_batch(local_lake, "bronze.images", pa.Table.from_pylist([{  # photo 4's file, new content
+        "source_uri": "file:///data/images/photo_00004.png", "sha256": "f" * 64, "size_bytes": 3, "format": "png",
+        "width": 1, "height": 1, "source_mtime": T0, "ingest_run_id": "r", "ingested_at": loaded, "content": b"new",
+    }], schema=IMAGES_SCHEMA))
+    make_events(local_lake, event_rows(range(6, 7), prefix="b", day=1) + event_rows(range(13, 15), prefix="b", day=1)
+                + [events[0]], loaded=loaded)  # new activity on 6 (row unchanged), a re-shipped event
+
+    incremental = build(local_lake)
+    assert {m.table: m.mode for m in incremental.models if m.table}["gold.photo_features"] == "merge"
+    after = {t: gold(local_lake, t, key) for t, key in MODEL_KEYS.items()}
+    by_photo = {r["photo_id"]: r for r in after["gold.photo_features"]}
+    assert by_photo[4]["image"] == b"new" and by_photo[2]["image_sha256"] == by_photo[1]["image_sha256"]
+    assert by_photo[14]["image"] is None and by_photo[6]["image"] == bytes([6]) * 16
+
+    build(local_lake, full_refresh=True)
+    for table, key in MODEL_KEYS.items():
+        assert gold(local_lake, table, key) == after[table], table
+
+
+def test_a_data_test_that_cannot_run_is_an_error_with_its_reason_not_a_failure(local_lake: Lake) -> None:
+    """A test that errors (here: its column is gone from the stored table) found no bad rows;
+    the message says what went wrong instead of calling it a failed test (issue 16: a pyarrow
+    kernel error read as a wrong `unique` result for a while)."""
+    build_bronze(local_lake)
+    build(local_lake)
+    events = local_lake.delta_table("silver.events").to_pyarrow_table().drop_columns(["event_at"])
+    write_batch(local_lake, "silver.events", events, mode="overwrite")
+
+    with pytest.raises(TransformFailed) as err:
+        build(local_lake, test_all=True)
+    message = str(err.value)
+    assert message.startswith("dbt failed: test not_null_int_events_deduplicated_event_at: ")
+    assert "event_at" in message.split(": ", 2)[2] and "tests failed" not in message
+    assert "not_null_int_events_deduplicated_event_at" in err.value.result.tests.failed
+
+
+def test_a_run_with_nothing_new_does_not_start_dbt(local_lake: Lake, monkeypatch) -> None:
+    """No source moved, no model table changed, same project: the last run's result stands
+    (dbt's fixed per-node cost is most of a no-op run).  Anything that moved runs dbt again."""
+    from dbt.cli.main import dbtRunner
+
+    build_bronze(local_lake)
+    first = build(local_lake)
+    calls: list[str] = []
+    real = dbtRunner.invoke
+    monkeypatch.setattr(dbtRunner, "invoke", lambda self, args, **kw: calls.append(args[0]) or real(self, args, **kw))
+
+    noop = build(local_lake)
+    assert calls == [] and noop.ok
+    assert {m.table: (m.status, m.version, m.rows_written) for m in noop.models if m.table} == {
+        m.table: ("skipped", m.version, 0) for m in first.models if m.table}
+    assert build(local_lake).models[0].status == "skipped"  # a skipped run is a tested run too
+
+    # a model table written behind dbt's back, new source rows, --test-all: dbt runs
+    write_batch(local_lake, "gold.daily_activity", local_lake.delta_table("gold.daily_activity").to_pyarrow_table(),
+                mode="overwrite")
+    assert build(local_lake).models[0].status != "skipped" and calls == ["build"]
+    assert build(local_lake).models[0].status == "skipped"
+    make_events(local_lake, event_rows(range(3, 4), prefix="b", day=1), loaded=T0 + timedelta(days=1))
+    assert build(local_lake).models[0].status != "skipped"
+    build(local_lake, test_all=True)
+    assert calls == ["build"] * 3
+
+
+def test_a_lake_under_a_key_value_directory_gains_no_column(tmp_path) -> None:
+    """DuckDB's parquet views (catalog export, the dbt plugin) read `env=prod/` in a lake's
+    path as a hive partition unless the table is partitioned."""
+    from ingest.catalog import export_catalog
+
+    root = tmp_path / "env=prod" / "lake"
+    root.mkdir(parents=True)
+    lake = Lake(str(root))
+    make_events(lake, event_rows(range(1, 3), prefix="a"), loaded=T0)
+    export_catalog(lake, tmp_path / "c.duckdb", tables=["bronze.events"])
+    con = duckdb.connect(str(tmp_path / "c.duckdb"), read_only=True)
+    columns = [r[0] for r in con.execute("describe bronze.events").fetchall()]
+    con.close()
+    assert columns == lake.delta_table("bronze.events").schema().to_arrow().names

@@ -17,9 +17,15 @@ events as (
 ),
 
 {% if is_incremental() %}
+{% set loaded_until = lake_watermark('ingested_at') %}
 already_loaded as (
 
+    -- the stored ids among the new rows' ids only: their range reaches the scan of the stored
+    -- table (join-filter pushdown) instead of every stored id being hashed
     select event_id from {{ this }}
+    where event_id in (
+        select event_id from {{ ref('stg_bronze__events') }} where ingested_at > {{ loaded_until }}
+    )
 
 ),
 {% endif %}
@@ -28,7 +34,7 @@ new_events as (
 
     select * from events
     {% if is_incremental() %}
-    where ingested_at > {{ lake_watermark('ingested_at') }}
+    where ingested_at > {{ loaded_until }}
       and event_id not in (select event_id from already_loaded)
     {% endif %}
 

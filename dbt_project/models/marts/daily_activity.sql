@@ -18,7 +18,8 @@ events as (
 changed_days as (
 
     -- days that received events since the last run are recomputed whole
-    select distinct event_date from events
+    -- (its own read of the table, not the `events` CTE: a CTE read twice is materialized whole)
+    select distinct event_date from {{ ref('int_events_deduplicated') }}
     where ingested_at > {{ lake_watermark('source_ingested_at') }}
 
 ),
