@@ -609,42 +609,6 @@ def row_json(row: dict[str, Any]) -> bytes:
     return json.dumps(row, default=default, sort_keys=True).encode()
 
 
-# -- progress ----------------------------------------------------------------------------------
-class _NoProgress:
-    def advance(self, n: float = 1) -> None:
-        pass
-
-    def total(self, n: float | None) -> None:
-        pass
-
-
-class _RichProgress:
-    def __init__(self, progress: Any, task: Any) -> None:
-        self._p, self._t = progress, task
-
-    def advance(self, n: float = 1) -> None:
-        self._p.advance(self._t, n)
-
-    def total(self, n: float | None) -> None:
-        self._p.update(self._t, total=n)
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool, description: str, total: float | None = None) -> Iterator[Any]:
-    """A rich progress bar on stderr when ``enabled`` (a terminal, not --json); otherwise nothing."""
-    if not enabled:
-        yield _NoProgress()
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as p:
-        yield _RichProgress(p, p.add_task(description, total=total))
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

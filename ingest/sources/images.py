@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from ingest.delta import write_batch
 from ingest.lake import Lake, TableId, ingest_target
+from ingest.progress import progress_bar
 from ingest.runlog import track
 from ingest.sources import (
     Bad,
@@ -46,7 +47,6 @@ from ingest.sources import (
     is_s3,
     list_source,
     next_sequence,
-    progress_bar,
     quarantine_table,
     read_bytes,
     s3_client,

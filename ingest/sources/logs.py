@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from ingest.delta import write_batch
 from ingest.errors import ConfigError
 from ingest.lake import Lake, TableId, ingest_target
+from ingest.progress import progress_bar
 from ingest.runlog import track
 from ingest.sources import (
     Bad,
@@ -39,7 +40,6 @@ from ingest.sources import (
     list_source,
     logparse,
     open_range,
-    progress_bar,
     quarantine_table,
     s3_client,
     utcnow,
@@ -96,12 +96,15 @@ def ingest_logs(
         files = list_source(lake, src)
         files = partition.select(files) if partition else files
         client = s3_client(lake, pool=4) if is_s3(src) else None  # one for every small read
-        with progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files)) as bar:
-            for f in files:
+        with progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files), unit="bytes") as bar:
+            for i, f in enumerate(files, start=1):
                 reader = _FileLoader(
                     lake, tid, f, regex=regex, run_id=run.run_id, totals=totals, bar=bar, client=client
                 )
+                reader.where = f"file {i}/{len(files)}"
+                reader.show_lines()
                 with_commit_retry(reader.load)
+            bar.note(f"{len(files)} files · {totals.rows + totals.quarantined:,} lines")
         run.details = {"format": format, "files": totals.files, "notes": totals.notes}
         result = totals.finish(lake, tid, run)
         result.notes = totals.notes
@@ -123,6 +126,12 @@ class _FileLoader:
         self.batch_bytes = env_int("INGEST_LOG_BATCH_BYTES", 64 << 20)
         self.rows = self.quarantined = 0  # over every attempt (a conflict re-runs ``load``)
         self.first_start: int | None = None
+
+    where = ""  # "file 3/10": set by the loop over files, shown beside the bar
+
+    def show_lines(self) -> None:
+        """The bar counts bytes (for its ETA); people read files and lines beside it."""
+        self.bar.note(f"{self.where} · {self.totals.rows + self.totals.quarantined:,} lines")
 
     def load(self) -> None:
         head = self.read_content(0, FINGERPRINT_BYTES)
@@ -161,6 +170,7 @@ class _FileLoader:
                 line_no += len(batch)
                 self.rows, self.quarantined = self.rows + r, self.quarantined + q
                 self.bar.advance(counted.n - last_bar)
+                self.show_lines()
                 last_bar = counted.n
             self.bar.advance(counted.n - last_bar)
         if batches.partial:

@@ -32,6 +32,7 @@ import pyarrow.dataset as pads
 from ingest.delta import CREATE_RETRIES, lake_schema, merge_batch, write_batch
 from ingest.errors import ConfigError, IngestError, SourceError
 from ingest.lake import Lake, TableId, ingest_target, plain_dataset, redact
+from ingest.progress import progress_bar
 from ingest.runlog import track
 from ingest.sources import (
     Bad,
@@ -43,7 +44,6 @@ from ingest.sources import (
     fit_rows,
     fit_table,
     next_sequence,
-    progress_bar,
     quarantine_table,
     row_json,
     utcnow,

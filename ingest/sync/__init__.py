@@ -6,7 +6,7 @@ is hashed while it streams to a temporary name and only a verified file is renam
 
 Modules, each one job: ``manifest`` (the schema ``ingest shards`` writes; standard library only),
 ``plan`` (safe paths, ranks, splits), ``sources`` (local directory, S3), ``state`` (DEST
-bookkeeping), ``transfer`` (the verified copy), ``progress`` (the terminal bar).  This module
+bookkeeping), ``transfer`` (the verified copy); the terminal bar is ``ingest.progress``.  This module
 runs them in order (``sync_shards``) and prunes old copies (``prune_synced``).
 """
 
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingest.errors import ConfigError
+from ingest.progress import progress_bar
 from ingest.sync.manifest import MANIFEST_NAME, SUMS_NAME, ShardEntry, ShardManifest, SyncError
 from ingest.sync.plan import RANK_ENV_PAIRS, assign_ranks, resolve_rank, safe_relpath, select_shards
-from ingest.sync.progress import Progress
 from ingest.sync.sources import LocalSource, S3Source, Source, open_source
 from ingest.sync.state import (
     STATE_NAME,
@@ -165,8 +165,8 @@ def sync_shards(
     state = StateWriter(dest, {k: v for k, v in state_files.items() if isinstance(v, dict)})
 
     stop = threading.Event()
-    bar = Progress(progress, sum(s.bytes for s in todo + rehash), f"sync {len(todo) + len(rehash)} shards")
-    worker = Worker(source, dest, state, bar.advance, stop, direct_io=direct_io)
+    total = sum(s.bytes for s in todo + rehash)
+    label = f"sync {len(todo) + len(rehash)} shards"
     downloaded = transferred = 0
 
     def local_check(sh: ShardEntry) -> int:
@@ -184,7 +184,11 @@ def sync_shards(
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     try:
-        with bar, ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="sync") as pool:
+        with (
+            progress_bar(progress and total > 0, label, total=total, unit="bytes", transient=False) as bar,
+            ThreadPoolExecutor(max_workers=nworkers, thread_name_prefix="sync") as pool,
+        ):
+            worker = Worker(source, dest, state, bar.advance, stop, direct_io=direct_io)
             futs = [pool.submit(worker.fetch, sh) for sh in sorted(todo, key=lambda s: -s.bytes)]
             futs += [pool.submit(local_check, sh) for sh in rehash]
             try:

@@ -58,3 +58,27 @@ def test_every_run_is_logged(local_lake: Lake, sample) -> None:
     assert second["version_before"] == second["version_after"] == first["version_after"]
     assert "does not exist" in third["error"] and third["duration_s"] >= 0
     assert json.loads(first["details"])["files"][0]["rows"] > 0
+
+
+def test_logs_bar_counts_files_and_lines_not_raw_bytes(local_lake: Lake, sample) -> None:
+    """The logs bar moves by bytes (its ETA) but shows what a person counts: files and lines,
+    and sizes in KiB/MiB, never a raw byte count such as ``48213/120334``."""
+    import re
+
+    code, out = _run_in_terminal(local_lake, "logs", str(sample.logs))
+    assert code == 0, out
+    assert "logs -> bronze.events" in out
+    assert re.search(r"file \d+/\d+ · [\d,]+ lines", out), out
+    assert re.search(r"\d+(\.\d+)?/\d+(\.\d+)? (KiB|MiB|bytes)", out), out
+    total = sum(p.stat().st_size for p in sample.logs.rglob("*") if p.is_file())
+    assert f"/{total}" not in out, "the bar shows a raw byte count"
+
+
+def test_a_progress_unit_must_be_known() -> None:
+    import pytest
+
+    from ingest.progress import progress_bar
+
+    with pytest.raises(ValueError, match="items' or 'bytes"):
+        with progress_bar(False, "x", unit="lines"):  # type: ignore[arg-type]
+            pass

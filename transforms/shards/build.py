@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from ingest.errors import ConfigError, IngestError
 from ingest.lake import Lake, TableId
+from ingest.progress import progress_bar
 from ingest.sync.manifest import MANIFEST_NAME, SUMS_NAME, ShardEntry, ShardManifest
 from transforms.shards.formats import Format, HashingWriter, ShardSpec, shard_format, write_shard_rows
 from transforms.shards.plan import (
@@ -328,15 +329,8 @@ def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: F
         raise ConfigError(f"{tid}@{version}: {exc}") from None
     fs = lake.pyarrow_filesystem()
     clear_shard_set(fs, lake.fs_path(root))
-    if progress:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"shards {Path(root).name}", total=len(plans))
-            shards = write_local(lake, root, spec, plans, data, prepared=prepared,
-                                 on_shard=lambda _i: bar.advance(task))
-    else:
-        shards = write_local(lake, root, spec, plans, data, prepared=prepared)
+    with progress_bar(progress, f"shards {Path(root).name}", total=len(plans)) as bar:
+        shards = write_local(lake, root, spec, plans, data, prepared=prepared, on_shard=lambda _i: bar.advance())
     return spec, shards
 
 
