@@ -101,13 +101,15 @@ def publish_ingest(settings: Settings, results: list[dict[str, Any]]) -> None:
 
     tables = sorted({r["table"] for r in results})
     create_table_artifact(
-        rows_table(results), key=artifact_key("ingest", *tables),
+        rows_table(results),
+        key=artifact_key("ingest", *tables),
         description="Rows written, quarantined and skipped per table by this run",
     )
     report = _health(settings, tables)
     if report is not None:
         create_table_artifact(
-            health_rows(report), key=artifact_key("health", *tables),
+            health_rows(report),
+            key=artifact_key("health", *tables),
             description=f"Health checks after this run: {'ok' if report.ok else 'BREACH'}",
         )
 
@@ -118,16 +120,19 @@ def publish_pipeline(settings: Settings, summary: PipelineSummary, links: dict[s
 
     dataset = settings.shards.dataset
     create_table_artifact(
-        rows_table(summary.ingested), key=artifact_key("pipeline-ingest", dataset),
+        rows_table(summary.ingested),
+        key=artifact_key("pipeline-ingest", dataset),
         description="Rows written, quarantined and skipped per table by this run",
     )
     report = _health(settings, sorted({r["table"] for r in summary.ingested}))
     if report is not None:
         create_table_artifact(
-            health_rows(report), key=artifact_key("pipeline-health", dataset),
+            health_rows(report),
+            key=artifact_key("pipeline-health", dataset),
             description=f"Health checks after this run: {'ok' if report.ok else 'BREACH'}",
         )
     create_markdown_artifact(
-        produced_markdown(summary, links), key=artifact_key("pipeline-produced", dataset),
+        produced_markdown(summary, links),
+        key=artifact_key("pipeline-produced", dataset),
         description="Snapshot, shard set and synced copy of this run, with links to the reports",
     )

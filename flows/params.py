@@ -46,7 +46,9 @@ class FanoutParams(BaseModel):
         default=None, description="Scheduler of an existing Dask cluster (tcp://host:8786); None starts a local one"
     )
     dask_workers: int | None = Field(
-        default=None, ge=1, le=256,
+        default=None,
+        ge=1,
+        le=256,
         description="Worker processes of the local cluster; None: one per partition, at most one per CPU",
     )
 
@@ -81,9 +83,7 @@ class TablesParams(LakeParams):
 
     model_config = ConfigDict(hide_input_in_errors=True)  # a refused URL is not echoed in the error
 
-    url: str | None = Field(
-        default=None, description="Database URL without a password (SQLite, peer or IAM auth)"
-    )
+    url: str | None = Field(default=None, description="Database URL without a password (SQLite, peer or IAM auth)")
     url_env: str | None = Field(
         default=None,
         description="Environment variable on the worker that holds the database URL (with its password)",

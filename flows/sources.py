@@ -35,8 +35,12 @@ def ingest_logs_flow(params: LogsParams) -> dict[str, Any]:
 def ingest_tables_flow(params: TablesParams) -> dict[str, Any]:
     settings = params.settings()
     src = TableSource(
-        url=params.resolved_url(), source_table=params.source_table, table=params.table,
-        primary_key=params.primary_key, cursor=params.cursor, cursor_lag=params.cursor_lag,
+        url=params.resolved_url(),
+        source_table=params.source_table,
+        table=params.table,
+        primary_key=params.primary_key,
+        cursor=params.cursor,
+        cursor_lag=params.cursor_lag,
     )
     res = ingest_source_task(settings, src)
     publish_ingest(settings, [res])

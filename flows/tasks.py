@@ -109,14 +109,18 @@ def snapshot_task(settings: Settings, name: str) -> dict[str, Any]:
     return snapshot_stage(settings, name=name)
 
 
-@task(task_run_name="shards-{snapshot}", retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
+@task(
+    task_run_name="shards-{snapshot}", retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient
+)
 def shards_task(settings: Settings, snapshot: str) -> dict[str, Any]:
     from ingest.pipeline import shards_stage
 
     return shards_stage(settings, snapshot)
 
 
-@task(task_run_name="sync-{shard_set}", retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
+@task(
+    task_run_name="sync-{shard_set}", retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient
+)
 def sync_task(settings: Settings, shard_set: str) -> dict[str, Any]:
     from ingest.pipeline import sync_stage
 

@@ -25,8 +25,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from ingest.settings import S3Settings
 
 __all__ = [
-    "CONFIG_FILE_ENV", "DEFAULT_CONFIG_FILE", "ENV_PREFIX", "AwsEnv", "EnvSecret", "presign_get", "redact", "s3_client",
-    "s3_object_url", "settings_in_play",
+    "CONFIG_FILE_ENV",
+    "DEFAULT_CONFIG_FILE",
+    "ENV_PREFIX",
+    "AwsEnv",
+    "EnvSecret",
+    "presign_get",
+    "redact",
+    "s3_client",
+    "s3_object_url",
+    "settings_in_play",
 ]
 
 
@@ -85,13 +93,17 @@ class AwsEnv:
     @classmethod
     def read(cls, environ: dict[str, str] | None = None) -> AwsEnv:
         v = cls.values(environ)
+
         def secret(name: str) -> EnvSecret | None:
             value = v[name]
             return EnvSecret(value) if value else None
 
         return cls(
-            endpoint_url=v["endpoint_url"], region=v["region"] or "us-east-1", access_key_id=secret("access_key_id"),
-            secret_access_key=secret("secret_access_key"), session_token=secret("session_token"),
+            endpoint_url=v["endpoint_url"],
+            region=v["region"] or "us-east-1",
+            access_key_id=secret("access_key_id"),
+            secret_access_key=secret("secret_access_key"),
+            session_token=secret("session_token"),
         )
 
     @property
@@ -111,7 +123,9 @@ def s3_object_url(s3: S3Settings | AwsEnv, bucket: str, key: str) -> str:
     return f"https://{bucket}.s3.{s3.region}.amazonaws.com/{qkey}"
 
 
-def presign_get(s3: S3Settings | AwsEnv, bucket: str, key: str, *, expires: int = 3600, now: datetime | None = None) -> str:
+def presign_get(
+    s3: S3Settings | AwsEnv, bucket: str, key: str, *, expires: int = 3600, now: datetime | None = None
+) -> str:
     """A SigV4 presigned GET URL, signed locally without importing boto3 (fast start for `ingest sync`).
 
     Credentials: the settings' keys, else botocore's chain (profile, instance role), refreshed
@@ -153,9 +167,7 @@ def presign_get(s3: S3Settings | AwsEnv, bucket: str, key: str, *, expires: int 
         params["X-Amz-Security-Token"] = token
     query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
     canonical = "\n".join(["GET", url.path, query, f"host:{host}", "", "host", "UNSIGNED-PAYLOAD"])
-    to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", t, scope, hashlib.sha256(canonical.encode()).hexdigest()]
-    )
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", t, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     k = f"AWS4{sk}".encode()
     for part in (t[:8], s3.region, "s3", "aws4_request"):
         k = hmac.new(k, part.encode(), hashlib.sha256).digest()

@@ -114,19 +114,17 @@ def export_catalog(
                 con.register("__export", dt.to_pyarrow_dataset())
                 con.execute(f"create table {target} as select * from __export")
                 con.unregister("__export")
-            result.tables.append(
-                ExportedTable(table=str(tid), version=dt.version(), kind=kind, files=len(files))
-            )
+            result.tables.append(ExportedTable(table=str(tid), version=dt.version(), kind=kind, files=len(files)))
         con.execute('create schema if not exists "_catalog"')
         meta = pa.Table.from_pylist(
-            [
-                {**t.model_dump(), "lake": lake.uri, "exported_at": datetime.now(UTC)}
-                for t in result.tables
-            ],
+            [{**t.model_dump(), "lake": lake.uri, "exported_at": datetime.now(UTC)} for t in result.tables],
             schema=pa.schema(
                 [
-                    ("table", pa.string()), ("version", pa.int64()), ("kind", pa.string()),
-                    ("files", pa.int64()), ("lake", pa.string()),
+                    ("table", pa.string()),
+                    ("version", pa.int64()),
+                    ("kind", pa.string()),
+                    ("files", pa.int64()),
+                    ("lake", pa.string()),
                     ("exported_at", pa.timestamp("us", tz="UTC")),
                 ]
             ),

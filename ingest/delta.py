@@ -103,7 +103,12 @@ def has_view_types(schema: pa.Schema) -> bool:
 
 
 def _holds_view(t: pa.DataType) -> bool:
-    if pa.types.is_string_view(t) or pa.types.is_binary_view(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+    if (
+        pa.types.is_string_view(t)
+        or pa.types.is_binary_view(t)
+        or pa.types.is_list_view(t)
+        or pa.types.is_large_list_view(t)
+    ):
         return True
     return any(_holds_view(t.field(i).type) for i in range(t.num_fields))
 
@@ -218,7 +223,8 @@ def write_batch(
         custom_metadata=commit_metadata(metadata),
         app_transactions=[Transaction(app_id, batch_version)]
         + [Transaction(k, v) for k, v in (extra_transactions or {}).items()]
-        if app_id is not None and batch_version is not None else None,
+        if app_id is not None and batch_version is not None
+        else None,
         max_commit_retries=CREATE_RETRIES if creating else 25,
     )
     try:
@@ -236,8 +242,15 @@ def write_batch(
     except Exception as exc:  # noqa: BLE001 - only the lost creation race is handled here
         if creating and lake.table_exists(tid):  # another writer created it: check again
             return write_batch(
-                lake, tid, data, mode=mode, app_id=app_id, batch_version=batch_version,
-                partition_by=partition_by, metadata=metadata, target_file_size=target_file_size,
+                lake,
+                tid,
+                data,
+                mode=mode,
+                app_id=app_id,
+                batch_version=batch_version,
+                partition_by=partition_by,
+                metadata=metadata,
+                target_file_size=target_file_size,
                 extra_transactions=extra_transactions,
             )
         raise _storage_failure(lake, exc, tid) from None
@@ -273,8 +286,14 @@ def merge_batch(
         raise IngestError(f"{tid}: merge key column(s) {missing} not in the data")
     if not lake.table_exists(tid):
         return write_batch(
-            lake, tid, data, mode="append", app_id=app_id, batch_version=batch_version,
-            metadata=metadata, target_file_size=target_file_size,
+            lake,
+            tid,
+            data,
+            mode="append",
+            app_id=app_id,
+            batch_version=batch_version,
+            metadata=metadata,
+            target_file_size=target_file_size,
         )
     dt = lake.delta_table(tid)  # one snapshot for the check and the commit (see write_batch)
     if app_id is not None:
@@ -286,7 +305,8 @@ def merge_batch(
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),
         app_transactions=[Transaction(app_id, batch_version)]
-        if app_id is not None and batch_version is not None else None,
+        if app_id is not None and batch_version is not None
+        else None,
         max_commit_retries=25,
     )
     try:
@@ -402,7 +422,9 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
         return 0
     try:
         dt.create_write_transaction(
-            actions, mode="append", schema=dt.schema(),
+            actions,
+            mode="append",
+            schema=dt.schema(),
             partition_by=dt.metadata().partition_columns or None,
             commit_properties=CommitProperties(
                 custom_metadata={**(commit_metadata(metadata) or {}), "rewrite": "view-typed files"}

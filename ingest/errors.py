@@ -41,7 +41,12 @@ class TransientError(IngestError):
 # not imported yet cannot have raised).  A database's OperationalError that escapes the sources'
 # own classification (which turns bad credentials into SourceError) is a dropped connection.
 _TRANSIENT_CLASSES = {
-    "botocore.exceptions": ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"),
+    "botocore.exceptions": (
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+    ),
     "deltalake.exceptions": ("CommitFailedError",),
     "sqlalchemy.exc": ("OperationalError", "InterfaceError"),
 }
@@ -136,14 +141,33 @@ def classify_storage_error(exc: BaseException | str) -> StorageFault | None:
     low = plain_text(exc if isinstance(exc, str) else _chain_text(exc)).lower()
     if "nosuchbucket" in low or ("bucket" in low and ("not exist" in low or "not found" in low)):
         return "no_bucket"
-    if any(k in low for k in (
-        "403", "forbidden", "accessdenied", "access denied", "signature", "invalidaccesskey", "invalid access key",
-    )):
+    if any(
+        k in low
+        for k in (
+            "403",
+            "forbidden",
+            "accessdenied",
+            "access denied",
+            "signature",
+            "invalidaccesskey",
+            "invalid access key",
+        )
+    ):
         return "denied"
-    if any(k in low for k in (
-        "connect", "dns", "timed out", "timeout", "error sending request", "resolve host", "unreachable",
-        "connection refused", "could not connect",
-    )):
+    if any(
+        k in low
+        for k in (
+            "connect",
+            "dns",
+            "timed out",
+            "timeout",
+            "error sending request",
+            "resolve host",
+            "unreachable",
+            "connection refused",
+            "could not connect",
+        )
+    ):
         return "unreachable"
     return None
 

@@ -66,9 +66,7 @@ def _profile(table: pa.Table, columns: list[str]) -> dict[str, tuple[float, int]
     return out
 
 
-def check_table(
-    lake: Lake, table: str, runs: list[dict[str, Any]], th: HealthThresholds, now: datetime
-) -> TableHealth:
+def check_table(lake: Lake, table: str, runs: list[dict[str, Any]], th: HealthThresholds, now: datetime) -> TableHealth:
     h = TableHealth(table=table)
     mine = sorted(
         (r for r in runs if r["target"] == table and r["status"] == "success"),
@@ -80,8 +78,14 @@ def check_table(
         h.last_success = last["started_at"]
         h.age_hours = round((now - last["started_at"]).total_seconds() / 3600, 3)
         ok = h.age_hours <= th.max_age_hours
-        h.add(Check(name="freshness", status="ok" if ok else "breach", value=h.age_hours,
-                    detail=f"last load {h.age_hours:.1f} h ago (max {th.max_age_hours:g} h)"))
+        h.add(
+            Check(
+                name="freshness",
+                status="ok" if ok else "breach",
+                value=h.age_hours,
+                detail=f"last load {h.age_hours:.1f} h ago (max {th.max_age_hours:g} h)",
+            )
+        )
     else:
         h.add(Check(name="freshness", status="breach", detail="no successful load recorded in _meta.runs"))
     # volume: rows added by the last run that added anything vs the recent average
@@ -92,8 +96,14 @@ def check_table(
         h.avg_rows = sum(int(r["rows_written"] or 0) for r in window) / len(window)
         ratio = h.last_rows / h.avg_rows if h.avg_rows else 1.0
         ok = ratio >= th.min_volume_ratio
-        h.add(Check(name="volume", status="ok" if ok else "breach", value=round(ratio, 3),
-                    detail=f"last run added {h.last_rows} rows vs average {h.avg_rows:.1f} (min ratio {th.min_volume_ratio:g})"))
+        h.add(
+            Check(
+                name="volume",
+                status="ok" if ok else "breach",
+                value=round(ratio, 3),
+                detail=f"last run added {h.last_rows} rows vs average {h.avg_rows:.1f} (min ratio {th.min_volume_ratio:g})",
+            )
+        )
     # schema and distribution: the table now vs before the last run
     dt = lake.delta_table(table)
     before = mine[-1]["version_before"] if mine else None
@@ -102,10 +112,16 @@ def check_table(
         new_schema, old_schema = pa.schema(dt.schema().to_arrow()), pa.schema(old.schema().to_arrow())
         added = [f.name for f in new_schema if old_schema.get_field_index(f.name) < 0]
         removed = [f.name for f in old_schema if new_schema.get_field_index(f.name) < 0]
-        changed = [f.name for f in new_schema if old_schema.get_field_index(f.name) >= 0
-                   and not old_schema.field(f.name).type.equals(f.type)]
-        detail = "unchanged" if not (added or removed or changed) else (
-            f"added {added or '-'}, removed {removed or '-'}, retyped {changed or '-'}")
+        changed = [
+            f.name
+            for f in new_schema
+            if old_schema.get_field_index(f.name) >= 0 and not old_schema.field(f.name).type.equals(f.type)
+        ]
+        detail = (
+            "unchanged"
+            if not (added or removed or changed)
+            else (f"added {added or '-'}, removed {removed or '-'}, retyped {changed or '-'}")
+        )
         h.add(Check(name="schema", status="breach" if (removed or changed) else "ok", detail=detail))
         cols = th.columns.get(table, [])
         if cols:
@@ -117,16 +133,28 @@ def check_table(
                 dn = abs(cur[c][0] - prev[c][0])
                 dd = abs(cur[c][1] - prev[c][1]) / max(prev[c][1], 1)
                 breach = dn > th.max_null_rate_drift or dd > th.max_distinct_drift
-                h.add(Check(name=f"distribution:{c}", status="breach" if breach else "ok", value=round(dn, 4),
-                            detail=f"null rate {prev[c][0]:.3f}->{cur[c][0]:.3f}, distinct {prev[c][1]}->{cur[c][1]}"))
+                h.add(
+                    Check(
+                        name=f"distribution:{c}",
+                        status="breach" if breach else "ok",
+                        value=round(dn, 4),
+                        detail=f"null rate {prev[c][0]:.3f}->{cur[c][0]:.3f}, distinct {prev[c][1]}->{cur[c][1]}",
+                    )
+                )
     # quarantine
     tid = TableId.parse(table)
     q = f"{tid.layer}.{tid.name}_quarantine"
     if lake.table_exists(q):
         h.quarantined = lake.delta_table(q).count()
         breach = th.max_quarantined >= 0 and h.quarantined > th.max_quarantined
-        h.add(Check(name="quarantine", status="breach" if breach else "ok", value=h.quarantined,
-                    detail=f"{h.quarantined} rows in {q}"))
+        h.add(
+            Check(
+                name="quarantine",
+                status="breach" if breach else "ok",
+                value=h.quarantined,
+                detail=f"{h.quarantined} rows in {q}",
+            )
+        )
     return h
 
 

@@ -71,36 +71,91 @@ def render_health_html(*, lake: Lake, report: HealthReport, thresholds: HealthTh
     status_legend = [("ok", OK), ("breach", BREACH)]
     fresh = [
         Bar(label=t.table, value=t.age_hours, colour=_colour(_check(t, "freshness")), note=f"{t.age_hours:.1f} h")
-        for t in report.tables if t.age_hours is not None
+        for t in report.tables
+        if t.age_hours is not None
     ]
     volume = [
-        Bar(label=t.table, value=float(c.value), colour=_colour(c), note=f"×{float(c.value):.2f} ({t.last_rows} vs {t.avg_rows:.0f})")
-        for t in report.tables for c in t.checks if c.name == "volume" and c.value is not None
+        Bar(
+            label=t.table,
+            value=float(c.value),
+            colour=_colour(c),
+            note=f"×{float(c.value):.2f} ({t.last_rows} vs {t.avg_rows:.0f})",
+        )
+        for t in report.tables
+        for c in t.checks
+        if c.name == "volume" and c.value is not None
     ]
     quarantine = [
-        Bar(label=table, value=round(100 * q / n, 2) if n else 0.0, colour=PALETTE[1] if q else OK,
-            note=f"{100 * q / n:.2f}% ({q:,} of {n:,} rows)" if n else "no rows read")
+        Bar(
+            label=table,
+            value=round(100 * q / n, 2) if n else 0.0,
+            colour=PALETTE[1] if q else OK,
+            note=f"{100 * q / n:.2f}% ({q:,} of {n:,} rows)" if n else "no rows read",
+        )
         for table, (q, n) in quarantine_rates(runs, checked).items()
     ]
     drift = [
         Bar(label=f"{t.table} · {c.name.split(':', 1)[1]}", value=float(c.value or 0), colour=_colour(c), note=c.detail)
-        for t in report.tables for c in t.checks if c.name.startswith("distribution:")
+        for t in report.tables
+        for c in t.checks
+        if c.name.startswith("distribution:")
     ]
     charts = [
-        ("Rows loaded per run", "Rows each successful run committed to each table (ingest and per-model transform runs), from _meta.runs.",
-         time_series(title="Rows written per run, per table", series=rows_per_run(runs, checked), y_label="rows written")),
-        ("Freshness", f"Hours since each table's last successful load; the dashed line is the limit (health.max_age_hours = {thresholds.max_age_hours:g}).",
-         bar_chart(title="Hours since last successful load", bars=fresh, x_label="hours", unit=" h",
-                   limit=thresholds.max_age_hours, limit_label=f"max {thresholds.max_age_hours:g} h", legend=status_legend)),
-        ("Volume", f"Rows the last run added against the average of the runs before it (breach below {thresholds.min_volume_ratio:g}).",
-         bar_chart(title="Last run's rows / recent average", bars=volume, x_label="ratio", limit=thresholds.min_volume_ratio,
-                   limit_label=f"min {thresholds.min_volume_ratio:g}", legend=status_legend)),
-        ("Quarantine rate", "Share of the rows read by ingest runs that went to <table>_quarantine instead (corrupt images, unparsable lines, values that do not fit).",
-         bar_chart(title="Quarantined rows, % of rows read", bars=quarantine, x_label="% quarantined", unit="%",
-                   legend=[("nothing quarantined", OK), ("some rows quarantined", PALETTE[1])])),
-        ("Distribution checks", f"Change of each watched column's null rate since the last load (breach above {thresholds.max_null_rate_drift:g}; distinct counts in the labels, breach above ×{thresholds.max_distinct_drift:g} change).",
-         bar_chart(title="Null-rate change per watched column", bars=drift, x_label="absolute change in null rate",
-                   limit=thresholds.max_null_rate_drift, limit_label=f"max {thresholds.max_null_rate_drift:g}", legend=status_legend)),
+        (
+            "Rows loaded per run",
+            "Rows each successful run committed to each table (ingest and per-model transform runs), from _meta.runs.",
+            time_series(
+                title="Rows written per run, per table", series=rows_per_run(runs, checked), y_label="rows written"
+            ),
+        ),
+        (
+            "Freshness",
+            f"Hours since each table's last successful load; the dashed line is the limit (health.max_age_hours = {thresholds.max_age_hours:g}).",
+            bar_chart(
+                title="Hours since last successful load",
+                bars=fresh,
+                x_label="hours",
+                unit=" h",
+                limit=thresholds.max_age_hours,
+                limit_label=f"max {thresholds.max_age_hours:g} h",
+                legend=status_legend,
+            ),
+        ),
+        (
+            "Volume",
+            f"Rows the last run added against the average of the runs before it (breach below {thresholds.min_volume_ratio:g}).",
+            bar_chart(
+                title="Last run's rows / recent average",
+                bars=volume,
+                x_label="ratio",
+                limit=thresholds.min_volume_ratio,
+                limit_label=f"min {thresholds.min_volume_ratio:g}",
+                legend=status_legend,
+            ),
+        ),
+        (
+            "Quarantine rate",
+            "Share of the rows read by ingest runs that went to <table>_quarantine instead (corrupt images, unparsable lines, values that do not fit).",
+            bar_chart(
+                title="Quarantined rows, % of rows read",
+                bars=quarantine,
+                x_label="% quarantined",
+                unit="%",
+                legend=[("nothing quarantined", OK), ("some rows quarantined", PALETTE[1])],
+            ),
+        ),
+        (
+            "Distribution checks",
+            f"Change of each watched column's null rate since the last load (breach above {thresholds.max_null_rate_drift:g}; distinct counts in the labels, breach above ×{thresholds.max_distinct_drift:g} change).",
+            bar_chart(
+                title="Null-rate change per watched column",
+                bars=drift,
+                x_label="absolute change in null rate",
+                limit=thresholds.max_null_rate_drift,
+                limit_label=f"max {thresholds.max_null_rate_drift:g}",
+                legend=status_legend,
+            ),
+        ),
     ]
     breaches = sum(1 for t in report.tables for c in t.checks if c.status == "breach")
     overall = "ok" if report.ok else "breach"
@@ -114,18 +169,23 @@ def render_health_html(*, lake: Lake, report: HealthReport, thresholds: HealthTh
     rows = "".join(
         f"<tr><td>{escape(t.table)}</td><td>{escape(c.name)}</td>"
         f"<td><span class='badge {c.status}'>{c.status}</span></td><td>{escape(c.detail)}</td></tr>"
-        for t in report.tables for c in t.checks
+        for t in report.tables
+        for c in t.checks
     )
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>Lake health — {escape(lake.uri)}</title><style>{PAGE_CSS}</style></head><body>",
         f"<header><h1>Lake health <span class='badge {overall}'>{overall.upper()}</span></h1>",
         f"<p>{escape(lake.uri)} · checked {report.checked_at:%Y-%m-%d %H:%M:%S} UTC · `ingest health --html`</p></header><main>",
-        "<div class='cards'>" + "".join(f"<div class='card'><b>{v}</b><small>{escape(k)}</small></div>" for v, k in cards) + "</div>",
+        "<div class='cards'>"
+        + "".join(f"<div class='card'><b>{v}</b><small>{escape(k)}</small></div>" for v, k in cards)
+        + "</div>",
     ]
     for heading, why, svg in charts:
         parts.append(f"<section><h2>{escape(heading)}</h2><p class='why'>{escape(why)}</p>{svg}</section>")
-    parts.append("<section><h2>Every check</h2><p class='why'>What `ingest health` prints; a breach makes it exit 1.</p>"
-                 "<table><thead><tr><th>table</th><th>check</th><th>status</th><th>detail</th></tr></thead>"
-                 f"<tbody>{rows}</tbody></table></section></main></body></html>")
+    parts.append(
+        "<section><h2>Every check</h2><p class='why'>What `ingest health` prints; a breach makes it exit 1.</p>"
+        "<table><thead><tr><th>table</th><th>check</th><th>status</th><th>detail</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></section></main></body></html>"
+    )
     return "".join(parts)

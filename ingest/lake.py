@@ -17,7 +17,6 @@ from ingest.aws import redact, s3_client
 from ingest.errors import ConfigError, classify_storage_error, plain_text, storage_hint
 
 if TYPE_CHECKING:  # pragma: no cover
-
     import duckdb
     import pyarrow.fs
     from deltalake import DeltaTable
@@ -50,9 +49,7 @@ class TableId:
                 f"use one of {', '.join(LAYERS[:3])} (e.g. bronze.images)"
             )
         if not _NAME_RE.match(self.name):
-            raise ConfigError(
-                f"bad table name {self.name!r}: use letters, digits and underscores (e.g. bronze.images)"
-            )
+            raise ConfigError(f"bad table name {self.name!r}: use letters, digits and underscores (e.g. bronze.images)")
 
     @classmethod
     def parse(cls, ident: str | TableId) -> TableId:
@@ -205,14 +202,10 @@ class Lake:
             )
             if self.s3.endpoint_url:
                 conf["spark.hadoop.fs.s3a.endpoint"] = self.s3.endpoint_url
-                conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
-                    not self.s3.allow_http
-                ).lower()
+                conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(not self.s3.allow_http).lower()
             if self.s3.access_key_id and self.s3.secret_access_key:
                 conf["spark.hadoop.fs.s3a.access.key"] = self.s3.access_key_id.get_secret_value()
-                conf["spark.hadoop.fs.s3a.secret.key"] = (
-                    self.s3.secret_access_key.get_secret_value()
-                )
+                conf["spark.hadoop.fs.s3a.secret.key"] = self.s3.secret_access_key.get_secret_value()
                 conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
                     "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
                 )
@@ -288,9 +281,7 @@ class Lake:
         except OSError as exc:  # object_store: bucket, credentials or endpoint
             raise self.storage_error(exc, f"cannot open {TableId.parse(table)}") from None
 
-    def delta_table(
-        self, table: str | TableId, *, version: int | str | None = None
-    ) -> DeltaTable:
+    def delta_table(self, table: str | TableId, *, version: int | str | None = None) -> DeltaTable:
         """Open a table, optionally as of a version number or an ISO timestamp."""
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
@@ -350,7 +341,9 @@ class Lake:
                     found.append(tid)
         return found
 
-    def duckdb(self, *, tables: list[TableId] | None = None, version: dict[str, int] | None = None) -> duckdb.DuckDBPyConnection:
+    def duckdb(
+        self, *, tables: list[TableId] | None = None, version: dict[str, int] | None = None
+    ) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with one schema per layer and one view per lake table.
 
         Delta is read through deltalake -> Arrow (no DuckDB extension needed offline).
@@ -383,13 +376,20 @@ class Lake:
         """
         from ingest.errors import TransientError
 
-        if bucket is None and self.is_s3 and classify_storage_error(exc) is None and "generic s3 error" in plain_text(str(exc)).lower():
+        if (
+            bucket is None
+            and self.is_s3
+            and classify_storage_error(exc) is None
+            and "generic s3 error" in plain_text(str(exc)).lower()
+        ):
             try:
                 self._list_one()
             except Exception as probe:  # noqa: BLE001 - only used to name the fault
                 if classify_storage_error(probe) is not None:
                     exc = probe
-        fault = classify_storage_error(exc) if self.is_s3 or bucket else None  # a local lake has no S3 settings to check
+        fault = (
+            classify_storage_error(exc) if self.is_s3 or bucket else None
+        )  # a local lake has no S3 settings to check
         message = f"{what}: {redact(_summary(exc), self)}{storage_hint(fault, endpoint=self.s3.endpoint_url, bucket=bucket or self.location.bucket)}"
         return TransientError(message) if fault == "unreachable" else ConfigError(message)
 
@@ -402,9 +402,7 @@ def plain_dataset(ds: pyarrow.dataset.Dataset) -> pyarrow.dataset.Dataset:
     from ingest.delta import has_view_types
 
     textual = (pa.types.is_string, pa.types.is_binary, pa.types.is_nested)
-    if not isinstance(ds, pads.FileSystemDataset) or not any(
-        any(kind(f.type) for kind in textual) for f in ds.schema
-    ):
+    if not isinstance(ds, pads.FileSystemDataset) or not any(any(kind(f.type) for kind in textual) for f in ds.schema):
         return ds
     fragments = list(ds.get_fragments())
     if len(fragments) > 8:  # one footer read each (S3: one request): in parallel
@@ -418,7 +416,10 @@ def plain_dataset(ds: pyarrow.dataset.Dataset) -> pyarrow.dataset.Dataset:
     if not views:
         return ds
     plain = pads.FileSystemDataset(
-        [f for f, s in zip(fragments, schemas, strict=True) if not has_view_types(s)], ds.schema, ds.format, ds.filesystem
+        [f for f, s in zip(fragments, schemas, strict=True) if not has_view_types(s)],
+        ds.schema,
+        ds.format,
+        ds.filesystem,
     )
     copied = pa.concat_tables([f.to_table(schema=ds.schema) for f in views])
     return pads.dataset([plain, pads.dataset(copied)])
@@ -430,7 +431,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 # an S3 error body as object_store passes it on: <Error><Code>NoSuchBucket</Code><Message>...</Message>...</Error>
-_S3_XML_ERROR_RE = re.compile(r"<Error>\s*<Code>(?P<code>[^<]*)</Code>\s*<Message>(?P<message>[^<]*)</Message>.*?</Error>", re.S)
+_S3_XML_ERROR_RE = re.compile(
+    r"<Error>\s*<Code>(?P<code>[^<]*)</Code>\s*<Message>(?P<message>[^<]*)</Message>.*?</Error>", re.S
+)
 
 
 def _summary(exc: BaseException) -> str:

@@ -76,9 +76,13 @@ def _writer_run(
         return bool(r["rows_written"]) or (r["version_after"] is not None and r["version_before"] != r["version_after"])
 
     candidates = [
-        r for r in runs
-        if r["target"] == table and r["status"] == "success" and r["version_after"] is not None
-        and r["version_after"] <= version and wrote(r)
+        r
+        for r in runs
+        if r["target"] == table
+        and r["status"] == "success"
+        and r["version_after"] is not None
+        and r["version_after"] <= version
+        and wrote(r)
     ]
     exact = [r for r in candidates if r["version_after"] == version]
     found = exact or candidates
@@ -86,7 +90,12 @@ def _writer_run(
 
 
 def trace_table(
-    lake: Lake, table: str, version: int, runs: list[dict[str, Any]], *, _seen: set | None = None,
+    lake: Lake,
+    table: str,
+    version: int,
+    runs: list[dict[str, Any]],
+    *,
+    _seen: set | None = None,
     _commits: dict | None = None,
 ) -> Node:
     seen = _seen if _seen is not None else set()
@@ -103,8 +112,12 @@ def trace_table(
     run_node = Node(
         kind="run",
         name=run["run_id"],
-        detail={"command": run["command"], "started_at": str(run["started_at"]), "rows_written": run["rows_written"],
-                "status": None if run["status"] == "success" else run["status"]},
+        detail={
+            "command": run["command"],
+            "started_at": str(run["started_at"]),
+            "rows_written": run["rows_written"],
+            "status": None if run["status"] == "success" else run["status"],
+        },
     )
     node.children.append(run_node)
     inputs: dict[str, int] = run["details"].get("inputs") or {}
@@ -141,8 +154,12 @@ def lineage(lake: Lake, ref: str) -> Node:
         root = Node(
             kind="shard_set",
             name=ref,
-            detail={"dataset": manifest.get("dataset"), "format": manifest.get("format"),
-                    "shards": len(manifest.get("shards", [])), "code_version": manifest.get("code_version")},
+            detail={
+                "dataset": manifest.get("dataset"),
+                "format": manifest.get("format"),
+                "shards": len(manifest.get("shards", [])),
+                "code_version": manifest.get("code_version"),
+            },
         )
         snap = Node(kind="snapshot", name=str(manifest.get("snapshot")), detail={})
         root.children.append(snap)
@@ -168,11 +185,21 @@ def _looks_like_table(ref: str) -> bool:
 
 # -- the whole lake as one graph (`ingest docs`) -------------------------------------------------
 LAKE_KINDS = {  # column order, left to right, and colours of the lineage picture
-    "source": "#8b5cf6", "bronze": "#b7791f", "silver": "#64748b", "gold": "#c9a227",
-    "snapshot": "#0072B2", "shard_set": "#009E73",
+    "source": "#8b5cf6",
+    "bronze": "#b7791f",
+    "silver": "#64748b",
+    "gold": "#c9a227",
+    "snapshot": "#0072B2",
+    "shard_set": "#009E73",
 }
-LAKE_KIND_LABELS = {"source": "source", "bronze": "bronze table", "silver": "silver table", "gold": "gold table",
-                    "snapshot": "snapshot", "shard_set": "shard set"}
+LAKE_KIND_LABELS = {
+    "source": "source",
+    "bronze": "bronze table",
+    "silver": "silver table",
+    "gold": "gold table",
+    "snapshot": "snapshot",
+    "shard_set": "shard set",
+}
 
 
 def lake_graph(lake: Lake, *, static_edges: Sequence[tuple[str, str, str]] = ()) -> Graph:
@@ -206,19 +233,29 @@ def lake_graph(lake: Lake, *, static_edges: Sequence[tuple[str, str, str]] = ())
             continue
         if command in ("images", "logs", "tables") and r["source"]:
             src = f"source:{r['source']}"
-            graph.add_node(GraphNode(id=src, label=_short(r["source"]), kind="source", detail=f"ingest {command}",
-                                     tooltip=r["source"]))
+            graph.add_node(
+                GraphNode(
+                    id=src, label=_short(r["source"]), kind="source", detail=f"ingest {command}", tooltip=r["source"]
+                )
+            )
             graph.add_edge(src, target, f"ingest {command}")
         elif command.startswith("transform "):
-            for table in (r["details"].get("inputs") or {}):
+            for table in r["details"].get("inputs") or {}:
                 if _looks_like_table(table):
                     graph.add_edge(table_node(table), target, command.removeprefix("transform "))
     for src, dst, label in static_edges:
         graph.add_edge(table_node(src), table_node(dst), label)
     for snap in list_snapshots(lake):
         sid = f"snapshot:{snap.name}"
-        graph.add_node(GraphNode(id=sid, label=snap.name, kind="snapshot", detail=f"{len(snap.tables)} tables pinned",
-                                 tooltip=", ".join(f"{t}@v{v}" for t, v in sorted(snap.tables.items()))))
+        graph.add_node(
+            GraphNode(
+                id=sid,
+                label=snap.name,
+                kind="snapshot",
+                detail=f"{len(snap.tables)} tables pinned",
+                tooltip=", ".join(f"{t}@v{v}" for t, v in sorted(snap.tables.items())),
+            )
+        )
         for table, version in snap.tables.items():
             graph.add_edge(table_node(table), sid, f"{table}@v{version}")
     for r in runs:
@@ -227,10 +264,15 @@ def lake_graph(lake: Lake, *, static_edges: Sequence[tuple[str, str, str]] = ())
             if manifest is None:  # dropped with its snapshot (retention)
                 continue
             ref = r["target"].rstrip("/")
-            graph.add_node(GraphNode(
-                id=f"shards:{ref}", label=str(manifest.get("dataset") or ref.split("/")[-2]), kind="shard_set",
-                detail=f"{manifest.get('format')} · {len(manifest.get('shards', []))} shards", tooltip=ref,
-            ))
+            graph.add_node(
+                GraphNode(
+                    id=f"shards:{ref}",
+                    label=str(manifest.get("dataset") or ref.split("/")[-2]),
+                    kind="shard_set",
+                    detail=f"{manifest.get('format')} · {len(manifest.get('shards', []))} shards",
+                    tooltip=ref,
+                )
+            )
             snap_id = f"snapshot:{manifest.get('snapshot')}"
             if any(n.id == snap_id for n in graph.nodes):
                 graph.add_edge(snap_id, f"shards:{ref}", "shards build")

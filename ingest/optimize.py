@@ -39,9 +39,14 @@ class TableOptimize:
 
     def payload(self) -> dict[str, Any]:
         return {
-            "table": self.table, "files_removed": self.files_removed, "files_added": self.files_added,
-            "files_before": self.files_before, "files_after": self.files_after, "z_order": self.z_order,
-            "version_before": self.version_before, "version_after": self.version_after,
+            "table": self.table,
+            "files_removed": self.files_removed,
+            "files_added": self.files_added,
+            "files_before": self.files_before,
+            "files_after": self.files_after,
+            "z_order": self.z_order,
+            "version_before": self.version_before,
+            "version_after": self.version_after,
             "log_files_removed": self.log_files_removed,
         }
 
@@ -99,7 +104,9 @@ def _optimize_table(lake: Lake, tid: TableId, *, z_order: bool, target_size: int
     writer = WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="SNAPPY")
     try:
         if columns:
-            metrics = dt.optimize.z_order(columns, target_size=target_size, writer_properties=writer, commit_properties=props)
+            metrics = dt.optimize.z_order(
+                columns, target_size=target_size, writer_properties=writer, commit_properties=props
+            )
         else:
             metrics = dt.optimize.compact(target_size=target_size, writer_properties=writer, commit_properties=props)
     except OSError as exc:
@@ -112,9 +119,14 @@ def _optimize_table(lake: Lake, tid: TableId, *, z_order: bool, target_size: int
     entries = _log_entries(lake, tid)
     dt.cleanup_metadata()  # only entries older than the table's log retention, before the checkpoint
     return TableOptimize(
-        table=str(tid), version_before=before, version_after=dt.version(), files_before=files_before,
-        files_after=len(dt.file_uris()), files_removed=int(metrics.get("numFilesRemoved", 0)),
-        files_added=int(metrics.get("numFilesAdded", 0)), z_order=columns,
+        table=str(tid),
+        version_before=before,
+        version_after=dt.version(),
+        files_before=files_before,
+        files_after=len(dt.file_uris()),
+        files_removed=int(metrics.get("numFilesRemoved", 0)),
+        files_added=int(metrics.get("numFilesAdded", 0)),
+        z_order=columns,
         log_files_removed=entries - _log_entries(lake, tid),
     )
 

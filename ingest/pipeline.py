@@ -111,15 +111,25 @@ def ingest_source(
         from ingest.sources.logs import ingest_logs
 
         res = ingest_logs(
-            lake, source.path, table=source.table, format=source.format, pattern=source.pattern,
-            progress=progress, partition=partition,
+            lake,
+            source.path,
+            table=source.table,
+            format=source.format,
+            pattern=source.pattern,
+            progress=progress,
+            partition=partition,
         )
     else:
         from ingest.sources.tables import ingest_table
 
         res = ingest_table(
-            lake, source.url, source_table=source.source_table, table=source.table,
-            primary_key=tuple(source.primary_key), cursor=source.cursor, cursor_lag=source.cursor_lag,
+            lake,
+            source.url,
+            source_table=source.source_table,
+            table=source.table,
+            primary_key=tuple(source.primary_key),
+            cursor=source.cursor,
+            cursor_lag=source.cursor_lag,
             progress=progress,
         )
     return res.model_dump(mode="json")
@@ -163,8 +173,15 @@ def shards_stage(settings: Settings, snapshot: str, *, progress: bool = False) -
     lake = Lake.from_settings(settings)
     s = settings.shards
     res = build_shards(
-        lake, s.dataset, table=s.table, snapshot=snapshot, format=s.format, key=s.key,
-        shard_size=s.shard_size, progress=progress, reuse=True,
+        lake,
+        s.dataset,
+        table=s.table,
+        snapshot=snapshot,
+        format=s.format,
+        key=s.key,
+        shard_size=s.shard_size,
+        progress=progress,
+        reuse=True,
     )
     pruned = prune_shard_sets(lake, s.dataset, keep=s.keep, current=snapshot)
     return {**res.model_dump(mode="json"), "pruned": pruned}

@@ -59,7 +59,12 @@ def progress_bar(
 
     counts = [DownloadColumn(binary_units=True), TransferSpeedColumn()] if unit == "bytes" else [MofNCompleteColumn()]
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), *counts, TimeRemainingColumn(),
-        TextColumn("{task.fields[note]}"), console=Console(stderr=True), transient=transient,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        *counts,
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=Console(stderr=True),
+        transient=transient,
     ) as p:
         yield Bar(p, p.add_task(description, total=total, note=""))

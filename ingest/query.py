@@ -32,9 +32,20 @@ _EXPLAIN = re.compile(r"^\s*explain\s+(analy[sz]e\s+)?", re.IGNORECASE)
 _PRAGMA_NAME = re.compile(r"^\s*pragma\s+([A-Za-z_]+)", re.IGNORECASE)
 # pragmas that only describe; others change settings or read files (import_database)
 _READ_ONLY_PRAGMAS = {
-    "table_info", "show", "show_tables", "show_tables_expanded", "show_databases", "version",
-    "database_size", "storage_info", "platform", "functions", "collations", "metadata_info",
-    "database_list", "user_agent",
+    "table_info",
+    "show",
+    "show_tables",
+    "show_tables_expanded",
+    "show_databases",
+    "version",
+    "database_size",
+    "storage_info",
+    "platform",
+    "functions",
+    "collations",
+    "metadata_info",
+    "database_list",
+    "user_agent",
 }
 
 
@@ -105,16 +116,13 @@ def version_at(lake: Lake, table: TableId, ts: datetime) -> int:
     deltalake silently loads version 0 for a time before the first commit; that answer would be
     wrong (the table did not exist), so this raises instead.
     """
-    commits = sorted(
-        (h["version"], h["timestamp"]) for h in lake.delta_table(table).history() if "timestamp" in h
-    )
+    commits = sorted((h["version"], h["timestamp"]) for h in lake.delta_table(table).history() if "timestamp" in h)
     millis = ts.timestamp() * 1000
     found = [v for v, at in commits if at <= millis]
     if not found:
         first = datetime.fromtimestamp(commits[0][1] / 1000, UTC).isoformat() if commits else "?"
         raise ConfigError(
-            f"{table} did not exist at {ts.isoformat()}: its first commit is at {first} "
-            f"(see `ingest history {table}`)"
+            f"{table} did not exist at {ts.isoformat()}: its first commit is at {first} (see `ingest history {table}`)"
         )
     return max(found)
 
@@ -127,7 +135,10 @@ def lock_down(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def open_tables(
-    lake: Lake, con: duckdb.DuckDBPyConnection, versions: dict[TableId, int | str | None], *,
+    lake: Lake,
+    con: duckdb.DuckDBPyConnection,
+    versions: dict[TableId, int | str | None],
+    *,
     dataset: Callable[[TableId, int | str | None], Any] | None = None,
 ) -> None:
     """Point the ``layer.name`` view of each table at its version (None: the current one).

@@ -143,11 +143,22 @@ _RESET = re.compile(r"^\s*reset\s+([\w.\"]+)\s*;?\s*$", re.IGNORECASE)
 _SHOW = re.compile(r"^\s*show\s+(.+?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _IGNORED = re.compile(r"^\s*(set|discard|deallocate|close|unlisten|listen)\b", re.IGNORECASE)
 _PG_SETTINGS = {
-    "server_version": SERVER_VERSION, "server_encoding": "UTF8", "client_encoding": "UTF8",
-    "datestyle": "ISO, MDY", "timezone": "UTC", "integer_datetimes": "on", "standard_conforming_strings": "on",
-    "transaction isolation level": "repeatable read", "transaction_isolation": "repeatable read",
-    "default_transaction_read_only": "on", "transaction_read_only": "on", "is_superuser": "off",
-    "max_identifier_length": "63", "application_name": "", "lc_collate": "C", "lc_ctype": "C",
+    "server_version": SERVER_VERSION,
+    "server_encoding": "UTF8",
+    "client_encoding": "UTF8",
+    "datestyle": "ISO, MDY",
+    "timezone": "UTC",
+    "integer_datetimes": "on",
+    "standard_conforming_strings": "on",
+    "transaction isolation level": "repeatable read",
+    "transaction_isolation": "repeatable read",
+    "default_transaction_read_only": "on",
+    "transaction_read_only": "on",
+    "is_superuser": "off",
+    "max_identifier_length": "63",
+    "application_name": "",
+    "lc_collate": "C",
+    "lc_ctype": "C",
 }
 # pg_catalog functions DuckDB lacks: psql's \dt and \d call them; defined per session
 _MACROS = {
@@ -351,7 +362,9 @@ class LakeSession(Session):
 
     def _open(self, versions: dict[str, int | str | None]) -> None:
         assert self._con is not None  # internal invariant, not a data check
-        open_tables(self.lake, self._con, {TableId.parse(t): v for t, v in versions.items()}, dataset=self._datasets.get)
+        open_tables(
+            self.lake, self._con, {TableId.parse(t): v for t, v in versions.items()}, dataset=self._datasets.get
+        )
         self._known.update(versions)
 
     # statements that are not queries
@@ -413,9 +426,14 @@ class LakeConnection(Connection):
 
     def parameters(self) -> dict[str, str]:
         return {
-            "server_version": SERVER_VERSION, "server_encoding": "UTF8", "client_encoding": "UTF8",
-            "DateStyle": "ISO, MDY", "TimeZone": "UTC", "integer_datetimes": "on",
-            "standard_conforming_strings": "on", "default_transaction_read_only": "on",
+            "server_version": SERVER_VERSION,
+            "server_encoding": "UTF8",
+            "client_encoding": "UTF8",
+            "DateStyle": "ISO, MDY",
+            "TimeZone": "UTC",
+            "integer_datetimes": "on",
+            "standard_conforming_strings": "on",
+            "default_transaction_read_only": "on",
         }
 
     def new_session(self) -> Session:
@@ -547,8 +565,12 @@ class _Handler(bv.BuenaVistaHandler):
         if isinstance(exception, _Refused):  # buenavista's handler reports what ended a connection
             return
         message = str(exception)
-        code = next((c for k, c in _SQLSTATE if k in message), "XX000" if not isinstance(exception, IngestError) else "42000")
-        fields = b"".join(t + v.encode() + b"\x00" for t, v in ((b"S", "ERROR"), (b"V", "ERROR"), (b"C", code), (b"M", message)))
+        code = next(
+            (c for k, c in _SQLSTATE if k in message), "XX000" if not isinstance(exception, IngestError) else "42000"
+        )
+        fields = b"".join(
+            t + v.encode() + b"\x00" for t, v in ((b"S", "ERROR"), (b"V", "ERROR"), (b"C", code), (b"M", message))
+        )
         fields += b"\x00"
         self.wfile.write(struct.pack("!ci", bv.ServerResponse.ERROR_RESPONSE, len(fields) + 4) + fields)
         if ctx:
@@ -579,7 +601,8 @@ class LakeServer(bv.BuenaVistaServer):
     def __init__(self, config: ServeConfig, lake: Lake, tls: ssl.SSLContext | None) -> None:
         self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         super().__init__(
-            (config.host, config.port), LakeConnection(lake),
+            (config.host, config.port),
+            LakeConnection(lake),
             auth=_AnyUser(config.password) if config.password else None,
         )
         self.tls = tls
@@ -605,7 +628,8 @@ def serve(lake: Lake, config: ServeConfig) -> None:
     print(
         f"serving lake {lake.uri} on postgresql://{host}:{port} "
         f"(password {'required' if config.password else 'not required'}, TLS {'on' if tls else 'off'}); Ctrl-C stops",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     try:
         server.serve_forever()

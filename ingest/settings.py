@@ -96,7 +96,9 @@ class ShardSettings(BaseModel):
     format: Literal["webdataset", "mds", "parquet"] = "webdataset"
     key: str = "photo_id"
     shard_size: str = "256MB"
-    keep: int = Field(default=5, ge=1, description="`ingest run` keeps this many newest shard sets of its own snapshots")
+    keep: int = Field(
+        default=5, ge=1, description="`ingest run` keeps this many newest shard sets of its own snapshots"
+    )
 
 
 class SyncSettings(BaseModel):
@@ -129,15 +131,11 @@ class HealthThresholds(BaseModel):
 class Settings(BaseSettings):
     """Everything the service reads from its environment."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     lake: str = "./lake"
     spark_master: str = "local[2]"
-    sample_dir: str | None = Field(
-        default=None, description="Where `ingest run` generates the bundled sample sources."
-    )
+    sample_dir: str | None = Field(default=None, description="Where `ingest run` generates the bundled sample sources.")
     sources: list[SourceConfig] | None = None
     shards: ShardSettings = Field(default_factory=ShardSettings)
     sync_dest: str | None = None

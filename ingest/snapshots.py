@@ -112,18 +112,14 @@ def get_snapshot(lake: Lake, name: str) -> Snapshot:
     """The snapshot called ``name``; ConfigError with the list command if there is none."""
     rows = [r for r in _rows(lake) if r["name"] == name]
     if not rows:
-        raise ConfigError(
-            f"no snapshot named {name!r} in lake {lake.uri}: run `ingest snapshot list` to see the names"
-        )
+        raise ConfigError(f"no snapshot named {name!r} in lake {lake.uri}: run `ingest snapshot list` to see the names")
     return _to_snapshot(_winner(rows))
 
 
 def _default_tables(lake: Lake) -> list[TableId]:
     gold = [t for t in lake.list_tables() if t.layer == "gold"]
     if not gold:
-        raise ConfigError(
-            f"lake {lake.uri} has no gold tables to pin: build them first or pass --tables bronze.x,..."
-        )
+        raise ConfigError(f"lake {lake.uri} has no gold tables to pin: build them first or pass --tables bronze.x,...")
     return gold
 
 
@@ -202,9 +198,7 @@ def create_snapshot(
     if result.skipped or not rows or _winner(rows)["create_id"] != create_id:
         if not result.skipped:
             delete_rows(lake, SNAPSHOTS_TABLE, f"create_id = '{create_id}'")
-        raise SnapshotExists(
-            f"snapshot {name!r} already exists (created concurrently): pick another name"
-        )
+        raise SnapshotExists(f"snapshot {name!r} already exists (created concurrently): pick another name")
     return snap
 
 

@@ -20,10 +20,21 @@ OK, BREACH, MUTED = "#009E73", "#D55E00", "#8a8f98"
 FONT = "font-family='system-ui, -apple-system, Segoe UI, Roboto, sans-serif'"
 
 
-def _t(x: float, y: float, text: str, *, size: int = 12, anchor: str = "start", weight: str = "normal",
-       fill: str = "#222", extra: str = "") -> str:
-    return (f"<text x='{x:.1f}' y='{y:.1f}' font-size='{size}' text-anchor='{anchor}' font-weight='{weight}' "
-            f"fill='{fill}' {extra}>{escape(text)}</text>")
+def _t(
+    x: float,
+    y: float,
+    text: str,
+    *,
+    size: int = 12,
+    anchor: str = "start",
+    weight: str = "normal",
+    fill: str = "#222",
+    extra: str = "",
+) -> str:
+    return (
+        f"<text x='{x:.1f}' y='{y:.1f}' font-size='{size}' text-anchor='{anchor}' font-weight='{weight}' "
+        f"fill='{fill}' {extra}>{escape(text)}</text>"
+    )
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -57,7 +68,8 @@ def _frame(width: int, height: int, title: str, body: list[str], *, label: str) 
         f"role='img' aria-label='{escape(label, quote=True)}' {FONT}>"
         f"<rect width='{width}' height='{height}' fill='#fff'/>"
         + _t(16, 24, title, size=15, weight="600")
-        + "".join(body) + "</svg>"
+        + "".join(body)
+        + "</svg>"
     )
 
 
@@ -75,8 +87,13 @@ def _legend(x: float, y: float, items: Sequence[tuple[str, str]], *, max_width: 
 
 
 def time_series(
-    *, title: str, series: dict[str, list[tuple[datetime, float]]], y_label: str, x_label: str = "run started (UTC)",
-    width: int = 900, height: int = 340,
+    *,
+    title: str,
+    series: dict[str, list[tuple[datetime, float]]],
+    y_label: str,
+    x_label: str = "run started (UTC)",
+    width: int = 900,
+    height: int = 340,
 ) -> str:
     """One line with a dot per point for each series (e.g. rows written per run, per table)."""
     items = [(name, PALETTE[i % len(PALETTE)]) for i, name in enumerate(series)]
@@ -112,8 +129,16 @@ def time_series(
     body.append(f"<line x1='{left}' x2='{right}' y1='{bottom}' y2='{bottom}' stroke='#555'/>")
     body.append(f"<line x1='{left}' x2='{left}' y1='{top}' y2='{bottom}' stroke='#555'/>")
     body.append(_t((left + right) / 2, height - 8, x_label, size=12, anchor="middle"))
-    body.append(_t(16, (top + bottom) / 2, y_label, size=12, anchor="middle",
-                   extra=f"transform='rotate(-90 16 {(top + bottom) / 2:.1f})'"))
+    body.append(
+        _t(
+            16,
+            (top + bottom) / 2,
+            y_label,
+            size=12,
+            anchor="middle",
+            extra=f"transform='rotate(-90 16 {(top + bottom) / 2:.1f})'",
+        )
+    )
     for (name, colour), pts in zip(items, series.values(), strict=True):
         pts = sorted(pts, key=lambda p: p[0])
         coords = [(sx(p[0].timestamp()), sy(p[1])) for p in pts]
@@ -122,7 +147,9 @@ def time_series(
             body.append(f"<polyline points='{path}' fill='none' stroke='{colour}' stroke-width='2'/>")
         for (x, y), p in zip(coords, pts, strict=True):
             tip = f"{name}: {p[1]:g} rows at {p[0]:%Y-%m-%d %H:%M:%S}"
-            body.append(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='4' fill='{colour}'><title>{escape(tip)}</title></circle>")
+            body.append(
+                f"<circle cx='{x:.1f}' cy='{y:.1f}' r='4' fill='{colour}'><title>{escape(tip)}</title></circle>"
+            )
     return _frame(width, height, title, body, label=title)
 
 
@@ -135,8 +162,15 @@ class Bar:
 
 
 def bar_chart(
-    *, title: str, bars: Sequence[Bar], x_label: str, limit: float | None = None, limit_label: str = "",
-    legend: Sequence[tuple[str, str]] = (), width: int = 900, unit: str = "",
+    *,
+    title: str,
+    bars: Sequence[Bar],
+    x_label: str,
+    limit: float | None = None,
+    limit_label: str = "",
+    legend: Sequence[tuple[str, str]] = (),
+    width: int = 900,
+    unit: str = "",
 ) -> str:
     """Horizontal bars, one per label, with an optional dashed threshold line."""
     row = 26
@@ -163,13 +197,17 @@ def bar_chart(
         y = top + i * row
         body.append(_t(left - 8, y + row / 2 + 4, b.label, size=12, anchor="end"))
         w = max(sx(b.value) - left, 1.5)
-        body.append(f"<rect x='{left}' y='{y + 4}' width='{w:.1f}' height='{row - 8}' rx='3' fill='{b.colour}'>"
-                    f"<title>{escape(b.label)}: {b.value:g}{escape(unit)}</title></rect>")
+        body.append(
+            f"<rect x='{left}' y='{y + 4}' width='{w:.1f}' height='{row - 8}' rx='3' fill='{b.colour}'>"
+            f"<title>{escape(b.label)}: {b.value:g}{escape(unit)}</title></rect>"
+        )
         body.append(_t(left + w + 6, y + row / 2 + 4, b.note or f"{b.value:g}{unit}", size=11, fill="#333"))
     body.append(f"<line x1='{left}' x2='{left}' y1='{top}' y2='{bottom}' stroke='#555'/>")
     if limit is not None:
-        body.append(f"<line x1='{sx(limit):.1f}' x2='{sx(limit):.1f}' y1='{top - 4}' y2='{bottom}' "
-                    f"stroke='{BREACH}' stroke-width='1.5' stroke-dasharray='5,4'/>")
+        body.append(
+            f"<line x1='{sx(limit):.1f}' x2='{sx(limit):.1f}' y1='{top - 4}' y2='{bottom}' "
+            f"stroke='{BREACH}' stroke-width='1.5' stroke-dasharray='5,4'/>"
+        )
         body.append(_t(sx(limit) + 4, top - 6, limit_label or f"limit {limit:g}", size=11, fill=BREACH))
     body.append(_t((left + right) / 2, bottom + 36, x_label, size=12, anchor="middle"))
     return _frame(width, height, title, body, label=title)
@@ -215,7 +253,9 @@ def _layers(graph: Graph, order: Sequence[str]) -> dict[str, int]:
     return {nid: squeeze[c] for nid, c in col.items()}
 
 
-def layered_graph(*, title: str, graph: Graph, colours: dict[str, str], kind_labels: dict[str, str] | None = None) -> str:
+def layered_graph(
+    *, title: str, graph: Graph, colours: dict[str, str], kind_labels: dict[str, str] | None = None
+) -> str:
     """A left-to-right DAG: nodes in columns by depth, curved edges with arrowheads, a legend."""
     labels = kind_labels or {}
     items = [(labels.get(k, k), c) for k, c in colours.items() if any(n.kind == k for n in graph.nodes)]
@@ -226,8 +266,10 @@ def layered_graph(*, title: str, graph: Graph, colours: dict[str, str], kind_lab
         by_col.setdefault(col[n.id], []).append(n)
     node_h, gap_x, gap_y = 46, 44, 16
     # each column as wide as its longest label or detail (about 7.8 px a character in bold 12 px)
-    col_w = [min(280, max([150] + [20 + 7.8 * max(len(n.label), len(n.detail) * 0.85) for n in by_col.get(c, [])]))
-             for c in range(ncols)]
+    col_w = [
+        min(280, max([150] + [20 + 7.8 * max(len(n.label), len(n.detail) * 0.85) for n in by_col.get(c, [])]))
+        for c in range(ncols)
+    ]
     col_x = [20 + sum(col_w[:c]) + c * gap_x for c in range(ncols)]
     width = max(int(col_x[-1] + col_w[-1] + 20), 600)
     leg, legend_h = _legend(16, 48, items, max_width=width - 32)
@@ -251,8 +293,10 @@ def layered_graph(*, title: str, graph: Graph, colours: dict[str, str], kind_lab
         for i, n in enumerate(nodes):
             pos[n.id] = (col_x[c], top + offset + i * (node_h + gap_y))
     body = list(leg)
-    body.append("<defs><marker id='arrow' viewBox='0 0 10 10' refX='9' refY='5' markerWidth='7' markerHeight='7' "
-                "orient='auto-start-reverse'><path d='M0,0 L10,5 L0,10 z' fill='#6b7280'/></marker></defs>")
+    body.append(
+        "<defs><marker id='arrow' viewBox='0 0 10 10' refX='9' refY='5' markerWidth='7' markerHeight='7' "
+        "orient='auto-start-reverse'><path d='M0,0 L10,5 L0,10 z' fill='#6b7280'/></marker></defs>"
+    )
     for s, d, label in graph.edges:
         if s not in pos or d not in pos:
             continue
@@ -260,16 +304,20 @@ def layered_graph(*, title: str, graph: Graph, colours: dict[str, str], kind_lab
         x1, y1 = pos[d][0], pos[d][1] + node_h / 2
         mx = (x0 + x1) / 2
         tip = f"<title>{escape(label)}</title>" if label else ""
-        body.append(f"<path d='M{x0:.1f},{y0:.1f} C{mx:.1f},{y0:.1f} {mx:.1f},{y1:.1f} {x1 - 2:.1f},{y1:.1f}' "
-                    f"fill='none' stroke='#9aa1ab' stroke-width='1.6' marker-end='url(#arrow)'>{tip}</path>")
+        body.append(
+            f"<path d='M{x0:.1f},{y0:.1f} C{mx:.1f},{y0:.1f} {mx:.1f},{y1:.1f} {x1 - 2:.1f},{y1:.1f}' "
+            f"fill='none' stroke='#9aa1ab' stroke-width='1.6' marker-end='url(#arrow)'>{tip}</path>"
+        )
     for n in graph.nodes:
         x, y = pos[n.id]
         node_w, chars = col_w[col[n.id]], int((col_w[col[n.id]] - 20) / 7.8)
         colour = colours.get(n.kind, MUTED)
         tip = escape(n.tooltip or f"{n.kind}: {n.label}")
-        body.append(f"<g class='node' data-kind='{escape(n.kind, quote=True)}'><title>{tip}</title>"
-                    f"<rect x='{x}' y='{y:.1f}' width='{node_w}' height='{node_h}' rx='8' fill='{colour}' fill-opacity='0.14' "
-                    f"stroke='{colour}' stroke-width='1.8'/>")
+        body.append(
+            f"<g class='node' data-kind='{escape(n.kind, quote=True)}'><title>{tip}</title>"
+            f"<rect x='{x}' y='{y:.1f}' width='{node_w}' height='{node_h}' rx='8' fill='{colour}' fill-opacity='0.14' "
+            f"stroke='{colour}' stroke-width='1.8'/>"
+        )
         body.append(_t(x + 9, y + 19, _clip(n.label, chars), size=12, weight="600"))
         if n.detail:
             body.append(_t(x + 9, y + 36, _clip(n.detail, int((node_w - 20) / 6.6)), size=11, fill="#555"))

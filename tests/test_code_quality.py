@@ -25,6 +25,11 @@ def test_ruff_finds_nothing():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_code_is_formatted():
+    out = _run("ruff", "format", "--check", "--no-cache", *PACKAGES)
+    assert out.returncode == 0, "run `ruff format ingest transforms flows`:\n" + out.stdout + out.stderr
+
+
 def test_mypy_finds_nothing():
     out = _run("mypy")  # packages and options from [tool.mypy]
     assert out.returncode == 0, out.stdout + out.stderr

@@ -93,8 +93,10 @@ def configure(
     global _CONTEXT
     with _LOCK:
         _CONTEXT = RunContext(
-            lake=lake, source_versions=dict(source_versions or {}),
-            scope_tests=tested_sources is not None, tested_sources=dict(tested_sources or {}),
+            lake=lake,
+            source_versions=dict(source_versions or {}),
+            scope_tests=tested_sources is not None,
+            tested_sources=dict(tested_sources or {}),
             run_id=current_run_id(),
         )
         return _CONTEXT
@@ -115,9 +117,11 @@ def late_arrival_cutoff(lake: Lake) -> datetime | None:
 
     if not lake.table_exists(RUNS_TABLE):
         return None
-    runs = lake.delta_table(RUNS_TABLE).to_pyarrow_table(
-        columns=["command", "status", "started_at", "duration_s"]
-    ).to_pylist()
+    runs = (
+        lake.delta_table(RUNS_TABLE)
+        .to_pyarrow_table(columns=["command", "status", "started_at", "duration_s"])
+        .to_pylist()
+    )
     transforms = [r["started_at"] for r in runs if r["command"] == "transform" and r["status"] == "success"]
     if not transforms:
         return None
@@ -184,9 +188,7 @@ class Plugin(BasePlugin):
             else:
                 uri = self._config.get("lake") or os.environ.get("LAKEHOUSE_LAKE")
                 if not uri:
-                    raise ConfigError(
-                        "the dbt lake plugin has no lake: run `ingest transform`, or set LAKEHOUSE_LAKE"
-                    )
+                    raise ConfigError("the dbt lake plugin has no lake: run `ingest transform`, or set LAKEHOUSE_LAKE")
                 self._lake = Lake(str(uri))
         return self._lake
 
@@ -266,9 +268,7 @@ class Plugin(BasePlugin):
                 try:
                     version = int(raw)
                 except (TypeError, ValueError):
-                    raise ConfigError(
-                        f"source {table}: as_of_version must be an integer, got {raw!r}"
-                    ) from None
+                    raise ConfigError(f"source {table}: as_of_version must be an integer, got {raw!r}") from None
             elif source_config.get("as_of_timestamp"):
                 version = self._version_at(table, str(source_config.get("as_of_timestamp")))
         if not self.lake.table_exists(table):
@@ -357,7 +357,9 @@ class Plugin(BasePlugin):
         # every dbt write of a table carries one app id: two transforms writing it at once
         # conflict in Delta (or the later one finds its batch number taken) instead of both landing
         app_id = f"dbt:{tid}"
-        written: dict[str, Any] = dict(app_id=app_id, batch_version=next_sequence(self.lake, tid, app_id), metadata=model_meta)
+        written: dict[str, Any] = dict(
+            app_id=app_id, batch_version=next_sequence(self.lake, tid, app_id), metadata=model_meta
+        )
         if mode != "overwrite" and data.num_rows == 0:
             res = None  # nothing new: no empty commit, the table keeps its version
         elif mode == "overwrite":

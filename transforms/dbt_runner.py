@@ -76,13 +76,19 @@ def dbt_args(
     """The dbt CLI arguments for ``command`` against the bundled project."""
     args = [
         command,
-        "--project-dir", str(PROJECT_DIR),
-        "--profiles-dir", str(PROJECT_DIR),
-        "--target-path", str(target_dir / "target"),
-        "--log-path", str(target_dir / "logs"),
+        "--project-dir",
+        str(PROJECT_DIR),
+        "--profiles-dir",
+        str(PROJECT_DIR),
+        "--target-path",
+        str(target_dir / "target"),
+        "--log-path",
+        str(target_dir / "logs"),
         "--quiet",
-        "--log-level", "none",  # stdout belongs to `ingest` (--json); failures come back in results
-        "--log-level-file", "none",
+        "--log-level",
+        "none",  # stdout belongs to `ingest` (--json); failures come back in results
+        "--log-level-file",
+        "none",
         "--no-use-colors",
         "--no-partial-parse",  # parsed once per project version instead (parsed_manifest)
         "--no-write-json",
@@ -158,7 +164,9 @@ def _pickle_manifest(manifest: Any) -> bytes:
     import dataclasses
     import pickle
 
-    state = {f.name: getattr(manifest, f.name) for f in dataclasses.fields(manifest) if f.init and not f.name.startswith("_")}
+    state = {
+        f.name: getattr(manifest, f.name) for f in dataclasses.fields(manifest) if f.init and not f.name.startswith("_")
+    }
     return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -357,9 +365,13 @@ def last_tested_run(lake: Lake) -> dict[str, Any] | None:
 
     if not lake.table_exists(RUNS_TABLE):
         return None
-    runs = [r for r in lake.delta_table(RUNS_TABLE).to_pyarrow_table(
-        columns=["command", "status", "started_at", "target", "details"]
-    ).to_pylist() if r["command"] == "transform"]
+    runs = [
+        r
+        for r in lake.delta_table(RUNS_TABLE)
+        .to_pyarrow_table(columns=["command", "status", "started_at", "target", "details"])
+        .to_pylist()
+        if r["command"] == "transform"
+    ]
     whole = [r for r in runs if r["target"] == "all" and r["status"] == "success"]
     if not whole:
         return None
@@ -399,8 +411,18 @@ def unchanged_since_last_run(lake: Lake) -> TransformResult | None:
         return None
     return TransformResult(
         ok=True,
-        models=[ModelResult(**{**m, "status": "skipped", "rows_written": 0, "seconds": 0.0,
-                               "message": "nothing new since the last run"}) for m in models],
+        models=[
+            ModelResult(
+                **{
+                    **m,
+                    "status": "skipped",
+                    "rows_written": 0,
+                    "seconds": 0.0,
+                    "message": "nothing new since the last run",
+                }
+            )
+            for m in models
+        ],
         sources=sources,
         project_sha=last["project_sha"],
         unit_tests_run=False,
@@ -560,15 +582,21 @@ def run_transform(
         snap = get_snapshot(lake, snapshot)
         pins.update({t: v for t, v in snap.tables.items() if t.startswith("bronze.")})
         if not pins:
-            raise IngestError(f"snapshot {snapshot!r} pins no bronze table; it pins {', '.join(sorted(snap.tables)) or 'nothing'}")
+            raise IngestError(
+                f"snapshot {snapshot!r} pins no bronze table; it pins {', '.join(sorted(snap.tables)) or 'nothing'}"
+            )
     if pins:
         full_refresh = True
     t0 = time.monotonic()
     with track(lake, command="transform", source="dbt_project", target=select or "all") as run:
         try:
             result = run_dbt(
-                lake, select=select, full_refresh=full_refresh,
-                source_versions=pins, progress=progress, test_all=test_all,
+                lake,
+                select=select,
+                full_refresh=full_refresh,
+                source_versions=pins,
+                progress=progress,
+                test_all=test_all,
             )
         except TransformFailed as exc:
             run.details = exc.result.model_dump(mode="json")
@@ -576,9 +604,15 @@ def run_transform(
             raise
         if include_spark:
             try:
-                result.models.extend(run_spark_stage(
-                    settings, lake, select=select, full_refresh=full_refresh, source_versions=pins,
-                ))
+                result.models.extend(
+                    run_spark_stage(
+                        settings,
+                        lake,
+                        select=select,
+                        full_refresh=full_refresh,
+                        source_versions=pins,
+                    )
+                )
             except IngestError as exc:
                 result.ok = False
                 run.details = result.model_dump(mode="json")
@@ -612,20 +646,23 @@ def _record_model_runs(lake: Lake, result: TransformResult, *, transform_run: st
     from ingest.runlog import Run, record
 
     # (a model that wrote nothing new leaves the table's existing writer run standing)
-    record(lake, *(
-        Run(
-            command=f"transform {m.kind}:{m.name}",
-            source="dbt_project" if m.kind == "dbt" else "transforms.spark",
-            target=m.table,
-            version_after=m.version,
-            rows_written=m.rows_written,
-            duration_s=m.seconds or 0.0,
-            status="success",
-            details={"inputs": m.inputs, "transform_run": transform_run, "mode": m.mode},
-        )
-        for m in result.models
-        if m.table and m.version is not None and m.rows_written and m.status == "success"
-    ))
+    record(
+        lake,
+        *(
+            Run(
+                command=f"transform {m.kind}:{m.name}",
+                source="dbt_project" if m.kind == "dbt" else "transforms.spark",
+                target=m.table,
+                version_after=m.version,
+                rows_written=m.rows_written,
+                duration_s=m.seconds or 0.0,
+                status="success",
+                details={"inputs": m.inputs, "transform_run": transform_run, "mode": m.mode},
+            )
+            for m in result.models
+            if m.table and m.version is not None and m.rows_written and m.status == "success"
+        ),
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m transforms.dbt_runner` for debugging

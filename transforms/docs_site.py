@@ -60,28 +60,34 @@ def spark_exposures(settings: Settings, model_names: set[str]) -> list[dict[str,
     out = []
     for name, (source, target) in spark_pkg.SPARK_MODELS.items():
         src = TableId.parse(source)
-        out.append({
-            "name": f"spark_{name}",
-            "label": f"Spark: {name} → {target}",
-            "type": "application",
-            "owner": {"name": "transforms.spark"},
-            "description": f"Spark model `{name}` (transforms/spark) writes `{target}`. {spark_pkg.model_description(name)}",
-            "depends_on": [f"source('{src.layer}', '{src.name}')"],
-            "meta": {"engine": "spark", "target": target, "params": spark_pkg.model_params(name)},
-        })
+        out.append(
+            {
+                "name": f"spark_{name}",
+                "label": f"Spark: {name} → {target}",
+                "type": "application",
+                "owner": {"name": "transforms.spark"},
+                "description": f"Spark model `{name}` (transforms/spark) writes `{target}`. {spark_pkg.model_description(name)}",
+                "depends_on": [f"source('{src.layer}', '{src.name}')"],
+                "meta": {"engine": "spark", "target": target, "params": spark_pkg.model_params(name)},
+            }
+        )
     shard_table = TableId.parse(settings.shards.table)
     if shard_table.name in model_names:
-        out.append({
-            "name": f"shards_{settings.shards.dataset}",
-            "label": f"Training shards: {settings.shards.dataset}",
-            "type": "ml",
-            "owner": {"name": "ingest shards build"},
-            "description": (f"`ingest shards build {settings.shards.dataset}` cuts {settings.shards.format} shards "
-                            f"from a snapshot of `{settings.shards.table}` (key `{settings.shards.key}`); "
-                            "`ingest sync` stages them onto GPU nodes."),
-            "depends_on": [f"ref('{shard_table.name}')"],
-            "meta": {"format": settings.shards.format, "dataset": settings.shards.dataset},
-        })
+        out.append(
+            {
+                "name": f"shards_{settings.shards.dataset}",
+                "label": f"Training shards: {settings.shards.dataset}",
+                "type": "ml",
+                "owner": {"name": "ingest shards build"},
+                "description": (
+                    f"`ingest shards build {settings.shards.dataset}` cuts {settings.shards.format} shards "
+                    f"from a snapshot of `{settings.shards.table}` (key `{settings.shards.key}`); "
+                    "`ingest sync` stages them onto GPU nodes."
+                ),
+                "depends_on": [f"ref('{shard_table.name}')"],
+                "meta": {"format": settings.shards.format, "dataset": settings.shards.dataset},
+            }
+        )
     return out
 
 
@@ -99,10 +105,24 @@ def _generate(lake: Lake, project: Path, work: Path) -> Path:
 
     target = work / "target"
     args = [
-        "docs", "generate", "--static",
-        "--project-dir", str(project), "--profiles-dir", str(project),
-        "--target-path", str(target), "--log-path", str(work / "logs"),
-        "--quiet", "--log-level", "none", "--log-level-file", "none", "--no-use-colors", "--no-partial-parse",
+        "docs",
+        "generate",
+        "--static",
+        "--project-dir",
+        str(project),
+        "--profiles-dir",
+        str(project),
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(work / "logs"),
+        "--quiet",
+        "--log-level",
+        "none",
+        "--log-level-file",
+        "none",
+        "--no-use-colors",
+        "--no-partial-parse",
     ]
     dbt_plugin.configure(lake)
     try:
@@ -135,13 +155,17 @@ def build_docs_site(settings: Settings, *, out: Path) -> DocsSite:
         target = _generate(lake, work / "project", work)
         index = (target / "static_index.html").read_text(encoding="utf-8")
         manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
-        graph = lake_graph(lake, static_edges=[
-            (src, dst, f"spark:{name}") for name, (src, dst) in spark_pkg.SPARK_MODELS.items()
-        ])
+        graph = lake_graph(
+            lake, static_edges=[(src, dst, f"spark:{name}") for name, (src, dst) in spark_pkg.SPARK_MODELS.items()]
+        )
         from ingest.svg import layered_graph
 
-        svg = layered_graph(title="Lake lineage: source → bronze → silver/gold → snapshot → shard set",
-                            graph=graph, colours=LAKE_KINDS, kind_labels=LAKE_KIND_LABELS)
+        svg = layered_graph(
+            title="Lake lineage: source → bronze → silver/gold → snapshot → shard set",
+            graph=graph,
+            colours=LAKE_KINDS,
+            kind_labels=LAKE_KIND_LABELS,
+        )
         out.mkdir(parents=True, exist_ok=True)
         _write(out / "index.html", _with_link(index))
         _write(out / LAKE_PAGE, _lake_page(lake, svg, spark_pkg))
@@ -151,8 +175,14 @@ def build_docs_site(settings: Settings, *, out: Path) -> DocsSite:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     dbt_models = sorted(n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model")
-    return DocsSite(out=str(out), index=str(out / "index.html"), lake_page=str(out / LAKE_PAGE), models=dbt_models,
-                    spark_models=list(spark_pkg.SPARK_MODELS), lake_nodes=len(graph.nodes))
+    return DocsSite(
+        out=str(out),
+        index=str(out / "index.html"),
+        lake_page=str(out / LAKE_PAGE),
+        models=dbt_models,
+        spark_models=list(spark_pkg.SPARK_MODELS),
+        lake_nodes=len(graph.nodes),
+    )
 
 
 def _with_link(index: str) -> str:
@@ -179,16 +209,24 @@ def _lake_page(lake: Lake, svg: str, spark_pkg: Any) -> str:
             f"<tr><td><b>{escape(name)}</b></td><td>{escape(source)}</td><td>{escape(target)}</td>"
             f"<td>{escape(params)}</td><td>{escape(state)}</td><td>{escape(spark_pkg.model_description(name))}</td></tr>"
         )
-    head = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Lake lineage — {escape(lake.uri)}</title>"
-            f"<style>{PAGE_CSS}main{{max-width:1400px}}</style></head><body>")
-    banner = ("<header><h1>Lake lineage and Spark models</h1>"
-              f"<p>{escape(lake.uri)} · <a style='color:#93c5fd' href='index.html'>dbt models, columns and tests &larr;</a></p>"
-              "</header>")
-    lineage = ("<section><h2>Lineage</h2><p class='why'>Every table, the sources its ingest runs read, the models that "
-               "built it (hover an arrow), the snapshots that pin it and the shard sets cut from them; from _meta.runs, "
-               f"_meta.snapshots and the shard manifests. `ingest lineage REF` prints one chain.</p>{svg}</section>")
-    spark = ("<section><h2>Spark models</h2><p class='why'>transforms/spark, run by `ingest transform` after dbt; "
-             "they appear in dbt's graph as exposures named spark_*.</p><table><thead><tr><th>model</th><th>reads</th>"
-             "<th>writes</th><th>parameters</th><th>table now</th><th>what it does</th></tr></thead>"
-             f"<tbody>{''.join(rows)}</tbody></table></section>")
+    head = (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Lake lineage — {escape(lake.uri)}</title>"
+        f"<style>{PAGE_CSS}main{{max-width:1400px}}</style></head><body>"
+    )
+    banner = (
+        "<header><h1>Lake lineage and Spark models</h1>"
+        f"<p>{escape(lake.uri)} · <a style='color:#93c5fd' href='index.html'>dbt models, columns and tests &larr;</a></p>"
+        "</header>"
+    )
+    lineage = (
+        "<section><h2>Lineage</h2><p class='why'>Every table, the sources its ingest runs read, the models that "
+        "built it (hover an arrow), the snapshots that pin it and the shard sets cut from them; from _meta.runs, "
+        f"_meta.snapshots and the shard manifests. `ingest lineage REF` prints one chain.</p>{svg}</section>"
+    )
+    spark = (
+        "<section><h2>Spark models</h2><p class='why'>transforms/spark, run by `ingest transform` after dbt; "
+        "they appear in dbt's graph as exposures named spark_*.</p><table><thead><tr><th>model</th><th>reads</th>"
+        "<th>writes</th><th>parameters</th><th>table now</th><th>what it does</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
     return f"{head}{banner}<main>{lineage}{spark}</main></body></html>"

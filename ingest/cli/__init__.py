@@ -27,14 +27,22 @@ COMMAND_MODULES = [
 
 # command -> its module (tests/test_cli_registry.py checks this against the modules)
 COMMANDS = {
-    "ls": "ingest.cli.lake_cmds", "sql": "ingest.cli.lake_cmds", "history": "ingest.cli.lake_cmds",
+    "ls": "ingest.cli.lake_cmds",
+    "sql": "ingest.cli.lake_cmds",
+    "history": "ingest.cli.lake_cmds",
     "run": "ingest.cli.run_cmd",
-    "images": "ingest.cli.source_cmds", "logs": "ingest.cli.source_cmds", "tables": "ingest.cli.source_cmds",
-    "health": "ingest.cli.ops_cmds", "lineage": "ingest.cli.ops_cmds",
-    "snapshot": "ingest.cli.snapshot_cmds", "vacuum": "ingest.cli.snapshot_cmds",
-    "optimize": "ingest.cli.snapshot_cmds", "shards": "ingest.cli.snapshot_cmds",
+    "images": "ingest.cli.source_cmds",
+    "logs": "ingest.cli.source_cmds",
+    "tables": "ingest.cli.source_cmds",
+    "health": "ingest.cli.ops_cmds",
+    "lineage": "ingest.cli.ops_cmds",
+    "snapshot": "ingest.cli.snapshot_cmds",
+    "vacuum": "ingest.cli.snapshot_cmds",
+    "optimize": "ingest.cli.snapshot_cmds",
+    "shards": "ingest.cli.snapshot_cmds",
     "sync": "ingest.cli.sync_cmd",
-    "transform": "ingest.cli.transform_cmds", "catalog": "ingest.cli.transform_cmds",
+    "transform": "ingest.cli.transform_cmds",
+    "catalog": "ingest.cli.transform_cmds",
     "serve": "ingest.cli.serve_cmd",
     "docs": "ingest.cli.docs_cmd",
 }

@@ -26,12 +26,18 @@ _app = typer.Typer(
         "Lakehouse ingestion and ELT for ML teams: load images, logs and database tables into "
         "Delta Lake, transform them with dbt and Spark, pin snapshots and build training shards."
     ),
-    epilog=examples("ingest run", "ingest images ./photos && ingest transform && ingest snapshot create v1", "ingest shards build photos --table gold.photo_features --snapshot v1", "ingest sync shards/photos/v1 /local/nvme/photos"),
+    epilog=examples(
+        "ingest run",
+        "ingest images ./photos && ingest transform && ingest snapshot create v1",
+        "ingest shards build photos --table gold.photo_features --snapshot v1",
+        "ingest sync shards/photos/v1 /local/nvme/photos",
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
 
 def _version(value: bool) -> None:
     if value:
@@ -46,14 +52,18 @@ _registered: set[str] = set()
 def _main(
     ctx: typer.Context,
     lake: str | None = typer.Option(
-        None, "--lake", help="Lake root: a local directory or s3://bucket/prefix (env LAKEHOUSE_LAKE; default ./lake)",
+        None,
+        "--lake",
+        help="Lake root: a local directory or s3://bucket/prefix (env LAKEHOUSE_LAKE; default ./lake)",
         show_default=False,
     ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable JSON on stdout; no progress bars."),
     config: str | None = typer.Option(
         None, "--config", help="Settings file (env LAKEHOUSE_CONFIG; default ./lakehouse.yaml)", show_default=False
     ),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     debug: bool = typer.Option(
         False, "--debug", help="On failure, print the traceback before the one-line error (env LAKEHOUSE_DEBUG=1)."
     ),
@@ -111,4 +121,3 @@ def main(argv: list[str] | None = None) -> None:
     except BaseException:  # run_cli reports every error; never let one end the process with 0
         _EXIT_CODE = 1
         raise
-

@@ -116,7 +116,6 @@ def stdout_closed_is_fine() -> Iterator[None]:
         os.close(devnull)
 
 
-
 def run_cli(app: typer.Typer, argv: list[str]) -> None:
     """Run the app; every error becomes one line on stderr and a non-zero exit.
 

@@ -11,10 +11,13 @@ from ingest.cli.help import examples
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("docs", epilog=examples(
-        'ingest --lake ./lake docs --out ./site && xdg-open ./site/index.html',
-        'ingest --lake s3://bucket/lake docs --out /srv/www/lake-docs',
-    ))
+    @app.command(
+        "docs",
+        epilog=examples(
+            "ingest --lake ./lake docs --out ./site && xdg-open ./site/index.html",
+            "ingest --lake s3://bucket/lake docs --out /srv/www/lake-docs",
+        ),
+    )
     def docs_cmd(
         ctx: typer.Context,
         out: Path = typer.Option(..., "--out", help="Directory to write the site into (created if missing)."),
@@ -27,7 +30,11 @@ def register(app: typer.Typer) -> None:
 
         st = state(ctx)
         site = build_docs_site(st.settings, out=out)
-        emit(ctx, site.model_dump(mode="json"), lambda: typer.echo(
-            f"wrote {site.index} ({len(site.models)} dbt models, {len(site.spark_models)} Spark models) "
-            f"and {site.lake_page} ({site.lake_nodes} lineage nodes)"
-        ))
+        emit(
+            ctx,
+            site.model_dump(mode="json"),
+            lambda: typer.echo(
+                f"wrote {site.index} ({len(site.models)} dbt models, {len(site.spark_models)} Spark models) "
+                f"and {site.lake_page} ({site.lake_nodes} lineage nodes)"
+            ),
+        )

@@ -78,19 +78,31 @@ def _print_table(rows: list[dict], title: str | None = None) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("ls", epilog=examples('ingest ls', 'ingest --lake s3://bucket/lake --json ls'))
+    @app.command("ls", epilog=examples("ingest ls", "ingest --lake s3://bucket/lake --json ls"))
     def ls_cmd(ctx: typer.Context) -> None:
         """List every lake table with its Delta version, row count and last update."""
         rows = table_summaries(state(ctx).lake_obj)
         emit(ctx, rows, lambda: _print_table(rows, title=f"tables in {state(ctx).lake_obj.uri}"))
 
-    @app.command("sql", epilog=examples('ingest sql "select place, count(*) from silver.photos group by 1"', 'ingest sql "select * from gold.photo_features" --as-of v1 > f.csv'))
+    @app.command(
+        "sql",
+        epilog=examples(
+            'ingest sql "select place, count(*) from silver.photos group by 1"',
+            'ingest sql "select * from gold.photo_features" --as-of v1 > f.csv',
+        ),
+    )
     def sql_cmd(
         ctx: typer.Context,
-        query: str = typer.Argument(..., help='Read-only SQL; name tables layer.name, e.g. "select * from gold.photo_features".'),
-        as_of: str | None = typer.Option(None, "--as-of", help="Read every table as of a Delta version number, an ISO timestamp or a snapshot name."),
+        query: str = typer.Argument(
+            ..., help='Read-only SQL; name tables layer.name, e.g. "select * from gold.photo_features".'
+        ),
+        as_of: str | None = typer.Option(
+            None, "--as-of", help="Read every table as of a Delta version number, an ISO timestamp or a snapshot name."
+        ),
         fmt: str | None = typer.Option(
-            None, "--format", show_default=False,
+            None,
+            "--format",
+            show_default=False,
             help="table, csv, tsv, json or jsonl (default: table on a terminal, csv into a pipe or file; --json implies json).",
         ),
     ) -> None:
@@ -105,12 +117,19 @@ def register(app: typer.Typer) -> None:
 
         if fmt is not None and fmt not in FORMATS:
             raise typer.BadParameter(f"use {', '.join(FORMATS)}", param_hint="--format")
-        chosen = default_format(json_flag=state(ctx).json, stdout_is_terminal=sys.stdout.isatty()) if fmt is None or state(ctx).json else fmt
+        chosen = (
+            default_format(json_flag=state(ctx).json, stdout_is_terminal=sys.stdout.isatty())
+            if fmt is None or state(ctx).json
+            else fmt
+        )
         sys.stdout.flush()
         with stdout_closed_is_fine(), stream_sql(state(ctx).lake_obj, query, as_of=as_of) as reader:
             write_result(reader, chosen, sys.stdout.buffer)  # type: ignore[arg-type]  # a checked format name (FORMATS) is a Format
 
-    @app.command("history", epilog=examples('ingest history bronze.events --limit 10', 'ingest --json history gold.photo_features'))
+    @app.command(
+        "history",
+        epilog=examples("ingest history bronze.events --limit 10", "ingest --json history gold.photo_features"),
+    )
     def history_cmd(
         ctx: typer.Context,
         table: str = typer.Argument(..., help="layer.name"),

@@ -13,15 +13,20 @@ from ingest.cli.help import examples
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("health", epilog=examples(
-        'ingest health --table bronze.events --table silver.events || alert',
-        'ingest --lake ./lake health --html health.html; xdg-open health.html',
-    ))
+    @app.command(
+        "health",
+        epilog=examples(
+            "ingest health --table bronze.events --table silver.events || alert",
+            "ingest --lake ./lake health --html health.html; xdg-open health.html",
+        ),
+    )
     def health_cmd(
         ctx: typer.Context,
         table: list[str] | None = typer.Option(None, "--table", help="Check only these tables (repeatable)."),
         html: Path | None = typer.Option(
-            None, "--html", help="Also write the report with charts to this HTML file (self-contained, opens offline).",
+            None,
+            "--html",
+            help="Also write the report with charts to this HTML file (self-contained, opens offline).",
             show_default=False,
         ),
     ) -> None:
@@ -55,10 +60,15 @@ def register(app: typer.Typer) -> None:
         if not report.ok:
             raise typer.Exit(1)
 
-    @app.command("lineage", epilog=examples('ingest lineage shards/photos/train-2024-06', 'ingest lineage gold.photo_features@12'))
+    @app.command(
+        "lineage",
+        epilog=examples("ingest lineage shards/photos/train-2024-06", "ingest lineage gold.photo_features@12"),
+    )
     def lineage_cmd(
         ctx: typer.Context,
-        ref: str = typer.Argument(..., help="A shard set (shards/DATASET/SNAPSHOT, a path or s3:// URI) or a table layer.name[@version]."),
+        ref: str = typer.Argument(
+            ..., help="A shard set (shards/DATASET/SNAPSHOT, a path or s3:// URI) or a table layer.name[@version]."
+        ),
     ) -> None:
         """Print the chain shard set -> snapshot -> table versions -> transform runs -> ingest runs -> sources."""
         from ingest.lineage import lineage

@@ -17,15 +17,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("run", epilog=examples('ingest run', 'ingest run --orchestrator local --no-sync'))
+    @app.command("run", epilog=examples("ingest run", "ingest run --orchestrator local --no-sync"))
     def run_cmd(
         ctx: typer.Context,
         orchestrator: str = typer.Option(
-            "prefect", "--orchestrator",
+            "prefect",
+            "--orchestrator",
             help="prefect: run the Prefect pipeline flow (a temporary local server if PREFECT_API_URL is unset); "
             "local: the same stages in this process without Prefect.",
         ),
-        sync: bool = typer.Option(True, "--sync/--no-sync", help="Stage the shard set to sync_dest (default ./synced)."),
+        sync: bool = typer.Option(
+            True, "--sync/--no-sync", help="Stage the shard set to sync_dest (default ./synced)."
+        ),
     ) -> None:
         """Run the whole pipeline: ingest every source, transform, snapshot, build shards, sync.
 

@@ -29,7 +29,12 @@ def _split_cols(values: list[str]) -> tuple[str, ...]:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("images", epilog=examples('ingest images ./photos', 'ingest images s3://raw-bucket/cameras/ --table bronze.camera_images'))
+    @app.command(
+        "images",
+        epilog=examples(
+            "ingest images ./photos", "ingest images s3://raw-bucket/cameras/ --table bronze.camera_images"
+        ),
+    )
     def images_cmd(
         ctx: typer.Context,
         src: str = typer.Argument(..., help="Local directory or s3://bucket/prefix, walked recursively."),
@@ -42,10 +47,13 @@ def register(app: typer.Typer) -> None:
         res = ingest_images(st.lake_for_write, src, table=table, progress=st.progress)
         emit(ctx, res.model_dump(mode="json"), lambda: _human(res))
 
-    @app.command("logs", epilog=examples(
-        'ingest logs /var/log/app/ --table bronze.events',
-        r"ingest logs web.log.gz --format text --pattern '(?P<ip>\S+) (?P<rest>.*)'",
-    ))
+    @app.command(
+        "logs",
+        epilog=examples(
+            "ingest logs /var/log/app/ --table bronze.events",
+            r"ingest logs web.log.gz --format text --pattern '(?P<ip>\S+) (?P<rest>.*)'",
+        ),
+    )
     def logs_cmd(
         ctx: typer.Context,
         src: str = typer.Argument(..., help="Log file, directory or s3://bucket/prefix (.gz files too)."),
@@ -65,11 +73,14 @@ def register(app: typer.Typer) -> None:
         res = ingest_logs(st.lake_for_write, src, table=table, format=format, pattern=pattern, progress=st.progress)  # type: ignore[arg-type]  # format checked against the Literal above
         emit(ctx, res.model_dump(mode="json"), lambda: _human(res))
 
-    @app.command("tables", epilog=examples(
-        'ingest tables sqlite:///shop.db --source-table orders --table bronze.o',
-        'ingest tables "$DB" --source-table users --table bronze.u --cursor ts',
-        'ingest tables "$DB" --source-table users --table bronze.u --primary-key id',
-    ))
+    @app.command(
+        "tables",
+        epilog=examples(
+            "ingest tables sqlite:///shop.db --source-table orders --table bronze.o",
+            'ingest tables "$DB" --source-table users --table bronze.u --cursor ts',
+            'ingest tables "$DB" --source-table users --table bronze.u --primary-key id',
+        ),
+    )
     def tables_cmd(
         ctx: typer.Context,
         db_url: str = typer.Argument(..., help="SQLAlchemy URL: postgresql://..., mysql://..., sqlite:///path.db"),
@@ -86,7 +97,13 @@ def register(app: typer.Typer) -> None:
 
         st = state(ctx)
         res = ingest_table(
-            st.lake_for_write, db_url, source_table=source_table, table=table,
-            primary_key=_split_cols(primary_key), cursor=cursor, cursor_lag=cursor_lag, progress=st.progress,
+            st.lake_for_write,
+            db_url,
+            source_table=source_table,
+            table=table,
+            primary_key=_split_cols(primary_key),
+            cursor=cursor,
+            cursor_lag=cursor_lag,
+            progress=st.progress,
         )
         emit(ctx, res.model_dump(mode="json"), lambda: _human(res))

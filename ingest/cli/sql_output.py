@@ -47,8 +47,11 @@ def _is_nested(t: pa.DataType) -> bool:
 
 
 def _is_binary(t: pa.DataType) -> bool:
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or (
-        pa.types.is_binary_view(t)
+    return (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+        or (pa.types.is_binary_view(t))
     )
 
 
@@ -119,8 +122,10 @@ def _write_delimited(reader: pa.RecordBatchReader, out: BinaryIO, *, delimiter: 
         if not batch.num_rows:
             continue
         cols = [cell(c.cast(pa.string())) for c in _text_batch(batch).columns]
-        lines = cols[0] if len(cols) == 1 else pc.binary_join_element_wise(
-            *cols, delimiter, null_handling="replace", null_replacement=""
+        lines = (
+            cols[0]
+            if len(cols) == 1
+            else pc.binary_join_element_wise(*cols, delimiter, null_handling="replace", null_replacement="")
         )
         lines = pc.binary_join_element_wise(pc.fill_null(lines, ""), "", "\n")  # each line + "\n"
         _write_values(out, lines)

@@ -52,19 +52,31 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ingest sync", description=HELP, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "src", metavar="SRC",
+        "src",
+        metavar="SRC",
         help="shard-set root: s3://bucket/prefix/, a local directory (./path), or lake-relative shards/DATASET/SNAPSHOT",
     )
     p.add_argument("dest", metavar="DEST", help="local directory; gets manifest.json and this rank's shards")
-    p.add_argument("--rank", type=int, help="this rank (default: $RANK, $GROUP_RANK, $NODE_RANK, $SLURM_PROCID ... else 0)")
+    p.add_argument(
+        "--rank", type=int, help="this rank (default: $RANK, $GROUP_RANK, $NODE_RANK, $SLURM_PROCID ... else 0)"
+    )
     p.add_argument("--world-size", type=int, help="number of ranks sharing the set (default: $WORLD_SIZE ... else 1)")
     p.add_argument("--split", help="only these splits, comma-separated (e.g. train,val)")
     p.add_argument("--workers", type=_positive, help="parallel transfers (default 32)")
-    p.add_argument("--verify-local", action="store_true", help="re-hash files already in DEST instead of trusting the recorded checksums")
-    p.add_argument("--delete", action="store_true", help="remove files in DEST that this rank's selection does not list")
+    p.add_argument(
+        "--verify-local",
+        action="store_true",
+        help="re-hash files already in DEST instead of trusting the recorded checksums",
+    )
+    p.add_argument(
+        "--delete", action="store_true", help="remove files in DEST that this rank's selection does not list"
+    )
     io = p.add_mutually_exclusive_group()
     io.add_argument(
-        "--direct-io", dest="direct_io", action="store_true", default=True,
+        "--direct-io",
+        dest="direct_io",
+        action="store_true",
+        default=True,
         help="write shards with O_DIRECT, bypassing the page cache, where the filesystem allows (default)",
     )
     io.add_argument("--buffered", dest="direct_io", action="store_false", help="write through the page cache")

@@ -17,7 +17,10 @@ def _print_models(models: list[dict]) -> None:
         t.add_column(col)
     for m in models:
         t.add_row(
-            m["name"], m["kind"], m["status"], m.get("table") or "-",
+            m["name"],
+            m["kind"],
+            m["status"],
+            m.get("table") or "-",
             "" if m.get("version") is None else str(m["version"]),
             "" if m.get("rows") is None else str(m["rows"]),
             "" if m.get("rows_written") is None else str(m["rows_written"]),
@@ -44,22 +47,28 @@ def _echo_spark_log(json_out: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("transform", epilog=examples('ingest transform', 'ingest transform --select photo_features+ --full-refresh'))
+    @app.command(
+        "transform", epilog=examples("ingest transform", "ingest transform --select photo_features+ --full-refresh")
+    )
     def transform_cmd(
         ctx: typer.Context,
         select: str | None = typer.Option(
-            None, "--select", "-s",
+            None,
+            "--select",
+            "-s",
             help="dbt selector, e.g. photo_features, +daily_activity, tag:gold (default: everything).",
         ),
         full_refresh: bool = typer.Option(
             False, "--full-refresh", help="Rebuild incremental models from all of bronze, and rerun every Spark model."
         ),
         snapshot: str | None = typer.Option(
-            None, "--snapshot",
+            None,
+            "--snapshot",
             help="Read bronze as pinned by this snapshot (implies --full-refresh).",
         ),
         test_all: bool = typer.Option(
-            False, "--test-all",
+            False,
+            "--test-all",
             help="Run every data test over whole tables, and the unit tests, even on an incremental run.",
         ),
     ) -> None:
@@ -76,8 +85,12 @@ def register(app: typer.Typer) -> None:
         st.lake_obj  # noqa: B018 - reading a missing lake (a misspelt --lake) fails here, before dbt starts
         try:
             result = run_transform(
-                st.settings, select=select, full_refresh=full_refresh, progress=st.progress,
-                snapshot=snapshot, test_all=test_all,
+                st.settings,
+                select=select,
+                full_refresh=full_refresh,
+                progress=st.progress,
+                snapshot=snapshot,
+                test_all=test_all,
             )
         except TransformFailed as exc:
             payload = exc.result.model_dump(mode="json")
@@ -93,12 +106,18 @@ def register(app: typer.Typer) -> None:
 
     catalog = typer.Typer(help="Share the lake with SQL clients.", no_args_is_help=True)
 
-    @catalog.command("export", epilog=examples('ingest catalog export lake.duckdb', 'duckdb lake.duckdb -c "select count(*) from gold.photo_features"'))
+    @catalog.command(
+        "export",
+        epilog=examples(
+            "ingest catalog export lake.duckdb", 'duckdb lake.duckdb -c "select count(*) from gold.photo_features"'
+        ),
+    )
     def export_cmd(
         ctx: typer.Context,
         dest: str = typer.Argument(..., help="DuckDB file to write, e.g. lake.duckdb"),
         materialize: bool = typer.Option(
-            False, "--materialize",
+            False,
+            "--materialize",
             help="Copy the rows into the file (self-contained) instead of views over the lake's parquet files.",
         ),
         force: bool = typer.Option(False, "--force", help="Replace an existing file."),

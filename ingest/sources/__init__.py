@@ -70,8 +70,12 @@ class Tally:
         self.copy_to(run)
         run.version_after = current_version(lake, table)
         return IngestResult(
-            table=str(table), version=run.version_after, rows_written=self.rows,
-            rows_quarantined=self.quarantined, skipped=self.skipped, run_id=run.run_id,
+            table=str(table),
+            version=run.version_after,
+            rows_written=self.rows,
+            rows_quarantined=self.quarantined,
+            skipped=self.skipped,
+            run_id=run.run_id,
             bytes_read=self.bytes_read,
         )
 
@@ -133,9 +137,7 @@ def write_quarantine(
         schema=QUARANTINE_SCHEMA,
     )
     ensure_table(lake, quarantine_table(table), QUARANTINE_SCHEMA)
-    res = write_batch(
-        lake, quarantine_table(table), data, app_id=app_id, batch_version=batch_version
-    )
+    res = write_batch(lake, quarantine_table(table), data, app_id=app_id, batch_version=batch_version)
     return 0 if res.skipped else res.rows
 
 
@@ -186,7 +188,9 @@ def ensure_table(lake: Lake, table: str | TableId, schema: pa.Schema) -> None:
 
     try:
         write_deltalake(
-            lake.table_uri(table), lake_schema(schema).empty_table(), mode="ignore",
+            lake.table_uri(table),
+            lake_schema(schema).empty_table(),
+            mode="ignore",
             storage_options=lake.storage_options(),
         )
     except Exception:
@@ -290,7 +294,7 @@ def _list_s3(lake: Lake, src: str) -> list[SourceFile]:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
             for obj in page.get("Contents", []):
                 key = obj["Key"]
-                if not key.endswith("/") and not _hidden(key[len(folder):]):
+                if not key.endswith("/") and not _hidden(key[len(folder) :]):
                     add(obj)
         if not out and folder != prefix:  # s3://b/logs/app.log names one object
             first = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("Contents", [])
@@ -359,9 +363,7 @@ class _Limited:
 
 
 # -- fitting records to column types --------------------------------------------------------------
-_ISO_TS = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
-)
+_ISO_TS = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -574,7 +576,8 @@ def fit_table(data: pa.Table, existing: pa.Schema | None) -> tuple[pa.Table, lis
     out = out.take(pa.array(keep, pa.int64()))
     for name, fixed in fixed_cols.items():
         out = out.set_column(
-            out.column_names.index(name), name,
+            out.column_names.index(name),
+            name,
             pa.array([fixed[i] for i in keep], type=existing.field(name).type),
         )
     return out, sorted(bad.items())

@@ -175,7 +175,11 @@ def _chunks(files: list[SourceFile], max_files: int, max_bytes: int) -> Iterator
 
 
 def ingest_images(
-    lake: Lake, src: str, *, table: str = "bronze.images", progress: bool = False,
+    lake: Lake,
+    src: str,
+    *,
+    table: str = "bronze.images",
+    progress: bool = False,
     partition: FileGroup | None = None,
 ) -> IngestResult:
     """Load every image under ``src`` (or one ``partition`` of them) whose content the table does
@@ -287,10 +291,16 @@ class _Writer:
             seen.add(x.sha256)
             rows.append(
                 {
-                    "source_uri": x.file.uri, "sha256": x.sha256, "size_bytes": len(x.data),
-                    "format": x.fmt, "width": x.width, "height": x.height,
-                    "source_mtime": x.file.mtime, "ingest_run_id": self.run_id,
-                    "ingested_at": now, "content": x.data,
+                    "source_uri": x.file.uri,
+                    "sha256": x.sha256,
+                    "size_bytes": len(x.data),
+                    "format": x.fmt,
+                    "width": x.width,
+                    "height": x.height,
+                    "source_mtime": x.file.mtime,
+                    "ingest_run_id": self.run_id,
+                    "ingested_at": now,
+                    "content": x.data,
                 }
             )
         dupes = len(good) - len(rows)
@@ -301,8 +311,13 @@ class _Writer:
             ensure_table(self.lake, self.tid, IMAGES_SCHEMA)
             dt = self._snapshot()
         res = write_batch(
-            self.lake, self.tid, pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA),
-            app_id=self.app_id, batch_version=seq, metadata={"run_id": self.run_id}, snapshot=dt,
+            self.lake,
+            self.tid,
+            pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA),
+            app_id=self.app_id,
+            batch_version=seq,
+            metadata={"run_id": self.run_id},
+            snapshot=dt,
         )
         if res.skipped:  # a concurrent run took this batch number: see what it stored, then retry
             raise BatchTaken(self.app_id)

@@ -162,7 +162,9 @@ class _FileLoader:
             stream: BinaryIO = gzip.GzipFile(fileobj=counted, mode="rb") if self.gz else counted  # type: ignore[assignment, call-overload]  # _Counting reads like a binary file
             if self.gz and start:
                 _discard(stream, start)
-            batches = _LineBatches(stream, start, self.batch_lines, self.batch_bytes, complete_tail=self.gz, tail=st.tail)
+            batches = _LineBatches(
+                stream, start, self.batch_lines, self.batch_bytes, complete_tail=self.gz, tail=st.tail
+            )
             last_bar = 0
             for batch, end, tail in batches:
                 st.tail = tail
@@ -233,7 +235,7 @@ class _FileLoader:
             lo = max(0, end - 4096)
             chunk = self.read_content(lo, end - lo)
             stripped = chunk.rstrip()
-            blank, end, found = chunk[len(stripped):] + blank, lo, bool(stripped)
+            blank, end, found = chunk[len(stripped) :] + blank, lo, bool(stripped)
         newlines = blank.count(b"\n")
         return best + max(0, newlines - 1) if found else newlines
 
@@ -245,7 +247,9 @@ class _FileLoader:
         n = parsed.num_rows
         meta = {
             "_source_file": pa.repeat(pa.scalar(self.f.uri, pa.string()), n),
-            "_source_line": parsed["_source_line"] if "_source_line" in parsed.column_names else pa.array([], pa.int64()),
+            "_source_line": parsed["_source_line"]
+            if "_source_line" in parsed.column_names
+            else pa.array([], pa.int64()),
             "_run_id": pa.repeat(pa.scalar(self.run_id, pa.string()), n),
             "_ingested_at": pa.repeat(pa.scalar(utcnow(), _META_TYPES["_ingested_at"]), n),
         }
@@ -256,7 +260,11 @@ class _FileLoader:
         self.totals.quarantined += q
         ensure_table(self.lake, self.tid, data.schema)
         res = write_batch(
-            self.lake, self.tid, data, app_id=st.app_id, batch_version=end,
+            self.lake,
+            self.tid,
+            data,
+            app_id=st.app_id,
+            batch_version=end,
             extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
         )
         r = 0 if res.skipped else res.rows
@@ -270,15 +278,17 @@ class _FileLoader:
         parts: list[pa.Table] = []
         bad: list[Bad] = []
         for lo in range(0, len(lines), _BLOCK_LINES):
-            got = self._parse_columnar(lines[lo:lo + _BLOCK_LINES], line_no + lo, _merged(existing, parts))
+            got = self._parse_columnar(lines[lo : lo + _BLOCK_LINES], line_no + lo, _merged(existing, parts))
             if got is not None:
                 parts.append(got[0])
                 bad += got[1]
                 continue
             for sub in range(lo, min(len(lines), lo + _BLOCK_LINES), _FALLBACK_LINES):
-                chunk = lines[sub:min(sub + _FALLBACK_LINES, lo + _BLOCK_LINES)]
+                chunk = lines[sub : min(sub + _FALLBACK_LINES, lo + _BLOCK_LINES)]
                 schema = _merged(existing, parts)
-                got = self._parse_columnar(chunk, line_no + sub, schema) or self._parse_lines(chunk, line_no + sub, schema)
+                got = self._parse_columnar(chunk, line_no + sub, schema) or self._parse_lines(
+                    chunk, line_no + sub, schema
+                )
                 parts.append(got[0])
                 bad += got[1]
         parts = [p for p in parts if p.num_columns]
@@ -286,7 +296,9 @@ class _FileLoader:
             return pa.table({}), bad
         return pa.concat_tables(parts, promote_options="default"), bad
 
-    def _parse_columnar(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]] | None:
+    def _parse_columnar(
+        self, lines: list[bytes], line_no: int, existing: pa.Schema | None
+    ) -> tuple[pa.Table, list[Bad]] | None:
         if self.regex is None:
             table = logparse.json_block(lines, existing, _META_TYPES)
             if table is None:
@@ -298,7 +310,9 @@ class _FileLoader:
         if got is None:
             return None
         table, rows, misses = got
-        bad = [Bad(self.f.uri, f"line {line_no + 1 + i}", _NO_MATCH, lines[i].rstrip(b"\r\n")) for i in misses.to_pylist()]
+        bad = [
+            Bad(self.f.uri, f"line {line_no + 1 + i}", _NO_MATCH, lines[i].rstrip(b"\r\n")) for i in misses.to_pylist()
+        ]
         return _with_lines(table, pc.add(rows, line_no + 1)), bad
 
     def _parse_lines(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
@@ -322,7 +336,9 @@ class _FileLoader:
             numbers.append(i)
         data, misfits = fit_rows(records, existing, fixed={"_source_line": pa.int64()})
         for idx, reason in misfits:
-            bad.append(Bad(self.f.uri, f"line {numbers[idx]}", reason, lines[numbers[idx] - line_no - 1].rstrip(b"\r\n")))
+            bad.append(
+                Bad(self.f.uri, f"line {numbers[idx]}", reason, lines[numbers[idx] - line_no - 1].rstrip(b"\r\n"))
+            )
         return data, bad
 
     def _parse(self, text: bytes) -> dict[str, Any]:
@@ -556,7 +572,7 @@ class _LineBatches:
             lines, rest = _LINE.findall(data, 0, cut), data[cut:]
             i = 0
             while i < len(lines):  # whole runs of lines at once; line by line where a limit falls
-                seg = lines[i:i + self.max_lines - len(batch)]
+                seg = lines[i : i + self.max_lines - len(batch)]
                 seg_size = sum(map(len, seg))
                 if size + seg_size < self.max_bytes:
                     batch += seg

@@ -86,11 +86,14 @@ class StoredKeys:
         if self.version is None:
             adds = pa.table(dt.get_add_actions(flatten=True))
             lows, highs = (
-                adds[f"{kind}.{self.column}"].to_pylist() if f"{kind}.{self.column}" in adds.column_names
+                adds[f"{kind}.{self.column}"].to_pylist()
+                if f"{kind}.{self.column}" in adds.column_names
                 else [None] * adds.num_rows
                 for kind in ("min", "max")
             )
-            self.files += [(self._path(p), lo, hi) for p, lo, hi in zip(adds["path"].to_pylist(), lows, highs, strict=True)]
+            self.files += [
+                (self._path(p), lo, hi) for p, lo, hi in zip(adds["path"].to_pylist(), lows, highs, strict=True)
+            ]
         else:
             for v in range(self.version + 1, latest + 1):
                 self.files += self._added_by_others(v)
@@ -197,10 +200,14 @@ class Manifest:
         now: datetime = utcnow()
         data = pa.table(
             {
-                "table_id": [table_id] * len(self.pending), "table_name": [str(self.table)] * len(self.pending),
-                "source": [self.source] * len(self.pending), "uri": [f.uri for f in self.pending],
-                "size": [f.size for f in self.pending], "mtime": [f.mtime for f in self.pending],
-                "run_id": [self.run_id] * len(self.pending), "recorded_at": [now] * len(self.pending),
+                "table_id": [table_id] * len(self.pending),
+                "table_name": [str(self.table)] * len(self.pending),
+                "source": [self.source] * len(self.pending),
+                "uri": [f.uri for f in self.pending],
+                "size": [f.size for f in self.pending],
+                "mtime": [f.mtime for f in self.pending],
+                "run_id": [self.run_id] * len(self.pending),
+                "recorded_at": [now] * len(self.pending),
             },
             schema=MANIFEST_SCHEMA,
         )

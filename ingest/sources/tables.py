@@ -54,7 +54,13 @@ from ingest.sources.typemap import TablePlan, type_map
 
 Mode = Literal["snapshot", "incremental", "merge"]
 META_COLUMNS = ("_run_id", "_ingested_at")
-_DIALECTS = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
+_DIALECTS = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "sqlite": "sqlite",
+}
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,8 @@ def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None) ->
     if src.plan is not None:
         quote = src.sa_dialect().identifier_preparer.quote_identifier
         cols = [
-            sa.column(quoted_name(c.name, True)) if c.select == "{c}"
+            sa.column(quoted_name(c.name, True))
+            if c.select == "{c}"
             else sa.literal_column(c.select.format(c=quote(c.name))).label(quoted_name(c.name, True))
             for c in src.plan.columns
         ]
@@ -192,9 +199,7 @@ def read_batches(
         split = {"partition_on": int_pk, "partition_num": parts}
     yielded = 0
     try:
-        reader = cx.read_sql(
-            src.connectorx_url(), query, return_type="arrow_stream", batch_size=batch_rows, **split
-        )
+        reader = cx.read_sql(src.connectorx_url(), query, return_type="arrow_stream", batch_size=batch_rows, **split)
         pending: list[pa.RecordBatch] = []
         rows = 0
         for rb in _read_ahead(reader, depth=2):
@@ -272,8 +277,14 @@ def _preflight(src: DbSource) -> str | None:
                 if len(pk) != 1:
                     return None
                 if src.plan is not None:  # the catalog was read already (and SQLAlchemy warns of types it lacks)
-                    return pk[0] if any(c.name == pk[0] and c.delta is not None and pa.types.is_integer(c.delta)
-                                        for c in src.plan.columns) else None
+                    return (
+                        pk[0]
+                        if any(
+                            c.name == pk[0] and c.delta is not None and pa.types.is_integer(c.delta)
+                            for c in src.plan.columns
+                        )
+                        else None
+                    )
                 types = {c["name"]: c["type"] for c in insp.get_columns(src.name, schema=src.schema)}
                 return pk[0] if isinstance(types.get(pk[0]), sa.Integer) else None
             except sa.exc.NoSuchTableError:
@@ -496,7 +507,9 @@ def ingest_table(
                 with_commit_retry(lambda: _snapshot(lake, tid, src, query, batch_rows, run.run_id, counts, bar))
             else:
                 for batch in read_batches(src, query, batch_rows, parallel=cursor is None):
-                    _load_batch(lake, tid, src, batch, mode=mode, keys=keys, cursor=cursor, run_id=run.run_id, counts=counts)
+                    _load_batch(
+                        lake, tid, src, batch, mode=mode, keys=keys, cursor=cursor, run_id=run.run_id, counts=counts
+                    )
                     bar.advance(_len(batch))
         run.details = {"mode": mode, "query": query, "batches": counts.batches, "cursor_low": low}
         result = counts.finish(lake, tid, run)
@@ -507,8 +520,9 @@ def _len(batch: pa.Table | list) -> int:
     return batch.num_rows if isinstance(batch, pa.Table) else len(batch)
 
 
-def _fit(src: DbSource, batch: pa.Table | list[dict[str, Any]], against: pa.Schema | None,
-         counts: _Counts) -> tuple[pa.Table, list[Bad]]:
+def _fit(
+    src: DbSource, batch: pa.Table | list[dict[str, Any]], against: pa.Schema | None, counts: _Counts
+) -> tuple[pa.Table, list[Bad]]:
     """A source batch typed like ``against`` (the target's schema) plus the rows that do not fit,
     as quarantine records.  Columns ``against`` lacks take the type map's type (``src.plan``), or
     pass through (schema merge adds them)."""
@@ -536,15 +550,23 @@ def _new_bad(lake: Lake, tid: TableId, bad: list[Bad]) -> list[Bad]:
     q = quarantine_table(tid)
     if not bad or not lake.table_exists(q):
         return bad
-    stored = lake.dataset(q).to_table(
-        columns=["raw", "reason"], filter=pads.field("source") == bad[0].source
-    )
+    stored = lake.dataset(q).to_table(columns=["raw", "reason"], filter=pads.field("source") == bad[0].source)
     seen = set(zip(stored["raw"].to_pylist(), stored["reason"].to_pylist(), strict=True))
     return [b for b in bad if (b.raw, b.reason[:2000]) not in seen]
 
 
-def _load_batch(lake: Lake, tid: TableId, src: DbSource, batch, *, mode: Mode, keys: tuple[str, ...],
-                cursor: str | None, run_id: str, counts: _Counts) -> None:
+def _load_batch(
+    lake: Lake,
+    tid: TableId,
+    src: DbSource,
+    batch,
+    *,
+    mode: Mode,
+    keys: tuple[str, ...],
+    cursor: str | None,
+    run_id: str,
+    counts: _Counts,
+) -> None:
     """Quarantine, then append or merge one batch; the whole step re-runs after a commit conflict."""
     app_id = f"tables:{tid}"
 
@@ -579,8 +601,9 @@ def _load_batch(lake: Lake, tid: TableId, src: DbSource, batch, *, mode: Mode, k
     with_commit_retry(attempt)
 
 
-def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: int, run_id: str,
-              counts: _Counts, bar) -> None:
+def _snapshot(
+    lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: int, run_id: str, counts: _Counts, bar
+) -> None:
     """Replace the table with the source's rows in one commit, streaming bounded batches."""
     from deltalake import CommitProperties, Transaction, WriterProperties, write_deltalake
 
@@ -627,9 +650,12 @@ def _snapshot(lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: i
     reader = pa.RecordBatchReader.from_batches(schema, all_batches())
     # existing columns keep their types (fit_table); new ones are added, dropped ones go
     write_deltalake(
-        dt if dt is not None else lake.table_uri(tid), reader, mode="overwrite" if dt is not None else "error",
+        dt if dt is not None else lake.table_uri(tid),
+        reader,
+        mode="overwrite" if dt is not None else "error",
         schema_mode="overwrite" if existing is not None else None,
-        storage_options=lake.storage_options(), commit_properties=props,
+        storage_options=lake.storage_options(),
+        commit_properties=props,
         # the parquet writer holds a whole row group (1M rows by default) in memory: bound it
         writer_properties=WriterProperties(max_row_group_size=env_int("INGEST_TABLE_ROW_GROUP", 128 * 1024)),
         # and delta-rs keeps each data file in memory until it is closed: bound that too

@@ -90,7 +90,9 @@ class TypeMap(ABC):
     fallback: ClassVar[Rule]  # for declared types no rule names
 
     @abstractmethod
-    def catalog(self, conn: Any, *, schema: str | None, name: str, quote: Callable[[str], str]) -> list[tuple[str, str]]:
+    def catalog(
+        self, conn: Any, *, schema: str | None, name: str, quote: Callable[[str], str]
+    ) -> list[tuple[str, str]]:
         """``[(column, declared type)]`` in table order; empty when the table does not exist."""
 
     def column(self, name: str, declared: str) -> Column:
@@ -128,8 +130,11 @@ class PostgresTypes(TypeMap):
         " when {c} = '-infinity' then '" + NEG_INFINITY_TS + "+00'::timestamptz else {c} end"
     )
     _inf_date = (
-        "case when {c} = 'infinity' then '" + INFINITY_DATE + "'::date when {c} = '-infinity' then '"
-        + NEG_INFINITY_DATE + "'::date else {c} end"
+        "case when {c} = 'infinity' then '"
+        + INFINITY_DATE
+        + "'::date when {c} = '-infinity' then '"
+        + NEG_INFINITY_DATE
+        + "'::date else {c} end"
     )
     # an interval is (months, days, microseconds) in PostgreSQL: all three, exactly, whatever
     # the server's IntervalStyle; extract() is exact numeric since PostgreSQL 14
@@ -189,8 +194,11 @@ class MySQLTypes(TypeMap):
         Rule(r"bigint(\(\d+\))? unsigned( zerofill)?", pa.decimal128(20, 0), _char),
         Rule(r"float(\(\d+(,\d+)?\))?( unsigned)?( zerofill)?", pa.float32()),
         Rule(r"(double|real)( precision)?(\(\d+(,\d+)?\))?( unsigned)?( zerofill)?", pa.float64()),
-        Rule(r"(decimal|numeric)(\((?P<p>\d+)(,(?P<s>\d+))?\))?( unsigned)?( zerofill)?",
-             lambda m: decimal_or_string(int(m.group("p") or 10), int(m.group("s") or 0)), _char),
+        Rule(
+            r"(decimal|numeric)(\((?P<p>\d+)(,(?P<s>\d+))?\))?( unsigned)?( zerofill)?",
+            lambda m: decimal_or_string(int(m.group("p") or 10), int(m.group("s") or 0)),
+            _char,
+        ),
         Rule(r"bit\(([1-5]?\d|6[0-3])\)", pa.int64(), "cast({c} as unsigned)"),
         Rule(r"bit\(64\)", pa.decimal128(20, 0), "cast(cast({c} as unsigned) as char)"),
         Rule(r"(var)?char(\(\d+\))?|(tiny|medium|long)?text|enum\(.*\)|uuid|inet[46]", pa.string()),
@@ -209,7 +217,8 @@ class MySQLTypes(TypeMap):
             conn,
             "select column_name, column_type from information_schema.columns"
             " where table_schema = coalesce(:schema, database()) and table_name = :name order by ordinal_position",
-            schema=schema, name=name,
+            schema=schema,
+            name=name,
         )
         return [(_text(n), _text(t)) for n, t in rows]
 

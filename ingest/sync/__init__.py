@@ -43,10 +43,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from ingest.lake import Lake
 
 __all__ = [
-    "ATTEMPTS", "CHUNK", "DEFAULT_WORKERS", "DIRECT_ALIGN", "MANIFEST_NAME", "RANK_ENV_PAIRS", "STATE_NAME",
-    "SUMS_NAME", "TMP_SUFFIX", "LocalSource", "S3Source", "ShardEntry", "ShardManifest", "Source", "SyncError",
-    "SyncResult", "assign_ranks", "clean_stale_tmp", "free_bytes", "open_source", "prune_synced", "resolve_rank",
-    "safe_relpath", "select_shards", "sync_shards",
+    "ATTEMPTS",
+    "CHUNK",
+    "DEFAULT_WORKERS",
+    "DIRECT_ALIGN",
+    "MANIFEST_NAME",
+    "RANK_ENV_PAIRS",
+    "STATE_NAME",
+    "SUMS_NAME",
+    "TMP_SUFFIX",
+    "LocalSource",
+    "S3Source",
+    "ShardEntry",
+    "ShardManifest",
+    "Source",
+    "SyncError",
+    "SyncResult",
+    "assign_ranks",
+    "clean_stale_tmp",
+    "free_bytes",
+    "open_source",
+    "prune_synced",
+    "resolve_rank",
+    "safe_relpath",
+    "select_shards",
+    "sync_shards",
 ]
 
 
@@ -269,7 +290,7 @@ def prune_synced(root: str | Path, *, keep: int, current: str | Path) -> list[st
             aged.append((when, d))
     aged.sort(reverse=True)
     removed = []
-    for _, d in aged[keep - 1:]:
+    for _, d in aged[keep - 1 :]:
         with contextlib.suppress(FileNotFoundError):
             (d / MANIFEST_NAME).unlink()  # first: a half-removed copy no longer looks complete
         shutil.rmtree(d)

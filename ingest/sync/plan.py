@@ -83,7 +83,9 @@ def resolve_rank(rank: int | None, world_size: int | None, environ: dict[str, st
                 try:
                     rank, world_size = int(env[rv]), int(env[wv])
                 except ValueError:
-                    raise ConfigError(f"{rv}={env[rv]!r} / {wv}={env[wv]!r} are not integers: fix the launcher environment or pass --rank/--world-size") from None
+                    raise ConfigError(
+                        f"{rv}={env[rv]!r} / {wv}={env[wv]!r} are not integers: fix the launcher environment or pass --rank/--world-size"
+                    ) from None
                 break
     if world_size is None:
         world_size = 1 if rank in (None, 0) else None
@@ -96,9 +98,7 @@ def resolve_rank(rank: int | None, world_size: int | None, environ: dict[str, st
     return rank, world_size
 
 
-def select_shards(
-    manifest: ShardManifest, *, rank: int, world_size: int, splits: list[str] | None
-) -> list[ShardEntry]:
+def select_shards(manifest: ShardManifest, *, rank: int, world_size: int, splits: list[str] | None) -> list[ShardEntry]:
     shards = manifest.shards
     if splits:
         known = sorted({s.split or "" for s in shards})
@@ -109,4 +109,3 @@ def select_shards(
             )
         shards = [s for s in shards if (s.split or "") in splits]
     return assign_ranks(shards, world_size)[rank]
-

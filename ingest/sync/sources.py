@@ -49,7 +49,9 @@ class LocalSource:
         try:
             return p.read_bytes()
         except FileNotFoundError:
-            raise SourceError(f"no {MANIFEST_NAME} in {self.root}: pass a shard-set root (e.g. <lake>/shards/DATASET/SNAPSHOT)") from None
+            raise SourceError(
+                f"no {MANIFEST_NAME} in {self.root}: pass a shard-set root (e.g. <lake>/shards/DATASET/SNAPSHOT)"
+            ) from None
 
     def open(self, path: str) -> tuple[Stream, int | None]:
         p = self.root / path
@@ -146,11 +148,17 @@ class S3Source:
             if fault == "no_bucket":
                 raise SourceError(f"{self.describe(path)}: {what}{hint}")
             if resp.status == 404 or what == "NoSuchKey":
-                raise SyncError(f"{self.describe(path)} not found ({what}): the shard set is incomplete; rebuild it or check the prefix")
+                raise SyncError(
+                    f"{self.describe(path)} not found ({what}): the shard set is incomplete; rebuild it or check the prefix"
+                )
             if resp.status == 301 or what in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
-                raise SourceError(f"{self.describe(path)}: {what} - the bucket is in another region; set AWS_REGION to the bucket's region")
+                raise SourceError(
+                    f"{self.describe(path)}: {what} - the bucket is in another region; set AWS_REGION to the bucket's region"
+                )
             if resp.status == 401 or fault == "denied":
-                raise SourceError(f"{self.describe(path)}: access denied ({what}){storage_hint('denied', endpoint=None, bucket=None)} or the instance role")
+                raise SourceError(
+                    f"{self.describe(path)}: access denied ({what}){storage_hint('denied', endpoint=None, bucket=None)} or the instance role"
+                )
             raise Transient(f"{self.describe(path)}: {what}")
         return resp, conn
 
@@ -158,7 +166,9 @@ class S3Source:
         try:
             resp, conn = self._get(MANIFEST_NAME)
         except SyncError:
-            raise SourceError(f"no {MANIFEST_NAME} at {self.uri}/: pass a shard-set root (s3://bucket/prefix/ with manifest.json)") from None
+            raise SourceError(
+                f"no {MANIFEST_NAME} at {self.uri}/: pass a shard-set root (s3://bucket/prefix/ with manifest.json)"
+            ) from None
         except Transient as exc:  # unreachable or failing endpoint: an orchestrator retries
             hint = storage_hint("unreachable", endpoint=self.s3.endpoint_url, bucket=None)
             raise TransientError(f"cannot read {self.uri}/{MANIFEST_NAME}: {exc}{hint}") from None
@@ -182,7 +192,9 @@ def open_source(src: str, *, lake: Lake | None = None) -> Source:
     if src.startswith("file://"):
         return LocalSource(urlsplit(src).path)
     if "://" in src:
-        raise ConfigError(f"unsupported SRC {src!r}: use s3://bucket/prefix/, a local directory or shards/DATASET/SNAPSHOT")
+        raise ConfigError(
+            f"unsupported SRC {src!r}: use s3://bucket/prefix/, a local directory or shards/DATASET/SNAPSHOT"
+        )
     if src.startswith("shards/") and (lake is not None or not Path(src).exists()):
         # Lake-relative (write ./shards/... for a local directory of that name).
         if lake is None:

@@ -18,8 +18,17 @@ from typing import Any
 from ingest.sync.manifest import ShardEntry
 
 __all__ = [
-    "STATE_NAME", "TMP_SUFFIX", "StateWriter", "Transient", "atomic_write", "clean_stale_tmp", "free_bytes",
-    "hash_file", "human", "load_state", "lock_tmp",
+    "STATE_NAME",
+    "TMP_SUFFIX",
+    "StateWriter",
+    "Transient",
+    "atomic_write",
+    "clean_stale_tmp",
+    "free_bytes",
+    "hash_file",
+    "human",
+    "load_state",
+    "lock_tmp",
 ]
 
 STATE_NAME = ".ingest-sync-state.json"

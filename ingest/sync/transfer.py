@@ -120,7 +120,7 @@ class Worker:
                     if n + k > entry.bytes:  # longer than the manifest says: stop early
                         n += k
                         return "", n
-                    h.update(buf[fill:fill + k])
+                    h.update(buf[fill : fill + k])
                     fill += k
                     n += k
                     self.on_bytes(k)
@@ -186,7 +186,7 @@ def write_all(fd: int, view: memoryview, direct: bool) -> bool:
     direct writes at write time gets buffered ones)."""
     while view:
         try:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         except OSError as exc:
             if not direct or exc.errno != 22:  # EINVAL: direct I/O not possible here
                 raise

@@ -6,6 +6,16 @@ from transforms.shards.formats import FORMATS, ShardFormat, ShardSpec, escape_ke
 from transforms.shards.plan import parse_size, split_of
 
 __all__ = [
-    "FORMATS", "MANIFEST_NAME", "SUMS_NAME", "ShardFormat", "ShardSetResult", "ShardSpec", "build_shards", "escape_key",
-    "parse_size", "shard_format", "shard_path", "split_of",
+    "FORMATS",
+    "MANIFEST_NAME",
+    "SUMS_NAME",
+    "ShardFormat",
+    "ShardSetResult",
+    "ShardSpec",
+    "build_shards",
+    "escape_key",
+    "parse_size",
+    "shard_format",
+    "shard_path",
+    "split_of",
 ]

@@ -36,8 +36,20 @@ from transforms.shards.plan import (
 )
 
 __all__ = [
-    "Engine", "ShardSetResult", "build_options", "build_shards", "clear_shard_set", "code_version", "default_key",
-    "finish", "shard_path", "source_runs", "write_index_files", "write_local", "write_one", "write_prepared",
+    "Engine",
+    "ShardSetResult",
+    "build_options",
+    "build_shards",
+    "clear_shard_set",
+    "code_version",
+    "default_key",
+    "finish",
+    "shard_path",
+    "source_runs",
+    "write_index_files",
+    "write_local",
+    "write_one",
+    "write_prepared",
 ]
 
 Engine = Literal["local", "spark"]
@@ -54,8 +66,13 @@ class ShardSetResult(BaseModel):
     reused: bool = False  # an identical complete set was already there (``reuse``)
 
     def payload(self) -> dict[str, Any]:
-        return {"uri": self.uri, "shards": self.shards, "samples": self.samples, "bytes": self.bytes,
-                "manifest": self.manifest}
+        return {
+            "uri": self.uri,
+            "shards": self.shards,
+            "samples": self.samples,
+            "bytes": self.bytes,
+            "manifest": self.manifest,
+        }
 
 
 def shard_path(fmt: str, split: str, index: int) -> str:
@@ -69,8 +86,12 @@ def code_version() -> str:
 
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=True,
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
@@ -83,9 +104,11 @@ def source_runs(lake: Lake, table: str, version: int) -> list[dict[str, Any]]:
 
     if not lake.table_exists(RUNS_TABLE):
         return []
-    runs = lake.delta_table(RUNS_TABLE).to_pyarrow_table(
-        columns=["run_id", "command", "source", "target", "version_after", "started_at", "status"]
-    ).to_pylist()
+    runs = (
+        lake.delta_table(RUNS_TABLE)
+        .to_pyarrow_table(columns=["run_id", "command", "source", "target", "version_after", "started_at", "status"])
+        .to_pylist()
+    )
     out = [
         {
             "run_id": r["run_id"],
@@ -96,8 +119,10 @@ def source_runs(lake: Lake, table: str, version: int) -> list[dict[str, Any]]:
             "started_at": r["started_at"].isoformat() if r["started_at"] else None,
         }
         for r in runs
-        if r["target"] == table and r["status"] == "success"
-        and r["version_after"] is not None and r["version_after"] <= version
+        if r["target"] == table
+        and r["status"] == "success"
+        and r["version_after"] is not None
+        and r["version_after"] <= version
     ]
     return sorted(out, key=lambda r: (r["version_after"], r["run_id"]))
 
@@ -174,7 +199,9 @@ def write_local(
     return shards
 
 
-def write_prepared(fs, root_fs_path: str, spec: ShardSpec, plan: ShardPlan, prepared: dict[str, list]) -> dict[str, Any]:
+def write_prepared(
+    fs, root_fs_path: str, spec: ShardSpec, plan: ShardPlan, prepared: dict[str, list]
+) -> dict[str, Any]:
     """Write one shard from the pieces the format's sizing pass prepared (``ShardFormat.prepare``)."""
     rel = shard_path(spec.format, plan.split, plan.index)
     _mkparent(fs, f"{root_fs_path}/{rel}")
@@ -264,23 +291,50 @@ def build_shards(
             from transforms.shards.spark import build_with_spark
 
             spec, shards = build_with_spark(
-                lake, root, tid, version, format=format, key=key, splits=splits, target=target,
-                seed=seed, mtime=int(snap.created_at.timestamp()), master=spark_master,
+                lake,
+                root,
+                tid,
+                version,
+                format=format,
+                key=key,
+                splits=splits,
+                target=target,
+                seed=seed,
+                mtime=int(snap.created_at.timestamp()),
+                master=spark_master,
             )
         else:
             spec, shards = _build_local(
-                lake, root, tid, version, format=format, key=key, splits=splits, target=target,
-                seed=seed, mtime=int(snap.created_at.timestamp()), progress=progress,
+                lake,
+                root,
+                tid,
+                version,
+                format=format,
+                key=key,
+                splits=splits,
+                target=target,
+                seed=seed,
+                mtime=int(snap.created_at.timestamp()),
+                progress=progress,
             )
         manifest = finish(
-            lake, root, spec, shards, dataset=dataset, snapshot=snap.name, tables={str(tid): version},
+            lake,
+            root,
+            spec,
+            shards,
+            dataset=dataset,
+            snapshot=snap.name,
+            tables={str(tid): version},
             options=options,
         )
         run.rows_written = sum(s["samples"] for s in shards)
         run.details = {"shards": len(shards), "format": format, "engine": engine, "snapshot": snap.name}
     return ShardSetResult(
-        uri=root, manifest=manifest, shards=len(shards),
-        samples=sum(s["samples"] for s in shards), bytes=sum(s["bytes"] for s in shards),
+        uri=root,
+        manifest=manifest,
+        shards=len(shards),
+        samples=sum(s["samples"] for s in shards),
+        bytes=sum(s["bytes"] for s in shards),
     )
 
 
@@ -289,8 +343,9 @@ def build_options(splits: list[tuple[str, float]], target: int, seed: int) -> di
     return {"split": dict(splits), "shard_size": target, "seed": seed}
 
 
-def _existing(lake: Lake, root: str, tables: dict[str, int], *, format: str, key: str | None,
-              options: dict[str, Any]) -> ShardSetResult | None:
+def _existing(
+    lake: Lake, root: str, tables: dict[str, int], *, format: str, key: str | None, options: dict[str, Any]
+) -> ShardSetResult | None:
     """The complete set at ``root`` if its manifest records the same pin, format, key and options."""
     try:
         with lake.pyarrow_filesystem().open_input_stream(lake.fs_path(f"{root}/{MANIFEST_NAME}")) as fh:
@@ -303,13 +358,29 @@ def _existing(lake: Lake, root: str, tables: dict[str, int], *, format: str, key
     ):
         return None
     return ShardSetResult(
-        uri=root, manifest=json.loads(raw), shards=len(manifest.shards), reused=True,
-        samples=sum(s.samples or 0 for s in manifest.shards), bytes=sum(s.bytes for s in manifest.shards),
+        uri=root,
+        manifest=json.loads(raw),
+        shards=len(manifest.shards),
+        reused=True,
+        samples=sum(s.samples or 0 for s in manifest.shards),
+        bytes=sum(s.bytes for s in manifest.shards),
     )
 
 
-def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: Format, key: str | None,
-                 splits, target: int, seed: int, mtime: int, progress: bool):
+def _build_local(
+    lake: Lake,
+    root: str,
+    tid: TableId,
+    version: int,
+    *,
+    format: Format,
+    key: str | None,
+    splits,
+    target: int,
+    seed: int,
+    mtime: int,
+    progress: bool,
+):
     try:
         data = lake.delta_table(tid, version=version).to_pyarrow_table()
     except Exception:  # only explained here, re-raised as it is otherwise
@@ -318,8 +389,12 @@ def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: F
         raise_if_vacuumed(lake, {str(tid): version})
         raise
     spec = ShardSpec.from_schema(
-        data.schema, format=format, key=key or default_key(data.schema), mtime=mtime,
-        size_limit=target, nullable=nullable_columns(data),
+        data.schema,
+        format=format,
+        key=key or default_key(data.schema),
+        mtime=mtime,
+        size_limit=target,
+        nullable=nullable_columns(data),
     )
     try:
         sizes, prepared = spec.codec.prepare(spec, data)
@@ -334,8 +409,17 @@ def _build_local(lake: Lake, root: str, tid: TableId, version: int, *, format: F
     return spec, shards
 
 
-def finish(lake: Lake, root: str, spec: ShardSpec, shards: list[dict[str, Any]], *, dataset: str,
-           snapshot: str, tables: dict[str, int], options: dict[str, Any] | None = None) -> dict[str, Any]:
+def finish(
+    lake: Lake,
+    root: str,
+    spec: ShardSpec,
+    shards: list[dict[str, Any]],
+    *,
+    dataset: str,
+    snapshot: str,
+    tables: dict[str, int],
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write the MDS index (if any), SHA256SUMS, then manifest.json; return the manifest."""
     fs = lake.pyarrow_filesystem()
     root_fs = lake.fs_path(root)

@@ -24,8 +24,23 @@ from ingest.errors import ConfigError
 from transforms.shards.plan import key_text
 
 __all__ = [
-    "FORMATS", "MDS", "TAR_END", "Format", "HashingWriter", "Parquet", "ShardFormat", "ShardSpec", "WebDataset",
-    "canonical_json", "escape_key", "iter_rows", "jsonable", "register", "shard_format", "sniff_ext", "write_shard_rows",
+    "FORMATS",
+    "MDS",
+    "TAR_END",
+    "Format",
+    "HashingWriter",
+    "Parquet",
+    "ShardFormat",
+    "ShardSpec",
+    "WebDataset",
+    "canonical_json",
+    "escape_key",
+    "iter_rows",
+    "jsonable",
+    "register",
+    "shard_format",
+    "sniff_ext",
+    "write_shard_rows",
 ]
 
 Format = Literal["webdataset", "mds", "parquet"]
@@ -78,7 +93,9 @@ def jsonable(value: Any) -> Any:
 
 
 def canonical_json(obj: dict[str, Any]) -> bytes:
-    return json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 def _is_binary(t: pa.DataType) -> bool:
@@ -569,8 +586,10 @@ class Parquet(ShardFormat):
 
     def sample_sizes(self, spec: ShardSpec, table: pa.Table) -> Iterator[tuple[str, int]]:
         for row in iter_rows(table, views=True):
-            yield key_text(row[spec.key]), len(canonical_json({c: row[c] for c in spec.scalar_columns})) + sum(
-                len(row[c] or b"") for c in spec.binary
+            yield (
+                key_text(row[spec.key]),
+                len(canonical_json({c: row[c] for c in spec.scalar_columns}))
+                + sum(len(row[c] or b"") for c in spec.binary),
             )
 
     def write_rows(self, spec: ShardSpec, rows: pa.Table, out: HashingWriter) -> int:

@@ -50,7 +50,7 @@ def prune_shard_sets(lake: Lake, dataset: str, *, keep: int, current: str) -> li
             aged.append((when, name))
     aged.sort(reverse=True)
     removed = []
-    for _, name in aged[keep - 1:]:  # `current` is one of the kept
+    for _, name in aged[keep - 1 :]:  # `current` is one of the kept
         if name in snaps:
             drop_snapshot(lake, name)  # first: a set without snapshot is still found (by manifest) next time
         root = f"{base}/{name}"

@@ -122,10 +122,21 @@ def run_spark_models(
         source, target = SPARK_MODELS[name]
         if not table_exists(spark, lake, source):
             if select:
-                raise ConfigError(f"spark model {name} needs {source}, which does not exist in {lake.uri}: ingest it first")
+                raise ConfigError(
+                    f"spark model {name} needs {source}, which does not exist in {lake.uri}: ingest it first"
+                )
             results.append(
-                {"name": name, "kind": "spark", "table": target, "status": "skipped", "version": None,
-                 "rows": None, "rows_written": None, "mode": "overwrite", "message": f"{source} does not exist yet"}
+                {
+                    "name": name,
+                    "kind": "spark",
+                    "table": target,
+                    "status": "skipped",
+                    "version": None,
+                    "rows": None,
+                    "rows_written": None,
+                    "mode": "overwrite",
+                    "message": f"{source} does not exist yet",
+                }
             )
             continue
         results.append(_run_model(spark, lake, name, pin=pins.get(source), full_refresh=full_refresh))

@@ -118,10 +118,15 @@ def up_to_date(lake: Lake, inputs: ModelInputs, target: str | TableId) -> SparkM
         since = increment.since
     dt = lake.delta_table(target)
     return SparkModelResult(
-        name=inputs.model, table=str(TableId.parse(target)), status="skipped", version=dt.version(),
-        rows=dt.count(), rows_written=0,
+        name=inputs.model,
+        table=str(TableId.parse(target)),
+        status="skipped",
+        version=dt.version(),
+        rows=dt.count(),
+        rows_written=0,
         message=f"up to date: {inputs.source} has no new rows since version {since}"
-        if since != inputs.source_version else f"up to date: {inputs.source} is still at version {since}",
+        if since != inputs.source_version
+        else f"up to date: {inputs.source} is still at version {since}",
     )
 
 
@@ -186,7 +191,12 @@ def read_delta(
 
 
 def overwrite_delta(
-    spark: SparkSession, lake: Lake, table: str | TableId, df: DataFrame, *, name: str,
+    spark: SparkSession,
+    lake: Lake,
+    table: str | TableId,
+    df: DataFrame,
+    *,
+    name: str,
     inputs: ModelInputs | None = None,
 ) -> SparkModelResult:
     """Replace the table's contents in ONE Delta commit, so readers see old or new, never a mix.
@@ -253,8 +263,14 @@ def read_appended(
 
 
 def merge_delta(
-    spark: SparkSession, lake: Lake, table: str | TableId, increment: Increment,
-    merge: Callable[[Any], Any], *, name: str, inputs: ModelInputs,
+    spark: SparkSession,
+    lake: Lake,
+    table: str | TableId,
+    increment: Increment,
+    merge: Callable[[Any], Any],
+    *,
+    name: str,
+    inputs: ModelInputs,
 ) -> SparkModelResult:
     """Run ``merge(DeltaTable)`` (a ``DeltaMergeBuilder`` with its clauses) as ONE commit that
     records ``inputs`` and the run id, like ``overwrite_delta``.
@@ -283,10 +299,17 @@ def merge_delta(
             spark.conf.set(key, previous)
     last = _our_commit(lake, tid, user_metadata)
     metrics = last.get("operationMetrics") or {}
-    written = sum(_metric(metrics, k) or 0 for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted"))
+    written = sum(
+        _metric(metrics, k) or 0 for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
+    )
     version = int(last["version"])
     return SparkModelResult(
-        name=name, table=str(tid), status="success", version=version,
-        rows=lake.delta_table(tid, version=version).count(), rows_written=written, mode="merge",
+        name=name,
+        table=str(tid),
+        status="success",
+        version=version,
+        rows=lake.delta_table(tid, version=version).count(),
+        rows_written=written,
+        mode="merge",
         message=f"incremental: {len(increment.files)} new file(s) of {inputs.source} since version {increment.since}",
     )

@@ -142,9 +142,11 @@ def near_duplicate_pairs(hashes: DataFrame, *, threshold: int, other: DataFrame 
 
     def banded(frame: DataFrame) -> DataFrame:
         band_cols = [F.struct(F.lit(i).alias("band"), band_value(s, w).alias("value")) for i, (s, w) in enumerate(spec)]
-        return frame.where(F.col("phash_l").isNotNull()).select(
-            "sha256", "phash_l", F.explode(F.array(*band_cols)).alias("b")
-        ).select("sha256", "phash_l", "b.band", "b.value")
+        return (
+            frame.where(F.col("phash_l").isNotNull())
+            .select("sha256", "phash_l", F.explode(F.array(*band_cols)).alias("b"))
+            .select("sha256", "phash_l", "b.band", "b.value")
+        )
 
     a, b = banded(hashes).alias("a"), banded(hashes if other is None else other).alias("b")
     xor = F.col("a.phash_l").bitwiseXOR(F.col("b.phash_l"))
@@ -208,23 +210,20 @@ def grouped_frame(grouped: DataFrame) -> DataFrame:
         "group_id", F.col("sha256").alias("canonical_sha256"), F.col("phash_l").alias("canon_phash")
     )
     phash_str = F.lower(F.lpad(F.hex("phash_l"), 16, "0"))
-    return (
-        ranked.join(canon, "group_id")
-        .select(
-            "sha256",
-            "canonical_sha256",
-            F.when(F.col("phash_l").isNotNull(), phash_str).alias("phash"),
-            F.when(F.col("sha256") == F.col("canonical_sha256"), F.lit(0))
-            .otherwise(F.bit_count(F.col("phash_l").bitwiseXOR(F.col("canon_phash"))))
-            .cast("int")
-            .alias("distance"),
-            (F.col("sha256") == F.col("canonical_sha256")).alias("is_canonical"),
-            F.col("exact_copies").cast("int").alias("exact_copies"),
-            "width",
-            "height",
-            "format",
-            "size_bytes",
-        )
+    return ranked.join(canon, "group_id").select(
+        "sha256",
+        "canonical_sha256",
+        F.when(F.col("phash_l").isNotNull(), phash_str).alias("phash"),
+        F.when(F.col("sha256") == F.col("canonical_sha256"), F.lit(0))
+        .otherwise(F.bit_count(F.col("phash_l").bitwiseXOR(F.col("canon_phash"))))
+        .cast("int")
+        .alias("distance"),
+        (F.col("sha256") == F.col("canonical_sha256")).alias("is_canonical"),
+        F.col("exact_copies").cast("int").alias("exact_copies"),
+        "width",
+        "height",
+        "format",
+        "size_bytes",
     )
 
 
@@ -271,15 +270,22 @@ def dedup_images(
 
 
 def _merge_new_images(
-    spark: SparkSession, lake: Lake, increment: Increment, inputs: ModelInputs, *,
-    threshold: int, source: str, target: str,
+    spark: SparkSession,
+    lake: Lake,
+    increment: Increment,
+    inputs: ModelInputs,
+    *,
+    threshold: int,
+    source: str,
+    target: str,
 ) -> SparkModelResult:
     from pyspark.sql import functions as F
 
     _check_threshold(threshold)
     model = "dedup_images"
     stored = read_delta(spark, lake, target, model=model, version=increment.target_version).withColumn(
-        "phash_l", F.conv("phash", 16, -10).cast("long")  # the hex back to the signed 64 bits
+        "phash_l",
+        F.conv("phash", 16, -10).cast("long"),  # the hex back to the signed 64 bits
     )
     new = per_content(read_appended(spark, lake, source, increment, model=model, version=inputs.source_version))
     # contents seen before (re-ingested copies) only count up; only unseen ones are decoded
@@ -290,7 +296,9 @@ def _merge_new_images(
     edges = [(r.x, r.y) for r in near_duplicate_pairs(unseen, threshold=threshold).toLocalIterator()]
     joins = [  # joining a stored image joins its whole group (named by its canonical)
         (r.x, r.canonical_sha256)
-        for r in near_duplicate_pairs(unseen, threshold=threshold, other=index).join(canonical_of, "y").toLocalIterator()
+        for r in near_duplicate_pairs(unseen, threshold=threshold, other=index)
+        .join(canonical_of, "y")
+        .toLocalIterator()
     ]
     groups = group_pairs(edges + joins)
     touched = {c for _, c in joins} | {
@@ -300,14 +308,20 @@ def _merge_new_images(
         [(k, groups.get(k, k)) for k in touched | set(groups)], "key string, group_id string"
     )
     copies = seen.select(
-        "sha256", F.col("exact_copies").alias("new_copies"), F.col("width").alias("new_width"),
-        F.col("height").alias("new_height"), F.col("format").alias("new_format"), F.col("size_bytes").alias("new_size"),
+        "sha256",
+        F.col("exact_copies").alias("new_copies"),
+        F.col("width").alias("new_width"),
+        F.col("height").alias("new_height"),
+        F.col("format").alias("new_format"),
+        F.col("size_bytes").alias("new_size"),
     )
     members = (
         stored.join(F.broadcast(group_df.withColumnRenamed("key", "canonical_sha256")), "canonical_sha256")
         .join(copies, "sha256", "left")
         .select(
-            "sha256", "group_id", "phash_l",
+            "sha256",
+            "group_id",
+            "phash_l",
             F.greatest("width", "new_width").alias("width"),
             F.greatest("height", "new_height").alias("height"),
             F.coalesce("format", "new_format").alias("format"),
@@ -321,9 +335,15 @@ def _merge_new_images(
     changes = grouped_frame(members.unionByName(fresh.select(*members.columns)))
     values = {c: f"s.{c}" for c in changes.columns}
     return merge_delta(
-        spark, lake, target, increment,
-        lambda t: t.merge(changes.alias("s"), "t.sha256 = s.sha256")
-        .whenMatchedUpdate(set=values)
-        .whenNotMatchedInsert(values=values),
-        name=model, inputs=inputs,
+        spark,
+        lake,
+        target,
+        increment,
+        lambda t: (
+            t.merge(changes.alias("s"), "t.sha256 = s.sha256")
+            .whenMatchedUpdate(set=values)
+            .whenNotMatchedInsert(values=values)
+        ),
+        name=model,
+        inputs=inputs,
     )

@@ -73,9 +73,7 @@ def build_spark(
     elif isinstance(settings_or_lake, Lake):
         lake = settings_or_lake
     else:
-        raise ValueError(
-            f"build_spark needs Settings or a Lake, got {type(settings_or_lake).__name__}"
-        )
+        raise ValueError(f"build_spark needs Settings or a Lake, got {type(settings_or_lake).__name__}")
     master = master or DEFAULT_MASTER
     check_spark_master(master)
     conf, packages = spark_session_conf(lake, s3a=s3a, extra_conf=extra_conf)

@@ -65,9 +65,7 @@ def sessions_frame(events: DataFrame, *, gap_minutes: int | float = DEFAULT_GAP_
     prev = F.lag("ts").over(w)
     starts = ev.withColumn(
         "_new",
-        F.when(prev.isNull(), 1)
-        .when(F.col("ts").cast("double") - prev.cast("double") > gap_s, 1)
-        .otherwise(0),
+        F.when(prev.isNull(), 1).when(F.col("ts").cast("double") - prev.cast("double") > gap_s, 1).otherwise(0),
     ).withColumn("_seq", F.sum("_new").over(w.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
     sessions = starts.groupBy("user_id", "_seq").agg(
         F.min("ts").alias("session_start"),
@@ -78,7 +76,9 @@ def sessions_frame(events: DataFrame, *, gap_minutes: int | float = DEFAULT_GAP_
     )
     session_id = F.substring(
         F.sha2(
-            F.concat_ws("|", F.col("user_id").cast("string"), F.date_format("session_start", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")),
+            F.concat_ws(
+                "|", F.col("user_id").cast("string"), F.date_format("session_start", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")
+            ),
             256,
         ),
         1,
@@ -121,8 +121,14 @@ def sessionize_events(
 
 
 def _merge_new_events(
-    spark: SparkSession, lake: Lake, increment: Increment, inputs: ModelInputs, *,
-    gap_minutes: int | float, source: str, target: str,
+    spark: SparkSession,
+    lake: Lake,
+    increment: Increment,
+    inputs: ModelInputs,
+    *,
+    gap_minutes: int | float,
+    source: str,
+    target: str,
 ) -> SparkModelResult:
     from pyspark.sql import functions as F
 
@@ -141,25 +147,41 @@ def _merge_new_events(
     )
     low = marks.agg(F.min(F.unix_micros("watermark"))).collect()[0][0]  # an int: no time zone on the way
     if low is None:  # the new files hold no usable event
-        return merge_delta(spark, lake, target, increment, lambda t: t.merge(
-            spark.createDataFrame([], stored.schema).alias("s"), "false").whenNotMatchedInsertAll(),
-            name=model, inputs=inputs)
+        return merge_delta(
+            spark,
+            lake,
+            target,
+            increment,
+            lambda t: t.merge(spark.createDataFrame([], stored.schema).alias("s"), "false").whenNotMatchedInsertAll(),
+            name=model,
+            inputs=inputs,
+        )
     events = read_delta(spark, lake, source, model=model, version=inputs.source_version)
-    events = usable_events(events).where(F.col("ts") >= F.timestamp_micros(F.lit(low)))  # prunes files by their ts statistics
+    events = usable_events(events).where(
+        F.col("ts") >= F.timestamp_micros(F.lit(low))
+    )  # prunes files by their ts statistics
     window = events.join(F.broadcast(marks), "user_id").where(F.col("ts") >= F.col("watermark"))
     fresh = sessions_frame(window.drop("watermark"), gap_minutes=gap_minutes)
     columns = fresh.columns
     gone = (
-        stored.join(F.broadcast(marks), "user_id").where(F.col("session_start") >= F.col("watermark"))
-        .select(*columns).join(fresh.select("user_id", "session_id"), ["user_id", "session_id"], "left_anti")
+        stored.join(F.broadcast(marks), "user_id")
+        .where(F.col("session_start") >= F.col("watermark"))
+        .select(*columns)
+        .join(fresh.select("user_id", "session_id"), ["user_id", "session_id"], "left_anti")
     )
     changes = fresh.withColumn("_gone", F.lit(False)).unionByName(gone.withColumn("_gone", F.lit(True)))
     values = {c: f"s.{c}" for c in columns}
     return merge_delta(
-        spark, lake, target, increment,
-        lambda t: t.merge(changes.alias("s"), "t.user_id = s.user_id AND t.session_id = s.session_id")
-        .whenMatchedDelete(condition="s._gone")
-        .whenMatchedUpdate(condition="NOT s._gone", set=values)
-        .whenNotMatchedInsert(condition="NOT s._gone", values=values),
-        name=model, inputs=inputs,
+        spark,
+        lake,
+        target,
+        increment,
+        lambda t: (
+            t.merge(changes.alias("s"), "t.user_id = s.user_id AND t.session_id = s.session_id")
+            .whenMatchedDelete(condition="s._gone")
+            .whenMatchedUpdate(condition="NOT s._gone", set=values)
+            .whenNotMatchedInsert(condition="NOT s._gone", values=values)
+        ),
+        name=model,
+        inputs=inputs,
     )
