@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from ingest.delta import next_sequence, write_batch  # noqa: F401 - next_sequence: re-exported for the ingesters
 from ingest.errors import IngestError, SourceError, TransientError
 from ingest.lake import Lake, TableId
+from ingest.progress import progress_bar  # noqa: F401 - re-exported: tests run the pre-fingerprint logs.py, which imports it from here
 
 T = TypeVar("T")
 
