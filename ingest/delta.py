@@ -1,29 +1,30 @@
-"""Delta writes shared by every stage: idempotent batches, schema guards, merges.
+"""The one place that writes Delta: idempotent batches, schema guards, merges, commit races.
 
 deltalake records app transactions but does not skip a repeated one (delta-rs #2580), so every
 batch checks ``transaction_version(app_id)`` first.  A crash between data files and commit leaves
 only unreferenced files; the re-run writes the batch once.
+
+Concurrent writers: a commit that loses a race raises one of the typed conflicts (``BatchTaken``,
+deltalake's ``CommitFailedError``); ``with_commit_retry`` runs the step again against what the
+winner wrote.  Values are cast by ``ingest.conform`` (exactly, or refused).
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 
+from ingest.conform import conform, has_view_types, lake_schema
 from ingest.errors import IngestError
 from ingest.lake import Lake, TableId
 
-
-class SchemaConflict(IngestError):
-    """Incoming data changes a column's type in a way that cannot be cast safely."""
-
-    def __init__(self, table: str, columns: dict[str, tuple[str, str]]) -> None:
-        self.columns = columns
-        detail = ", ".join(f"{c}: {old} -> {new}" for c, (old, new) in columns.items())
-        super().__init__(f"{table}: incompatible column types ({detail})")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,34 +56,6 @@ def current_version(lake: Lake, table: str | TableId) -> int | None:
     return lake.delta_table(table).version() if lake.table_exists(table) else None
 
 
-def lake_type(t: pa.DataType) -> pa.DataType:
-    """The Arrow type a lake file stores for ``t``: timestamps as UTC microseconds
-    (timestampNtz tables are rejected by Spark 3.5 readers), and plain string/binary/list instead
-    of their large and view variants, at any depth.  pyarrow (through 26) cannot filter a
-    ``string_view`` column, so a file that records one breaks every filtered read of the table.
-    """
-    if pa.types.is_timestamp(t):
-        return pa.timestamp("us", tz="UTC")
-    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return pa.string()
-    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
-        return pa.binary()
-    if pa.types.is_map(t):
-        return pa.map_(lake_type(t.key_type), lake_type(t.item_type), t.keys_sorted)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
-        return pa.list_(t.value_field.with_type(lake_type(t.value_type)))
-    if pa.types.is_fixed_size_list(t):
-        return pa.list_(t.value_field.with_type(lake_type(t.value_type)), t.list_size)
-    if pa.types.is_struct(t):
-        return pa.struct([f.with_type(lake_type(f.type)) for f in t])
-    return t
-
-
-def lake_schema(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with every column in its lake type (see ``lake_type``)."""
-    return pa.schema([f.with_type(lake_type(f.type)) for f in schema], metadata=schema.metadata)
-
-
 def next_sequence(lake: Lake, table: str | TableId, app_id: str, *, snapshot: Any = None) -> int:
     """The next batch number for a writer that serialises on one app id.
 
@@ -95,52 +68,6 @@ def next_sequence(lake: Lake, table: str | TableId, app_id: str, *, snapshot: An
             return 1
         snapshot = lake.delta_table(table)
     return (snapshot.transaction_version(app_id) or 0) + 1
-
-
-def has_view_types(schema: pa.Schema) -> bool:
-    """Whether a column (at any depth) is a string/binary/list view: see ``lake_type``."""
-    return any(_holds_view(f.type) for f in schema)
-
-
-def _holds_view(t: pa.DataType) -> bool:
-    if (
-        pa.types.is_string_view(t)
-        or pa.types.is_binary_view(t)
-        or pa.types.is_list_view(t)
-        or pa.types.is_large_list_view(t)
-    ):
-        return True
-    return any(_holds_view(t.field(i).type) for i in range(t.num_fields))
-
-
-def conform(lake: Lake, table: str | TableId, data: pa.Table, *, snapshot: Any = None) -> pa.Table:
-    """Cast ``data`` to the table's existing column types where that is lossless.
-
-    New columns pass through (schema merge adds them).  A column whose type would change and
-    cannot be cast safely raises ``SchemaConflict`` instead of being narrowed silently.
-    """
-    data = data.cast(lake_schema(data.schema))
-    if snapshot is None and not lake.table_exists(table):
-        return data
-    existing = pa.schema((snapshot or lake.delta_table(table)).schema().to_arrow())
-    conflicts: dict[str, tuple[str, str]] = {}
-    cols = []
-    for name in data.column_names:
-        col = data[name]
-        idx = existing.get_field_index(name)
-        if idx >= 0 and not col.type.equals(existing.field(idx).type):
-            target = existing.field(idx).type
-            try:
-                col = col.cast(target, safe=True)
-                # narrowing casts (int64 -> int32) are "safe" only when values fit; verify round-trip
-                if not pa.types.is_null(data[name].type) and not col.cast(data[name].type).equals(data[name]):
-                    raise pa.ArrowInvalid("lossy")
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                conflicts[name] = (str(target), str(data[name].type))
-        cols.append(col)
-    if conflicts:
-        raise SchemaConflict(str(TableId.parse(table)), conflicts)
-    return pa.table(cols, names=data.column_names)
 
 
 def commit_metadata(metadata: dict[str, Any] | None = None) -> dict[str, str] | None:
@@ -171,16 +98,71 @@ def commit_run_id(commit: dict[str, Any]) -> str | None:
     return str(run_id) if run_id else None
 
 
+# -- concurrent writers ---------------------------------------------------------------------------
+class CommitConflict(Exception):
+    """Another writer committed first (a batch number, a table creation): re-read the table and
+    run the step again (``with_commit_retry``)."""
+
+
+class BatchTaken(CommitConflict):
+    """Another writer committed this batch number first."""
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """A concurrent writer won the race (retry), as opposed to a real failure: a typed conflict,
+    ours or deltalake's (``CommitFailedError``: a conflicting commit, or retries exhausted)."""
+    from deltalake.exceptions import CommitFailedError
+
+    return isinstance(exc, (CommitConflict, CommitFailedError))
+
+
+def with_commit_retry(fn: Callable[[], T], *, attempts: int = 12) -> T:
+    """Run ``fn`` again when a concurrent commit conflicts; ``fn`` re-reads the table each time,
+    so its exactly-once checks see what the other writer committed."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_commit_conflict(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 # delta-rs rebases a creation commit that lost the race for version 0 onto the winner as a plain
 # add, whatever the mode, so two writers creating one table both land.  Creations therefore
-# never retry inside delta-rs: the loser fails, and the caller re-reads the table the winner made.
+# never retry inside delta-rs: the loser fails, and re-reads the table the winner made (the lost
+# creation rule in ``write_batch``).
 CREATE_RETRIES = 0
+
+
+def ensure_table(lake: Lake, table: str | TableId, schema: pa.Schema) -> None:
+    """Create the table empty before its first exactly-once batch.
+
+    delta-rs retries a lost *creation* commit as a plain append without checking app ids, so two
+    runs that both create a table with the same batch would both land.  An empty creation that
+    races is harmless; every batch after it commits against a snapshot and is checked.
+    """
+    if lake.table_exists(table):
+        return
+    from deltalake import write_deltalake
+
+    try:
+        write_deltalake(
+            lake.table_uri(table),
+            lake_schema(schema).empty_table(),
+            mode="ignore",
+            storage_options=lake.storage_options(),
+        )
+    except Exception:
+        if not lake.table_exists(table):
+            raise
 
 
 def write_batch(
     lake: Lake,
     table: str | TableId,
-    data: pa.Table,
+    data: pa.Table | pa.RecordBatchReader,
     *,
     mode: Literal["append", "overwrite"] = "append",
     app_id: str | None = None,
@@ -190,6 +172,8 @@ def write_batch(
     target_file_size: int | None = None,
     extra_transactions: dict[str, int] | None = None,
     snapshot: Any = None,
+    file_bytes: int | None = None,
+    row_group_rows: int | None = None,
 ) -> WriteResult:
     """Append or overwrite one batch, exactly once per ``(app_id, batch_version)``.
 
@@ -202,14 +186,22 @@ def write_batch(
 
     ``target_file_size`` bounds data files; a table created with it keeps it as
     ``delta.targetFileSize``, which later merges honour too.
+
+    ``data`` may be a stream (a ``RecordBatchReader``, overwrite only) too large to hold: then
+    ``file_bytes`` and ``row_group_rows`` bound what delta-rs keeps in memory (an open data file,
+    a parquet row group) without being recorded in the table.  A stream cannot be read twice,
+    so a lost creation race raises ``CommitConflict`` for the caller to read its source again.
     """
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import CommitProperties, Transaction, WriterProperties, write_deltalake
 
     tid = TableId.parse(table)
     if (app_id is None) != (batch_version is None):
         raise ValueError("app_id and batch_version go together")
     if extra_transactions and app_id is None:
         raise ValueError("extra_transactions need an app_id")
+    stream = isinstance(data, pa.RecordBatchReader)
+    if stream and mode != "overwrite":
+        raise ValueError("a RecordBatchReader is written in overwrite mode only (appends are conformed whole)")
     # Check and commit against ONE snapshot: a concurrent commit of the same app id after it is
     # then a Delta conflict (retried by the caller), never a silent duplicate.
     dt = snapshot if snapshot is not None else lake.delta_table(tid) if lake.table_exists(tid) else None
@@ -217,7 +209,14 @@ def write_batch(
         done = dt.transaction_version(app_id)
         if done is not None and batch_version is not None and done >= batch_version:
             return WriteResult(str(tid), dt.version(), True, 0)
-    data = conform(lake, tid, data, snapshot=dt) if mode == "append" else data.cast(lake_schema(data.schema))
+    rows = [0]
+    if isinstance(data, pa.RecordBatchReader):
+        data = _counted(data.cast(lake_schema(data.schema)), rows)
+    elif mode == "append":
+        existing = pa.schema(dt.schema().to_arrow()) if dt is not None else None
+        data, _ = conform(data, existing, policy="raise", table=str(tid))
+    else:
+        data = data.cast(lake_schema(data.schema))
     creating = dt is None
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),
@@ -227,20 +226,27 @@ def write_batch(
         else None,
         max_commit_retries=CREATE_RETRIES if creating else 25,
     )
+    options: dict[str, Any] = {
+        "mode": "error" if creating else mode,
+        "schema_mode": None if creating else "merge" if mode == "append" else "overwrite",
+        "partition_by": partition_by,
+        "target_file_size": file_bytes or target_file_size,
+        "configuration": {"delta.targetFileSize": str(target_file_size)} if creating and target_file_size else None,
+    }
+    if row_group_rows:
+        options["writer_properties"] = WriterProperties(max_row_group_size=row_group_rows)
     try:
         write_deltalake(
             dt if dt is not None else lake.table_uri(tid),
             data,
-            mode="error" if creating else mode,
-            schema_mode=None if creating else "merge" if mode == "append" else "overwrite",
-            partition_by=partition_by,
             storage_options=lake.storage_options(),
             commit_properties=props,
-            target_file_size=target_file_size,
-            configuration={"delta.targetFileSize": str(target_file_size)} if creating and target_file_size else None,
+            **options,
         )
     except Exception as exc:  # noqa: BLE001 - only the lost creation race is handled here
-        if creating and lake.table_exists(tid):  # another writer created it: check again
+        if creating and lake.table_exists(tid):  # the lost creation rule: check against the winner's table
+            if stream:
+                raise CommitConflict(f"{tid}: another writer created the table first") from None
             return write_batch(
                 lake,
                 tid,
@@ -256,7 +262,18 @@ def write_batch(
         raise _storage_failure(lake, exc, tid) from None
     # the snapshot now stands at our commit (delta-rs moves it there)
     version = snapshot.version() if snapshot is not None else current_version(lake, tid)
-    return WriteResult(str(tid), version, False, data.num_rows)
+    return WriteResult(str(tid), version, False, rows[0] if stream else data.num_rows)
+
+
+def _counted(reader: pa.RecordBatchReader, rows: list[int]) -> pa.RecordBatchReader:
+    """``reader`` unchanged, counting into ``rows[0]`` the rows read from it."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            rows[0] += batch.num_rows
+            yield batch
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 def merge_batch(
@@ -300,7 +317,7 @@ def merge_batch(
         done = dt.transaction_version(app_id)
         if done is not None and batch_version is not None and done >= batch_version:
             return WriteResult(str(tid), dt.version(), True, 0)
-    data = conform(lake, tid, data)
+    data, _ = conform(data, pa.schema(dt.schema().to_arrow()), policy="raise", table=str(tid))
     predicate = " AND ".join([f't."{k}" = s."{k}"' for k in keys] + _key_range(data, keys))
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),

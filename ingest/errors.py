@@ -10,7 +10,10 @@ import re
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeGuard
+
+if TYPE_CHECKING:
+    from pydantic_core import ValidationError
 
 DEBUG_ENV = "LAKEHOUSE_DEBUG"
 
@@ -37,27 +40,38 @@ class TransientError(IngestError):
     exit_code = 4
 
 
-# Library errors that are network failures or commit races (matched by class, lazily: a module
-# not imported yet cannot have raised).  A database's OperationalError that escapes the sources'
-# own classification (which turns bad credentials into SourceError) is a dropped connection.
-_TRANSIENT_CLASSES = {
-    "botocore.exceptions": (
-        "EndpointConnectionError",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-        "ConnectionClosedError",
-    ),
-    "deltalake.exceptions": ("CommitFailedError",),
-    "sqlalchemy.exc": ("OperationalError", "InterfaceError"),
-}
+class SchemaConflict(IngestError):
+    """Incoming data changes a column's type in a way that cannot be cast exactly (``ingest.conform``)."""
+
+    def __init__(self, table: str, columns: dict[str, tuple[str, str]]) -> None:
+        self.columns = columns
+        detail = ", ".join(f"{c}: {old} -> {new}" for c, (old, new) in columns.items())
+        super().__init__(f"{table}: incompatible column types ({detail})")
 
 
 def _transient_types() -> tuple[type, ...]:
+    """Library errors that are network failures or commit races, by class.  A library not
+    imported yet cannot have raised, so each is looked at only once loaded (``ingest sync``
+    starts without them).  A database's OperationalError that escapes the sources' own
+    classification (which turns bad credentials into SourceError) is a dropped connection."""
     found: list[type] = [ConnectionError, TimeoutError]
-    for module, names in _TRANSIENT_CLASSES.items():
-        mod = sys.modules.get(module)
-        if mod is not None:
-            found += [getattr(mod, n) for n in names if hasattr(mod, n)]
+    if "botocore.exceptions" in sys.modules:
+        from botocore.exceptions import (
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            ReadTimeoutError,
+        )
+
+        found += [EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError]
+    if "deltalake" in sys.modules:
+        from deltalake.exceptions import CommitFailedError
+
+        found.append(CommitFailedError)
+    if "sqlalchemy.exc" in sys.modules:
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        found += [OperationalError, InterfaceError]
     return tuple(found)
 
 
@@ -74,11 +88,10 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _transient_types())
 
 
-def describe_validation_error(exc: Exception) -> str:
-    """One line for a pydantic ``ValidationError`` from loading settings (duck-typed: the CLI's
-    fast paths handle these without importing pydantic)."""
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line for a pydantic ``ValidationError`` from loading settings."""
     parts = []
-    for err in exc.errors():  # type: ignore[attr-defined]  # pydantic's ValidationError, duck-typed (not imported here)
+    for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()))
         msg = err.get("msg", "").removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
@@ -100,11 +113,21 @@ def error_line(exc: BaseException) -> tuple[str, int]:
         return "interrupted", 130
     if isinstance(exc, IngestError):
         return first_line(exc), int(exc.exit_code) or 1
-    if type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):  # pydantic, not imported here
-        return describe_validation_error(exc), 2  # type: ignore[arg-type]  # BaseException narrowed by name, not by class
+    if _is_validation_error(exc):
+        return describe_validation_error(exc), 2
     if isinstance(exc, (ValueError, OSError)):
         return first_line(exc), 1
     return f"{type(exc).__name__}: {first_line(exc)} (unexpected; rerun with --debug for the traceback)", 1
+
+
+def _is_validation_error(exc: BaseException) -> TypeGuard[ValidationError]:
+    """A pydantic ``ValidationError``, looked at only once pydantic is loaded (the CLI's fast
+    paths start without it, and then cannot have raised one)."""
+    if "pydantic_core" not in sys.modules:
+        return False
+    from pydantic_core import ValidationError
+
+    return isinstance(exc, ValidationError)
 
 
 def debug_enabled(argv: list[str] | None = None) -> bool:

@@ -309,7 +309,7 @@ class Lake:
 
         pyarrow cannot filter a file that records ``string_view``/``binary_view`` columns (its
         row-group statistics compare a ``string`` literal with ``string_view`` ones and fail).
-        Writes store plain types (``ingest.delta.lake_type``), but lakes written before that, or by
+        Writes store plain types (``ingest.conform.lake_type``), but lakes written before that, or by
         other engines, hold such files: they are read here in plain types, in memory, while the
         other files stay a lazy, filterable dataset.
         """
@@ -399,7 +399,7 @@ def plain_dataset(ds: pyarrow.dataset.Dataset) -> pyarrow.dataset.Dataset:
     import pyarrow as pa
     import pyarrow.dataset as pads
 
-    from ingest.delta import has_view_types
+    from ingest.conform import has_view_types
 
     textual = (pa.types.is_string, pa.types.is_binary, pa.types.is_nested)
     if not isinstance(ds, pads.FileSystemDataset) or not any(any(kind(f.type) for kind in textual) for f in ds.schema):

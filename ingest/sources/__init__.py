@@ -12,27 +12,28 @@ import contextlib
 import json
 import logging
 import os
-import random
 import re
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import pyarrow as pa
 from pydantic import BaseModel
 
-from ingest.delta import next_sequence, write_batch  # noqa: F401 - next_sequence: re-exported for the ingesters
+from ingest.conform import Misfit, coerce
+from ingest.delta import (  # noqa: F401 - the commit helpers are re-exported for the ingesters
+    BatchTaken,
+    ensure_table,
+    next_sequence,
+    with_commit_retry,
+    write_batch,
+)
 from ingest.errors import IngestError, SourceError, TransientError
 from ingest.lake import Lake, TableId
 from ingest.progress import progress_bar  # noqa: F401 - re-exported: tests run the pre-fingerprint logs.py, which imports it from here
-
-T = TypeVar("T")
 
 
 class IngestResult(BaseModel):
@@ -140,63 +141,6 @@ def write_quarantine(
     ensure_table(lake, quarantine_table(table), QUARANTINE_SCHEMA)
     res = write_batch(lake, quarantine_table(table), data, app_id=app_id, batch_version=batch_version)
     return 0 if res.skipped else res.rows
-
-
-# -- concurrency ----------------------------------------------------------------------------------
-class BatchTaken(Exception):
-    """Another writer committed this batch number first: re-read the table and try again."""
-
-
-def is_commit_conflict(exc: BaseException) -> bool:
-    """A concurrent writer won the race (retry), as opposed to a real failure."""
-    if isinstance(exc, BatchTaken):
-        return True
-    from deltalake.exceptions import CommitFailedError, DeltaError
-
-    if isinstance(exc, CommitFailedError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, (DeltaError, OSError)) and (
-        "already exists" in text or "version" in text and "exists" in text or "concurrent" in text
-    )
-
-
-def with_commit_retry(fn: Callable[[], T], *, attempts: int = 12) -> T:
-    """Run ``fn`` again when a concurrent commit conflicts; ``fn`` re-reads the table each time,
-    so its exactly-once checks see what the other writer committed."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_commit_conflict(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def ensure_table(lake: Lake, table: str | TableId, schema: pa.Schema) -> None:
-    """Create the table empty before its first exactly-once batch.
-
-    delta-rs retries a lost *creation* commit as a plain append without checking app ids, so two
-    runs that both create a table with the same batch would both land.  An empty creation that
-    races is harmless; every batch after it commits against a snapshot and is checked.
-    """
-    if lake.table_exists(table):
-        return
-    from deltalake import write_deltalake
-
-    from ingest.delta import lake_schema
-
-    try:
-        write_deltalake(
-            lake.table_uri(table),
-            lake_schema(schema).empty_table(),
-            mode="ignore",
-            storage_options=lake.storage_options(),
-        )
-    except Exception:
-        if not lake.table_exists(table):
-            raise
 
 
 # -- sources: local paths and s3:// prefixes ----------------------------------------------------
@@ -365,11 +309,6 @@ class _Limited:
 
 # -- fitting records to column types --------------------------------------------------------------
 _ISO_TS = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$")
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-
-class _Misfit(ValueError):
-    pass
 
 
 def _kind(v: Any) -> str:
@@ -412,87 +351,6 @@ def infer_type(values: list[Any]) -> pa.DataType:
     return _KIND_TYPES[max(counts, key=lambda k: (counts[k], k))]
 
 
-def parse_ts(v: Any) -> datetime:
-    if isinstance(v, datetime):
-        dt = v
-    elif isinstance(v, str):
-        try:
-            dt = datetime.fromisoformat(v.strip())
-        except ValueError:
-            raise _Misfit(f"{v!r} is not an ISO-8601 timestamp") from None
-    else:
-        raise _Misfit(f"{v!r} is not a timestamp")
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def coerce(v: Any, t: pa.DataType) -> Any:
-    """``v`` as a value of arrow type ``t``, or ``_Misfit`` - never a lossy conversion."""
-    if v is None:
-        return None
-    if pa.types.is_integer(t):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise _Misfit(f"{v!r} is not an integer")
-        info = (INT64_MIN, INT64_MAX) if t == pa.int64() else None
-        if info and not (info[0] <= v <= info[1]):
-            raise _Misfit(f"{v} does not fit {t}")
-        if not info:
-            try:
-                pa.scalar(v, type=t)
-            except (pa.ArrowInvalid, OverflowError):
-                raise _Misfit(f"{v} does not fit {t}") from None
-        return v
-    if pa.types.is_floating(t):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise _Misfit(f"{v!r} is not a number")
-        if isinstance(v, int) and abs(v) > 2**53:
-            raise _Misfit(f"{v} loses precision as a float")
-        return float(v)
-    if pa.types.is_boolean(t):
-        if not isinstance(v, bool):
-            raise _Misfit(f"{v!r} is not a boolean")
-        return v
-    if pa.types.is_timestamp(t):
-        return parse_ts(v)
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        if isinstance(v, str):
-            return v
-        if isinstance(v, (dict, list)):
-            return json.dumps(v, sort_keys=True)
-        if isinstance(v, uuid.UUID):  # the database's own text form (lower case, hyphens)
-            return str(v)
-        raise _Misfit(f"{v!r} is not a string")
-    if pa.types.is_decimal(t) and isinstance(v, (str, Decimal)) and not isinstance(v, bool):
-        v = _decimal(v)  # exact text of a numeric column, read as text (see sources/typemap.py)
-    elif pa.types.is_date(t):
-        v = _date(v)
-    try:
-        pa.scalar(v, type=t)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
-        raise _Misfit(f"{v!r} does not fit {t}") from None
-    return v
-
-
-def _decimal(v: str | Decimal) -> Decimal:
-    try:
-        d = Decimal(v.strip()) if isinstance(v, str) else v
-    except ArithmeticError:
-        raise _Misfit(f"{v!r} is not a decimal number") from None
-    if not d.is_finite():
-        raise _Misfit(f"{v} has no decimal value")
-    return d
-
-
-def _date(v: Any) -> date:
-    if isinstance(v, datetime):  # a date column never takes a time of day
-        raise _Misfit(f"{v!r} is not a date")
-    if isinstance(v, str):
-        try:
-            return date.fromisoformat(v.strip())
-        except ValueError:
-            raise _Misfit(f"{v!r} is not an ISO-8601 date") from None
-    return v
-
-
 def fit_rows(
     rows: list[dict[str, Any]], existing: pa.Schema | None, *, fixed: dict[str, pa.DataType] | None = None
 ) -> tuple[pa.Table, list[tuple[int, str]]]:
@@ -522,82 +380,14 @@ def fit_rows(
             for n in names:
                 try:
                     out[n] = coerce(r.get(n), types[n])
-                except _Misfit as exc:
-                    raise _Misfit(f"column {n!r} ({types[n]}): {exc}") from None
-        except _Misfit as exc:
+                except Misfit as exc:
+                    raise Misfit(f"column {n!r} ({types[n]}): {exc}") from None
+        except Misfit as exc:
             bad.append((i, str(exc)))
             continue
         good.append(out)
     schema = pa.schema([(n, types[n]) for n in names])
     return pa.Table.from_pylist(good, schema=schema), bad
-
-
-def fit_table(data: pa.Table, existing: pa.Schema | None) -> tuple[pa.Table, list[tuple[int, str]]]:
-    """An Arrow batch cast to the target's column types where that is lossless; rows whose values
-    cannot be cast (int64 beyond int32, text into a number column) come back as ``(index, reason)``
-    instead of being narrowed.  Columns the target lacks pass through (schema merge adds them)."""
-    if existing is None:
-        return data, []
-    cols: list[pa.ChunkedArray | pa.Array] = []
-    conflicts: list[str] = []
-    for name in data.column_names:
-        col = data[name]
-        idx = existing.get_field_index(name)
-        if idx >= 0 and not col.type.equals(existing.field(idx).type):
-            try:
-                cast = col.cast(existing.field(idx).type, safe=True)
-                # a "safe" cast that still lost information; text parsed as a decimal, date or
-                # timestamp is exact or an error already, and prints back differently ("1.50" ->
-                # "1.500", "-1E-15", "...05Z" -> "...05.000000Z")
-                exact_parse = pa.types.is_string(col.type) and (
-                    pa.types.is_decimal(cast.type) or pa.types.is_date(cast.type) or pa.types.is_timestamp(cast.type)
-                )
-                if not exact_parse and not cast.cast(col.type).equals(col):
-                    raise pa.ArrowInvalid("lossy")
-                col = cast
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-                conflicts.append(name)
-        cols.append(col)
-    out = pa.table(cols, names=data.column_names)
-    if not conflicts:
-        return out, []
-    bad: dict[int, str] = {}
-    fixed_cols: dict[str, list[Any]] = {}
-    for name in conflicts:
-        target = existing.field(name).type
-        fixed: list[Any] = []
-        for i, v in enumerate(data[name].to_pylist()):
-            try:
-                fixed.append(_coerce_cell(v, target))
-            except _Misfit as e:
-                bad.setdefault(i, f"column {name!r} ({target}): {e}")
-                fixed.append(None)
-        fixed_cols[name] = fixed
-    keep = [i for i in range(data.num_rows) if i not in bad]
-    out = out.take(pa.array(keep, pa.int64()))
-    for name, fixed in fixed_cols.items():
-        out = out.set_column(
-            out.column_names.index(name),
-            name,
-            pa.array([fixed[i] for i in keep], type=existing.field(name).type),
-        )
-    return out, sorted(bad.items())
-
-
-def _coerce_cell(v: Any, t: pa.DataType) -> Any:
-    """Like ``coerce`` but for values that came from a typed source (numbers, dates, decimals)."""
-    if isinstance(v, Decimal):
-        if pa.types.is_integer(t) and v == v.to_integral_value():
-            v = int(v)
-        elif pa.types.is_floating(t):
-            if float(v) != v:
-                raise _Misfit(f"{v} loses precision as {t}")
-            return float(v)
-    if isinstance(v, str) and pa.types.is_integer(t) and re.fullmatch(r"-?\d{1,19}", v.strip()):
-        v = int(v)  # "30" -> 30 is exact; "30.5" or "many" is not
-    if isinstance(v, date) and not isinstance(v, datetime) and pa.types.is_timestamp(t):
-        v = datetime(v.year, v.month, v.day, tzinfo=UTC)
-    return coerce(v, t)
 
 
 def row_json(row: dict[str, Any]) -> bytes:

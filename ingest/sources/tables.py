@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from ingest.delta import CREATE_RETRIES, lake_schema, merge_batch, write_batch
+from ingest.conform import conform, lake_schema
+from ingest.delta import merge_batch, write_batch
 from ingest.errors import ConfigError, IngestError, SourceError
 from ingest.lake import Lake, TableId, ingest_target, plain_dataset, redact
 from ingest.progress import progress_bar
@@ -42,7 +43,6 @@ from ingest.sources import (
     ensure_table,
     env_int,
     fit_rows,
-    fit_table,
     next_sequence,
     quarantine_table,
     row_json,
@@ -531,7 +531,7 @@ def _fit(
     if isinstance(batch, pa.Table):
         counts.bytes_read += batch.nbytes
         batch = batch.cast(lake_schema(batch.schema))
-        good, misfits = fit_table(batch, against)
+        good, misfits = conform(batch, against, policy="quarantine")
         rows = batch.take(pa.array([i for i, _ in misfits], pa.int64())).to_pylist() if misfits else []
         bad = [Bad(src.label, f"row {i}", reason, row_json(r)) for (i, reason), r in zip(misfits, rows, strict=True)]
         return good, bad
@@ -605,8 +605,6 @@ def _snapshot(
     lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: int, run_id: str, counts: _Counts, bar
 ) -> None:
     """Replace the table with the source's rows in one commit, streaming bounded batches."""
-    from deltalake import CommitProperties, Transaction, WriterProperties, write_deltalake
-
     existing = _existing_schema(lake, tid)
     total, counts = counts, _Counts()  # counted only when the commit lands (a retry starts over)
     bad_all: list[Bad] = []
@@ -642,25 +640,23 @@ def _snapshot(
     # conflict, and the loser (retried by the caller) reads the source again
     dt = lake.delta_table(tid) if lake.table_exists(tid) else None
     seq = next_sequence(lake, tid, f"tables:{tid}", snapshot=dt) if dt is not None else 1
-    props = CommitProperties(
-        custom_metadata={"run_id": run_id, "source": src.label, "mode": "snapshot"},
-        app_transactions=[Transaction(f"tables:{tid}", seq)],
-        max_commit_retries=25 if dt is not None else CREATE_RETRIES,
-    )
-    reader = pa.RecordBatchReader.from_batches(schema, all_batches())
-    # existing columns keep their types (fit_table); new ones are added, dropped ones go
-    write_deltalake(
-        dt if dt is not None else lake.table_uri(tid),
-        reader,
-        mode="overwrite" if dt is not None else "error",
-        schema_mode="overwrite" if existing is not None else None,
-        storage_options=lake.storage_options(),
-        commit_properties=props,
-        # the parquet writer holds a whole row group (1M rows by default) in memory: bound it
-        writer_properties=WriterProperties(max_row_group_size=env_int("INGEST_TABLE_ROW_GROUP", 128 * 1024)),
+    # existing columns keep their types (conform); new ones are added, dropped ones go
+    res = write_batch(
+        lake,
+        tid,
+        pa.RecordBatchReader.from_batches(schema, all_batches()),
+        mode="overwrite",
+        app_id=f"tables:{tid}",
+        batch_version=seq,
+        snapshot=dt,
+        metadata={"run_id": run_id, "source": src.label, "mode": "snapshot"},
+        # the parquet writer holds a whole row group (1M rows by default) in memory: bound it,
+        row_group_rows=env_int("INGEST_TABLE_ROW_GROUP", 128 * 1024),
         # and delta-rs keeps each data file in memory until it is closed: bound that too
-        target_file_size=env_int("INGEST_TABLE_FILE_BYTES", 16 << 20),
+        file_bytes=env_int("INGEST_TABLE_FILE_BYTES", 16 << 20),
     )
+    if res.skipped:  # a concurrent run created the table and took this batch number: read again
+        raise BatchTaken(f"tables:{tid}")
     counts.batches += 1
     for f in ("rows", "quarantined", "bytes_read", "batches"):  # committed: a later failure keeps them
         setattr(total, f, getattr(total, f) + getattr(counts, f))

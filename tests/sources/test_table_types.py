@@ -372,11 +372,12 @@ def test_type_map_rules(dialect: str, declared: str, delta: pa.DataType | None, 
 
 
 def test_text_parsed_as_decimal_is_exact_or_refused() -> None:
-    from ingest.sources import fit_rows, fit_table
+    from ingest.conform import conform
+    from ingest.sources import fit_rows
 
     t = pa.decimal128(17, 15)
-    good, bad = fit_table(pa.table({"x": pa.array(["45.123456789012345", "-1e-15", "NaN", "1.0000000000000001", None])}),
-                          pa.schema([("x", t)]))
+    good, bad = conform(pa.table({"x": pa.array(["45.123456789012345", "-1e-15", "NaN", "1.0000000000000001", None])}),
+                        pa.schema([("x", t)]), policy="quarantine")
     assert good["x"].to_pylist() == [Decimal("45.123456789012345"), Decimal("-1E-15"), None]
     assert [i for i, _ in bad] == [2, 3]
     good, bad = fit_rows([{"x": "0.5"}, {"x": Decimal("NaN")}, {"x": Decimal("1.25")}], pa.schema([("x", t)]))

@@ -245,10 +245,10 @@ def test_postgres_into_s3_lake(s3_lake: Lake, postgres_url: str) -> None:
 def test_narrowing_is_quarantined_not_cast() -> None:
     import pyarrow as pa
 
-    from ingest.sources import fit_table
+    from ingest.conform import conform
 
     batch = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "qty": pa.array([10, 2**40, 30], pa.int64())})
-    good, bad = fit_table(batch, pa.schema([("id", pa.int64()), ("qty", pa.int32())]))
+    good, bad = conform(batch, pa.schema([("id", pa.int64()), ("qty", pa.int32())]), policy="quarantine")
     assert good.schema.field("qty").type == pa.int32()
     assert good.to_pylist() == [{"id": 1, "qty": 10}, {"id": 3, "qty": 30}]
     assert [i for i, _ in bad] == [1] and "does not fit int32" in bad[0][1]
