@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +37,9 @@ from transforms.shards.plan import (
 )
 
 __all__ = [
+    "ENGINES",
     "Engine",
+    "ShardJob",
     "ShardSetResult",
     "build_options",
     "build_shards",
@@ -53,6 +56,44 @@ __all__ = [
 ]
 
 Engine = Literal["local", "spark"]
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard set to build, whichever engine builds it: the pinned table, the format, how
+    samples are keyed, split and sized, and the engines' own run options."""
+
+    lake: Lake
+    root: str
+    table: TableId
+    version: int
+    format: Format
+    key: str | None
+    splits: Sequence[tuple[str, float]]
+    target: int
+    seed: int
+    mtime: int
+    progress: bool = False  # local: a progress bar on stderr
+    spark_master: str | None = None  # spark: where its session starts (None: an active one, or local[2])
+
+
+def _spark_engine(job: ShardJob) -> tuple[ShardSpec, list[dict[str, Any]]]:
+    """Plan on the driver, write shards in Spark tasks (pyspark is imported only for this engine)."""
+    from transforms.shards.spark import build_with_spark
+
+    return build_with_spark(
+        job.lake,
+        job.root,
+        job.table,
+        job.version,
+        format=job.format,
+        key=job.key,
+        splits=job.splits,
+        target=job.target,
+        seed=job.seed,
+        mtime=job.mtime,
+        master=job.spark_master,
+    )
 
 
 class ShardSetResult(BaseModel):
@@ -268,8 +309,8 @@ def build_shards(
     from ingest.snapshots import get_snapshot
 
     codec = shard_format(format)
-    if engine not in ("local", "spark"):
-        raise ConfigError(f"unknown engine {engine!r}: use local or spark")
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}: use {' or '.join(ENGINES)}")
     if not re.match(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$", dataset or ""):
         raise ConfigError(f"bad dataset name {dataset!r}: start with a letter, then letters, digits, '_', '-' or '.'")
     splits = validate_split(split if split is not None else {"train": 0.9, "val": 0.1})
@@ -287,36 +328,21 @@ def build_shards(
     if reuse and (found := _existing(lake, root, {str(tid): version}, format=format, key=key, options=options)):
         return found
     with track(lake, command="shards build", source=f"{tid}@{version}", target=root) as run:
-        if engine == "spark":
-            from transforms.shards.spark import build_with_spark
-
-            spec, shards = build_with_spark(
-                lake,
-                root,
-                tid,
-                version,
-                format=format,
-                key=key,
-                splits=splits,
-                target=target,
-                seed=seed,
-                mtime=int(snap.created_at.timestamp()),
-                master=spark_master,
-            )
-        else:
-            spec, shards = _build_local(
-                lake,
-                root,
-                tid,
-                version,
-                format=format,
-                key=key,
-                splits=splits,
-                target=target,
-                seed=seed,
-                mtime=int(snap.created_at.timestamp()),
-                progress=progress,
-            )
+        job = ShardJob(
+            lake,
+            root,
+            tid,
+            version,
+            format=format,
+            key=key,
+            splits=splits,
+            target=target,
+            seed=seed,
+            mtime=int(snap.created_at.timestamp()),
+            progress=progress,
+            spark_master=spark_master,
+        )
+        spec, shards = ENGINES[engine](job)
         manifest = finish(
             lake,
             root,
@@ -367,20 +393,9 @@ def _existing(
     )
 
 
-def _build_local(
-    lake: Lake,
-    root: str,
-    tid: TableId,
-    version: int,
-    *,
-    format: Format,
-    key: str | None,
-    splits,
-    target: int,
-    seed: int,
-    mtime: int,
-    progress: bool,
-):
+def _local_engine(job: ShardJob) -> tuple[ShardSpec, list[dict[str, Any]]]:
+    """Read the pinned version into memory and write the shards from this process."""
+    lake, root, tid, version, splits, target = job.lake, job.root, job.table, job.version, job.splits, job.target
     try:
         data = lake.delta_table(tid, version=version).to_pyarrow_table()
     except Exception:  # only explained here, re-raised as it is otherwise
@@ -390,23 +405,30 @@ def _build_local(
         raise
     spec = ShardSpec.from_schema(
         data.schema,
-        format=format,
-        key=key or default_key(data.schema),
-        mtime=mtime,
+        format=job.format,
+        key=job.key or default_key(data.schema),
+        mtime=job.mtime,
         size_limit=target,
         nullable=nullable_columns(data),
     )
     try:
         sizes, prepared = spec.codec.prepare(spec, data)
-        infos = [SampleInfo(k, split_of(k, splits), order_of(k, seed), size) for k, size in sizes]
+        infos = [SampleInfo(k, split_of(k, splits), order_of(k, job.seed), size) for k, size in sizes]
         plans = plan_shards(infos, splits=splits, target=target, overhead=spec.shard_overhead())
     except ValueError as exc:
         raise ConfigError(f"{tid}@{version}: {exc}") from None
     fs = lake.pyarrow_filesystem()
     clear_shard_set(fs, lake.fs_path(root))
-    with progress_bar(progress, f"shards {Path(root).name}", total=len(plans)) as bar:
+    with progress_bar(job.progress, f"shards {Path(root).name}", total=len(plans)) as bar:
         shards = write_local(lake, root, spec, plans, data, prepared=prepared, on_shard=lambda _i: bar.advance())
     return spec, shards
+
+
+# the shard builders by engine name (``--engine``)
+ENGINES: dict[str, Callable[[ShardJob], tuple[ShardSpec, list[dict[str, Any]]]]] = {
+    "local": _local_engine,
+    "spark": _spark_engine,
+}
 
 
 def finish(
