@@ -123,3 +123,60 @@ def test_appended_files_are_the_new_rows_only_while_the_table_is_append_only(loc
     # a new column (schema merge) is a metadata change: rebuild
     write_batch(local_lake, "bronze.events", pa.table({"event_id": ["e10"], "n": [10], "extra": ["x"]}))
     assert appended_files(local_lake, "bronze.events", since=5, until=6) is None
+
+
+def test_a_commit_race_is_recognised_by_its_type_not_its_message() -> None:
+    """The retry loop re-runs a step only for a typed conflict; a Delta error whose text merely
+    mentions a concurrent writer or an existing version is a real failure, raised at once."""
+    from deltalake.exceptions import CommitFailedError, DeltaError
+
+    from ingest.delta import BatchTaken, CommitConflict, is_commit_conflict, with_commit_retry
+
+    assert is_commit_conflict(CommitFailedError("version 3 already exists"))
+    assert is_commit_conflict(BatchTaken("tables:bronze.t")) and is_commit_conflict(CommitConflict("created first"))
+    assert not is_commit_conflict(DeltaError("concurrent writer: version 3 already exists"))
+
+    class CommitFailedErrorLookalike(Exception):
+        pass
+
+    assert not is_commit_conflict(CommitFailedErrorLookalike("version 3 already exists"))
+    calls: list[int] = []
+
+    def step() -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise CommitFailedError("a concurrent append won")
+        return len(calls)
+
+    assert with_commit_retry(step) == 3
+
+    def broken() -> None:
+        calls.append(1)
+        raise DeltaError("schema mismatch with a concurrent writer")
+
+    with pytest.raises(DeltaError, match="schema"):
+        with_commit_retry(broken)
+    assert len(calls) == 4, "a real failure is not retried"
+
+
+def test_a_stream_that_loses_the_creation_race_asks_for_a_retry(local_lake: Lake, monkeypatch) -> None:
+    """A RecordBatchReader cannot be read twice: when another writer creates the table first, the
+    write raises a typed conflict (the caller reads its source again) and adds nothing."""
+    import deltalake
+
+    from ingest.delta import CommitConflict
+
+    real = deltalake.write_deltalake
+
+    def other_writer_first(target, data, **kwargs):
+        real(local_lake.table_uri("bronze.s"), pa.table({"id": [99]}))  # the winner
+        return real(target, data, **kwargs)  # mode="error": the table exists now
+
+    monkeypatch.setattr(deltalake, "write_deltalake", other_writer_first)
+    reader = pa.RecordBatchReader.from_batches(pa.schema([("id", pa.int64())]), iter([pa.record_batch({"id": [1, 2]})]))
+    with pytest.raises(CommitConflict, match="bronze.s"):
+        write_batch(local_lake, "bronze.s", reader, mode="overwrite", app_id="tables:bronze.s", batch_version=1)
+    monkeypatch.undo()
+    assert local_lake.delta_table("bronze.s").to_pyarrow_table()["id"].to_pylist() == [99]
+    with pytest.raises(ValueError, match="overwrite mode only"):
+        write_batch(local_lake, "bronze.s", reader, mode="append")
