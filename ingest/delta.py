@@ -129,6 +129,35 @@ def with_commit_retry(fn: Callable[[], T], *, attempts: int = 12) -> T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _already_committed(dt: Any, app_id: str | None, batch_version: int | None) -> bool:
+    """Whether the snapshot ``dt`` holds batch ``batch_version`` (or a later one) of ``app_id``."""
+    if app_id is None or batch_version is None:
+        return False
+    done = dt.transaction_version(app_id)
+    return done is not None and done >= batch_version
+
+
+def _commit_properties(
+    metadata: dict[str, Any] | None,
+    app_id: str | None,
+    batch_version: int | None,
+    extra_transactions: dict[str, int] | None,
+    *,
+    retries: int,
+) -> Any:
+    """A commit's metadata, its app transactions (the batch number first) and its retry budget."""
+    from deltalake import CommitProperties, Transaction
+
+    txns = None
+    if app_id is not None and batch_version is not None:
+        txns = [Transaction(app_id, batch_version)] + [Transaction(k, v) for k, v in (extra_transactions or {}).items()]
+    return CommitProperties(
+        custom_metadata=commit_metadata(metadata), app_transactions=txns, max_commit_retries=retries
+    )
+
+
+# delta-rs retries a commit that lost a race to an append this many times (re-checking conflicts)
+COMMIT_RETRIES = 25
 # delta-rs rebases a creation commit that lost the race for version 0 onto the winner as a plain
 # add, whatever the mode, so two writers creating one table both land.  Creations therefore
 # never retry inside delta-rs: the loser fails, and re-reads the table the winner made (the lost
@@ -192,7 +221,7 @@ def write_batch(
     a parquet row group) without being recorded in the table.  A stream cannot be read twice,
     so a lost creation race raises ``CommitConflict`` for the caller to read its source again.
     """
-    from deltalake import CommitProperties, Transaction, WriterProperties, write_deltalake
+    from deltalake import WriterProperties, write_deltalake
 
     tid = TableId.parse(table)
     if (app_id is None) != (batch_version is None):
@@ -205,10 +234,8 @@ def write_batch(
     # Check and commit against ONE snapshot: a concurrent commit of the same app id after it is
     # then a Delta conflict (retried by the caller), never a silent duplicate.
     dt = snapshot if snapshot is not None else lake.delta_table(tid) if lake.table_exists(tid) else None
-    if app_id is not None and dt is not None:
-        done = dt.transaction_version(app_id)
-        if done is not None and batch_version is not None and done >= batch_version:
-            return WriteResult(str(tid), dt.version(), True, 0)
+    if dt is not None and _already_committed(dt, app_id, batch_version):
+        return WriteResult(str(tid), dt.version(), True, 0)
     rows = [0]
     if isinstance(data, pa.RecordBatchReader):
         data = _counted(data.cast(lake_schema(data.schema)), rows)
@@ -218,13 +245,8 @@ def write_batch(
     else:
         data = data.cast(lake_schema(data.schema))
     creating = dt is None
-    props = CommitProperties(
-        custom_metadata=commit_metadata(metadata),
-        app_transactions=[Transaction(app_id, batch_version)]
-        + [Transaction(k, v) for k, v in (extra_transactions or {}).items()]
-        if app_id is not None and batch_version is not None
-        else None,
-        max_commit_retries=CREATE_RETRIES if creating else 25,
+    props = _commit_properties(
+        metadata, app_id, batch_version, extra_transactions, retries=CREATE_RETRIES if creating else COMMIT_RETRIES
     )
     options: dict[str, Any] = {
         "mode": "error" if creating else mode,
@@ -291,8 +313,6 @@ def merge_batch(
 
     ``target_file_size`` applies when this creates the table (merges follow the table's setting).
     """
-    from deltalake import CommitProperties, Transaction
-
     if not keys:
         raise ValueError("merge_batch needs at least one key column")
     if (app_id is None) != (batch_version is None):
@@ -313,19 +333,11 @@ def merge_batch(
             target_file_size=target_file_size,
         )
     dt = lake.delta_table(tid)  # one snapshot for the check and the commit (see write_batch)
-    if app_id is not None:
-        done = dt.transaction_version(app_id)
-        if done is not None and batch_version is not None and done >= batch_version:
-            return WriteResult(str(tid), dt.version(), True, 0)
+    if _already_committed(dt, app_id, batch_version):
+        return WriteResult(str(tid), dt.version(), True, 0)
     data, _ = conform(data, pa.schema(dt.schema().to_arrow()), policy="raise", table=str(tid))
     predicate = " AND ".join([f't."{k}" = s."{k}"' for k in keys] + _key_range(data, keys))
-    props = CommitProperties(
-        custom_metadata=commit_metadata(metadata),
-        app_transactions=[Transaction(app_id, batch_version)]
-        if app_id is not None and batch_version is not None
-        else None,
-        max_commit_retries=25,
-    )
+    props = _commit_properties(metadata, app_id, batch_version, None, retries=COMMIT_RETRIES)
     try:
         (
             dt.merge(

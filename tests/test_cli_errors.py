@@ -141,6 +141,12 @@ def test_config_file_must_exist_and_parse(tmp_path: Path) -> None:
         assert "cannot parse lakehouse.yaml (line 2" in line, line
     bad.write_text("- a\n- b\n")
     assert "must be a mapping" in _one_error_line(_run("ls", cwd=tmp_path, env=env))
+    # a setting pydantic refuses: one line naming it, exit 2 (recognised by class, on both CLI paths)
+    bad.write_text("lake: lake\nnot_a_setting: 1\n")
+    for argv in (["ls"], ["sync", "s3://b/x", "dest"]):
+        proc = _run(*argv, cwd=tmp_path, env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert _one_error_line(proc) == "error: bad configuration: not_a_setting: Extra inputs are not permitted"
 
 
 def test_failed_write_leaves_no_new_lake_but_a_good_one_creates_it(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Shared parts of the source ingesters: the result model, quarantine, commit retries, reading
-local or S3 sources, and fitting rows to a table's column types.
+"""Shared parts of the source ingesters: the result model, quarantine, reading local or S3
+sources, and fitting parsed records to a table's column types (``fit_rows``; Arrow batches and
+single values go through ``ingest.conform``, commits through ``ingest.delta``).
 
 Every ingester follows one shape: list inputs, skip what the lake already holds (Delta app
 transactions), write bad records to ``<layer>.<name>_quarantine`` first and good rows second, each

@@ -5,7 +5,7 @@ and maps each through its ordered ``rules`` (the first pattern that matches the 
 wins).  A rule gives the Delta (Arrow) type and the SQL expression the column is read with: the
 column itself where connectorx reads it exactly, or a cast (usually to the database's own text
 form) where connectorx's default is lossy or unsupported.  Both read paths, connectorx and the
-SQLAlchemy fallback, run the same expressions, so both see the same values; ``fit_table`` /
+SQLAlchemy fallback, run the same expressions, so both see the same values; ``ingest.conform`` /
 ``fit_rows`` then cast them to the declared types exactly, or refuse a value (quarantine).
 A type no rule names is read as text (PostgreSQL) or bytes (MySQL), per column: the rest of the
 table stays typed and on the fast path.
