@@ -144,7 +144,7 @@ def create_snapshot(
     note: str | None = None,
 ) -> Snapshot:
     """Pin the current version of ``tables`` (default: every gold table) under a unique name."""
-    from ingest.delta import delete_rows, write_batch
+    from ingest.delta import delete_rows, next_sequence, write_batch
 
     name = validate_name(name)
     tids = [TableId.parse(t) for t in tables] if tables else _default_tables(lake)
@@ -172,9 +172,6 @@ def create_snapshot(
         "create_id": create_id,
     }
     app_id = f"snapshot:{name}"
-    done = None
-    if lake.table_exists(SNAPSHOTS_TABLE):
-        done = lake.delta_table(SNAPSHOTS_TABLE).transaction_version(app_id)
     from deltalake.exceptions import CommitFailedError
 
     try:
@@ -183,7 +180,7 @@ def create_snapshot(
             SNAPSHOTS_TABLE,
             pa.Table.from_pylist([row], schema=SNAPSHOTS_SCHEMA),
             app_id=app_id,
-            batch_version=(done or 0) + 1,
+            batch_version=next_sequence(lake, SNAPSHOTS_TABLE, app_id),
             metadata={"ingest_command": "snapshot create", "snapshot": name},
         )
     except CommitFailedError:
