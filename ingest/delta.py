@@ -137,22 +137,25 @@ def _already_committed(dt: Any, app_id: str | None, batch_version: int | None) -
     return done is not None and done >= batch_version
 
 
-def _commit_properties(
-    metadata: dict[str, Any] | None,
-    app_id: str | None,
-    batch_version: int | None,
-    extra_transactions: dict[str, int] | None,
+def commit_properties(
+    metadata: dict[str, Any] | None = None,
     *,
-    retries: int,
+    app_id: str | None = None,
+    batch_version: int | None = None,
+    extra_transactions: dict[str, int] | None = None,
+    retries: int | None = None,
 ) -> Any:
-    """A commit's metadata, its app transactions (the batch number first) and its retry budget."""
+    """A commit's metadata (``commit_metadata``), its app transactions (the batch number first)
+    and its retry budget (``COMMIT_RETRIES`` unless given): every Delta commit's properties."""
     from deltalake import CommitProperties, Transaction
 
     txns = None
     if app_id is not None and batch_version is not None:
         txns = [Transaction(app_id, batch_version)] + [Transaction(k, v) for k, v in (extra_transactions or {}).items()]
     return CommitProperties(
-        custom_metadata=commit_metadata(metadata), app_transactions=txns, max_commit_retries=retries
+        custom_metadata=commit_metadata(metadata),
+        app_transactions=txns,
+        max_commit_retries=COMMIT_RETRIES if retries is None else retries,
     )
 
 
@@ -245,8 +248,12 @@ def write_batch(
     else:
         data = data.cast(lake_schema(data.schema))
     creating = dt is None
-    props = _commit_properties(
-        metadata, app_id, batch_version, extra_transactions, retries=CREATE_RETRIES if creating else COMMIT_RETRIES
+    props = commit_properties(
+        metadata,
+        app_id=app_id,
+        batch_version=batch_version,
+        extra_transactions=extra_transactions,
+        retries=CREATE_RETRIES if creating else None,
     )
     options: dict[str, Any] = {
         "mode": "error" if creating else mode,
@@ -337,7 +344,7 @@ def merge_batch(
         return WriteResult(str(tid), dt.version(), True, 0)
     data, _ = conform(data, pa.schema(dt.schema().to_arrow()), policy="raise", table=str(tid))
     predicate = " AND ".join([f't."{k}" = s."{k}"' for k in keys] + _key_range(data, keys))
-    props = _commit_properties(metadata, app_id, batch_version, None, retries=COMMIT_RETRIES)
+    props = commit_properties(metadata, app_id=app_id, batch_version=batch_version)
     try:
         (
             dt.merge(
@@ -414,7 +421,6 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
     from urllib.parse import unquote
 
     import pyarrow.parquet as pq
-    from deltalake import CommitProperties
     from deltalake.transaction import AddAction, RemoveAction
 
     tid = TableId.parse(table)
@@ -455,9 +461,7 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
             mode="append",
             schema=dt.schema(),
             partition_by=dt.metadata().partition_columns or None,
-            commit_properties=CommitProperties(
-                custom_metadata={**(commit_metadata(metadata) or {}), "rewrite": "view-typed files"}
-            ),
+            commit_properties=commit_properties({**(metadata or {}), "rewrite": "view-typed files"}),
         )
     except Exception:  # noqa: BLE001 - e.g. a concurrent writer removed a file first; readers cope
         for dest in written:

@@ -93,14 +93,14 @@ def optimize(
 
 
 def _optimize_table(lake: Lake, tid: TableId, *, z_order: bool, target_size: int | None) -> TableOptimize:
-    from deltalake import CommitProperties, WriterProperties
+    from deltalake import WriterProperties
 
-    from ingest.delta import commit_metadata, plain_files
+    from ingest.delta import commit_properties, plain_files
 
     dt = lake.delta_table(tid)
     before, files_before = dt.version(), len(dt.file_uris())
     columns = z_order_columns(tid, pa.schema(dt.schema().to_arrow())) if z_order else []
-    props = CommitProperties(custom_metadata=commit_metadata({"maintenance": "optimize"}), max_commit_retries=25)
+    props = commit_properties({"maintenance": "optimize"})
     writer = WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="SNAPPY")
     try:
         if columns:
