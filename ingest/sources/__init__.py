@@ -1,625 +1,70 @@
-"""Shared parts of the source ingesters: the result model, quarantine, commit retries, reading
-local or S3 sources, and fitting rows to a table's column types.
+"""The source ingesters (``images``, ``logs``, ``tables``) and the parts they share.
 
 Every ingester follows one shape: list inputs, skip what the lake already holds (Delta app
-transactions), write bad records to ``<layer>.<name>_quarantine`` first and good rows second, each
-write exactly once per batch id, and record the run in ``_meta.runs``.
+transactions), and hand each batch to one ``BatchCommitter`` (``batches``), which writes bad
+records to ``<layer>.<name>_quarantine`` first and good rows second, each exactly once per batch
+id, and counts what landed for the run in ``_meta.runs``.
+
+The shared parts live in small modules: ``result`` (what a run did), ``quarantine``, ``commit``
+(retry, table creation), ``files`` (local and S3 sources), ``coerce`` (fitting records to column
+types) and ``util``.  This package re-exports their names for the code that imports them from
+here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import os
-import random
-import re
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import Decimal
-from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
-from urllib.parse import urlparse
-
-import pyarrow as pa
-from pydantic import BaseModel
-
-from ingest.delta import next_sequence, write_batch  # noqa: F401 - next_sequence: re-exported for the ingesters
-from ingest.errors import IngestError, SourceError, TransientError
-from ingest.lake import Lake, TableId
-from ingest.progress import progress_bar  # noqa: F401 - re-exported: tests run the pre-fingerprint logs.py, which imports it from here
-
-T = TypeVar("T")
-
-
-class IngestResult(BaseModel):
-    """What one ingest run did; printed by ``--json`` and returned to the pipeline/flows."""
-
-    table: str
-    version: int | None
-    rows_written: int = 0
-    rows_quarantined: int = 0
-    skipped: int = 0  # inputs (files, images, batches) already in the lake
-    run_id: str
-    bytes_read: int = 0
-    notes: list[str] = []  # things the user should know, e.g. a partial line waiting
-
-
-@dataclass
-class Tally:
-    """What a run has committed so far, counted as each commit lands (a retried batch counts
-    once, a failed run keeps what it committed: ``track(counts=...)``); ``finish`` copies it into
-    the run log and the result."""
-
-    rows: int = 0
-    quarantined: int = 0
-    skipped: int = 0
-    bytes_read: int = 0
-
-    def copy_to(self, run: Any) -> None:
-        run.rows_written, run.rows_quarantined = self.rows, self.quarantined
-        run.skipped, run.bytes_read = self.skipped, self.bytes_read
-
-    def finish(self, lake: Lake, table: TableId, run: Any) -> IngestResult:
-        """Also creates the (empty) quarantine table, so queries on it work for a clean source."""
-        from ingest.delta import current_version
-
-        ensure_table(lake, quarantine_table(table), QUARANTINE_SCHEMA)
-        self.copy_to(run)
-        run.version_after = current_version(lake, table)
-        return IngestResult(
-            table=str(table),
-            version=run.version_after,
-            rows_written=self.rows,
-            rows_quarantined=self.quarantined,
-            skipped=self.skipped,
-            run_id=run.run_id,
-            bytes_read=self.bytes_read,
-        )
-
-
-# -- quarantine ---------------------------------------------------------------------------------
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("source", pa.string()),  # file / object URI or redacted DB URL + table
-        ("source_ref", pa.string()),  # line number, byte offset, primary key ...
-        ("reason", pa.string()),
-        ("raw", pa.binary()),  # the record as it arrived
-        ("run_id", pa.string()),
-        ("quarantined_at", pa.timestamp("us", tz="UTC")),
-    ]
+from ingest.delta import next_sequence, write_batch
+from ingest.progress import (
+    progress_bar,  # re-exported: tests run the pre-fingerprint logs.py, which imports it from here
 )
-
-
-@dataclass(frozen=True)
-class Bad:
-    """One record that could not be loaded."""
-
-    source: str
-    source_ref: str
-    reason: str
-    raw: bytes
-
-
-def quarantine_table(table: str | TableId) -> TableId:
-    """``bronze.events`` -> ``bronze.events_quarantine`` (beside the target)."""
-    t = TableId.parse(table)
-    return TableId(t.layer, f"{t.name}_quarantine")
-
-
-def write_quarantine(
-    lake: Lake,
-    table: str | TableId,
-    bad: list[Bad],
-    *,
-    run_id: str,
-    app_id: str,
-    batch_version: int,
-) -> int:
-    """Append ``bad`` to the quarantine table once per ``(app_id, batch_version)``; returns rows written."""
-    if not bad:
-        return 0
-    now = datetime.now(UTC)
-    data = pa.Table.from_pylist(
-        [
-            {
-                "source": b.source,
-                "source_ref": b.source_ref,
-                "reason": b.reason[:2000],
-                "raw": b.raw,
-                "run_id": run_id,
-                "quarantined_at": now,
-            }
-            for b in bad
-        ],
-        schema=QUARANTINE_SCHEMA,
-    )
-    ensure_table(lake, quarantine_table(table), QUARANTINE_SCHEMA)
-    res = write_batch(lake, quarantine_table(table), data, app_id=app_id, batch_version=batch_version)
-    return 0 if res.skipped else res.rows
-
-
-# -- concurrency ----------------------------------------------------------------------------------
-class BatchTaken(Exception):
-    """Another writer committed this batch number first: re-read the table and try again."""
-
-
-def is_commit_conflict(exc: BaseException) -> bool:
-    """A concurrent writer won the race (retry), as opposed to a real failure."""
-    if isinstance(exc, BatchTaken):
-        return True
-    from deltalake.exceptions import CommitFailedError, DeltaError
-
-    if isinstance(exc, CommitFailedError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, (DeltaError, OSError)) and (
-        "already exists" in text or "version" in text and "exists" in text or "concurrent" in text
-    )
-
-
-def with_commit_retry(fn: Callable[[], T], *, attempts: int = 12) -> T:
-    """Run ``fn`` again when a concurrent commit conflicts; ``fn`` re-reads the table each time,
-    so its exactly-once checks see what the other writer committed."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_commit_conflict(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def ensure_table(lake: Lake, table: str | TableId, schema: pa.Schema) -> None:
-    """Create the table empty before its first exactly-once batch.
-
-    delta-rs retries a lost *creation* commit as a plain append without checking app ids, so two
-    runs that both create a table with the same batch would both land.  An empty creation that
-    races is harmless; every batch after it commits against a snapshot and is checked.
-    """
-    if lake.table_exists(table):
-        return
-    from deltalake import write_deltalake
-
-    from ingest.delta import lake_schema
-
-    try:
-        write_deltalake(
-            lake.table_uri(table),
-            lake_schema(schema).empty_table(),
-            mode="ignore",
-            storage_options=lake.storage_options(),
-        )
-    except Exception:
-        if not lake.table_exists(table):
-            raise
-
-
-# -- sources: local paths and s3:// prefixes ----------------------------------------------------
-@dataclass(frozen=True)
-class SourceFile:
-    uri: str  # absolute local path or s3://bucket/key
-    size: int
-    mtime: datetime
-
-    @property
-    def name(self) -> str:
-        return self.uri.rstrip("/").rsplit("/", 1)[-1]
-
-
-def is_s3(src: str) -> bool:
-    return src.startswith(("s3://", "s3a://"))
-
-
-def _split_s3(uri: str) -> tuple[str, str]:
-    p = urlparse(uri)
-    if not p.netloc:
-        raise SourceError(f"malformed source {uri!r}: write s3://bucket/prefix")
-    return p.netloc, p.path.lstrip("/")
-
-
-def s3_client(lake: Lake, pool: int = 32):
-    """A boto3 client for sources, from the same S3 settings as the lake (one credential source)."""
-    return lake.boto3_client(max_pool_connections=pool)
-
-
-def source_error(lake: Lake, exc: BaseException, src: str) -> IngestError:
-    """One line that says which source failed and what to check (the lake's classifier); an
-    unreachable endpoint is a ``TransientError`` so an orchestrator retries it."""
-    bucket = urlparse(src).netloc if is_s3(src) else None
-    err = lake.storage_error(exc, f"cannot read source {src}", bucket=bucket)
-    return err if isinstance(err, TransientError) else SourceError(str(err))
-
-
-def list_source(lake: Lake, src: str) -> list[SourceFile]:
-    """Every non-hidden file under a local directory or S3 prefix (recursively), sorted by URI.
-
-    An S3 prefix is a folder: ``s3://b/logs`` lists ``logs/…`` (or the object ``logs`` itself),
-    never ``logs-archive/…``.  Locally, symlinks never lead out of SRC: a link to a file outside
-    it is skipped with a warning, a link to a file inside it is that file, listed once under its
-    real path; linked directories are not walked (their content is either listed already or
-    outside).
-    """
-    if is_s3(src):
-        return _list_s3(lake, src)
-    root = Path(src).expanduser()
-    if not root.exists():
-        raise SourceError(f"source {src!r} does not exist: pass an existing directory, file or s3://bucket/prefix")
-    paths = [root.resolve()] if root.is_file() else _walk_inside(root.resolve())
-    out = []
-    for p in paths:
-        st = p.stat()
-        out.append(SourceFile(str(p), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
-    return sorted(out, key=lambda f: f.uri)
-
-
-def _walk_inside(base: Path) -> list[Path]:
-    """Regular files under ``base`` (resolved), by real path, following no link out of it."""
-    found: set[Path] = set()
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-        here = Path(dirpath)
-        dirnames[:] = [d for d in dirnames if not _hidden(d)]
-        for name in [*filenames, *(d for d in dirnames if (here / d).is_symlink())]:
-            p = here / name
-            if _hidden(str(p.relative_to(base))):
-                continue
-            if p.is_symlink():
-                target = p.resolve()
-                if not target.is_relative_to(base):
-                    logging.getLogger(__name__).warning("skipped %s: a symlink to %s, outside %s", p, target, base)
-                    continue
-                if not target.is_file() or _hidden(str(target.relative_to(base))):
-                    continue  # a linked directory inside SRC is walked as itself
-                p = target
-            elif not p.is_file():
-                continue  # sockets, FIFOs
-            found.add(p)
-    return sorted(found)
-
-
-def _list_s3(lake: Lake, src: str) -> list[SourceFile]:
-    bucket, prefix = _split_s3(src)
-    folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    client = s3_client(lake)
-    out: list[SourceFile] = []
-
-    def add(obj: dict[str, Any]) -> None:
-        mtime = obj["LastModified"]
-        out.append(SourceFile(f"s3://{bucket}/{obj['Key']}", int(obj["Size"]), mtime.astimezone(UTC)))
-
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
-            for obj in page.get("Contents", []):
-                key = obj["Key"]
-                if not key.endswith("/") and not _hidden(key[len(folder) :]):
-                    add(obj)
-        if not out and folder != prefix:  # s3://b/logs/app.log names one object
-            first = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("Contents", [])
-            if first and first[0]["Key"] == prefix:
-                add(first[0])
-    except Exception as exc:  # noqa: BLE001 - any failure to list is an unreadable source
-        raise source_error(lake, exc, src) from None
-    return sorted(out, key=lambda f: f.uri)
-
-
-def _hidden(rel: str) -> bool:
-    return any(part.startswith((".", "_")) for part in rel.strip("/").split("/") if part)
-
-
-def read_bytes(lake: Lake, f: SourceFile, client: Any = None) -> bytes:
-    """The whole content of one source file."""
-    if is_s3(f.uri):
-        bucket, key = _split_s3(f.uri)
-        try:
-            return (client or s3_client(lake)).get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as exc:  # noqa: BLE001 - every storage failure becomes one source error
-            raise source_error(lake, exc, f.uri) from None
-    with open(f.uri, "rb") as fh:
-        return fh.read()
-
-
-@contextlib.contextmanager
-def open_range(
-    lake: Lake, f: SourceFile, start: int = 0, end: int | None = None, *, client: Any = None
-) -> Iterator[BinaryIO]:
-    """A binary stream of bytes ``[start, end)`` of a source file (ranged GET on S3; pass the
-    run's ``client`` when reading many small ranges)."""
-    if is_s3(f.uri):
-        bucket, key = _split_s3(f.uri)
-        rng = f"bytes={start}-" + ("" if end is None else str(end - 1))
-        try:
-            body = (client or s3_client(lake, pool=4)).get_object(Bucket=bucket, Key=key, Range=rng)["Body"]
-        except Exception as exc:  # noqa: BLE001 - every storage failure becomes one source error
-            raise source_error(lake, exc, f.uri) from None
-        try:
-            yield body
-        finally:
-            body.close()
-        return
-    fh = open(f.uri, "rb")
-    try:
-        fh.seek(start)
-        yield fh if end is None else _Limited(fh, end - start)  # type: ignore[misc]  # _Limited reads like the file it wraps
-    finally:
-        fh.close()
-
-
-class _Limited:
-    """A read-only view of the next ``n`` bytes of a stream."""
-
-    def __init__(self, fh: BinaryIO, n: int) -> None:
-        self.fh, self.left = fh, n
-
-    def read(self, size: int = -1) -> bytes:
-        if self.left <= 0:
-            return b""
-        size = self.left if size is None or size < 0 else min(size, self.left)
-        data = self.fh.read(size)
-        self.left -= len(data)
-        return data
-
-
-# -- fitting records to column types --------------------------------------------------------------
-_ISO_TS = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$")
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-
-class _Misfit(ValueError):
-    pass
-
-
-def _kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, str):
-        return "ts" if _ISO_TS.match(v) else "str"
-    if isinstance(v, (dict, list)):
-        return "json"
-    if isinstance(v, datetime):
-        return "ts"
-    return "str"
-
-
-_KIND_TYPES: dict[str, pa.DataType] = {
-    "bool": pa.bool_(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "ts": pa.timestamp("us", tz="UTC"),
-    "str": pa.string(),
-    "json": pa.string(),
-}
-
-
-def infer_type(values: list[Any]) -> pa.DataType:
-    """The type most values of a new column have (int+float is float); the rest are quarantined."""
-    counts: dict[str, int] = {}
-    for v in values:
-        if v is not None:
-            k = _kind(v)
-            counts[k] = counts.get(k, 0) + 1
-    if not counts:
-        return pa.string()
-    if "int" in counts and "float" in counts:
-        counts["float"] += counts.pop("int")
-    return _KIND_TYPES[max(counts, key=lambda k: (counts[k], k))]
-
-
-def parse_ts(v: Any) -> datetime:
-    if isinstance(v, datetime):
-        dt = v
-    elif isinstance(v, str):
-        try:
-            dt = datetime.fromisoformat(v.strip())
-        except ValueError:
-            raise _Misfit(f"{v!r} is not an ISO-8601 timestamp") from None
-    else:
-        raise _Misfit(f"{v!r} is not a timestamp")
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def coerce(v: Any, t: pa.DataType) -> Any:
-    """``v`` as a value of arrow type ``t``, or ``_Misfit`` - never a lossy conversion."""
-    if v is None:
-        return None
-    if pa.types.is_integer(t):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise _Misfit(f"{v!r} is not an integer")
-        info = (INT64_MIN, INT64_MAX) if t == pa.int64() else None
-        if info and not (info[0] <= v <= info[1]):
-            raise _Misfit(f"{v} does not fit {t}")
-        if not info:
-            try:
-                pa.scalar(v, type=t)
-            except (pa.ArrowInvalid, OverflowError):
-                raise _Misfit(f"{v} does not fit {t}") from None
-        return v
-    if pa.types.is_floating(t):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise _Misfit(f"{v!r} is not a number")
-        if isinstance(v, int) and abs(v) > 2**53:
-            raise _Misfit(f"{v} loses precision as a float")
-        return float(v)
-    if pa.types.is_boolean(t):
-        if not isinstance(v, bool):
-            raise _Misfit(f"{v!r} is not a boolean")
-        return v
-    if pa.types.is_timestamp(t):
-        return parse_ts(v)
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        if isinstance(v, str):
-            return v
-        if isinstance(v, (dict, list)):
-            return json.dumps(v, sort_keys=True)
-        if isinstance(v, uuid.UUID):  # the database's own text form (lower case, hyphens)
-            return str(v)
-        raise _Misfit(f"{v!r} is not a string")
-    if pa.types.is_decimal(t) and isinstance(v, (str, Decimal)) and not isinstance(v, bool):
-        v = _decimal(v)  # exact text of a numeric column, read as text (see sources/typemap.py)
-    elif pa.types.is_date(t):
-        v = _date(v)
-    try:
-        pa.scalar(v, type=t)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
-        raise _Misfit(f"{v!r} does not fit {t}") from None
-    return v
-
-
-def _decimal(v: str | Decimal) -> Decimal:
-    try:
-        d = Decimal(v.strip()) if isinstance(v, str) else v
-    except ArithmeticError:
-        raise _Misfit(f"{v!r} is not a decimal number") from None
-    if not d.is_finite():
-        raise _Misfit(f"{v} has no decimal value")
-    return d
-
-
-def _date(v: Any) -> date:
-    if isinstance(v, datetime):  # a date column never takes a time of day
-        raise _Misfit(f"{v!r} is not a date")
-    if isinstance(v, str):
-        try:
-            return date.fromisoformat(v.strip())
-        except ValueError:
-            raise _Misfit(f"{v!r} is not an ISO-8601 date") from None
-    return v
-
-
-def fit_rows(
-    rows: list[dict[str, Any]], existing: pa.Schema | None, *, fixed: dict[str, pa.DataType] | None = None
-) -> tuple[pa.Table, list[tuple[int, str]]]:
-    """Records -> an Arrow table typed like the target table; records that do not fit are returned
-    as ``(index, reason)`` instead of being cast (new columns take the type most values have)."""
-    fixed = fixed or {}
-    names: list[str] = []
-    seen: set[str] = set()
-    for r in rows:
-        for k in r:
-            if k not in seen:
-                seen.add(k)
-                names.append(k)
-    types: dict[str, pa.DataType] = {}
-    for n in names:
-        if n in fixed:
-            types[n] = fixed[n]
-        elif existing is not None and existing.get_field_index(n) >= 0:
-            types[n] = existing.field(n).type
-        else:
-            types[n] = infer_type([r.get(n) for r in rows])
-    good: list[dict[str, Any]] = []
-    bad: list[tuple[int, str]] = []
-    for i, r in enumerate(rows):
-        out = {}
-        try:
-            for n in names:
-                try:
-                    out[n] = coerce(r.get(n), types[n])
-                except _Misfit as exc:
-                    raise _Misfit(f"column {n!r} ({types[n]}): {exc}") from None
-        except _Misfit as exc:
-            bad.append((i, str(exc)))
-            continue
-        good.append(out)
-    schema = pa.schema([(n, types[n]) for n in names])
-    return pa.Table.from_pylist(good, schema=schema), bad
-
-
-def fit_table(data: pa.Table, existing: pa.Schema | None) -> tuple[pa.Table, list[tuple[int, str]]]:
-    """An Arrow batch cast to the target's column types where that is lossless; rows whose values
-    cannot be cast (int64 beyond int32, text into a number column) come back as ``(index, reason)``
-    instead of being narrowed.  Columns the target lacks pass through (schema merge adds them)."""
-    if existing is None:
-        return data, []
-    cols: list[pa.ChunkedArray | pa.Array] = []
-    conflicts: list[str] = []
-    for name in data.column_names:
-        col = data[name]
-        idx = existing.get_field_index(name)
-        if idx >= 0 and not col.type.equals(existing.field(idx).type):
-            try:
-                cast = col.cast(existing.field(idx).type, safe=True)
-                # a "safe" cast that still lost information; text parsed as a decimal, date or
-                # timestamp is exact or an error already, and prints back differently ("1.50" ->
-                # "1.500", "-1E-15", "...05Z" -> "...05.000000Z")
-                exact_parse = pa.types.is_string(col.type) and (
-                    pa.types.is_decimal(cast.type) or pa.types.is_date(cast.type) or pa.types.is_timestamp(cast.type)
-                )
-                if not exact_parse and not cast.cast(col.type).equals(col):
-                    raise pa.ArrowInvalid("lossy")
-                col = cast
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-                conflicts.append(name)
-        cols.append(col)
-    out = pa.table(cols, names=data.column_names)
-    if not conflicts:
-        return out, []
-    bad: dict[int, str] = {}
-    fixed_cols: dict[str, list[Any]] = {}
-    for name in conflicts:
-        target = existing.field(name).type
-        fixed: list[Any] = []
-        for i, v in enumerate(data[name].to_pylist()):
-            try:
-                fixed.append(_coerce_cell(v, target))
-            except _Misfit as e:
-                bad.setdefault(i, f"column {name!r} ({target}): {e}")
-                fixed.append(None)
-        fixed_cols[name] = fixed
-    keep = [i for i in range(data.num_rows) if i not in bad]
-    out = out.take(pa.array(keep, pa.int64()))
-    for name, fixed in fixed_cols.items():
-        out = out.set_column(
-            out.column_names.index(name),
-            name,
-            pa.array([fixed[i] for i in keep], type=existing.field(name).type),
-        )
-    return out, sorted(bad.items())
-
-
-def _coerce_cell(v: Any, t: pa.DataType) -> Any:
-    """Like ``coerce`` but for values that came from a typed source (numbers, dates, decimals)."""
-    if isinstance(v, Decimal):
-        if pa.types.is_integer(t) and v == v.to_integral_value():
-            v = int(v)
-        elif pa.types.is_floating(t):
-            if float(v) != v:
-                raise _Misfit(f"{v} loses precision as {t}")
-            return float(v)
-    if isinstance(v, str) and pa.types.is_integer(t) and re.fullmatch(r"-?\d{1,19}", v.strip()):
-        v = int(v)  # "30" -> 30 is exact; "30.5" or "many" is not
-    if isinstance(v, date) and not isinstance(v, datetime) and pa.types.is_timestamp(t):
-        v = datetime(v.year, v.month, v.day, tzinfo=UTC)
-    return coerce(v, t)
-
-
-def row_json(row: dict[str, Any]) -> bytes:
-    """A record as JSON bytes for the quarantine's ``raw`` column."""
-
-    def default(o: Any) -> Any:
-        if isinstance(o, (datetime, date)):
-            return o.isoformat()
-        if isinstance(o, (bytes, bytearray)):
-            return o.hex()
-        return str(o)
-
-    return json.dumps(row, default=default, sort_keys=True).encode()
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def env_int(name: str, default: int) -> int:
-    """Batch-size knobs (bounded memory), overridable for tests and tuning."""
-    try:
-        return max(1, int(os.environ.get(name, default)))
-    except ValueError:
-        return default
+from ingest.sources.coerce import (
+    INT64_MAX,
+    INT64_MIN,
+    ISO_TS,
+    Misfit,
+    coerce,
+    fit_rows,
+    fit_table,
+    infer_type,
+    parse_ts,
+)
+from ingest.sources.commit import BatchTaken, ensure_table, is_commit_conflict, with_commit_retry
+from ingest.sources.files import SourceFile, is_s3, list_source, open_range, read_bytes, s3_client, source_error
+from ingest.sources.quarantine import QUARANTINE_SCHEMA, Bad, quarantine_table, row_json, write_quarantine
+from ingest.sources.result import IngestResult, Tally
+from ingest.sources.util import env_int, utcnow
+
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "ISO_TS",
+    "QUARANTINE_SCHEMA",
+    "Bad",
+    "BatchTaken",
+    "IngestResult",
+    "Misfit",
+    "SourceFile",
+    "Tally",
+    "coerce",
+    "ensure_table",
+    "env_int",
+    "fit_rows",
+    "fit_table",
+    "infer_type",
+    "is_commit_conflict",
+    "is_s3",
+    "list_source",
+    "next_sequence",
+    "open_range",
+    "parse_ts",
+    "progress_bar",
+    "quarantine_table",
+    "read_bytes",
+    "row_json",
+    "s3_client",
+    "source_error",
+    "utcnow",
+    "with_commit_retry",
+    "write_batch",
+    "write_quarantine",
+]
