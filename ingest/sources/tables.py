@@ -17,9 +17,10 @@ in Delta and the loser retries against what the winner wrote.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -178,7 +179,7 @@ class BatchReader(Protocol):
 
     def __call__(
         self, src: DbSource, query: str, batch_rows: int, *, parallel: bool, after: BaseException | None
-    ) -> Iterator[pa.Table | list[dict[str, Any]]]: ...
+    ) -> Generator[pa.Table | list[dict[str, Any]]]: ...
 
 
 def read_batches(
@@ -191,9 +192,11 @@ def read_batches(
     for reader in READERS[src.dialect]:
         started = False
         try:
-            for batch in reader(src, query, batch_rows, parallel=parallel, after=failed):
-                started = True
-                yield batch
+            # closed when this generator is: the reader's connections and threads end with it
+            with contextlib.closing(reader(src, query, batch_rows, parallel=parallel, after=failed)) as batches:
+                for batch in batches:
+                    started = True
+                    yield batch
             return
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, IngestError)):
@@ -206,7 +209,7 @@ def read_batches(
 
 def connectorx_batches(
     src: DbSource, query: str, batch_rows: int, *, parallel: bool, after: BaseException | None = None
-) -> Iterator[pa.Table]:
+) -> Generator[pa.Table]:
     """Arrow batches via connectorx; ``parallel`` splits the read by ranges of an integer
     primary key, when the table has one."""
     int_pk = _preflight(src)
@@ -312,7 +315,7 @@ def _preflight(src: DbSource) -> str | None:
 
 def sqlalchemy_batches(
     src: DbSource, query: str, batch_rows: int, *, parallel: bool = False, after: BaseException | None = None
-) -> Iterator[list[dict[str, Any]]]:
+) -> Generator[list[dict[str, Any]]]:
     """Python records via SQLAlchemy, streamed (``parallel`` does not apply)."""
     import sqlalchemy as sa
 
