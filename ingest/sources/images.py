@@ -32,29 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ingest.delta import write_batch
 from ingest.lake import Lake, TableId, ingest_target
 from ingest.progress import progress_bar
 from ingest.runlog import track
-from ingest.sources import (
-    Bad,
-    BatchTaken,
-    IngestResult,
-    SourceFile,
-    Tally,
-    ensure_table,
-    env_int,
-    is_s3,
-    list_source,
-    next_sequence,
-    quarantine_table,
-    read_bytes,
-    s3_client,
-    utcnow,
-    with_commit_retry,
-    write_quarantine,
-)
+from ingest.sources.batches import Batch, BatchCommitter
+from ingest.sources.files import SourceFile, is_s3, list_source, read_bytes, s3_client
+from ingest.sources.quarantine import Bad
+from ingest.sources.result import IngestResult, Tally
 from ingest.sources.seen import Manifest, StoredKeys
+from ingest.sources.util import env_int, utcnow
 
 if TYPE_CHECKING:
     from ingest.partition import FileGroup
@@ -223,12 +209,16 @@ def ingest_images(
 
 
 class _Writer:
+    """Commits fetched images: corrupt ones to the quarantine, each content once, then the new
+    contents to the table, each content once (``StoredKeys`` says what either holds)."""
+
     def __init__(self, lake: Lake, tid: TableId, run_id: str, tally: Tally) -> None:
         self.lake, self.tid, self.run_id = lake, tid, run_id
         self.app_id = f"images:{tid}"
+        self.committer = BatchCommitter(lake, tid, run_id=run_id, tally=tally, app_id=self.app_id)
         self.stored = StoredKeys(lake, tid, "sha256", app_id=self.app_id)
         # source_ref is the content hash in the quarantine table (earlier versions too)
-        self.stored_bad = StoredKeys(lake, quarantine_table(tid), "source_ref", app_id=self.app_id)
+        self.stored_bad = StoredKeys(lake, self.committer.quarantine, "source_ref", app_id=self.app_id)
         self.dt: Any = None  # the table, loaded once and updated per batch
         self.tally = tally
 
@@ -236,34 +226,25 @@ class _Writer:
         self.tally.bytes_read += sum(len(x.data) for x in fetched)
         bad = [x for x in fetched if x.error is not None]
         if bad:  # first, as every ingester does: a crash in between re-reads both tables
-            n, dupes = with_commit_retry(lambda: self._quarantine(bad))
-            self.tally.quarantined += n
-            self.tally.skipped += dupes
+            self.tally.skipped += self.committer.retry(lambda: self._quarantine(bad))
         good = [x for x in fetched if x.error is None]
-        rows, dupes = with_commit_retry(lambda: self._commit(good))
-        self.tally.rows += rows
-        self.tally.skipped += dupes
+        self.tally.skipped += self.committer.retry(lambda: self._commit(good))
 
-    def _quarantine(self, bad: list[_Fetched]) -> tuple[int, int]:
-        """One commit for the batch's corrupt files whose content is not quarantined yet."""
-        qt = quarantine_table(self.tid)
+    def _quarantine(self, bad: list[_Fetched]) -> int:
+        """One commit for the batch's corrupt files whose content is not quarantined yet; returns
+        how many were quarantined already."""
         # the batch number before the stored hashes: a writer that commits in between used the
         # same number, so our commit of it is skipped (BatchTaken) and this re-runs
-        seq = next_sequence(self.lake, qt, self.app_id)
+        seq = self.committer.sequence()
         known_bad = self.stored_bad.held(x.sha256 for x in bad)
         new: dict[str, Bad] = {}
         for x in bad:
             if x.sha256 not in known_bad and x.sha256 not in new:
                 new[x.sha256] = Bad(x.file.uri, x.sha256, x.error or "", x.data)
-        if not new:
-            return 0, len(bad)
-        n = write_quarantine(
-            self.lake, self.tid, list(new.values()), run_id=self.run_id, app_id=self.app_id, batch_version=seq
-        )
-        if not n:  # a concurrent run took this batch number: see what it stored, then retry
-            raise BatchTaken(self.app_id)
-        self.stored_bad.committed(seq, new.keys())
-        return n, len(bad) - len(new)
+        if new:
+            self.committer.commit(Batch(seq, bad=list(new.values())))
+            self.stored_bad.committed(seq, new.keys())
+        return len(bad) - len(new)
 
     def _snapshot(self) -> Any:
         """The table's latest version, kept loaded across batches (None before it exists)."""
@@ -273,14 +254,15 @@ class _Writer:
             self.dt.update_incremental()  # reads only the commits since the last batch
         return self.dt
 
-    def _commit(self, good: list[_Fetched]) -> tuple[int, int]:
+    def _commit(self, good: list[_Fetched]) -> int:
+        """One commit of the batch's new contents; returns how many the table held already."""
         # the batch number, the stored hashes and the commit from one snapshot: a writer that
         # commits after it used the same number, so our commit is skipped or conflicts
         # (BatchTaken / a Delta conflict) and this batch is re-checked
         if not good:
-            return 0, 0
+            return 0
         dt = self._snapshot()
-        seq = next_sequence(self.lake, self.tid, self.app_id, snapshot=dt) if dt is not None else 1
+        seq = self.committer.sequence(snapshot=dt)
         known = self.stored.held((x.sha256 for x in good), snapshot=dt)
         now: datetime = utcnow()
         rows: list[dict[str, Any]] = []
@@ -305,21 +287,9 @@ class _Writer:
             )
         dupes = len(good) - len(rows)
         if not rows:
-            return 0, dupes
+            return dupes
         rows.sort(key=lambda r: r["sha256"])  # row-group statistics by hash: lookups skip more
-        if dt is None:
-            ensure_table(self.lake, self.tid, IMAGES_SCHEMA)
-            dt = self._snapshot()
-        res = write_batch(
-            self.lake,
-            self.tid,
-            pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA),
-            app_id=self.app_id,
-            batch_version=seq,
-            metadata={"run_id": self.run_id},
-            snapshot=dt,
-        )
-        if res.skipped:  # a concurrent run took this batch number: see what it stored, then retry
-            raise BatchTaken(self.app_id)
+        batch = Batch(seq, pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), metadata={"run_id": self.run_id})
+        self.committer.commit(batch, snapshot=dt)  # before the table exists: created empty first
         self.stored.committed(seq, seen)
-        return res.rows, dupes
+        return dupes

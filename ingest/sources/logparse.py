@@ -21,12 +21,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.sources import _ISO_TS
+from ingest.sources.coerce import ISO_TS
 
 _FLOAT_EXACT = 2.0**53
 _TS = pa.timestamp("us", tz="UTC")
 _PLAIN = (pa.int64(), pa.float64(), pa.bool_(), pa.string(), _TS)
-_ISO_TS_RE2 = _ISO_TS.pattern
+_ISO_TS_RE2 = ISO_TS.pattern
 
 
 def _plain_schema(existing: pa.Schema | None, meta: dict[str, pa.DataType]) -> bool:

@@ -23,29 +23,17 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.delta import write_batch
 from ingest.errors import ConfigError
-from ingest.lake import Lake, TableId, ingest_target
+from ingest.lake import Lake, ingest_target
 from ingest.progress import progress_bar
 from ingest.runlog import track
-from ingest.sources import (
-    Bad,
-    IngestResult,
-    SourceFile,
-    Tally,
-    ensure_table,
-    env_int,
-    fit_rows,
-    is_s3,
-    list_source,
-    logparse,
-    open_range,
-    quarantine_table,
-    s3_client,
-    utcnow,
-    with_commit_retry,
-    write_quarantine,
-)
+from ingest.sources import logparse
+from ingest.sources.batches import Batch, BatchCommitter
+from ingest.sources.coerce import fit_rows
+from ingest.sources.files import SourceFile, is_s3, list_source, open_range, s3_client
+from ingest.sources.quarantine import Bad, quarantine_table
+from ingest.sources.result import IngestResult, Tally
+from ingest.sources.util import env_int, utcnow
 
 if TYPE_CHECKING:
     from ingest.partition import FileGroup
@@ -96,14 +84,14 @@ def ingest_logs(
         files = list_source(lake, src)
         files = partition.select(files) if partition else files
         client = s3_client(lake, pool=4) if is_s3(src) else None  # one for every small read
+        # each file's content is its own stream (app id), numbered by the offset a batch ends at
+        committer = BatchCommitter(lake, tid, run_id=run.run_id, tally=totals, numbering="offset")
         with progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files), unit="bytes") as bar:
             for i, f in enumerate(files, start=1):
-                reader = _FileLoader(
-                    lake, tid, f, regex=regex, run_id=run.run_id, totals=totals, bar=bar, client=client
-                )
+                reader = _FileLoader(committer, f, regex=regex, totals=totals, bar=bar, client=client)
                 reader.where = f"file {i}/{len(files)}"
                 reader.show_lines()
-                with_commit_retry(reader.load)
+                committer.retry(reader.load)
             bar.note(f"{len(files)} files · {totals.rows + totals.quarantined:,} lines")
         run.details = {"format": format, "files": totals.files, "notes": totals.notes}
         result = totals.finish(lake, tid, run)
@@ -116,9 +104,17 @@ class _FileLoader:
     commit conflict (it re-reads the table)."""
 
     def __init__(
-        self, lake: Lake, tid: TableId, f: SourceFile, *, regex, run_id: str, totals: _Totals, bar, client: Any
+        self,
+        committer: BatchCommitter,
+        f: SourceFile,
+        *,
+        regex: re.Pattern[str] | None,
+        totals: _Totals,
+        bar,
+        client: Any,
     ) -> None:
-        self.lake, self.tid, self.f, self.regex, self.run_id = lake, tid, f, regex, run_id
+        self.committer, self.f, self.regex = committer, f, regex
+        self.lake, self.tid, self.run_id = committer.lake, committer.tid, committer.run_id
         self.totals, self.bar, self.client = totals, bar, client
         self.gz = f.uri.endswith(".gz")
         self.re2 = logparse.re2_pattern(regex) if regex is not None else None  # None: Python's re only
@@ -256,20 +252,16 @@ class _FileLoader:
         cols = [c for c in parsed.column_names if c != "_source_line"]
         data = pa.table([*(parsed[c] for c in cols), *meta.values()], names=[*cols, *meta])
         # each commit is counted when it lands: a conflict that re-runs ``load`` must not forget it
-        q = write_quarantine(self.lake, self.tid, bad, run_id=self.run_id, app_id=st.app_id, batch_version=end)
-        self.totals.quarantined += q
-        ensure_table(self.lake, self.tid, data.schema)
-        res = write_batch(
-            self.lake,
-            self.tid,
-            data,
-            app_id=st.app_id,
-            batch_version=end,
-            extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
+        done = self.committer.commit(
+            Batch(
+                end,
+                data,
+                bad,
+                app_id=st.app_id,
+                extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
+            )
         )
-        r = 0 if res.skipped else res.rows
-        self.totals.rows += r
-        return r, q
+        return done.rows, done.quarantined
 
     def _parse_block(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
         """The batch's rows (data columns and ``_source_line``) and its bad lines: in columns

@@ -19,9 +19,10 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
-from ingest.delta import commit_actions, write_batch
+from ingest.delta import commit_actions, ensure_table, write_batch
 from ingest.lake import Lake, TableId, plain_dataset
-from ingest.sources import SourceFile, ensure_table, is_s3, utcnow
+from ingest.sources.files import SourceFile, is_s3
+from ingest.sources.util import utcnow
 
 
 class StoredKeys:

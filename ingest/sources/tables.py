@@ -17,40 +17,31 @@ in Delta and the loser retries against what the winner wrote.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ingest.conform import conform, lake_schema
-from ingest.delta import merge_batch, write_batch
+from ingest.delta import BatchTaken, write_batch
 from ingest.errors import ConfigError, IngestError, SourceError
 from ingest.lake import Lake, TableId, ingest_target, plain_dataset, redact
 from ingest.progress import progress_bar
 from ingest.runlog import track
-from ingest.sources import (
-    Bad,
-    BatchTaken,
-    IngestResult,
-    Tally,
-    ensure_table,
-    env_int,
-    fit_rows,
-    next_sequence,
-    quarantine_table,
-    row_json,
-    utcnow,
-    with_commit_retry,
-    write_quarantine,
-)
+from ingest.sources.batches import Batch, BatchCommitter
+from ingest.sources.coerce import fit_rows
+from ingest.sources.quarantine import Bad, quarantine_table, row_json
+from ingest.sources.result import IngestResult, Tally
 from ingest.sources.typemap import TablePlan, type_map
+from ingest.sources.util import env_int, utcnow
 
 Mode = Literal["snapshot", "incremental", "merge"]
 META_COLUMNS = ("_run_id", "_ingested_at")
@@ -178,18 +169,50 @@ def describe(src: DbSource) -> DbSource:
 
 
 # -- reading -------------------------------------------------------------------------------------
+class BatchReader(Protocol):
+    """Reads a query's result in batches of about ``batch_rows`` rows: Arrow tables, or Python
+    records where the database's values need a look one by one (``_fit`` takes either).
+
+    ``parallel`` (any row order is fine): the reader may split the read over connections.
+    ``after`` is the error of the reader tried before this one, if any (it may explain this
+    one's failure better).  A failure before the first batch lets the next reader try.
+    """
+
+    def __call__(
+        self, src: DbSource, query: str, batch_rows: int, *, parallel: bool, after: BaseException | None
+    ) -> Generator[pa.Table | list[dict[str, Any]]]: ...
+
+
 def read_batches(
     src: DbSource, query: str, batch_rows: int, *, parallel: bool = False
 ) -> Iterator[pa.Table | list[dict[str, Any]]]:
-    """Arrow batches via connectorx (PostgreSQL, MySQL), or Python records via SQLAlchemy (SQLite,
-    whose columns may hold values of any type, and the fallback), in batches of ``batch_rows``.
+    """The query's result in batches of ``batch_rows``, by the first of the dialect's readers
+    (``READERS``) that gets going: connectorx (columnar) for PostgreSQL and MySQL, SQLAlchemy
+    for SQLite (whose columns may hold values of any type) and as the fallback."""
+    failed: BaseException | None = None
+    for reader in READERS[src.dialect]:
+        started = False
+        try:
+            # closed when this generator is: the reader's connections and threads end with it
+            with contextlib.closing(reader(src, query, batch_rows, parallel=parallel, after=failed)) as batches:
+                for batch in batches:
+                    started = True
+                    yield batch
+            return
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, IngestError)):
+                raise
+            if started:
+                raise _db_error(src, exc) from None
+            failed = exc
+    raise _db_error(src, failed or SourceError("no reader")) from None
 
-    ``parallel`` (any row order is fine): split the read over several connections by ranges of an
-    integer primary key, when the table has one.
-    """
-    if src.dialect == "sqlite":
-        yield from _sqlalchemy_batches(src, query, batch_rows, first_error=None)
-        return
+
+def connectorx_batches(
+    src: DbSource, query: str, batch_rows: int, *, parallel: bool, after: BaseException | None = None
+) -> Generator[pa.Table]:
+    """Arrow batches via connectorx; ``parallel`` splits the read by ranges of an integer
+    primary key, when the table has one."""
     int_pk = _preflight(src)
     import connectorx as cx
 
@@ -197,26 +220,18 @@ def read_batches(
     parts = env_int("INGEST_TABLE_PARTITIONS", max(2, min(4, os.cpu_count() or 2)))
     if parallel and int_pk and parts > 1:
         split = {"partition_on": int_pk, "partition_num": parts}
-    yielded = 0
-    try:
-        reader = cx.read_sql(src.connectorx_url(), query, return_type="arrow_stream", batch_size=batch_rows, **split)
-        pending: list[pa.RecordBatch] = []
-        rows = 0
-        for rb in _read_ahead(reader, depth=2):
-            pending.append(rb)
-            rows += rb.num_rows
-            if rows >= batch_rows:
-                yield pa.Table.from_batches(pending, schema=reader.schema)
-                yielded += rows
-                pending, rows = [], 0
-        if pending or yielded == 0:
+    reader = cx.read_sql(src.connectorx_url(), query, return_type="arrow_stream", batch_size=batch_rows, **split)
+    pending: list[pa.RecordBatch] = []
+    rows = yielded = 0
+    for rb in _read_ahead(reader, depth=2):
+        pending.append(rb)
+        rows += rb.num_rows
+        if rows >= batch_rows:
             yield pa.Table.from_batches(pending, schema=reader.schema)
-    except BaseException as exc:
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, IngestError)):
-            raise
-        if yielded:
-            raise _db_error(src, exc) from None
-        yield from _sqlalchemy_batches(src, query, batch_rows, first_error=exc)
+            yielded += rows
+            pending, rows = [], 0
+    if pending or yielded == 0:
+        yield pa.Table.from_batches(pending, schema=reader.schema)
 
 
 def _read_ahead(it: Any, depth: int) -> Iterator[Any]:
@@ -299,16 +314,17 @@ def _preflight(src: DbSource) -> str | None:
         engine.dispose()
 
 
-def _sqlalchemy_batches(
-    src: DbSource, query: str, batch_rows: int, *, first_error: BaseException | None
-) -> Iterator[list[dict[str, Any]]]:
+def sqlalchemy_batches(
+    src: DbSource, query: str, batch_rows: int, *, parallel: bool = False, after: BaseException | None = None
+) -> Generator[list[dict[str, Any]]]:
+    """Python records via SQLAlchemy, streamed (``parallel`` does not apply)."""
     import sqlalchemy as sa
 
     try:
         engine = sa.create_engine(src.sa_url())
         conn = engine.connect()
     except Exception as exc:  # noqa: BLE001 - cannot reach the database at all
-        raise _db_error(src, first_error if first_error and "No module named" in str(exc) else exc) from None
+        raise _db_error(src, after if after and "No module named" in str(exc) else exc) from None
     try:
         try:
             result = conn.execution_options(stream_results=True).execute(sa.text(query))
@@ -327,6 +343,14 @@ def _sqlalchemy_batches(
     finally:
         conn.close()
         engine.dispose()
+
+
+# the readers of each dialect, in the order they are tried
+READERS: dict[str, tuple[BatchReader, ...]] = {
+    "postgresql": (connectorx_batches, sqlalchemy_batches),
+    "mysql": (connectorx_batches, sqlalchemy_batches),
+    "sqlite": (sqlalchemy_batches,),
+}
 
 
 def _db_error(src: DbSource, exc: BaseException) -> IngestError:
@@ -498,18 +522,25 @@ def ingest_table(
     counts = _Counts()
     batch_rows = env_int("INGEST_TABLE_BATCH_ROWS", 100_000)
     with track(lake, command="tables", source=src.label, target=str(tid), counts=counts) as run:
+        committer = BatchCommitter(
+            lake,
+            tid,
+            run_id=run.run_id,
+            tally=counts,
+            app_id=f"tables:{tid}",
+            mode="merge" if keys else "append",
+            keys=keys,
+        )
         src = describe(src)
         low = lower_bound(high_water_mark(lake, tid, cursor), cursor_lag) if cursor else None
         query = build_query(src, cursor=cursor, low=low)
         with progress_bar(progress, f"{src.name} -> {tid}") as bar:
             if mode == "snapshot":
                 # a concurrent overwrite conflicts in Delta: read the source again and replace again
-                with_commit_retry(lambda: _snapshot(lake, tid, src, query, batch_rows, run.run_id, counts, bar))
+                committer.retry(lambda: _snapshot(committer, src, query, batch_rows, counts, bar))
             else:
                 for batch in read_batches(src, query, batch_rows, parallel=cursor is None):
-                    _load_batch(
-                        lake, tid, src, batch, mode=mode, keys=keys, cursor=cursor, run_id=run.run_id, counts=counts
-                    )
+                    _load_batch(committer, src, batch, keys=keys, cursor=cursor, counts=counts)
                     bar.advance(_len(batch))
         run.details = {"mode": mode, "query": query, "batches": counts.batches, "cursor_low": low}
         result = counts.finish(lake, tid, run)
@@ -556,55 +587,43 @@ def _new_bad(lake: Lake, tid: TableId, bad: list[Bad]) -> list[Bad]:
 
 
 def _load_batch(
-    lake: Lake,
-    tid: TableId,
+    committer: BatchCommitter,
     src: DbSource,
-    batch,
+    batch: pa.Table | list[dict[str, Any]],
     *,
-    mode: Mode,
     keys: tuple[str, ...],
     cursor: str | None,
-    run_id: str,
     counts: _Counts,
 ) -> None:
     """Quarantine, then append or merge one batch; the whole step re-runs after a commit conflict."""
-    app_id = f"tables:{tid}"
+    lake, tid, run_id = committer.lake, committer.tid, committer.run_id
 
     def attempt() -> None:
         # the batch number first, the stored rows second: a writer that commits in between used
         # the same number, so our commit of it is skipped and this attempt re-runs
-        seq = next_sequence(lake, tid, app_id)
+        seq = committer.sequence()
         scratch = _Counts()
         good, bad = _fit(src, batch, _existing_schema(lake, tid), scratch)
         missing = [c for c in (*keys, *([cursor] if cursor else [])) if c not in good.column_names]
         if missing and good.num_rows:
             raise ConfigError(f"column(s) {missing} not in {src.name}: check --primary-key / --cursor")
         fresh = _rows_already_stored(lake, tid, good, cursor=cursor, keys=keys)
-        counts.quarantined += write_quarantine(
-            lake, tid, _new_bad(lake, tid, bad), run_id=run_id, app_id=app_id, batch_version=seq
-        )
+        rows = None
         if fresh.num_rows or not lake.table_exists(tid):
-            fresh = _with_meta(fresh, run_id, utcnow())
-            meta = {"run_id": run_id, "source": src.label}
-            ensure_table(lake, tid, fresh.schema)
-            if mode == "merge":
-                res = merge_batch(lake, tid, fresh, keys=list(keys), app_id=app_id, batch_version=seq, metadata=meta)
-            else:
-                res = write_batch(lake, tid, fresh, app_id=app_id, batch_version=seq, metadata=meta)
-            if res.skipped:  # a concurrent run took this batch number: re-read the table and retry
-                raise BatchTaken(app_id)
-            counts.rows += res.rows
-            counts.batches += 1
+            rows = _with_meta(fresh, run_id, utcnow())
+        done = committer.commit(
+            Batch(seq, rows, _new_bad(lake, tid, bad), metadata={"run_id": run_id, "source": src.label})
+        )
+        counts.batches += int(done.written)
         counts.skipped += good.num_rows - fresh.num_rows
         counts.bytes_read += scratch.bytes_read
 
-    with_commit_retry(attempt)
+    committer.retry(attempt)
 
 
-def _snapshot(
-    lake: Lake, tid: TableId, src: DbSource, query: str, batch_rows: int, run_id: str, counts: _Counts, bar
-) -> None:
+def _snapshot(committer: BatchCommitter, src: DbSource, query: str, batch_rows: int, counts: _Counts, bar) -> None:
     """Replace the table with the source's rows in one commit, streaming bounded batches."""
+    lake, tid, run_id = committer.lake, committer.tid, committer.run_id
     existing = _existing_schema(lake, tid)
     total, counts = counts, _Counts()  # counted only when the commit lands (a retry starts over)
     bad_all: list[Bad] = []
@@ -639,7 +658,7 @@ def _snapshot(
     # one snapshot for the batch number and the commit: two overwrites with the same app id then
     # conflict, and the loser (retried by the caller) reads the source again
     dt = lake.delta_table(tid) if lake.table_exists(tid) else None
-    seq = next_sequence(lake, tid, f"tables:{tid}", snapshot=dt) if dt is not None else 1
+    seq = committer.sequence(snapshot=dt)
     # existing columns keep their types (conform); new ones are added, dropped ones go
     res = write_batch(
         lake,
@@ -661,6 +680,5 @@ def _snapshot(
     for f in ("rows", "quarantined", "bytes_read", "batches"):  # committed: a later failure keeps them
         setattr(total, f, getattr(total, f) + getattr(counts, f))
     bad = _new_bad(lake, tid, bad_all)
-    total.quarantined += with_commit_retry(
-        lambda: write_quarantine(lake, tid, bad, run_id=run_id, app_id=f"tables:{tid}", batch_version=seq)
-    )
+    if bad:  # after the rows, under the number they took (their commit made it this run's)
+        committer.retry(lambda: committer.write_bad(bad, version=seq))

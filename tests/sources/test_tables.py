@@ -305,3 +305,21 @@ def test_high_water_mark_reads_only_the_files_that_can_hold_it(local_lake: Lake,
     for f in files[:2]:
         os.remove(f)
     assert high_water_mark(local_lake, TableId.parse("bronze.t"), "c") == want
+
+
+def test_bad_rows_of_every_batch_are_quarantined(local_lake: Lake, tmp_path: Path, monkeypatch) -> None:
+    """A batch of only bad rows commits to the quarantine alone; the next batch's bad rows must
+    not reuse its batch number there (they were dropped as already committed)."""
+    db = tmp_path / "mixed.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (id integer primary key, qty integer)")
+    rows = [(1, 5), (2, 6), (3, "lots"), (4, "many"), (5, 7), (6, "heaps")]  # batches of 2: good, bad, mixed
+    con.executemany("insert into t values (?, ?)", rows)
+    con.commit()
+    con.close()
+    monkeypatch.setenv("INGEST_TABLE_BATCH_ROWS", "2")
+    r = ingest_table(local_lake, f"sqlite:///{db}", source_table="t", table="bronze.mixed", cursor="id")
+    assert (r.rows_written, r.rows_quarantined) == (3, 3)
+    q = read(local_lake, "bronze.mixed_quarantine")
+    expected = [f'{{"id": {i}, "qty": "{v}"}}'.encode() for i, v in rows if isinstance(v, str)]
+    assert sorted(row["raw"] for row in q) == sorted(expected)
