@@ -183,6 +183,14 @@ class MySQLTypes(TypeMap):
 
     dialect = "mysql"
     _char = "cast({c} as char)"
+    # a timestamp is UTC seconds that the server shows in the session's time zone (the server's
+    # own, often not UTC): read the seconds as stored (unix_timestamp, exact to the microsecond),
+    # not the local wall clock, which also repeats in a DST fall-back hour.  0 is only the zero
+    # timestamp: kept as its text, so it is refused like a zero datetime.
+    _instant = (
+        "case when unix_timestamp({c}) = 0 then cast({c} as char) else concat(cast(timestampadd(microsecond,"
+        " cast(unix_timestamp({c}) * 1000000 as signed), timestamp'1970-01-01 00:00:00') as char), 'Z') end"
+    )
     rules = (
         Rule(r"tinyint(\(\d+\))?", pa.int8()),  # BOOL is tinyint(1): it holds -128..127, kept as is
         Rule(r"tinyint(\(\d+\))? unsigned( zerofill)?", pa.int16()),
@@ -207,7 +215,8 @@ class MySQLTypes(TypeMap):
         Rule(r"year(\(\d+\))?", pa.int16()),
         # as text, so zero dates ('0000-00-00', which connectorx panics on) are refused per row
         Rule(r"date", pa.date32(), _char),
-        Rule(r"(datetime|timestamp)(\(\d\))?", pa.timestamp("us", tz="UTC"), "concat(cast({c} as char), 'Z')"),
+        Rule(r"datetime(\(\d\))?", pa.timestamp("us", tz="UTC"), "concat(cast({c} as char), 'Z')"),
+        Rule(r"timestamp(\(\d\))?", pa.timestamp("us", tz="UTC"), _instant),
         Rule(r"time(\(\d\))?", pa.string(), _char),  # a duration, -838:59:59 .. 838:59:59
     )
     fallback = Rule(r".*", pa.binary(), "cast({c} as binary)")

@@ -12,7 +12,7 @@ import json
 import math
 import sqlite3
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from ingest.lake import Lake
 from ingest.sources.tables import ingest_table
 from tests.sources.conftest import read, run_cli
 
-UTC = timezone.utc
 TS_MAX = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 TS_MIN = datetime(1, 1, 1, tzinfo=UTC)
 NAN = float("nan")
@@ -327,6 +326,45 @@ def test_mariadb_zero_dates_are_refused_per_row_by_cli(tmp_path: Path, mysql_url
     assert rows == {1: (date(2024, 1, 2), datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)), 4: (None, None)}
     reasons = sorted(r["reason"].split(":")[0] for r in read(lake, "bronze.zero_quarantine"))
     assert reasons == ["column 'd' (date32[day])", "column 't' (timestamp[us, tz=UTC])"]
+
+
+@pytest.mark.integration
+@pytest.mark.mysql
+def test_mariadb_timestamp_is_the_same_instant_whatever_the_server_time_zone(
+    local_lake: Lake, mysql_url: str, reader: str
+) -> None:
+    """A MySQL ``timestamp`` is an instant (stored as UTC seconds) that the server shows in the
+    session's time zone, the server's own on most installs: it loads as that instant, not the
+    local wall clock labelled UTC.  ``datetime`` has no zone and keeps its wall clock."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    name = "tz_" + uuid.uuid4().hex[:8]
+    _mysql(mysql_url, "set time_zone = '+00:00'",  # the literals below are UTC
+           f"create table `{name}` (id int primary key, ts timestamp(6) null, t0 timestamp null, dt datetime)",
+           f"insert into `{name}` values (1, '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05',"
+           " '2024-01-02 03:04:05'), (2, '2038-01-19 03:14:07.999999', '1970-01-01 00:00:01', null),"
+           " (3, '0000-00-00 00:00:00', null, null), (4, null, null, null)")
+    u = make_url(mysql_url)
+    root = pymysql.connect(host=u.host, port=u.port, user="root", password="", autocommit=True)
+    try:
+        with root.cursor() as cur:
+            cur.execute("set global time_zone = '+05:30'")  # new sessions (the ingest's) show +05:30
+        r = ingest_table(local_lake, mysql_url, source_table=name, table="bronze.tz")
+    finally:
+        with root.cursor() as cur:
+            cur.execute("set global time_zone = '+00:00'")
+        root.close()
+    assert (r.rows_written, r.rows_quarantined) == (3, 1)  # the zero timestamp has no instant
+    rows = {x["id"]: (x["ts"], x["t0"], x["dt"]) for x in read(local_lake, "bronze.tz")}
+    assert rows == {
+        1: (datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC), datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+            datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        2: (datetime(2038, 1, 19, 3, 14, 7, 999999, tzinfo=UTC), datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC), None),
+        4: (None, None, None),
+    }
+    (bad,) = read(local_lake, "bronze.tz_quarantine")
+    assert bad["reason"].startswith("column 'ts'") and b'"id": 3' in bad["raw"]
 
 
 def test_sqlite_text_cursor_incremental(local_lake: Lake, tmp_path: Path) -> None:
