@@ -17,6 +17,8 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -25,6 +27,7 @@ import pyarrow as pa
 INFINITY_TS, NEG_INFINITY_TS = "9999-12-31 23:59:59.999999", "0001-01-01 00:00:00"
 INFINITY_DATE, NEG_INFINITY_DATE = "9999-12-31", "0001-01-01"
 MAX_DECIMAL_DIGITS = 38  # Delta/Spark decimal precision limit
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TypeFn = Callable[[re.Match[str]], pa.DataType | None]
 
 
@@ -107,6 +110,13 @@ class TypeMap(ABC):
         """Every column of ``schema.name`` with its Delta type and select expression."""
         cols = self.catalog(conn, schema=schema, name=name, quote=quote)
         return TablePlan(tuple(self.column(c, t) for c, t in cols))
+
+    def cursor_at_least(self, col: Any, declared: str, low: Any) -> Any:
+        """The SQLAlchemy condition ``col >= low``: a cursor column of type ``declared`` at or
+        above the lower bound ``low`` (a value as the lake holds it)."""
+        import sqlalchemy as sa
+
+        return col >= sa.literal(low)
 
 
 def _rows(conn: Any, sql: str, **params: Any) -> list[tuple]:
@@ -220,6 +230,23 @@ class MySQLTypes(TypeMap):
         Rule(r"time(\(\d\))?", pa.string(), _char),  # a duration, -838:59:59 .. 838:59:59
     )
     fallback = Rule(r".*", pa.binary(), "cast({c} as binary)")
+
+    def cursor_at_least(self, col: Any, declared: str, low: Any) -> Any:
+        """A timestamp compares in the session's time zone, which reads a UTC bound as local time
+        (west of UTC, the rows of the offset's hours were skipped): compare the stored UTC seconds
+        (unix_timestamp, exact), behind a bound a day lower that the column's index can serve
+        (from_unixtime gives local time, which a DST fall-back repeats)."""
+        if not (isinstance(low, datetime) and re.fullmatch(r"timestamp(\(\d\))?", declared.strip().lower())):
+            return super().cursor_at_least(col, declared, low)
+        import sqlalchemy as sa
+
+        micros = ((low if low.tzinfo else low.replace(tzinfo=UTC)) - _EPOCH) // timedelta(microseconds=1)
+        seconds = Decimal(micros).scaleb(-6)
+        near = max(Decimal(0), seconds - 86400)
+        return sa.and_(
+            col >= sa.func.from_unixtime(sa.literal_column(format(near, "f"))),
+            sa.func.unix_timestamp(col) >= sa.literal_column(format(seconds, "f")),
+        )
 
     def catalog(self, conn, *, schema, name, quote):
         rows = _rows(

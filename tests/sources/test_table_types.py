@@ -8,10 +8,12 @@ table is read on the fast path (connectorx) and on the SQLAlchemy fallback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -328,6 +330,53 @@ def test_mariadb_zero_dates_are_refused_per_row_by_cli(tmp_path: Path, mysql_url
     assert reasons == ["column 'd' (date32[day])", "column 't' (timestamp[us, tz=UTC])"]
 
 
+@contextlib.contextmanager
+def _server_time_zone(url: str, tz: str) -> Iterator[None]:
+    """The MariaDB server's global time zone is ``tz`` (new sessions, the ingest's, use it), as on
+    most installs (SYSTEM, the host's zone); the session fixture's UTC again afterwards."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    root = pymysql.connect(host=u.host, port=u.port, user="root", password="", autocommit=True)
+    try:
+        with root.cursor() as cur:
+            cur.execute(f"set global time_zone = '{tz}'")
+        yield
+    finally:
+        with root.cursor() as cur:
+            cur.execute("set global time_zone = '+00:00'")
+        root.close()
+
+
+@pytest.mark.integration
+@pytest.mark.mysql
+@pytest.mark.parametrize("declared", ["timestamp(6)", "datetime(6)"])
+def test_mariadb_cursor_runs_load_every_row_once_in_any_server_time_zone(
+    local_lake: Lake, mysql_url: str, declared: str
+) -> None:
+    """The cursor's lower bound is compared in the database: west of UTC, a bound read as local
+    time skips the rows of the offset's hours.  Rows at and just past the stored maximum, and
+    a row committed late inside the lag, all load once."""
+    name = "cur_" + uuid.uuid4().hex[:8]
+    _mysql(mysql_url, "set time_zone = '+00:00'",
+           f"create table `{name}` (id int primary key, u {declared} null)",
+           f"insert into `{name}` values (1, '2026-11-01 10:00:00'), (2, '2026-11-01 10:00:00.5'), (3, null)")
+    args = dict(source_table=name, table="bronze.cur", cursor="u", cursor_lag=60)
+    with _server_time_zone(mysql_url, "-05:00"):
+        first = ingest_table(local_lake, mysql_url, **args)
+        _mysql(mysql_url, "set time_zone = '+00:00'",
+               f"insert into `{name}` values (4, '2026-11-01 10:00:00.5'), (5, '2026-11-01 10:00:01'),"
+               " (6, '2026-11-01 11:00:00'), (7, '2026-11-01 09:59:30'), (8, '2026-11-01 09:58:00')")
+        second = ingest_table(local_lake, mysql_url, **args)
+        third = ingest_table(local_lake, mysql_url, **args)
+    assert (first.rows_written, second.rows_written, third.rows_written) == (3, 4, 0)
+    got = {r["id"]: r["u"] for r in read(local_lake, "bronze.cur")}
+    at = lambda *hms: datetime(2026, 11, 1, *hms, tzinfo=UTC)  # noqa: E731 - a short local helper
+    assert got == {1: at(10, 0, 0), 2: at(10, 0, 0, 500000), 3: None, 4: at(10, 0, 0, 500000), 5: at(10, 0, 1),
+                   6: at(11, 0, 0), 7: at(9, 59, 30)}  # 8: committed later than the lag allows
+
+
 @pytest.mark.integration
 @pytest.mark.mysql
 def test_mariadb_timestamp_is_the_same_instant_whatever_the_server_time_zone(
@@ -336,25 +385,14 @@ def test_mariadb_timestamp_is_the_same_instant_whatever_the_server_time_zone(
     """A MySQL ``timestamp`` is an instant (stored as UTC seconds) that the server shows in the
     session's time zone, the server's own on most installs: it loads as that instant, not the
     local wall clock labelled UTC.  ``datetime`` has no zone and keeps its wall clock."""
-    import pymysql
-    from sqlalchemy.engine import make_url
-
     name = "tz_" + uuid.uuid4().hex[:8]
     _mysql(mysql_url, "set time_zone = '+00:00'",  # the literals below are UTC
            f"create table `{name}` (id int primary key, ts timestamp(6) null, t0 timestamp null, dt datetime)",
            f"insert into `{name}` values (1, '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05',"
            " '2024-01-02 03:04:05'), (2, '2038-01-19 03:14:07.999999', '1970-01-01 00:00:01', null),"
            " (3, '0000-00-00 00:00:00', null, null), (4, null, null, null)")
-    u = make_url(mysql_url)
-    root = pymysql.connect(host=u.host, port=u.port, user="root", password="", autocommit=True)
-    try:
-        with root.cursor() as cur:
-            cur.execute("set global time_zone = '+05:30'")  # new sessions (the ingest's) show +05:30
+    with _server_time_zone(mysql_url, "+05:30"):
         r = ingest_table(local_lake, mysql_url, source_table=name, table="bronze.tz")
-    finally:
-        with root.cursor() as cur:
-            cur.execute("set global time_zone = '+00:00'")
-        root.close()
     assert (r.rows_written, r.rows_quarantined) == (3, 1)  # the zero timestamp has no instant
     rows = {x["id"]: (x["ts"], x["t0"], x["dt"]) for x in read(local_lake, "bronze.tz")}
     assert rows == {
