@@ -275,6 +275,24 @@ class SQLiteTypes(TypeMap):
     )
     fallback = Rule(r".*", None)  # NUMERIC affinity: integers and reals, typed by the values
 
+    def cursor_at_least(self, col: Any, declared: str, low: Any) -> Any:
+        """Date-times are text in SQLite and compare as text: '2026-11-01 10:00:05' sorts below
+        the bound '2026-11-01 10:00:05.000000' (a row at the high-water mark was skipped), a
+        '-05:00' offset below an earlier UTC time.  Compare SQLite's own UTC reading of the value
+        (strftime, to the millisecond) with the bound floored to the millisecond (rows read again
+        are dropped as already stored); a value SQLite cannot read is read again, to be refused,
+        never skipped."""
+        if not (isinstance(low, datetime) and re.fullmatch(r"(datetime|timestamp)(\(\d\))?", declared.strip().lower())):
+            return super().cursor_at_least(col, declared, low)
+        import sqlalchemy as sa
+
+        utc = (low if low.tzinfo else low.replace(tzinfo=UTC)).astimezone(UTC)
+        floor = utc.replace(microsecond=utc.microsecond // 1000 * 1000, tzinfo=None)
+        as_utc = sa.func.strftime("%Y-%m-%d %H:%M:%f", col)
+        return sa.or_(
+            as_utc >= floor.isoformat(sep=" ", timespec="milliseconds"), sa.and_(col.is_not(None), as_utc.is_(None))
+        )
+
     def catalog(self, conn, *, schema, name, quote):
         prefix = quote(schema) + "." if schema else ""
         rows = [tuple(r) for r in conn.exec_driver_sql(f"PRAGMA {prefix}table_info({quote(name)})")]

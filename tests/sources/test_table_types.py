@@ -424,6 +424,33 @@ def test_sqlite_text_cursor_incremental(local_lake: Lake, tmp_path: Path) -> Non
     assert len(rows) == 21 and rows[5] == "2026-11-22T00:00:00Z"
 
 
+def test_sqlite_datetime_cursor_loads_every_row_once(local_lake: Lake, tmp_path: Path) -> None:
+    """A DATETIME cursor's values are text as the application wrote them: a row at the stored
+    maximum written later, written without fractional seconds, or with an offset west of UTC is
+    not skipped; a value that is no date-time is refused once, not skipped."""
+    db = tmp_path / "events.db"
+    con = sqlite3.connect(db)
+    con.execute("create table e (id integer primary key, u datetime)")
+    con.execute("insert into e values (1, '2026-11-01 10:00:00'), (2, '2026-11-01T10:00:05-05:00')")
+    con.commit()
+    args = dict(source_table="e", table="bronze.e", cursor="u")
+    assert ingest_table(local_lake, f"sqlite:///{db}", **args).rows_written == 2
+    con.execute("insert into e values (3, '2026-11-01 15:00:05'), (4, '2026-11-01 15:00:05.5Z'),"
+                " (5, '2026-11-01T10:00:07-05:00'), (6, 'soon')")  # 3: the maximum's instant
+    con.commit()
+    con.close()
+    r = ingest_table(local_lake, f"sqlite:///{db}", **args)
+    assert (r.rows_written, r.rows_quarantined) == (3, 1)
+    again = ingest_table(local_lake, f"sqlite:///{db}", **args)
+    assert (again.rows_written, again.rows_quarantined) == (0, 0)
+    at = lambda *hms: datetime(2026, 11, 1, *hms, tzinfo=UTC)  # noqa: E731 - a short local helper
+    assert {x["id"]: x["u"] for x in read(local_lake, "bronze.e")} == {
+        1: at(10, 0, 0), 2: at(15, 0, 5), 3: at(15, 0, 5), 4: at(15, 0, 5, 500000), 5: at(15, 0, 7)
+    }
+    (bad,) = read(local_lake, "bronze.e_quarantine")
+    assert "'soon' is not an ISO-8601 timestamp" in bad["reason"]
+
+
 @pytest.mark.parametrize(("dialect", "declared", "delta", "select"), [
     ("postgresql", "numeric(17,15)", pa.decimal128(17, 15), "{c}::text"),
     ("postgresql", "numeric(39,2)", pa.string(), "{c}::text"),
