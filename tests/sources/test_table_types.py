@@ -353,7 +353,7 @@ def _server_time_zone(url: str, tz: str) -> Iterator[None]:
 @pytest.mark.mysql
 @pytest.mark.parametrize("declared", ["timestamp(6)", "datetime(6)"])
 def test_mariadb_cursor_runs_load_every_row_once_in_any_server_time_zone(
-    local_lake: Lake, mysql_url: str, declared: str
+    local_lake: Lake, mysql_url: str, declared: str, reader: str
 ) -> None:
     """The cursor's lower bound is compared in the database: west of UTC, a bound read as local
     time skips the rows of the offset's hours.  Rows at and just past the stored maximum, and
