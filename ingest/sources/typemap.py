@@ -210,7 +210,8 @@ class MySQLTypes(TypeMap):
         Rule(r"(mediumint|int|integer)(\(\d+\))? unsigned( zerofill)?", pa.int64()),
         Rule(r"bigint(\(\d+\))?", pa.int64()),
         Rule(r"bigint(\(\d+\))? unsigned( zerofill)?", pa.decimal128(20, 0), _char),
-        Rule(r"float(\(\d+(,\d+)?\))?( unsigned)?( zerofill)?", pa.float32()),
+        # as double: the text protocol (the fallback's) prints a float with 6 digits, 1.0000001 as 1
+        Rule(r"float(\(\d+(,\d+)?\))?( unsigned)?( zerofill)?", pa.float32(), "cast({c} as double)"),
         Rule(r"(double|real)( precision)?(\(\d+(,\d+)?\))?( unsigned)?( zerofill)?", pa.float64()),
         Rule(
             r"(decimal|numeric)(\((?P<p>\d+)(,(?P<s>\d+))?\))?( unsigned)?( zerofill)?",
