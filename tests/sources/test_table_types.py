@@ -111,6 +111,7 @@ MYSQL_CASES: list[Case] = [
                          "12345678901234567890123456789012345.123456789012345678901234567891")], pa.string()),
     ("varchar(10)", [("'héllo'", "héllo"), ("''", "")], pa.string()),
     ("char(4)", [("'ab'", "ab")], pa.string()),
+    ("varchar(10) character set latin1", [("'héllo'", "héllo")], pa.string()),
     ("text", [("'two\\nlines'", "two\nlines")], pa.string()),
     ("longtext", [("'x'", "x")], pa.string()),
     ("blob", [("x'00ff'", b"\x00\xff"), ("x''", b"")], pa.binary()),
