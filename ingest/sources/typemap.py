@@ -236,12 +236,17 @@ class MySQLTypes(TypeMap):
         """A timestamp compares in the session's time zone, which reads a UTC bound as local time
         (west of UTC, the rows of the offset's hours were skipped): compare the stored UTC seconds
         (unix_timestamp, exact), behind a bound a day lower that the column's index can serve
-        (from_unixtime gives local time, which a DST fall-back repeats)."""
-        if not (isinstance(low, datetime) and re.fullmatch(r"timestamp(\(\d\))?", declared.strip().lower())):
+        (from_unixtime gives local time, which a DST fall-back repeats).  A datetime bound is its
+        UTC wall clock without an offset, which MySQL 8 would convert to the session's zone."""
+        decl = declared.strip().lower()
+        if not isinstance(low, datetime) or not re.fullmatch(r"(datetime|timestamp)(\(\d\))?", decl):
             return super().cursor_at_least(col, declared, low)
+        low = (low if low.tzinfo else low.replace(tzinfo=UTC)).astimezone(UTC)
+        if decl.startswith("datetime"):
+            return super().cursor_at_least(col, declared, low.replace(tzinfo=None))
         import sqlalchemy as sa
 
-        micros = ((low if low.tzinfo else low.replace(tzinfo=UTC)) - _EPOCH) // timedelta(microseconds=1)
+        micros = (low - _EPOCH) // timedelta(microseconds=1)
         seconds = Decimal(micros).scaleb(-6)
         near = max(Decimal(0), seconds - 86400)
         return sa.and_(
