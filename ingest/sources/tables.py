@@ -139,7 +139,8 @@ def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None) ->
     if cursor is not None:
         col: Any = sa.column(quoted_name(cursor, True))
         if low is not None:
-            q = q.where(col >= sa.literal(low))
+            declared = next((c.declared for c in src.plan.columns if c.name == cursor), "") if src.plan else ""
+            q = q.where(type_map(src.dialect).cursor_at_least(col, declared, low))
         q = q.order_by(col)
     return str(q.compile(dialect=src.sa_dialect(), compile_kwargs={"literal_binds": True}))
 

@@ -17,6 +17,8 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -25,6 +27,7 @@ import pyarrow as pa
 INFINITY_TS, NEG_INFINITY_TS = "9999-12-31 23:59:59.999999", "0001-01-01 00:00:00"
 INFINITY_DATE, NEG_INFINITY_DATE = "9999-12-31", "0001-01-01"
 MAX_DECIMAL_DIGITS = 38  # Delta/Spark decimal precision limit
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TypeFn = Callable[[re.Match[str]], pa.DataType | None]
 
 
@@ -108,6 +111,13 @@ class TypeMap(ABC):
         cols = self.catalog(conn, schema=schema, name=name, quote=quote)
         return TablePlan(tuple(self.column(c, t) for c, t in cols))
 
+    def cursor_at_least(self, col: Any, declared: str, low: Any) -> Any:
+        """The SQLAlchemy condition ``col >= low``: a cursor column of type ``declared`` at or
+        above the lower bound ``low`` (a value as the lake holds it)."""
+        import sqlalchemy as sa
+
+        return col >= sa.literal(low)
+
 
 def _rows(conn: Any, sql: str, **params: Any) -> list[tuple]:
     import sqlalchemy as sa
@@ -183,6 +193,14 @@ class MySQLTypes(TypeMap):
 
     dialect = "mysql"
     _char = "cast({c} as char)"
+    # a timestamp is UTC seconds that the server shows in the session's time zone (the server's
+    # own, often not UTC): read the seconds as stored (unix_timestamp, exact to the microsecond),
+    # not the local wall clock, which also repeats in a DST fall-back hour.  0 is only the zero
+    # timestamp: kept as its text, so it is refused like a zero datetime.
+    _instant = (
+        "case when unix_timestamp({c}) = 0 then cast({c} as char) else concat(cast(timestampadd(microsecond,"
+        " cast(unix_timestamp({c}) * 1000000 as signed), timestamp'1970-01-01 00:00:00') as char), 'Z') end"
+    )
     rules = (
         Rule(r"tinyint(\(\d+\))?", pa.int8()),  # BOOL is tinyint(1): it holds -128..127, kept as is
         Rule(r"tinyint(\(\d+\))? unsigned( zerofill)?", pa.int16()),
@@ -192,7 +210,8 @@ class MySQLTypes(TypeMap):
         Rule(r"(mediumint|int|integer)(\(\d+\))? unsigned( zerofill)?", pa.int64()),
         Rule(r"bigint(\(\d+\))?", pa.int64()),
         Rule(r"bigint(\(\d+\))? unsigned( zerofill)?", pa.decimal128(20, 0), _char),
-        Rule(r"float(\(\d+(,\d+)?\))?( unsigned)?( zerofill)?", pa.float32()),
+        # as double: the text protocol (the fallback's) prints a float with 6 digits, 1.0000001 as 1
+        Rule(r"float(\(\d+(,\d+)?\))?( unsigned)?( zerofill)?", pa.float32(), "cast({c} as double)"),
         Rule(r"(double|real)( precision)?(\(\d+(,\d+)?\))?( unsigned)?( zerofill)?", pa.float64()),
         Rule(
             r"(decimal|numeric)(\((?P<p>\d+)(,(?P<s>\d+))?\))?( unsigned)?( zerofill)?",
@@ -207,10 +226,33 @@ class MySQLTypes(TypeMap):
         Rule(r"year(\(\d+\))?", pa.int16()),
         # as text, so zero dates ('0000-00-00', which connectorx panics on) are refused per row
         Rule(r"date", pa.date32(), _char),
-        Rule(r"(datetime|timestamp)(\(\d\))?", pa.timestamp("us", tz="UTC"), "concat(cast({c} as char), 'Z')"),
+        Rule(r"datetime(\(\d\))?", pa.timestamp("us", tz="UTC"), "concat(cast({c} as char), 'Z')"),
+        Rule(r"timestamp(\(\d\))?", pa.timestamp("us", tz="UTC"), _instant),
         Rule(r"time(\(\d\))?", pa.string(), _char),  # a duration, -838:59:59 .. 838:59:59
     )
     fallback = Rule(r".*", pa.binary(), "cast({c} as binary)")
+
+    def cursor_at_least(self, col: Any, declared: str, low: Any) -> Any:
+        """A timestamp compares in the session's time zone, which reads a UTC bound as local time
+        (west of UTC, the rows of the offset's hours were skipped): compare the stored UTC seconds
+        (unix_timestamp, exact), behind a bound a day lower that the column's index can serve
+        (from_unixtime gives local time, which a DST fall-back repeats).  A datetime bound is its
+        UTC wall clock without an offset, which MySQL 8 would convert to the session's zone."""
+        decl = declared.strip().lower()
+        if not isinstance(low, datetime) or not re.fullmatch(r"(datetime|timestamp)(\(\d\))?", decl):
+            return super().cursor_at_least(col, declared, low)
+        low = (low if low.tzinfo else low.replace(tzinfo=UTC)).astimezone(UTC)
+        if decl.startswith("datetime"):
+            return super().cursor_at_least(col, declared, low.replace(tzinfo=None))
+        import sqlalchemy as sa
+
+        micros = (low - _EPOCH) // timedelta(microseconds=1)
+        seconds = Decimal(micros).scaleb(-6)
+        near = max(Decimal(0), seconds - 86400)
+        return sa.and_(
+            col >= sa.func.from_unixtime(sa.literal_column(format(near, "f"))),
+            sa.func.unix_timestamp(col) >= sa.literal_column(format(seconds, "f")),
+        )
 
     def catalog(self, conn, *, schema, name, quote):
         rows = _rows(
@@ -238,6 +280,24 @@ class SQLiteTypes(TypeMap):
         Rule(r"", None),  # no declared type: typed by the values
     )
     fallback = Rule(r".*", None)  # NUMERIC affinity: integers and reals, typed by the values
+
+    def cursor_at_least(self, col: Any, declared: str, low: Any) -> Any:
+        """Date-times are text in SQLite and compare as text: '2026-11-01 10:00:05' sorts below
+        the bound '2026-11-01 10:00:05.000000' (a row at the high-water mark was skipped), a
+        '-05:00' offset below an earlier UTC time.  Compare SQLite's own UTC reading of the value
+        (strftime, to the millisecond) with the bound floored to the millisecond (rows read again
+        are dropped as already stored); a value SQLite cannot read is read again, to be refused,
+        never skipped."""
+        if not (isinstance(low, datetime) and re.fullmatch(r"(datetime|timestamp)(\(\d\))?", declared.strip().lower())):
+            return super().cursor_at_least(col, declared, low)
+        import sqlalchemy as sa
+
+        utc = (low if low.tzinfo else low.replace(tzinfo=UTC)).astimezone(UTC)
+        floor = utc.replace(microsecond=utc.microsecond // 1000 * 1000, tzinfo=None)
+        as_utc = sa.func.strftime("%Y-%m-%d %H:%M:%f", col)
+        return sa.or_(
+            as_utc >= floor.isoformat(sep=" ", timespec="milliseconds"), sa.and_(col.is_not(None), as_utc.is_(None))
+        )
 
     def catalog(self, conn, *, schema, name, quote):
         prefix = quote(schema) + "." if schema else ""

@@ -183,7 +183,14 @@ def test_logs_from_s3_into_s3_lake(s3_server, s3_lake: Lake, sample) -> None:
     assert (grown.rows_written, grown.skipped, grown.bytes_read) == (4, 2, len(_events(4, 9000).encode()))
 
 
-def test_line_numbers_continue_after_a_run_that_ended_on_blank_lines(local_lake: Lake, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_lines", [None, "3"])
+def test_line_numbers_continue_after_a_run_that_ended_on_blank_lines(
+    local_lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_lines: str | None
+) -> None:
+    """Blank lines leave no row but count as lines: across runs (the stored line count) and
+    across the batches of one run (``batch_lines`` 3 cuts batches between and after them)."""
+    if batch_lines:
+        monkeypatch.setenv("INGEST_LOG_BATCH_LINES", batch_lines)
     f = tmp_path / "logs" / "app.jsonl"
     f.parent.mkdir()
     f.write_text(_events(2) + "\n  \n")  # lines 3 and 4 are blank: no row, but they are lines
@@ -194,8 +201,13 @@ def test_line_numbers_continue_after_a_run_that_ended_on_blank_lines(local_lake:
     with f.open("a") as fh:
         fh.write(_events(1, 4))
     assert ingest_logs(local_lake, str(f.parent)).rows_written == 1
+    with f.open("a") as fh:  # one run, several batches, blank lines inside them
+        fh.write("\n" + _events(1, 5) + "\n\n\n" + _events(2, 6))
+    assert ingest_logs(local_lake, str(f.parent)).rows_written == 3
     rows = read(local_lake, "bronze.events", ["event_id", "_source_line"])
-    assert sorted((r["_source_line"], r["event_id"]) for r in rows) == [(1, "e0"), (2, "e1"), (5, "e2"), (6, "e3"), (8, "e4")]
+    assert sorted((r["_source_line"], r["event_id"]) for r in rows) == [
+        (1, "e0"), (2, "e1"), (5, "e2"), (6, "e3"), (8, "e4"), (10, "e5"), (14, "e6"), (15, "e7")
+    ]
 
 
 def test_partial_last_line_is_reported_and_loaded_once_complete(tmp_path: Path) -> None:

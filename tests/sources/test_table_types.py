@@ -8,11 +8,13 @@ table is read on the fast path (connectorx) and on the SQLAlchemy fallback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
 import uuid
-from datetime import date, datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,6 @@ from ingest.lake import Lake
 from ingest.sources.tables import ingest_table
 from tests.sources.conftest import read, run_cli
 
-UTC = timezone.utc
 TS_MAX = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 TS_MIN = datetime(1, 1, 1, tzinfo=UTC)
 NAN = float("nan")
@@ -39,8 +40,10 @@ PG_CASES: list[Case] = [
     ("smallint", [("-32768", -32768), ("32767", 32767)], pa.int16()),
     ("integer", [("-2147483648", -(2**31)), ("2147483647", 2**31 - 1)], pa.int32()),
     ("bigint", [("-9223372036854775808", -(2**63)), ("9223372036854775807", 2**63 - 1)], pa.int64()),
-    ("real", [("1.5", 1.5), ("'Infinity'", INF), ("'-Infinity'", -INF), ("'NaN'", NAN)], pa.float32()),
-    ("double precision", [("1e308", 1e308), ("0.1", 0.1), ("'-Infinity'", -INF), ("'NaN'", NAN)], pa.float64()),
+    ("real", [("1.5", 1.5), ("'Infinity'", INF), ("'-Infinity'", -INF), ("'NaN'", NAN), ("1.0000001", 1.0000001192092896)],
+     pa.float32()),
+    ("double precision", [("1e308", 1e308), ("0.1", 0.1), ("'-Infinity'", -INF), ("'NaN'", NAN),
+                          ("0.30000000000000004", 0.30000000000000004)], pa.float64()),
     ("numeric(17,15)", [("45.123456789012345", Decimal("45.123456789012345")), ("-1e-15", Decimal("-1E-15"))],
      pa.decimal128(17, 15)),
     ("numeric(10,2)", [("1.5", Decimal("1.50")), ("-99999999.99", Decimal("-99999999.99"))], pa.decimal128(10, 2)),
@@ -98,8 +101,9 @@ MYSQL_CASES: list[Case] = [
     ("int unsigned", [("4294967295", 2**32 - 1)], pa.int64()),
     ("bigint", [("-9223372036854775808", -(2**63)), ("9223372036854775807", 2**63 - 1)], pa.int64()),
     ("bigint unsigned", [("18446744073709551615", Decimal(2**64 - 1))], pa.decimal128(20, 0)),
-    ("float", [("1.5", 1.5)], pa.float32()),
-    ("double", [("1e308", 1e308), ("0.1", 0.1)], pa.float64()),
+    ("float", [("1.5", 1.5), ("1.0000001", 1.0000001192092896), ("0.1", 0.10000000149011612),
+               ("3.4e38", 3.3999999521443642e38)], pa.float32()),  # every float32 bit
+    ("double", [("1e308", 1e308), ("0.1", 0.1), ("0.30000000000000004", 0.30000000000000004)], pa.float64()),
     ("decimal(17,15)", [("45.123456789012345", Decimal("45.123456789012345")), ("-1e-15", Decimal("-1E-15"))],
      pa.decimal128(17, 15)),
     ("decimal(10,2) unsigned", [("1.5", Decimal("1.50"))], pa.decimal128(10, 2)),
@@ -107,6 +111,7 @@ MYSQL_CASES: list[Case] = [
                          "12345678901234567890123456789012345.123456789012345678901234567891")], pa.string()),
     ("varchar(10)", [("'héllo'", "héllo"), ("''", "")], pa.string()),
     ("char(4)", [("'ab'", "ab")], pa.string()),
+    ("varchar(10) character set latin1", [("'héllo'", "héllo")], pa.string()),
     ("text", [("'two\\nlines'", "two\nlines")], pa.string()),
     ("longtext", [("'x'", "x")], pa.string()),
     ("blob", [("x'00ff'", b"\x00\xff"), ("x''", b"")], pa.binary()),
@@ -329,6 +334,81 @@ def test_mariadb_zero_dates_are_refused_per_row_by_cli(tmp_path: Path, mysql_url
     assert reasons == ["column 'd' (date32[day])", "column 't' (timestamp[us, tz=UTC])"]
 
 
+@contextlib.contextmanager
+def _server_time_zone(url: str, tz: str) -> Iterator[None]:
+    """The MariaDB server's global time zone is ``tz`` (new sessions, the ingest's, use it), as on
+    most installs (SYSTEM, the host's zone); the session fixture's UTC again afterwards."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    root = pymysql.connect(host=u.host, port=u.port, user="root", password="", autocommit=True)
+    try:
+        with root.cursor() as cur:
+            cur.execute(f"set global time_zone = '{tz}'")
+        yield
+    finally:
+        with root.cursor() as cur:
+            cur.execute("set global time_zone = '+00:00'")
+        root.close()
+
+
+@pytest.mark.integration
+@pytest.mark.mysql
+@pytest.mark.parametrize("declared", ["timestamp(6)", "datetime(6)"])
+def test_mariadb_cursor_runs_load_every_row_once_in_any_server_time_zone(
+    local_lake: Lake, mysql_url: str, declared: str, reader: str
+) -> None:
+    """The cursor's lower bound is compared in the database: west of UTC, a bound read as local
+    time skips the rows of the offset's hours.  Rows at and just past the stored maximum, and
+    a row committed late inside the lag, all load once."""
+    name = "cur_" + uuid.uuid4().hex[:8]
+    _mysql(mysql_url, "set time_zone = '+00:00'",
+           f"create table `{name}` (id int primary key, u {declared} null)",
+           f"insert into `{name}` values (1, '2026-11-01 10:00:00'), (2, '2026-11-01 10:00:00.5'), (3, null)")
+    args = dict(source_table=name, table="bronze.cur", cursor="u", cursor_lag=60)
+    with _server_time_zone(mysql_url, "-05:00"):
+        first = ingest_table(local_lake, mysql_url, **args)
+        _mysql(mysql_url, "set time_zone = '+00:00'",
+               f"insert into `{name}` values (4, '2026-11-01 10:00:00.5'), (5, '2026-11-01 10:00:01'),"
+               " (6, '2026-11-01 11:00:00'), (7, '2026-11-01 09:59:30'), (8, '2026-11-01 09:58:00')")
+        second = ingest_table(local_lake, mysql_url, **args)
+        third = ingest_table(local_lake, mysql_url, **args)
+    assert (first.rows_written, second.rows_written, third.rows_written) == (3, 4, 0)
+    got = {r["id"]: r["u"] for r in read(local_lake, "bronze.cur")}
+    at = lambda *hms: datetime(2026, 11, 1, *hms, tzinfo=UTC)  # noqa: E731 - a short local helper
+    assert got == {1: at(10, 0, 0), 2: at(10, 0, 0, 500000), 3: None, 4: at(10, 0, 0, 500000), 5: at(10, 0, 1),
+                   6: at(11, 0, 0), 7: at(9, 59, 30)}  # 8: committed later than the lag allows
+
+
+@pytest.mark.integration
+@pytest.mark.mysql
+def test_mariadb_timestamp_is_the_same_instant_whatever_the_server_time_zone(
+    local_lake: Lake, mysql_url: str, reader: str
+) -> None:
+    """A MySQL ``timestamp`` is an instant (stored as UTC seconds) that the server shows in the
+    session's time zone, the server's own on most installs: it loads as that instant, not the
+    local wall clock labelled UTC.  ``datetime`` has no zone and keeps its wall clock."""
+    name = "tz_" + uuid.uuid4().hex[:8]
+    _mysql(mysql_url, "set time_zone = '+00:00'",  # the literals below are UTC
+           f"create table `{name}` (id int primary key, ts timestamp(6) null, t0 timestamp null, dt datetime)",
+           f"insert into `{name}` values (1, '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05',"
+           " '2024-01-02 03:04:05'), (2, '2038-01-19 03:14:07.999999', '1970-01-01 00:00:01', null),"
+           " (3, '0000-00-00 00:00:00', null, null), (4, null, null, null)")
+    with _server_time_zone(mysql_url, "+05:30"):
+        r = ingest_table(local_lake, mysql_url, source_table=name, table="bronze.tz")
+    assert (r.rows_written, r.rows_quarantined) == (3, 1)  # the zero timestamp has no instant
+    rows = {x["id"]: (x["ts"], x["t0"], x["dt"]) for x in read(local_lake, "bronze.tz")}
+    assert rows == {
+        1: (datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC), datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+            datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        2: (datetime(2038, 1, 19, 3, 14, 7, 999999, tzinfo=UTC), datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC), None),
+        4: (None, None, None),
+    }
+    (bad,) = read(local_lake, "bronze.tz_quarantine")
+    assert bad["reason"].startswith("column 'ts'") and b'"id": 3' in bad["raw"]
+
+
 def test_sqlite_text_cursor_incremental(local_lake: Lake, tmp_path: Path) -> None:
     """An ISO-8601 text column (SQLite TEXT) stays text and still works as a cursor."""
     db = tmp_path / "events.db"
@@ -346,6 +426,33 @@ def test_sqlite_text_cursor_incremental(local_lake: Lake, tmp_path: Path) -> Non
     assert (r.rows_written, r.rows_quarantined) == (2, 0)
     rows = {x["id"]: x["updated_at"] for x in read(local_lake, "bronze.e")}
     assert len(rows) == 21 and rows[5] == "2026-11-22T00:00:00Z"
+
+
+def test_sqlite_datetime_cursor_loads_every_row_once(local_lake: Lake, tmp_path: Path) -> None:
+    """A DATETIME cursor's values are text as the application wrote them: a row at the stored
+    maximum written later, written without fractional seconds, or with an offset west of UTC is
+    not skipped; a value that is no date-time is refused once, not skipped."""
+    db = tmp_path / "events.db"
+    con = sqlite3.connect(db)
+    con.execute("create table e (id integer primary key, u datetime)")
+    con.execute("insert into e values (1, '2026-11-01 10:00:00'), (2, '2026-11-01T10:00:05-05:00')")
+    con.commit()
+    args = dict(source_table="e", table="bronze.e", cursor="u")
+    assert ingest_table(local_lake, f"sqlite:///{db}", **args).rows_written == 2
+    con.execute("insert into e values (3, '2026-11-01 15:00:05'), (4, '2026-11-01 15:00:05.5Z'),"
+                " (5, '2026-11-01T10:00:07-05:00'), (6, 'soon')")  # 3: the maximum's instant
+    con.commit()
+    con.close()
+    r = ingest_table(local_lake, f"sqlite:///{db}", **args)
+    assert (r.rows_written, r.rows_quarantined) == (3, 1)
+    again = ingest_table(local_lake, f"sqlite:///{db}", **args)
+    assert (again.rows_written, again.rows_quarantined) == (0, 0)
+    at = lambda *hms: datetime(2026, 11, 1, *hms, tzinfo=UTC)  # noqa: E731 - a short local helper
+    assert {x["id"]: x["u"] for x in read(local_lake, "bronze.e")} == {
+        1: at(10, 0, 0), 2: at(15, 0, 5), 3: at(15, 0, 5), 4: at(15, 0, 5, 500000), 5: at(15, 0, 7)
+    }
+    (bad,) = read(local_lake, "bronze.e_quarantine")
+    assert "'soon' is not an ISO-8601 timestamp" in bad["reason"]
 
 
 @pytest.mark.parametrize(("dialect", "declared", "delta", "select"), [

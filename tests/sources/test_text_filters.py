@@ -200,3 +200,26 @@ def test_merges_on_an_s3_lake_keep_text_filterable(s3_lake: Lake, tmp_path: Path
     for uri in s3_lake.delta_table("bronze.merged").file_uris():
         with fs.open_input_file(s3_lake.fs_path(uri)) as f:
             assert not [t for t in pq.read_schema(f).types if "view" in str(t)], uri
+
+
+@pytest.mark.integration
+@pytest.mark.mysql
+def test_mariadb_tables_keep_text_filterable(local_lake: Lake, mysql_url: str) -> None:
+    from tests.sources.test_table_types import _mysql
+
+    name = "t_" + uuid.uuid4().hex[:8]
+    _mysql(mysql_url, f"create table `{name}` (id bigint primary key, place varchar(20), tag text, raw blob,"
+                      " updated_at datetime(6) not null)",
+           f"insert into `{name}` values (1, 'Oslo', 'a', x'00', '2026-11-01 00:00:01'),"
+           " (2, 'Lima', 'b', x'01', '2026-11-01 00:00:02'), (3, 'Oslo', 'a', x'00', '2026-11-01 00:00:03')")
+    url = mysql_url.replace("mysql+pymysql://", "mysql://")
+    args = ["tables", url, "--source-table", name, "--cursor", "updated_at"]
+    run_cli(local_lake, *args, "--table", "bronze.my_merged", "--primary-key", "id")
+    run_cli(local_lake, "tables", url, "--source-table", name, "--table", "bronze.my_full")
+    _mysql(mysql_url, f"update `{name}` set place = 'Oslo', updated_at = '2026-11-01 00:00:04' where id = 2")
+    assert run_json(local_lake, *args, "--table", "bronze.my_merged", "--primary-key", "id")["rows_written"] == 1
+    assert count_where(local_lake, "bronze.my_merged", "place", "Oslo") == 3
+    assert count_where(local_lake, "bronze.my_merged", "tag", "a") == 2
+    assert count_where(local_lake, "bronze.my_full", "place", "Oslo") == 2
+    assert sql_rows(local_lake, "select count(*) as n from bronze.my_full where raw = '\\x00'::blob") == [{"n": 2}]
+    assert view_typed_files(local_lake, "bronze.my_merged") == [] == view_typed_files(local_lake, "bronze.my_full")
