@@ -213,8 +213,9 @@ def test_reading_a_missing_lake_or_a_file_is_an_error(tmp_path: Path) -> None:
 
 def test_config_file_must_exist_and_parse(tmp_path: Path) -> None:
     (tmp_path / "lake").mkdir()
-    line = _one_error_line(_run("--config", str(tmp_path / "nope.yaml"), "--lake", "lake", "ls", cwd=tmp_path))
-    assert "nope.yaml does not exist" in line
+    for argv in (["ls"], ["sync", "s3://b/x", "dest"]):  # the typer app and sync's own start-up path
+        line = _one_error_line(_run("--config", str(tmp_path / "nope.yaml"), "--lake", "lake", *argv, cwd=tmp_path))
+        assert "nope.yaml does not exist" in line
     bad = tmp_path / "lakehouse.yaml"
     bad.write_text("lake: [\n")
     env = {k: v for k, v in _env().items() if k != "LAKEHOUSE_CONFIG"}  # the default ./lakehouse.yaml
