@@ -36,11 +36,17 @@ class WriteResult:
 
 
 def _storage_failure(lake: Lake, exc: BaseException, tid: TableId) -> BaseException:
-    """A write that failed because object storage did (bucket, credentials, endpoint) as the
-    lake's typed one-line error, like a read; anything else (a commit race) unchanged."""
-    from ingest.errors import classify_storage_error
+    """A write that failed because storage did (a bucket, credentials or endpoint; a local disk
+    full or read-only) as the lake's typed one-line error, like a read; anything else (a commit
+    race) unchanged."""
+    from ingest.errors import classify_storage_error, disk_fault
 
-    if isinstance(exc, OSError) and (classify_storage_error(exc) or "generic s3 error" in str(exc).lower()):
+    local_disk = not lake.is_s3 and disk_fault(exc) is not None  # delta-rs names it only in its text
+    if (
+        local_disk
+        or isinstance(exc, OSError)
+        and (classify_storage_error(exc) or "generic s3 error" in str(exc).lower())
+    ):
         return lake.storage_error(exc, f"cannot write {tid}")
     return exc
 
@@ -359,7 +365,7 @@ def merge_batch(
             .when_not_matched_insert_all()
             .execute()
         )
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - storage faults become typed errors, anything else is re-raised as is
         raise _storage_failure(lake, exc, tid) from None
     plain_files(lake, tid, dt.version(), metadata=metadata)
     return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)

@@ -5,6 +5,7 @@ Kept free of heavy imports: ``ingest sync`` (argparse fast path) imports this mo
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -47,6 +48,35 @@ class SchemaConflict(IngestError):
         self.columns = columns
         detail = ", ".join(f"{c}: {old} -> {new}" for c, (old, new) in columns.items())
         super().__init__(f"{table}: incompatible column types ({detail})")
+
+
+class StorageError(IngestError):
+    """A local lake's disk refused a write: full, read-only or not writable.  Not a setting to fix
+    nor a blip to retry at once: exit 1, like any other failure."""
+
+    exit_code = 1
+
+
+# Disk faults of a local lake, and what the error line says about each.
+_DISK_FAULTS = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "Disk quota exceeded",
+    errno.EROFS: "Read-only file system",
+    errno.EACCES: "Permission denied",
+    errno.EPERM: "Operation not permitted",
+}
+# delta-rs reports an OS failure only as text: "... Unable to copy data to file: No space left on device (os error 28)"
+_OS_ERROR_TEXT = re.compile(r"\(os error (\d+)\)")
+
+
+def disk_fault(exc: BaseException) -> str | None:
+    """What a local disk failure is (full, read-only, no permission), also when a native library
+    (delta-rs) reports it only as text; None for anything else."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None:
+        found = _OS_ERROR_TEXT.search(str(exc))
+        code = int(found.group(1)) if found else None
+    return _DISK_FAULTS.get(code) if code is not None else None
 
 
 def _transient_types() -> tuple[type, ...]:

@@ -368,14 +368,17 @@ class Lake:
 
     def storage_error(self, exc: BaseException, what: str, *, bucket: str | None = None) -> IngestError:
         """The typed error for a failed read or write of lake storage: ``TransientError`` when the
-        endpoint could not be reached (an orchestrator retries), ``ConfigError`` otherwise.
+        endpoint could not be reached (an orchestrator retries), ``StorageError`` when a local
+        lake's disk is full, read-only or not writable, ``ConfigError`` otherwise.
 
         object_store sometimes says only ``Generic S3 error``; then one LIST through boto3 finds
         out which setting is wrong, so a write fails as clearly as a read.  ``bucket``: the one
         the operation used, when not the lake's (a source bucket).
         """
-        from ingest.errors import TransientError
+        from ingest.errors import StorageError, TransientError, disk_fault
 
+        if not self.is_s3 and bucket is None and (fault_text := disk_fault(exc)) is not None:
+            return StorageError(f"{what}: {fault_text} (lake {self.uri})")
         if (
             bucket is None
             and self.is_s3

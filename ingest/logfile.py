@@ -1,9 +1,10 @@
-"""Where the JVM's and Prefect's own output goes: a log file, not the user's terminal.
+"""Where the JVM's, Prefect's and native libraries' own output goes: a log file, not the terminal.
 
-Spark prints Ivy resolution and WARN lines, and Prefect its server, task states and tracebacks;
-a person running ``ingest`` sees only the project's progress, summary and one-line errors.  One
-file per command run under ``~/.cache/lakehouse/logs`` (``$XDG_CACHE_HOME``, or
-``LAKEHOUSE_LOG_DIR``); the newest ``KEEP`` are kept.
+Spark prints Ivy resolution and WARN lines, Prefect its server, task states and tracebacks, and
+delta-rs Rust panic messages of its worker threads; a person running ``ingest`` sees only the
+project's progress, summary and one-line errors.  One file per command run under
+``~/.cache/lakehouse/logs`` (``$XDG_CACHE_HOME``, or ``LAKEHOUSE_LOG_DIR``); the newest ``KEEP``
+are kept, and a command that wrote nothing there leaves none.
 """
 
 from __future__ import annotations
@@ -38,14 +39,58 @@ def log_file() -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         _current = root / f"ingest-{stamp}-{os.getpid()}.log"
         _current.touch()
-        for old in sorted(root.glob("ingest-*"), key=lambda p: p.stat().st_mtime)[: -2 * KEEP]:
+        for old in sorted(root.glob("ingest-*"), key=_mtime)[: -2 * KEEP]:
             old.unlink(missing_ok=True)  # a run's .log and its Prefect .yml
     return _current
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # another command removed its (empty) log meanwhile
+        return 0.0
+
+
 def current_log_file() -> Path | None:
-    """The log file this process wrote, if any."""
-    return _current
+    """The log file this process wrote to, if it wrote anything."""
+    try:
+        return _current if _current is not None and _current.stat().st_size > 0 else None
+    except OSError:
+        return None
+
+
+def native_stderr_to_log() -> bool:
+    """For the rest of the process, what native code writes on file descriptor 2 goes to the log
+    file, while Python's ``sys.stderr`` (progress, the one-line error, --debug tracebacks) keeps
+    the terminal.
+
+    delta-rs' worker threads print Rust panic messages there when a write fails (a full or
+    read-only disk: "thread 'tokio-rt-worker' panicked ... Already shut down"), and child
+    processes inherit it.  Best effort: False (and nothing changed) when it cannot be set up.
+    """
+    try:
+        target = os.open(log_file(), os.O_WRONLY | os.O_APPEND)
+    except OSError:
+        return False
+    try:
+        terminal = os.dup(2)
+        python_stderr = open(
+            terminal, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace"
+        )
+        sys.stderr.flush()
+        os.dup2(target, 2)
+    except (OSError, AttributeError, ValueError):  # no fd 2 (closed by the caller), or a replaced sys.stderr
+        os.close(target)
+        return False
+    os.close(target)
+    sys.stderr = python_stderr
+    return True
+
+
+def drop_empty_log() -> None:
+    """Remove this process's log file if nothing was written to it (most commands)."""
+    if _current is not None and current_log_file() is None:
+        _current.unlink(missing_ok=True)
 
 
 @contextmanager

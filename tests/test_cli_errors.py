@@ -116,6 +116,88 @@ def test_os_errors_exit_nonzero(tmp_path: Path) -> None:
     assert "No space left on device" in _one_error_line(proc)
 
 
+def _random_events(path: Path, lines: int) -> None:
+    """JSON lines that do not compress (a full disk must really fill up)."""
+    path.write_text("".join(json.dumps({"event_id": f"e{i}", "pad": os.urandom(96).hex()}) + "\n" for i in range(lines)))
+
+
+def _in_mount_namespace(setup: str) -> list[str] | None:
+    """A prefix that runs a command after ``setup`` (mount commands; "$0" is the mount point) in a
+    private user+mount namespace, or None where such namespaces are not allowed."""
+    import shutil
+
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        return None
+    return ["unshare", "-rm", "sh", "-c", f'{setup} && exec "$@"']
+
+
+@pytest.mark.parametrize("fault", ["disk_full", "read_only"])
+def test_a_full_or_read_only_lake_disk_is_one_line_and_exit_1(tmp_path: Path, fault: str) -> None:
+    """A real full disk (a 1 MiB tmpfs) and a real read-only one (a read-only bind mount), under a
+    real `ingest logs`: delta-rs reports the failure as text ("(os error 28)") and its worker
+    threads print Rust panic lines on stderr; the user gets one line naming the fault, exit 1, and
+    the native lines go to the log file."""
+    mnt, logs = tmp_path / "disk", tmp_path / "logs"
+    mnt.mkdir()
+    src = tmp_path / "big.jsonl"
+    _random_events(src, 20_000)  # ~4.5 MB
+    if fault == "disk_full":
+        prefix = _in_mount_namespace('mount -t tmpfs -o size=1m tmpfs "$0"')
+        expected = "No space left on device"
+    else:
+        small = tmp_path / "a.jsonl"
+        small.write_text('{"event_id": "e0"}\n')
+        assert _run("--lake", str(mnt / "lake"), "logs", str(small), "--table", "bronze.ev", cwd=tmp_path).returncode == 0
+        prefix = _in_mount_namespace('mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"')
+        expected = "Read-only file system"
+    if prefix is None:
+        pytest.skip("no unprivileged user+mount namespaces here")
+    proc = subprocess.run(
+        [*prefix, str(mnt), INGEST, "--lake", str(mnt / "lake"), "logs", str(src), "--table", "bronze.ev"],
+        cwd=tmp_path, env=_env(LAKEHOUSE_LOG_DIR=str(logs)), capture_output=True, text=True, timeout=300,
+    )
+    line = _one_error_line(proc)
+    assert proc.returncode == 1
+    assert line == f"error: cannot write bronze.ev: {expected} (lake {mnt / 'lake'})", line
+    assert "panicked" not in proc.stderr
+
+
+def test_native_stderr_goes_to_the_log_file_python_stderr_stays(tmp_path: Path) -> None:
+    """What native code writes on fd 2 (here: a write straight to it, as Rust's panic hook does)
+    lands in the log file; the one-line error still reaches the terminal; a command that wrote
+    nothing there leaves no log file behind."""
+    script = tmp_path / "native.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import ingest.cli.lake_cmds as lake_cmds
+
+            def boom(*args, **kwargs):
+                os.write(2, b"thread 'tokio-rt-worker' panicked at buffered.rs: Already shut down\\n")
+                raise OSError(28, "No space left on device")
+
+            lake_cmds.table_summaries = boom
+            from ingest.cli import main
+            main()
+            """
+        )
+    )
+    (tmp_path / "lake").mkdir()
+    logs = tmp_path / "logs"
+    env = _env(LAKEHOUSE_LOG_DIR=str(logs))
+    proc = subprocess.run(
+        [sys.executable, str(script), "--lake", str(tmp_path / "lake"), "ls"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert "No space left on device" in _one_error_line(proc)
+    (log,) = logs.glob("ingest-*.log")
+    assert "panicked at buffered.rs" in log.read_text()
+    log.unlink()
+    assert _run("--lake", str(tmp_path / "lake"), "ls", cwd=tmp_path, env=env).returncode == 0
+    assert list(logs.glob("ingest-*")) == []
+
+
 # -- a wrong target is an error, not an empty lake ------------------------------------------------
 def test_reading_a_missing_lake_or_a_file_is_an_error(tmp_path: Path) -> None:
     missing = tmp_path / "lkae"
@@ -131,8 +213,9 @@ def test_reading_a_missing_lake_or_a_file_is_an_error(tmp_path: Path) -> None:
 
 def test_config_file_must_exist_and_parse(tmp_path: Path) -> None:
     (tmp_path / "lake").mkdir()
-    line = _one_error_line(_run("--config", str(tmp_path / "nope.yaml"), "--lake", "lake", "ls", cwd=tmp_path))
-    assert "nope.yaml does not exist" in line
+    for argv in (["ls"], ["sync", "s3://b/x", "dest"]):  # the typer app and sync's own start-up path
+        line = _one_error_line(_run("--config", str(tmp_path / "nope.yaml"), "--lake", "lake", *argv, cwd=tmp_path))
+        assert "nope.yaml does not exist" in line
     bad = tmp_path / "lakehouse.yaml"
     bad.write_text("lake: [\n")
     env = {k: v for k, v in _env().items() if k != "LAKEHOUSE_CONFIG"}  # the default ./lakehouse.yaml
@@ -147,6 +230,30 @@ def test_config_file_must_exist_and_parse(tmp_path: Path) -> None:
         proc = _run(*argv, cwd=tmp_path, env=env)
         assert proc.returncode == 2, proc.stderr
         assert _one_error_line(proc) == "error: bad configuration: not_a_setting: Extra inputs are not permitted"
+
+
+# each command with the arguments it needs to get as far as reading its settings
+_COMMAND_ARGS = {
+    "ls": [], "sql": ["select 1"], "history": ["bronze.x"], "run": [], "images": ["./x"], "logs": ["./x"],
+    "tables": ["sqlite:///x.db", "--source-table", "t", "--table", "bronze.t"], "health": [], "lineage": ["gold.x"],
+    "snapshot": ["list"], "vacuum": ["--dry-run"], "optimize": [], "shards": ["build", "ds", "--table", "gold.x",
+    "--snapshot", "s"], "sync": ["s3://b/x", "dest"], "transform": [], "catalog": ["export", "c.duckdb"],
+    "serve": [], "docs": ["--out", "site"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(_COMMAND_ARGS))
+def test_a_malformed_settings_file_fails_every_command(tmp_path: Path, command: str) -> None:
+    """"A malformed lakehouse.yaml (on every command)" printed a traceback and exited 0."""
+    from ingest.cli import COMMANDS
+
+    assert set(_COMMAND_ARGS) == set(COMMANDS), "a new command: add its arguments above"
+    (tmp_path / "lakehouse.yaml").write_text("lake: [\n")
+    (tmp_path / "lake").mkdir()
+    env = {k: v for k, v in _env().items() if k != "LAKEHOUSE_CONFIG"}  # the default ./lakehouse.yaml
+    proc = _run(command, *_COMMAND_ARGS[command], cwd=tmp_path, env=env)
+    assert "cannot parse lakehouse.yaml (line 2" in _one_error_line(proc)
+    assert proc.returncode == ConfigError.exit_code
 
 
 def test_failed_write_leaves_no_new_lake_but_a_good_one_creates_it(tmp_path: Path) -> None:
@@ -359,6 +466,23 @@ def test_write_failures_from_storage_are_typed_commit_races_are_not() -> None:
     )
     race = CommitFailedError("version 3 already exists")
     assert _storage_failure(lake, race, tid) is race
+
+
+def test_a_full_local_disk_is_typed_though_delta_rs_says_it_in_text(tmp_path: Path) -> None:
+    from deltalake.exceptions import DeltaError
+
+    from ingest.delta import _storage_failure
+    from ingest.errors import StorageError
+    from ingest.lake import TableId
+
+    lake, tid = Lake(str(tmp_path / "lake")), TableId("bronze", "x")
+    full = DeltaError("Failed to parse parquet: External: Generic LocalFileSystem error: Unable to copy data to file: No space left on device (os error 28)")
+    err = _storage_failure(lake, full, tid)
+    assert isinstance(err, StorageError) and err.exit_code == 1
+    assert str(err) == f"cannot write bronze.x: No space left on device (lake {lake.uri})"
+    assert isinstance(_storage_failure(lake, OSError(30, "Read-only file system"), tid), StorageError)
+    other = DeltaError("Schema error: cannot merge types")
+    assert _storage_failure(lake, other, tid) is other
 
 
 # -- noise: the terminal shows the project's output; the JVM's and Prefect's go to a log file -----

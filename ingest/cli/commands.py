@@ -94,12 +94,15 @@ def _exit_without_native_teardown() -> None:
     """
     import logging
 
+    from ingest.logfile import drop_empty_log
+
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
+    drop_empty_log()
     os._exit(_EXIT_CODE)
 
 
@@ -109,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     as_script = argv is None
     args = sys.argv[1:] if argv is None else argv
     if as_script:  # only a process that is about to end may skip native teardown
+        from ingest.logfile import native_stderr_to_log
+
         atexit.register(_exit_without_native_teardown)
+        native_stderr_to_log()  # Rust panic lines of a failed delta-rs write are not the error line
     try:
         run_cli(register_commands(modules_for(args)), args)
     except SystemExit as exc:

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,3 +89,31 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
         proc.wait(timeout)
 
 
+@contextlib.contextmanager
+def running_server(home: Path) -> Iterator[PrefectServer]:
+    """A real `prefect server start` on a free loopback port, SQLite and PREFECT_HOME in ``home``."""
+    port = free_port()
+    env = clean_env(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+    )
+    log = home / "server.log"
+    proc = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, log=log)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("prefect server did not start: " + log.read_text(errors="replace")[-2000:])
+                time.sleep(0.5)
+        # clients (deploy, worker) need no database: only the server has one
+        client_env = {k: v for k, v in env.items() if k != "PREFECT_API_DATABASE_CONNECTION_URL"}
+        yield PrefectServer(env=client_env, home=home)
+    finally:
+        stop(proc)
