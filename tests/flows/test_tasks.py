@@ -1,7 +1,7 @@
 """Retry policy: transient errors are retried with backoff, data errors are not.
 
-The flow tests ingest from a real PostgreSQL of their own: down when the task starts, started
-again during the retry backoff.
+The flow tests ingest from a real PostgreSQL, or into a real S3 lake (SeaweedFS), of their own:
+down when the task starts, started again during the retry backoff.
 """
 
 import asyncio
@@ -103,6 +103,63 @@ def test_database_outage_is_retried_until_the_server_is_back(prefect_harness, ph
     assert rows.select(["photo_id", "title"]).to_pylist() == [
         {"photo_id": 1, "title": "a"}, {"photo_id": 2, "title": "b"}, {"photo_id": 3, "title": "c"}
     ]
+
+
+@pytest.fixture
+def lake_s3_down(restartable_s3):
+    """A bucket on the test's own SeaweedFS, which is then stopped: the lake's storage is down."""
+    bucket = restartable_s3.server.make_bucket()
+    restartable_s3.stop()
+    return restartable_s3, f"s3://{bucket}/lake"
+
+
+def _pngs(d, n: int) -> None:
+    import io
+
+    from PIL import Image
+
+    d.mkdir()
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (i, 2 * i, 3 * i)).save(buf, format="PNG")
+        (d / f"img_{i}.png").write_bytes(buf.getvalue())
+
+
+@pytest.mark.integration
+@pytest.mark.prefect
+@pytest.mark.s3
+def test_lake_storage_outage_is_retried_until_s3_is_back(prefect_harness, lake_s3_down, tmp_path):
+    """The lake's S3 endpoint is down when the task starts (object_store: connection refused):
+    a TransientError, retried; SeaweedFS is started again during the backoff and the retry loads."""
+    weed, lake_uri = lake_s3_down
+    _pngs(tmp_path / "images", 3)
+    settings = Settings(lake=lake_uri, s3=weed.server.s3_settings())
+    source = ImageSource(path=str(tmp_path / "images"), table="bronze.images")
+    first_retry = _FirstRetry()
+    engine_log = logging.getLogger("prefect.task_runs")
+    engine_log.addHandler(first_retry)
+    started = threading.Event()
+
+    def bring_server_back() -> None:
+        if first_retry.scheduled.wait(timeout=240):
+            weed.start()
+            started.set()
+
+    restarter = threading.Thread(target=bring_server_back, daemon=True)
+    restarter.start()
+    try:
+        # backoffs long enough for SeaweedFS to start again on a loaded machine
+        state = _run(tasks.ingest_source_task.with_options(retry_delay_seconds=[10, 30, 60]), settings, source)
+    finally:
+        engine_log.removeHandler(first_retry)
+        first_retry.scheduled.set()  # release the thread whatever happened
+        restarter.join(timeout=120)
+    assert started.is_set(), "no retry was scheduled after the storage failure"
+    assert state.is_completed(), state
+    assert state.result()["rows_written"] == 3
+    assert _task_run(state).run_count >= 2  # failed while S3 was down, then loaded
+    rows = Lake.from_settings(settings).delta_table("bronze.images").to_pyarrow_table(columns=["source_uri"])
+    assert sorted(u.rsplit("/", 1)[-1] for u in rows["source_uri"].to_pylist()) == ["img_0.png", "img_1.png", "img_2.png"]
 
 
 @pytest.mark.integration
