@@ -57,6 +57,32 @@ class _FirstRetry(logging.Handler):
             self.scheduled.set()
 
 
+def _run_across_outage(start_server, settings, source, *, delays):
+    """Run the ingest task while its server is down; ``start_server`` is called once the engine
+    has scheduled the first retry (not before). Returns the task's final state, or fails the test
+    when no retry was scheduled."""
+    first_retry = _FirstRetry()
+    engine_log = logging.getLogger("prefect.task_runs")
+    engine_log.addHandler(first_retry)
+    started = threading.Event()
+
+    def bring_server_back() -> None:
+        if first_retry.scheduled.wait(timeout=240) and first_retry.seen:
+            start_server()
+            started.set()
+
+    restarter = threading.Thread(target=bring_server_back, daemon=True)
+    restarter.start()
+    try:
+        state = _run(tasks.ingest_source_task.with_options(retry_delay_seconds=delays), settings, source)
+    finally:
+        engine_log.removeHandler(first_retry)
+        first_retry.scheduled.set()  # release the thread whatever happened
+        restarter.join(timeout=120)
+    assert started.is_set(), "no retry was scheduled after the connection failure"
+    return state
+
+
 @pytest.fixture
 def photos_db(restartable_postgres):
     """public.photos (3 rows) in the test's own PostgreSQL, which is then stopped."""
@@ -77,26 +103,8 @@ def photos_db(restartable_postgres):
 def test_database_outage_is_retried_until_the_server_is_back(prefect_harness, photos_db, tmp_path):
     settings = Settings(lake=str(tmp_path / "lake"))
     source = TableSource(url=photos_db.url, source_table="public.photos", table="bronze.photos", primary_key=["photo_id"])
-    first_retry = _FirstRetry()
-    engine_log = logging.getLogger("prefect.task_runs")
-    engine_log.addHandler(first_retry)
-    started = threading.Event()
-
-    def bring_server_back() -> None:
-        if first_retry.scheduled.wait(timeout=120) and first_retry.seen:
-            photos_db.start()
-            started.set()
-
-    restarter = threading.Thread(target=bring_server_back, daemon=True)
-    restarter.start()
-    try:
-        # the first attempt fails (server down); the server starts during the 8 s backoff
-        state = _run(tasks.ingest_source_task.with_options(retry_delay_seconds=8), settings, source)
-    finally:
-        engine_log.removeHandler(first_retry)
-        first_retry.scheduled.set()  # release the thread whatever happened
-        restarter.join(timeout=90)
-    assert started.is_set(), "no retry was scheduled after the connection failure"
+    # the first attempt fails (server down); the server starts during the 8 s backoff
+    state = _run_across_outage(photos_db.start, settings, source, delays=8)
     assert state.is_completed(), state
     assert state.result()["table"] == "bronze.photos"
     run = _task_run(state)
@@ -137,26 +145,8 @@ def test_lake_storage_outage_is_retried_until_s3_is_back(prefect_harness, lake_s
     _pngs(tmp_path / "images", 3)
     settings = Settings(lake=lake_uri, s3=weed.server.s3_settings())
     source = ImageSource(path=str(tmp_path / "images"), table="bronze.images")
-    first_retry = _FirstRetry()
-    engine_log = logging.getLogger("prefect.task_runs")
-    engine_log.addHandler(first_retry)
-    started = threading.Event()
-
-    def bring_server_back() -> None:
-        if first_retry.scheduled.wait(timeout=240) and first_retry.seen:
-            weed.start()
-            started.set()
-
-    restarter = threading.Thread(target=bring_server_back, daemon=True)
-    restarter.start()
-    try:
-        # backoffs long enough for SeaweedFS to start again on a loaded machine
-        state = _run(tasks.ingest_source_task.with_options(retry_delay_seconds=[10, 30, 60]), settings, source)
-    finally:
-        engine_log.removeHandler(first_retry)
-        first_retry.scheduled.set()  # release the thread whatever happened
-        restarter.join(timeout=120)
-    assert started.is_set(), "no retry was scheduled after the storage failure"
+    # backoffs long enough for SeaweedFS to start again on a loaded machine
+    state = _run_across_outage(weed.start, settings, source, delays=[10, 30, 60])
     assert state.is_completed(), state
     assert state.result()["rows_written"] == 3
     assert _task_run(state).run_count >= 2  # failed while S3 was down, then loaded
