@@ -1,6 +1,7 @@
 """Shared fixtures: real servers and engines, started once per test session.
 
 * ``s3_server``  - SeaweedFS (``weed server -s3``) on free loopback ports with a signed identity.
+* ``restartable_s3`` - a SeaweedFS of one test's own, which it may stop and start.
 * ``s3_lake``    - a ``Lake`` on a fresh bucket, AWS_* env set for the test.
 * ``local_lake`` - a ``Lake`` on ``tmp_path / "lake"``.
 * ``postgres_url`` - a real PostgreSQL 15 (initdb + pg_ctl) in a temp dir.
@@ -152,67 +153,77 @@ def _weed_binary() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """SeaweedFS master+volume+filer+S3 in one process; every port named, all on 127.0.0.1.
+class WeedServer:
+    """A SeaweedFS master+volume+filer+S3 in one process, every port named, all on 127.0.0.1,
+    which can be stopped and started again (the same data, ports and credentials).
 
     Its data lives in our own temp dir (not pytest's basetemp, which a concurrent pytest run
     may rotate away under a running server).
     """
-    base = Path(tempfile.mkdtemp(prefix="lakehouse-weed-"))
-    data = base / "data"
-    data.mkdir()
-    access_key, secret_key = "lakehouse-test", "s3cr3t-" + uuid.uuid4().hex
-    identities = {
-        "identities": [
-            {
-                "name": "lakehouse-test",
-                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="lakehouse-weed-"))
+        data = self.base / "data"
+        data.mkdir()
+        access_key, secret_key = "lakehouse-test", "s3cr3t-" + uuid.uuid4().hex
+        identities = {
+            "identities": [
+                {
+                    "name": "lakehouse-test",
+                    "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        cfg = self.base / "s3.json"
+        cfg.write_text(json.dumps(identities))
+        (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, debug) = free_ports(9)
+        self.cmd = [
+            _weed_binary(),
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={data}",
+            f"-master.port={master}",
+            f"-master.port.grpc={master_grpc}",
+            "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=64",
+            f"-volume.port={volume}",
+            f"-volume.port.grpc={volume_grpc}",
+            # each bucket is a collection that grows ~7 volumes: a fixed cap (default 8) runs out after
+            # a few fresh buckets and PUTs then fail with 500 InternalError; 0 = sized from free disk
+            "-volume.max=0",
+            "-filer",
+            f"-filer.port={filer}",
+            f"-filer.port.grpc={filer_grpc}",
+            f"-filer.localSocket={self.base / 'filer.sock'}",
+            "-s3",
+            f"-s3.port={s3}",
+            f"-s3.port.grpc={s3_grpc}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.localSocket={self.base / 's3.sock'}",
+            f"-s3.config={cfg}",
+            "-iam=false",
+            f"-debug.port={debug}",
+            "-metricsPort=0",
         ]
-    }
-    cfg = base / "s3.json"
-    cfg.write_text(json.dumps(identities))
-    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, debug) = free_ports(9)
-    cmd = [
-        _weed_binary(),
-        "server",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-dir={data}",
-        f"-master.port={master}",
-        f"-master.port.grpc={master_grpc}",
-        "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=64",
-        f"-volume.port={volume}",
-        f"-volume.port.grpc={volume_grpc}",
-        # each bucket is a collection that grows ~7 volumes: a fixed cap (default 8) runs out after
-        # a few fresh buckets and PUTs then fail with 500 InternalError; 0 = sized from free disk
-        "-volume.max=0",
-        "-filer",
-        f"-filer.port={filer}",
-        f"-filer.port.grpc={filer_grpc}",
-        f"-filer.localSocket={base / 'filer.sock'}",
-        "-s3",
-        f"-s3.port={s3}",
-        f"-s3.port.grpc={s3_grpc}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        f"-s3.localSocket={base / 's3.sock'}",
-        f"-s3.config={cfg}",
-        "-iam=false",
-        f"-debug.port={debug}",
-        "-metricsPort=0",
-    ]
-    log = base / "weed.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=base)
-    server = S3Server(f"http://127.0.0.1:{s3}", access_key, secret_key, data_dir=data)
-    try:
-        # Ready when a signed ListBuckets succeeds (S3 gateway up and the filer reachable).
+        self.log = self.base / "weed.log"
+        self.proc: subprocess.Popen | None = None
+        self.server = S3Server(f"http://127.0.0.1:{s3}", access_key, secret_key, data_dir=data)
+
+    def start(self) -> None:
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.base
+            )
+        server, proc, log = self.server, self.proc, self.log
+        # Ready when a signed ListBuckets succeeds (S3 gateway up and the filer reachable) and a
+        # PUT lands (a volume server is up).
         _wait_for(lambda: server.client().list_buckets() is not None, timeout=60, what="SeaweedFS", proc=proc, log=log)
-        probe = server.make_bucket("ready-probe")
+        probe = "ready-probe"
+        if probe not in {b["Name"] for b in server.client().list_buckets()["Buckets"]}:  # a restart keeps it
+            server.make_bucket(probe)
         _wait_for(
             lambda: server.client().put_object(Bucket=probe, Key="p", Body=b"x") is not None,
             timeout=60,
@@ -220,10 +231,40 @@ def s3_server() -> Iterator[S3Server]:
             proc=proc,
             log=log,
         )
-        yield server
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _weed_server() -> Iterator[WeedServer]:
+    weed = WeedServer()
+    try:
+        weed.start()
+        yield weed
     finally:
-        _stop(proc)
-        shutil.rmtree(base, ignore_errors=True)
+        weed.remove()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """SeaweedFS master+volume+filer+S3 in one process; every port named, all on 127.0.0.1."""
+    with _weed_server() as weed:
+        yield weed.server
+
+
+@pytest.fixture
+def restartable_s3() -> Iterator[WeedServer]:
+    """A SeaweedFS of this test's own (running), for tests that stop and start it: never the
+    session's shared one."""
+    with _weed_server() as weed:
+        yield weed
 
 
 @pytest.fixture
