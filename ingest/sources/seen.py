@@ -44,6 +44,7 @@ class StoredKeys:
         self.ours: set[str] = set()
         self.our_batches: set[int] = set()
         self._root = lake.table_uri(self.tid).rstrip("/")
+        self._fragments: dict[str, Any] = {}  # path -> its Parquet fragment, footer read once per run
 
     def held(self, keys: Iterable[str], *, snapshot: Any = None) -> set[str]:
         """The subset of ``keys`` the table holds as of ``snapshot`` (a loaded DeltaTable), or now."""
@@ -68,7 +69,11 @@ class StoredKeys:
         fs = self.lake.pyarrow_filesystem()
         fmt = pads.ParquetFileFormat()
         schema = pa.schema([(self.column, pa.string())])
-        ds = pads.FileSystemDataset([fmt.make_fragment(p, filesystem=fs) for p in paths], schema, fmt, fs)
+        for p in paths:  # a fragment keeps its footer once read: later batches read no footer again
+            if p not in self._fragments:
+                self._fragments[p] = fmt.make_fragment(p, filesystem=fs)
+                self._fragments[p].ensure_complete_metadata()
+        ds = pads.FileSystemDataset([self._fragments[p] for p in paths], schema, fmt, fs)
         expr = pc.field(self.column).isin(pa.array(keys, pa.string()))
         try:
             return ds.to_table(columns=[self.column], filter=expr)[self.column].to_pylist()
