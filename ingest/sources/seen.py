@@ -22,6 +22,7 @@ import pyarrow as pa
 from ingest.delta import commit_actions, write_batch
 from ingest.lake import Lake, TableId, plain_dataset
 from ingest.sources import SourceFile, ensure_table, is_s3, utcnow
+from ingest.sources.keyindex import PrefixIndex, digest_prefixes, key_prefix
 
 
 class StoredKeys:
@@ -45,6 +46,9 @@ class StoredKeys:
         self.our_batches: set[int] = set()
         self._root = lake.table_uri(self.tid).rstrip("/")
         self._fragments: dict[str, Any] = {}  # path -> its Parquet fragment, footer read once per run
+        self._indexed: set[str] = set()
+        self._index = PrefixIndex()  # the hash prefixes of the files searched so far
+        self._unindexed: set[str] = set()  # files whose keys are not all hex digests: searched every time
 
     def held(self, keys: Iterable[str], *, snapshot: Any = None) -> set[str]:
         """The subset of ``keys`` the table holds as of ``snapshot`` (a loaded DeltaTable), or now."""
@@ -53,9 +57,44 @@ class StoredKeys:
         found = wanted & self.ours
         rest = sorted(wanted - found)
         paths = [path for path, lo, hi in self.files if _overlaps(rest, lo, hi)] if rest else []
-        if paths:
+        if not paths:
+            return found
+        prefixes = [key_prefix(k) for k in rest]
+        if any(p is None for p in prefixes):  # not a hex digest: search every file
             found.update(self._search(paths, rest))
+            return found
+        self._add_to_index([p for p in paths if p not in self._indexed and p not in self._unindexed])
+        holding = self._index.files_holding(prefixes)  # type: ignore[arg-type]  # no None left (checked)
+        search = [p for p in paths if p in self._unindexed or p in holding]
+        candidates = {i for p in search for i in holding.get(p, ())}
+        keys = rest if any(p in self._unindexed for p in search) else [rest[i] for i in sorted(candidates)]
+        if search and keys:
+            found.update(self._search(search, keys))
         return found
+
+    def _add_to_index(self, paths: list[str]) -> None:
+        """Read the hashes of files not indexed yet, once per run, into the prefix index."""
+        for path in paths:
+            try:
+                values = self._fragment(path).to_table(columns=[self.column])[self.column]
+            except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):  # view-typed files
+                values = None
+            prefixes = None if values is None else digest_prefixes(values)
+            if prefixes is None:
+                self._unindexed.add(path)
+            else:
+                self._index.add(path, prefixes)
+                self._indexed.add(path)
+
+    def _fragment(self, path: str) -> Any:
+        """The file's Parquet fragment; its footer is read once per run, later searches reuse it."""
+        import pyarrow.dataset as pads
+
+        if path not in self._fragments:
+            fragment = pads.ParquetFileFormat().make_fragment(path, filesystem=self.lake.pyarrow_filesystem())
+            fragment.ensure_complete_metadata()
+            self._fragments[path] = fragment
+        return self._fragments[path]
 
     def committed(self, batch_version: int, keys: Iterable[str]) -> None:
         """This run committed ``keys`` as batch ``batch_version`` of its app id."""
@@ -69,11 +108,7 @@ class StoredKeys:
         fs = self.lake.pyarrow_filesystem()
         fmt = pads.ParquetFileFormat()
         schema = pa.schema([(self.column, pa.string())])
-        for p in paths:  # a fragment keeps its footer once read: later batches read no footer again
-            if p not in self._fragments:
-                self._fragments[p] = fmt.make_fragment(p, filesystem=fs)
-                self._fragments[p].ensure_complete_metadata()
-        ds = pads.FileSystemDataset([self._fragments[p] for p in paths], schema, fmt, fs)
+        ds = pads.FileSystemDataset([self._fragment(p) for p in paths], schema, fmt, fs)
         expr = pc.field(self.column).isin(pa.array(keys, pa.string()))
         try:
             return ds.to_table(columns=[self.column], filter=expr)[self.column].to_pylist()
