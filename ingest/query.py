@@ -169,7 +169,7 @@ def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Tab
 
 @contextmanager
 def stream_sql(
-    lake: Lake, query: str, *, as_of: str | int | None = None, batch_rows: int = 65_536
+    lake: Lake, query: str, *, as_of: str | int | None = None, batch_rows: int = 16_384
 ) -> Iterator[pa.RecordBatchReader]:
     """Run one read-only query and yield its result as a stream of record batches (bounded memory:
     DuckDB produces the next batch when it is read).  The connection lives as long as the block;
