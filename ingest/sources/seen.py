@@ -74,16 +74,25 @@ class StoredKeys:
 
     def _add_to_index(self, paths: list[str]) -> None:
         """Read the hashes of files not indexed yet, once per run, into the prefix index."""
+        import numpy as np
+
         for path in paths:
-            try:
-                values = self._fragment(path).to_table(columns=[self.column])[self.column]
+            parts: list[Any] | None = []
+            try:  # a batch at a time: a large file's hashes are never all decoded at once
+                for batch in self._fragment(path).to_batches(
+                    columns=[self.column], batch_size=16_384, use_threads=False
+                ):
+                    prefixes = digest_prefixes(batch.column(0))
+                    if prefixes is None:
+                        parts = None
+                        break
+                    parts.append(prefixes)  # type: ignore[union-attr]  # None breaks out of the loop
             except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):  # view-typed files
-                values = None
-            prefixes = None if values is None else digest_prefixes(values)
-            if prefixes is None:
+                parts = None
+            if parts is None:
                 self._unindexed.add(path)
             else:
-                self._index.add(path, prefixes)
+                self._index.add(path, np.concatenate(parts) if parts else np.empty(0, np.uint64))
                 self._indexed.add(path)
 
     def _fragment(self, path: str) -> Any:
