@@ -1,8 +1,9 @@
 """What a table already holds, answered at a cost that follows the new records, not the table.
 
-``StoredKeys`` says which of a batch's keys (content hashes) a table holds: it searches the
-table with the batch's keys as a pushed-down filter, follows other writers through their commit
-log entries only, and keeps just this run's own keys in memory.  ``Manifest`` says which listed
+``StoredKeys`` says which of a batch's keys (content hashes) a table holds: a per-run index of
+the stored hashes' prefixes (``ingest.sources.keyindex``) names the few files to search with the
+batch's keys as a pushed-down filter; it follows other writers through their commit log entries
+only, and keeps this run's own keys in memory.  ``Manifest`` says which listed
 source files a table has taken in already (unchanged size and mtime), from a per-source record
 in ``_meta.manifests``, so a re-run neither reads those files nor the table.
 """
@@ -29,13 +30,14 @@ class StoredKeys:
     """Which of a batch's keys the table ``table`` holds in ``column``.
 
     Every data file of the table is known by its path and its ``column`` min/max statistics
-    (from the snapshot at the first lookup, then from the log entries of later commits).  A
-    lookup opens only the files whose range holds one of the batch's keys and reads them with
-    ``column IN (keys)`` pushed down to their row-group statistics, so once ``ingest optimize
-    --z-order`` has ordered the table by the key a lookup reads at most one row group per key
-    (not a flat cost: a big batch of random keys still hits many row groups).  Keys this run
-    commits (``committed``) are kept in memory and its own commits are not searched again.
-    Memory holds a line per file and this run's keys, never the table's keys.
+    (from the snapshot at the first lookup, then from the log entries of later commits).  The
+    first lookup that reaches a file reads its keys once into a ``PrefixIndex`` (the first 64
+    bits of each hex digest, 12 bytes a row); from then on a lookup is a binary search per key,
+    and only the files whose index holds a key's prefix are searched, with ``column IN (keys)``
+    pushed down, for the keys that matched: a batch costs what it holds, not what the table
+    holds (files with keys that are not hex digests are searched every time, as before).  Keys
+    this run commits (``committed``) are kept in memory and its own commits are not searched
+    again.  Memory holds a line and a footer per file, the index and this run's keys.
     """
 
     def __init__(self, lake: Lake, table: str | TableId, column: str, *, app_id: str) -> None:
