@@ -196,3 +196,18 @@ def test_stream_reads_each_file_once_in_pyarrow_filesystem(local_lake: Lake) -> 
         {"id": 11, "day": "a b/c%d"},
         {"id": 12, "day": "plain"},
     ]
+
+
+@pytest.mark.s3
+def test_stream_reads_an_s3_table(s3_lake: Lake) -> None:
+    """The streamed read goes through pyarrow's S3 filesystem (the lake's settings), not delta-rs'."""
+    from ingest.query import stream_sql
+
+    write_batch(s3_lake, "bronze.parts", pa.table({"id": pa.array([2, 1], pa.int64()), "day": ["a b", "c"]}))
+    write_batch(s3_lake, "bronze.parts", pa.table({"id": pa.array([3], pa.int64()), "day": ["d%20e"]}))
+    with stream_sql(s3_lake, "select * from bronze.parts order by id") as reader:
+        assert reader.read_all().to_pylist() == [
+            {"id": 1, "day": "c"},
+            {"id": 2, "day": "a b"},
+            {"id": 3, "day": "d%20e"},
+        ]
