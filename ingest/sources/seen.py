@@ -1,8 +1,9 @@
 """What a table already holds, answered at a cost that follows the new records, not the table.
 
-``StoredKeys`` says which of a batch's keys (content hashes) a table holds: it searches the
-table with the batch's keys as a pushed-down filter, follows other writers through their commit
-log entries only, and keeps just this run's own keys in memory.  ``Manifest`` says which listed
+``StoredKeys`` says which of a batch's keys (content hashes) a table holds: a per-run index of
+the stored hashes' prefixes (``ingest.sources.keyindex``) names the few files to search with the
+batch's keys as a pushed-down filter; it follows other writers through their commit log entries
+only, and keeps this run's own keys in memory.  ``Manifest`` says which listed
 source files a table has taken in already (unchanged size and mtime), from a per-source record
 in ``_meta.manifests``, so a re-run neither reads those files nor the table.
 """
@@ -22,6 +23,7 @@ import pyarrow as pa
 from ingest.delta import commit_actions, ensure_table, write_batch
 from ingest.lake import Lake, TableId, plain_dataset
 from ingest.sources.files import SourceFile, is_s3
+from ingest.sources.keyindex import PrefixIndex, digest_prefixes, key_prefix
 from ingest.sources.util import utcnow
 
 
@@ -29,13 +31,14 @@ class StoredKeys:
     """Which of a batch's keys the table ``table`` holds in ``column``.
 
     Every data file of the table is known by its path and its ``column`` min/max statistics
-    (from the snapshot at the first lookup, then from the log entries of later commits).  A
-    lookup opens only the files whose range holds one of the batch's keys and reads them with
-    ``column IN (keys)`` pushed down to their row-group statistics, so once ``ingest optimize
-    --z-order`` has ordered the table by the key a lookup reads at most one row group per key
-    (not a flat cost: a big batch of random keys still hits many row groups).  Keys this run
-    commits (``committed``) are kept in memory and its own commits are not searched again.
-    Memory holds a line per file and this run's keys, never the table's keys.
+    (from the snapshot at the first lookup, then from the log entries of later commits).  The
+    first lookup that reaches a file reads its keys once into a ``PrefixIndex`` (the first 64
+    bits of each hex digest, 12 bytes a row); from then on a lookup is a binary search per key,
+    and only the files whose index holds a key's prefix are searched, with ``column IN (keys)``
+    pushed down, for the keys that matched: a batch costs what it holds, not what the table
+    holds (files with keys that are not hex digests are searched every time, as before).  Keys
+    this run commits (``committed``) are kept in memory and its own commits are not searched
+    again.  Memory holds a line and a footer per file, the index and this run's keys.
     """
 
     def __init__(self, lake: Lake, table: str | TableId, column: str, *, app_id: str) -> None:
@@ -45,6 +48,10 @@ class StoredKeys:
         self.ours: set[str] = set()
         self.our_batches: set[int] = set()
         self._root = lake.table_uri(self.tid).rstrip("/")
+        self._fragments: dict[str, Any] = {}  # path -> its Parquet fragment, footer read once per run
+        self._indexed: set[str] = set()
+        self._index = PrefixIndex()  # the hash prefixes of the files searched so far
+        self._unindexed: set[str] = set()  # files whose keys are not all hex digests: searched every time
 
     def held(self, keys: Iterable[str], *, snapshot: Any = None) -> set[str]:
         """The subset of ``keys`` the table holds as of ``snapshot`` (a loaded DeltaTable), or now."""
@@ -53,9 +60,53 @@ class StoredKeys:
         found = wanted & self.ours
         rest = sorted(wanted - found)
         paths = [path for path, lo, hi in self.files if _overlaps(rest, lo, hi)] if rest else []
-        if paths:
+        if not paths:
+            return found
+        prefixes = [key_prefix(k) for k in rest]
+        if any(p is None for p in prefixes):  # not a hex digest: search every file
             found.update(self._search(paths, rest))
+            return found
+        self._add_to_index([p for p in paths if p not in self._indexed and p not in self._unindexed])
+        holding = self._index.files_holding(prefixes)  # type: ignore[arg-type]  # no None left (checked)
+        search = [p for p in paths if p in self._unindexed or p in holding]
+        candidates = {i for p in search for i in holding.get(p, ())}
+        keys = rest if any(p in self._unindexed for p in search) else [rest[i] for i in sorted(candidates)]
+        if search and keys:
+            found.update(self._search(search, keys))
         return found
+
+    def _add_to_index(self, paths: list[str]) -> None:
+        """Read the hashes of files not indexed yet, once per run, into the prefix index."""
+        import numpy as np
+
+        for path in paths:
+            parts: list[Any] | None = []
+            try:  # a batch at a time: a large file's hashes are never all decoded at once
+                for batch in self._fragment(path).to_batches(
+                    columns=[self.column], batch_size=16_384, use_threads=False
+                ):
+                    prefixes = digest_prefixes(batch.column(0))
+                    if prefixes is None:
+                        parts = None
+                        break
+                    parts.append(prefixes)  # type: ignore[union-attr]  # None breaks out of the loop
+            except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):  # view-typed files
+                parts = None
+            if parts is None:
+                self._unindexed.add(path)
+            else:
+                self._index.add(path, np.concatenate(parts) if parts else np.empty(0, np.uint64))
+                self._indexed.add(path)
+
+    def _fragment(self, path: str) -> Any:
+        """The file's Parquet fragment; its footer is read once per run, later searches reuse it."""
+        import pyarrow.dataset as pads
+
+        if path not in self._fragments:
+            fragment = pads.ParquetFileFormat().make_fragment(path, filesystem=self.lake.pyarrow_filesystem())
+            fragment.ensure_complete_metadata()
+            self._fragments[path] = fragment
+        return self._fragments[path]
 
     def committed(self, batch_version: int, keys: Iterable[str]) -> None:
         """This run committed ``keys`` as batch ``batch_version`` of its app id."""
@@ -69,7 +120,7 @@ class StoredKeys:
         fs = self.lake.pyarrow_filesystem()
         fmt = pads.ParquetFileFormat()
         schema = pa.schema([(self.column, pa.string())])
-        ds = pads.FileSystemDataset([fmt.make_fragment(p, filesystem=fs) for p in paths], schema, fmt, fs)
+        ds = pads.FileSystemDataset([self._fragment(p) for p in paths], schema, fmt, fs)
         expr = pc.field(self.column).isin(pa.array(keys, pa.string()))
         try:
             return ds.to_table(columns=[self.column], filter=expr)[self.column].to_pylist()

@@ -136,6 +136,29 @@ def test_lookups_follow_other_writers_commits_only(local_lake: Lake, tmp_path: P
     assert len(keys.files) == files + 1
 
 
+def test_lookups_read_each_footer_once(local_lake: Lake, tmp_path: Path) -> None:
+    """Every lookup searches the same files again (a batch's random hashes hit every file that
+    is not ordered by hash): each file's Parquet footer is read once per run, at its first
+    search, and the same fragment serves later batches, including files other writers add."""
+    from ingest.sources.seen import StoredKeys
+
+    for i, n in enumerate((4, 5)):
+        _write_images(tmp_path / f"s{i}", n, start=100 * i)
+        ingest_images(local_lake, str(tmp_path / f"s{i}"))
+    keys = StoredKeys(local_lake, "bronze.images", "sha256", app_id="images:bronze.images")
+    stored = sorted(r["sha256"] for r in read(local_lake, "bronze.images", ["sha256"]))
+    assert keys.held(stored[:2]) == set(stored[:2])
+    first = dict(keys._fragments)
+    assert len(first) == len(keys.files) == 2 and all(f.metadata is not None for f in first.values())
+    assert keys.held([*stored[-2:], "f" * 64]) == set(stored[-2:])
+    assert all(keys._fragments[p] is f for p, f in first.items())  # no footer read again
+    _write_images(tmp_path / "s2", 2, start=500)
+    ingest_images(local_lake, str(tmp_path / "s2"))
+    theirs = {r["sha256"] for r in read(local_lake, "bronze.images", ["sha256"])} - set(stored)
+    assert keys.held([*theirs, *stored[:1]]) == {*theirs, *stored[:1]}
+    assert len(keys._fragments) == 3 and all(keys._fragments[p] is f for p, f in first.items())
+
+
 def test_snapshot_keeps_bytes_after_source_changes(local_lake: Lake, tmp_path: Path) -> None:
     d = tmp_path / "imgs"
     _write_images(d, 3)
