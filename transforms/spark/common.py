@@ -247,6 +247,12 @@ def _metric(metrics: dict[str, Any], key: str) -> int | None:
     return int(value) if value is not None else None
 
 
+# An incremental run's queries handle the new rows and the few stored rows they touch: adaptive
+# execution would run each of their many small shuffles and broadcasts as a Spark job of its own
+# (each costs seconds on a busy machine), and a few shuffle partitions are plenty.
+INCREMENT_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": "2"}
+
+
 @contextmanager
 def session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
     """``conf`` set on the session for the block, the previous values restored after it."""
