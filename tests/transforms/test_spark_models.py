@@ -282,9 +282,10 @@ def _table_rows(lake: Lake, table: str, keys: list[str]) -> list[dict]:
     return lake.delta_table(table).to_pyarrow_table().sort_by([(k, "ascending") for k in keys]).to_pylist()
 
 
-# Spark jobs an incremental run may start (each costs seconds on a busy machine): before the
-# jobs were cut (no log replay in Spark, one collect per step, no adaptive-execution jobs) a
-# run of these tests' few new rows took 28 (sessions) and 35 (duplicates)
+# Spark jobs an incremental run may start (each costs seconds on a busy machine): these tests'
+# runs take 12 (sessions) and 20 (duplicates); before the jobs were cut (no Delta log replay in
+# Spark, one collect per step, no adaptive-execution jobs) bench_spark_incremental.py's runs of
+# the same code paths took 28 and 35
 SESSIONIZE_JOBS, DEDUP_JOBS = 16, 22
 
 # each Spark model, with the key its incremental-vs-full-refresh comparison sorts by
