@@ -498,6 +498,8 @@ def test_every_model_built_incrementally_equals_a_full_refresh(local_lake: Lake)
 
     incremental = build(local_lake)
     assert {m.table: m.mode for m in incremental.models if m.table}["gold.photo_features"] == "merge"
+    # every dbt model that writes a table is compared below (a new one needs its key here)
+    assert {m.table for m in incremental.models if m.table and m.kind == "dbt"} == set(MODEL_KEYS)
     after = {t: gold(local_lake, t, key) for t, key in MODEL_KEYS.items()}
     by_photo = {r["photo_id"]: r for r in after["gold.photo_features"]}
     assert by_photo[4]["image"] == b"new" and by_photo[2]["image_sha256"] == by_photo[1]["image_sha256"]

@@ -37,3 +37,33 @@ def test_selection_matches_names_and_tables() -> None:
     assert selected_models("silver.user_sessions") == ["sessionize_events"]
     assert selected_models("+dedup_images tag:x") == ["dedup_images"]
     assert selected_models("gold.photo_features") == []
+
+
+def test_files_reaching_keeps_only_files_whose_max_time_reaches_the_watermark(local_lake) -> None:
+    """The event window of an incremental sessionize run reads the files that can hold a row at
+    or after the watermark, chosen from the log's statistics (no Spark log replay); a max
+    truncated to milliseconds by the statistics still counts as reaching a later microsecond."""
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+
+    from ingest.delta import write_batch
+    from transforms.spark.common import files_reaching
+
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def batch(*times: datetime) -> pa.Table:
+        ids = [f"e{t.timestamp()}" for t in times]
+        return pa.table({"event_id": ids, "ts": pa.array(times, pa.timestamp("us", tz="UTC"))})
+
+    write_batch(local_lake, "bronze.events", batch(t0, t0 + timedelta(hours=1)))  # before the mark
+    # its max is stored truncated to milliseconds: day 1, 00:00:00.000
+    write_batch(local_lake, "bronze.events", batch(t0 + timedelta(days=1, microseconds=999)))
+    write_batch(local_lake, "bronze.events", batch(t0 + timedelta(days=2)))
+    first = pa.table(local_lake.delta_table("bronze.events", version=0).get_add_actions())
+    (before,) = first.column("path").to_pylist()
+    mark = int((t0 + timedelta(days=1, microseconds=999)).timestamp() * 1_000_000)
+    kept = files_reaching(local_lake, "bronze.events", version=2, column="ts", low_micros=mark)
+    assert kept is not None and len(kept) == 2 and before not in kept
+    assert len(files_reaching(local_lake, "bronze.events", version=2, column="ts", low_micros=0) or []) == 3
+    assert files_reaching(local_lake, "bronze.events", version=0, column="ts", low_micros=mark) == []

@@ -282,18 +282,44 @@ def _table_rows(lake: Lake, table: str, keys: list[str]) -> list[dict]:
     return lake.delta_table(table).to_pyarrow_table().sort_by([(k, "ascending") for k in keys]).to_pylist()
 
 
-def _run_incrementally_then_compare_with_a_full_refresh(spark, lake: Lake, name: str, keys: list[str]) -> dict:
+# Spark jobs an incremental run may start (each costs seconds on a busy machine): these tests'
+# runs take 12 (sessions) and 20 (duplicates); before the jobs were cut (no Delta log replay in
+# Spark, one collect per step, no adaptive-execution jobs) bench_spark_incremental.py's runs of
+# the same code paths took 28 and 35
+SESSIONIZE_JOBS, DEDUP_JOBS = 16, 22
+
+# each Spark model, with the key its incremental-vs-full-refresh comparison sorts by
+COMPARED = {"sessionize_events": ["user_id", "session_start"], "dedup_images": ["sha256"]}
+
+
+def test_every_spark_model_is_compared_with_a_full_refresh() -> None:
+    """A new Spark model needs its incremental run compared with a full refresh (COMPARED)."""
+    from transforms.spark import SPARK_MODELS
+
+    assert set(COMPARED) == set(SPARK_MODELS)
+
+
+def _jobs_so_far(spark) -> int:
+    """Spark's job ids are sequential: the newest + 1 is how many jobs the session has run."""
+    return max(spark.sparkContext.statusTracker().getJobIdsForGroup(None), default=-1) + 1
+
+
+def _run_incrementally_then_compare_with_a_full_refresh(spark, lake: Lake, name: str) -> tuple[dict, int]:
     """Run ``name`` on the new rows (it must merge), then a full refresh of a copy of the lake:
-    both tables must hold the same rows, every column equal.  Returns the incremental result."""
+    both tables must hold the same rows, every column equal.  Returns the incremental result
+    and how many Spark jobs it ran."""
     import shutil
     from pathlib import Path
 
     from ingest.delta import commit_run_id
     from ingest.runlog import track
+    from transforms.spark import SPARK_MODELS
 
-    target = {"dedup_images": "silver.image_duplicates", "sessionize_events": "silver.user_sessions"}[name]
+    target, keys = SPARK_MODELS[name][1], COMPARED[name]
+    jobs = _jobs_so_far(spark)
     with track(lake, command="transform", source="bronze", target=target) as run:
         (res,) = run_spark_models(spark, lake, select=name)
+    jobs = _jobs_so_far(spark) - jobs
     (last,) = lake.delta_table(target).history(1)
     assert (res["status"], res["mode"], last["operation"]) == ("success", "merge", "MERGE"), (res, last["operation"])
     assert commit_run_id(last) == run.run_id  # lineage names the run that merged
@@ -307,7 +333,7 @@ def _run_incrementally_then_compare_with_a_full_refresh(spark, lake: Lake, name:
     # nothing new since: skipped without touching the table
     (again,) = run_spark_models(spark, lake, select=name)
     assert again["status"] == "skipped"
-    return res
+    return res, jobs
 
 
 def test_sessionize_incremental_merges_only_touched_sessions_and_equals_a_full_refresh(spark, local_lake: Lake) -> None:
@@ -328,8 +354,9 @@ def test_sessionize_incremental_merges_only_touched_sessions_and_equals_a_full_r
         ev("u1-b", 10, 1),  # a replay of a stored event: still counted once
         ev("nouser-2", 3, None),
     ]))
-    res = _run_incrementally_then_compare_with_a_full_refresh(
-        spark, local_lake, "sessionize_events", ["user_id", "session_start"])
+    res, jobs = _run_incrementally_then_compare_with_a_full_refresh(spark, local_lake, "sessionize_events")
+    print(f"sessionize_events incremental: {jobs} Spark jobs")
+    assert jobs <= SESSIONIZE_JOBS, jobs  # it was 28: the fixed cost of a small change is per job
     rows = _table_rows(local_lake, "silver.user_sessions", ["user_id", "session_start"])
     m = lambda n: T0 + timedelta(minutes=n)  # noqa: E731
     assert [(r["user_id"], r["session_start"], r["session_end"], r["events"], r["likes"]) for r in rows] == [
@@ -353,7 +380,9 @@ def test_dedup_incremental_compares_new_images_with_the_index_and_equals_a_full_
         _image_row(_sha(near), near, "jpeg", 160, 120, "file:///src/again.jpg", "run-3"),  # an exact copy
         _image_row(_sha(broken), broken, "gif", None, None, "file:///src/broken.gif", "run-3"),
     ]))
-    res = _run_incrementally_then_compare_with_a_full_refresh(spark, lake, "dedup_images", ["sha256"])
+    res, jobs = _run_incrementally_then_compare_with_a_full_refresh(spark, lake, "dedup_images")
+    print(f"dedup_images incremental: {jobs} Spark jobs")
+    assert jobs <= DEDUP_JOBS, jobs  # it was 35
     rows = {r["sha256"]: r for r in _read(lake, "silver.image_duplicates")}
     assert res["rows"] == len(rows) == 8
     assert {s for s, r in rows.items() if r["canonical_sha256"] == _sha(big)} == {_sha(big), shas["original"], shas["near"]}

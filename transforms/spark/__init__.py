@@ -152,7 +152,9 @@ def _run_model(
 ) -> dict[str, Any]:
     """One model run; after a Delta commit conflict it starts over from freshly read inputs (the
     source may have moved on, or the other writer may already have built the same result)."""
-    from transforms.spark.common import conflict_name, increment_since, up_to_date
+    from contextlib import nullcontext
+
+    from transforms.spark.common import INCREMENT_CONF, conflict_name, increment_since, session_conf, up_to_date
 
     _, target = SPARK_MODELS[name]
     for attempt in range(COMMIT_ATTEMPTS):
@@ -162,7 +164,8 @@ def _run_model(
             return fresh.as_dict()
         increment = None if full_refresh else increment_since(lake, inputs, target)
         try:
-            return _model(name)(spark, lake, inputs=inputs, increment=increment).as_dict()
+            with nullcontext() if increment is None else session_conf(spark, INCREMENT_CONF):
+                return _model(name)(spark, lake, inputs=inputs, increment=increment).as_dict()
         except Exception as exc:
             conflict = conflict_name(exc)
             if conflict is None:

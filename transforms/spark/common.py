@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -246,8 +247,48 @@ def _metric(metrics: dict[str, Any], key: str) -> int | None:
     return int(value) if value is not None else None
 
 
+# An incremental run's queries handle the new rows and the few stored rows they touch: adaptive
+# execution would run each of their many small shuffles and broadcasts as a Spark job of its own
+# (each costs seconds on a busy machine), and a few shuffle partitions are plenty.
+INCREMENT_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": "2"}
+
+
+@contextmanager
+def session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
+    """``conf`` set on the session for the block, the previous values restored after it."""
+    previous = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, old in previous.items():
+            if old is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, old)
+
+
 class TargetMovedError(TransientError):
     """Another writer committed to a model's table after an incremental run read it."""
+
+
+def spark_schema(lake: Lake, table: str | TableId, *, version: int) -> Any:
+    """The table's Spark schema at ``version``, from its log through deltalake: Spark's Delta
+    reader would replay the log in Spark jobs (seconds each on a busy machine) just to learn it."""
+    from pyspark.sql.types import StructType
+
+    return StructType.fromJson(json.loads(lake.delta_table(table, version=version).schema().to_json()))
+
+
+def read_files(spark: SparkSession, lake: Lake, table: str | TableId, files: list[str], *, schema: Any) -> DataFrame:
+    """Rows of the given data files of ``table`` (relative paths) read as plain parquet with the
+    table's ``schema``: only for files whose rows are all live (no deletion vector, no column
+    mapping, no partition values), as ``increment_since`` and ``files_reaching`` check."""
+    if not files:
+        return spark.createDataFrame([], schema)
+    root = lake.spark_path(str(TableId.parse(table))).rstrip("/")
+    return spark.read.schema(schema).parquet(*(f"{root}/{f}" for f in files))
 
 
 def read_appended(
@@ -255,11 +296,33 @@ def read_appended(
 ) -> DataFrame:
     """Only the rows ``increment`` appended to ``table`` (its new data files), with the table's
     schema as of ``version``: Delta's own reader cannot skip files by name."""
-    schema = read_delta(spark, lake, table, model=model, version=version).schema
-    if not increment.files:
-        return spark.createDataFrame([], schema)
-    root = lake.spark_path(str(TableId.parse(table))).rstrip("/")
-    return spark.read.schema(schema).parquet(*(f"{root}/{f}" for f in increment.files))
+    return read_files(spark, lake, table, increment.files, schema=spark_schema(lake, table, version=version))
+
+
+def files_reaching(lake: Lake, table: str | TableId, *, version: int, column: str, low_micros: int) -> list[str] | None:
+    """The data files of ``table`` at ``version`` that may hold a row with timestamp ``column``
+    >= ``low_micros`` (by their max statistic; a file without one is kept), or None when the
+    files cannot be read as plain parquet (deletion vectors, column mapping, partitions).
+
+    Delta stores timestamp statistics truncated to milliseconds, so the max is widened by 1 ms.
+    """
+    import pyarrow as pa
+
+    dt = lake.delta_table(table, version=version)
+    meta, protocol = dt.metadata(), dt.protocol()
+    if (
+        meta.partition_columns
+        or (meta.configuration or {}).get("delta.columnMapping.mode", "none") != "none"
+        or "deletionVectors" in (protocol.reader_features or [])
+    ):
+        return None
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    paths = actions.column("path").to_pylist()
+    stat = f"max.{column}"
+    if stat not in actions.column_names:
+        return paths
+    maxima = actions.column(stat).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
+    return [p for p, hi in zip(paths, maxima, strict=True) if hi is None or hi + 1000 >= low_micros]
 
 
 def merge_delta(
@@ -287,16 +350,12 @@ def merge_delta(
     if head != increment.target_version:
         raise TargetMovedError(f"{tid} moved from version {increment.target_version} to {head} during the run")
     user_metadata = commit_user_metadata(name, inputs)
-    key = "spark.databricks.delta.commitInfo.userMetadata"
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, user_metadata)
-    try:
+    # the models hand MERGE a source computed from pinned inputs and cached on the executors:
+    # deterministic, so Delta need not copy it once more before its two passes (a Spark job)
+    conf = {"spark.databricks.delta.commitInfo.userMetadata": user_metadata}
+    conf["spark.databricks.delta.merge.materializeSource"] = "none"
+    with session_conf(spark, conf):
         merge(DeltaTable.forPath(spark, path).alias("t")).execute()
-    finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
     last = _our_commit(lake, tid, user_metadata)
     metrics = last.get("operationMetrics") or {}
     written = sum(

@@ -39,7 +39,7 @@ from transforms.spark.common import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 SOURCE = "bronze.images"
 TARGET = "silver.image_duplicates"
@@ -185,13 +185,16 @@ def per_content(images: DataFrame) -> DataFrame:
     )
 
 
-def with_phash(per_sha: DataFrame) -> DataFrame:
-    """``per_sha`` with its dHash as ``phash_l`` instead of the bytes, decoded once."""
+def with_phash(per_sha: DataFrame, *, where: Column | None = None, checkpoint: bool = True) -> DataFrame:
+    """``per_sha`` with its dHash as ``phash_l`` instead of the bytes, decoded once (only the
+    rows ``where`` holds, the others get null), kept on the executors unless not ``checkpoint``."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
     dhash_udf = F.pandas_udf(_dhash_series, T.LongType())  # type: ignore[call-overload]  # pyspark's stubs expect type hints this series function takes from pandas
-    return per_sha.withColumn("phash_l", dhash_udf(F.col("content"))).drop("content").localCheckpoint()
+    content = F.col("content") if where is None else F.when(where, F.col("content"))
+    out = per_sha.withColumn("phash_l", dhash_udf(content)).drop("content")
+    return out.localCheckpoint() if checkpoint else out
 
 
 def grouped_frame(grouped: DataFrame) -> DataFrame:
@@ -287,23 +290,33 @@ def _merge_new_images(
         "phash_l",
         F.conv("phash", 16, -10).cast("long"),  # the hex back to the signed 64 bits
     )
+    # one action brings the new contents to the driver (a few rows per new image, no bytes):
+    # each with its dHash, or, for contents seen before (re-ingested copies, which only count
+    # up and are not decoded again), the canonical of their stored group
     new = per_content(read_appended(spark, lake, source, increment, model=model, version=inputs.source_version))
-    # contents seen before (re-ingested copies) only count up; only unseen ones are decoded
-    seen = new.drop("content").join(stored.select("sha256"), "sha256").localCheckpoint()
-    unseen = with_phash(new.join(stored.select("sha256"), "sha256", "left_anti"))
+    known = stored.select("sha256", F.col("canonical_sha256").alias("_known"))
+    arrived = with_phash(new.join(known, "sha256", "left"), where=F.col("_known").isNull(), checkpoint=False)
+    rows = arrived.toArrow()
+    local = spark.createDataFrame(rows, schema=arrived.schema)
+    seen = local.where(F.col("_known").isNotNull())
+    unseen = local.where(F.col("_known").isNull()).drop("_known")
     index = stored.select("sha256", "phash_l")
     canonical_of = stored.select(F.col("sha256").alias("y"), "canonical_sha256")
-    edges = [(r.x, r.y) for r in near_duplicate_pairs(unseen, threshold=threshold).toLocalIterator()]
-    joins = [  # joining a stored image joins its whole group (named by its canonical)
-        (r.x, r.canonical_sha256)
-        for r in near_duplicate_pairs(unseen, threshold=threshold, other=index)
-        .join(canonical_of, "y")
-        .toLocalIterator()
-    ]
+    # near-duplicate pairs among the new images and with the stored index, in one action
+    found = (
+        near_duplicate_pairs(unseen, threshold=threshold)
+        .select("x", "y", F.lit(False).alias("stored"))
+        .unionByName(
+            near_duplicate_pairs(unseen, threshold=threshold, other=index)
+            .join(canonical_of, "y")
+            .select("x", F.col("canonical_sha256").alias("y"), F.lit(True).alias("stored"))
+        )
+        .collect()
+    )
+    edges = [(r.x, r.y) for r in found if not r.stored]
+    joins = [(r.x, r.y) for r in found if r.stored]  # joining a stored image joins its whole group
     groups = group_pairs(edges + joins)
-    touched = {c for _, c in joins} | {
-        r.canonical_sha256 for r in seen.join(stored.select("sha256", "canonical_sha256"), "sha256").toLocalIterator()
-    }
+    touched = {c for _, c in joins} | set(rows.column("_known").drop_null().to_pylist())
     group_df = spark.createDataFrame(
         [(k, groups.get(k, k)) for k in touched | set(groups)], "key string, group_id string"
     )
@@ -317,7 +330,7 @@ def _merge_new_images(
     )
     members = (
         stored.join(F.broadcast(group_df.withColumnRenamed("key", "canonical_sha256")), "canonical_sha256")
-        .join(copies, "sha256", "left")
+        .join(F.broadcast(copies), "sha256", "left")
         .select(
             "sha256",
             "group_id",
@@ -332,7 +345,8 @@ def _merge_new_images(
     fresh = unseen.join(F.broadcast(group_df.withColumnRenamed("key", "sha256")), "sha256", "left").withColumn(
         "group_id", F.coalesce("group_id", "sha256")
     )
-    changes = grouped_frame(members.unionByName(fresh.select(*members.columns)))
+    # the changed rows, computed once and kept on the executors for MERGE's two passes
+    changes = grouped_frame(members.unionByName(fresh.select(*members.columns))).localCheckpoint()
     values = {c: f"s.{c}" for c in changes.columns}
     return merge_delta(
         spark,

@@ -21,10 +21,13 @@ from transforms.spark.common import (
     Increment,
     ModelInputs,
     SparkModelResult,
+    files_reaching,
     merge_delta,
     overwrite_delta,
     read_appended,
     read_delta,
+    read_files,
+    spark_schema,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -138,39 +141,69 @@ def _merge_new_events(
     new = usable_events(read_appended(spark, lake, source, increment, model=model, version=inputs.source_version))
     first_new = new.groupBy("user_id").agg(F.min("ts").alias("first_new"))
     stored = read_delta(spark, lake, target, model=model, version=increment.target_version)
-    # per user: the sessions the new events can change, and the watermark they start at
+    # per user: the sessions the new events can change, and the watermark they start at.  One
+    # action brings the (one row per user with new events) watermarks to the driver: the lowest
+    # picks the source files to read, the rest go back as a local table (no further job)
     touched = stored.join(F.broadcast(first_new), "user_id").where(F.col("session_end") >= F.col("first_new") - gap)
-    marks = (
+    rows = (
         first_new.join(touched.groupBy("user_id").agg(F.min("session_start").alias("first_touched")), "user_id", "left")
-        .select("user_id", F.least("first_new", F.coalesce("first_touched", "first_new")).alias("watermark"))
-        .localCheckpoint()
-    )
-    low = marks.agg(F.min(F.unix_micros("watermark"))).collect()[0][0]  # an int: no time zone on the way
-    if low is None:  # the new files hold no usable event
-        return merge_delta(
-            spark,
-            lake,
-            target,
-            increment,
-            lambda t: t.merge(spark.createDataFrame([], stored.schema).alias("s"), "false").whenNotMatchedInsertAll(),
-            name=model,
-            inputs=inputs,
+        .select(
+            "user_id",
+            F.unix_micros(F.least("first_new", F.coalesce("first_touched", "first_new"))).alias("mark"),
         )
-    events = read_delta(spark, lake, source, model=model, version=inputs.source_version)
-    events = usable_events(events).where(
-        F.col("ts") >= F.timestamp_micros(F.lit(low))
-    )  # prunes files by their ts statistics
+        .collect()
+    )  # ints: no time zone on the way
+    columns = stored.columns
+    if not rows:  # the new files hold no usable event: a commit that records the new input
+        return _merge(spark, lake, target, increment, inputs, spark.createDataFrame([], stored.schema), clauses=False)
+    low = min(r.mark for r in rows)
+    marks = spark.createDataFrame([(r.user_id, r.mark) for r in rows], "user_id bigint, mark bigint").select(
+        "user_id", F.timestamp_micros("mark").alias("watermark")
+    )
+    files = None
+    if dict(new.dtypes).get("ts", "").startswith("timestamp"):
+        files = files_reaching(lake, source, version=inputs.source_version, column="ts", low_micros=low)
+    events = (
+        read_delta(spark, lake, source, model=model, version=inputs.source_version)
+        if files is None
+        else read_files(spark, lake, source, files, schema=spark_schema(lake, source, version=inputs.source_version))
+    )
+    events = usable_events(events).where(F.col("ts") >= F.timestamp_micros(F.lit(low)))
     window = events.join(F.broadcast(marks), "user_id").where(F.col("ts") >= F.col("watermark"))
     fresh = sessions_frame(window.drop("watermark"), gap_minutes=gap_minutes)
-    columns = fresh.columns
     gone = (
         stored.join(F.broadcast(marks), "user_id")
         .where(F.col("session_start") >= F.col("watermark"))
         .select(*columns)
         .join(fresh.select("user_id", "session_id"), ["user_id", "session_id"], "left_anti")
     )
+    # the few changed sessions, computed once and kept on the executors for MERGE's two passes
     changes = fresh.withColumn("_gone", F.lit(False)).unionByName(gone.withColumn("_gone", F.lit(True)))
-    values = {c: f"s.{c}" for c in columns}
+    return _merge(spark, lake, target, increment, inputs, changes.localCheckpoint(), clauses=True)
+
+
+def _merge(
+    spark: SparkSession,
+    lake: Lake,
+    target: str,
+    increment: Increment,
+    inputs: ModelInputs,
+    changes: DataFrame,
+    *,
+    clauses: bool,
+) -> SparkModelResult:
+    """MERGE ``changes`` (sessions, ``_gone`` marking those to delete) by (user_id, session_id)."""
+    if not clauses:
+        return merge_delta(
+            spark,
+            lake,
+            target,
+            increment,
+            lambda t: t.merge(changes.alias("s"), "false").whenNotMatchedInsertAll(),
+            name="sessionize_events",
+            inputs=inputs,
+        )
+    values = {c: f"s.{c}" for c in changes.columns if c != "_gone"}
     return merge_delta(
         spark,
         lake,
@@ -182,6 +215,6 @@ def _merge_new_events(
             .whenMatchedUpdate(condition="NOT s._gone", set=values)
             .whenNotMatchedInsert(condition="NOT s._gone", values=values)
         ),
-        name=model,
+        name="sessionize_events",
         inputs=inputs,
     )
