@@ -177,6 +177,18 @@ def commit_run_id(commit: dict[str, Any]) -> str | None:
 CREATE_RETRIES = 0
 
 
+def _transactions(versions: dict[str, int]) -> list[Any]:
+    """Delta app transactions stamped with ``lastUpdated``: a table with
+    ``delta.setTransactionRetentionDuration`` forgets them once older (one without the stamp
+    never expires), and a table without that property keeps them all."""
+    import time
+
+    from deltalake import Transaction
+
+    now = int(time.time() * 1000)
+    return [Transaction(app_id, version, now) for app_id, version in versions.items()]
+
+
 def write_batch(
     lake: Lake,
     table: str | TableId,
@@ -203,7 +215,7 @@ def write_batch(
     ``target_file_size`` bounds data files; a table created with it keeps it as
     ``delta.targetFileSize``, which later merges honour too.
     """
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import CommitProperties, write_deltalake
 
     tid = TableId.parse(table)
     if (app_id is None) != (batch_version is None):
@@ -221,8 +233,7 @@ def write_batch(
     creating = dt is None
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),
-        app_transactions=[Transaction(app_id, batch_version)]
-        + [Transaction(k, v) for k, v in (extra_transactions or {}).items()]
+        app_transactions=_transactions({app_id: batch_version, **(extra_transactions or {})})
         if app_id is not None and batch_version is not None
         else None,
         max_commit_retries=CREATE_RETRIES if creating else 25,
@@ -274,7 +285,7 @@ def merge_batch(
 
     ``target_file_size`` applies when this creates the table (merges follow the table's setting).
     """
-    from deltalake import CommitProperties, Transaction
+    from deltalake import CommitProperties
 
     if not keys:
         raise ValueError("merge_batch needs at least one key column")
@@ -304,7 +315,7 @@ def merge_batch(
     predicate = " AND ".join([f't."{k}" = s."{k}"' for k in keys] + _key_range(data, keys))
     props = CommitProperties(
         custom_metadata=commit_metadata(metadata),
-        app_transactions=[Transaction(app_id, batch_version)]
+        app_transactions=_transactions({app_id: batch_version})
         if app_id is not None and batch_version is not None
         else None,
         max_commit_retries=25,

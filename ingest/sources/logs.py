@@ -46,6 +46,7 @@ from ingest.sources import (
     with_commit_retry,
     write_quarantine,
 )
+from ingest.sources.logstate import StreamState, StreamStates, expire_transactions
 
 if TYPE_CHECKING:
     from ingest.partition import FileGroup
@@ -96,15 +97,18 @@ def ingest_logs(
         files = list_source(lake, src)
         files = partition.select(files) if partition else files
         client = s3_client(lake, pool=4) if is_s3(src) else None  # one for every small read
+        states = StreamStates(lake, tid, run_id=run.run_id)
         with progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files), unit="bytes") as bar:
             for i, f in enumerate(files, start=1):
                 reader = _FileLoader(
-                    lake, tid, f, regex=regex, run_id=run.run_id, totals=totals, bar=bar, client=client
+                    lake, tid, f, regex=regex, run_id=run.run_id, totals=totals, bar=bar, client=client, states=states
                 )
                 reader.where = f"file {i}/{len(files)}"
                 reader.show_lines()
                 with_commit_retry(reader.load)
             bar.note(f"{len(files)} files · {totals.rows + totals.quarantined:,} lines")
+        states.flush()  # before the transactions may expire: they are the only record until then
+        expire_transactions(lake, tid)
         run.details = {"format": format, "files": totals.files, "notes": totals.notes}
         result = totals.finish(lake, tid, run)
         result.notes = totals.notes
@@ -116,10 +120,20 @@ class _FileLoader:
     commit conflict (it re-reads the table)."""
 
     def __init__(
-        self, lake: Lake, tid: TableId, f: SourceFile, *, regex, run_id: str, totals: _Totals, bar, client: Any
+        self,
+        lake: Lake,
+        tid: TableId,
+        f: SourceFile,
+        *,
+        regex,
+        run_id: str,
+        totals: _Totals,
+        bar,
+        client: Any,
+        states: StreamStates,
     ) -> None:
         self.lake, self.tid, self.f, self.regex, self.run_id = lake, tid, f, regex, run_id
-        self.totals, self.bar, self.client = totals, bar, client
+        self.totals, self.bar, self.client, self.states = totals, bar, client, states
         self.gz = f.uri.endswith(".gz")
         self.re2 = logparse.re2_pattern(regex) if regex is not None else None  # None: Python's re only
         self.batch_lines = env_int("INGEST_LOG_BATCH_LINES", 100_000)
@@ -148,6 +162,7 @@ class _FileLoader:
         if st.done:
             if st.adopt:  # a file loaded by a version that named streams by path: record it by content
                 self._write([], st.lines, st.offset, st)
+                self.states.record(st.app_id, StreamState(st.offset, st.lines, _check(st.tail)))
             self.bar.advance(self.f.size)
             if self.rows or self.quarantined:  # another run finished what this one started
                 self._record_file()
@@ -170,11 +185,13 @@ class _FileLoader:
                 st.tail = tail
                 r, q = self._write(batch, line_no, end, st)  # counted in totals as committed
                 line_no += len(batch)
+                st.offset, st.lines = end, line_no
                 self.rows, self.quarantined = self.rows + r, self.quarantined + q
                 self.bar.advance(counted.n - last_bar)
                 self.show_lines()
                 last_bar = counted.n
             self.bar.advance(counted.n - last_bar)
+        self.states.record(st.app_id, StreamState(st.offset, st.lines, _check(st.tail)))
         if batches.partial:
             self.totals.notes.append(f"1 partial line waiting in {self.f.name}")
         self.totals.bytes_read += counted.n
@@ -438,15 +455,15 @@ class _Streams:
         self._isize: int | None = None
 
     def find(self) -> _Stream:
-        known: list[tuple[str, int]] = []  # (app id, offset) of every generation, oldest first
+        known: list[tuple[str, StreamState]] = []  # every generation, oldest first
         while True:
             app_id = self._name(len(known) + 1)
-            offset = self._txn(app_id)
-            if offset is None:
+            state = self._state(app_id)
+            if state is None:
                 break
-            known.append((app_id, offset))
-        for app_id, offset in reversed(known):  # a live file is most likely the newest
-            st = self._match(app_id, offset)
+            known.append((app_id, state))
+        for app_id, state in reversed(known):  # a live file is most likely the newest
+            st = self._match(app_id, state)
             if st is not None:
                 return st
         if not known:
@@ -461,6 +478,19 @@ class _Streams:
     def _txn(self, app_id: str) -> int | None:
         return None if self.dt is None else self.dt.transaction_version(app_id)
 
+    def _state(self, app_id: str) -> StreamState | None:
+        """Where a stream stands: its transaction while it lives (a transaction ahead of the
+        stream's record is recorded now: the run that committed it stopped before it could),
+        else its record (``logstate``), else None (no such stream)."""
+        states = self.loader.states
+        recorded = states.get(app_id)
+        offset = self._txn(app_id)
+        if offset is None or (recorded is not None and recorded.offset >= offset):
+            return recorded
+        state = StreamState(offset, self._txn(app_id + _LINES) or 0, self._txn(app_id + _CHECK))
+        states.record(app_id, state)
+        return state
+
     def _isize_is(self, offset: int) -> bool:
         if self._isize is None:
             self._isize = self.loader.gzip_size()
@@ -472,15 +502,15 @@ class _Streams:
             return self.head[start:offset]
         return self.loader.read_content(start, offset - start)
 
-    def _match(self, app_id: str, offset: int) -> _Stream | None:
-        lines = self._txn(app_id + _LINES) or 0
+    def _match(self, app_id: str, state: StreamState) -> _Stream | None:
+        offset, lines = state.offset, state.lines
         f = self.loader.f
         if self.loader.gz and self._isize_is(offset):
             return _Stream(app_id, offset, lines, done=True)
         if not self.loader.gz and offset > f.size:
             return None  # shrank: another file
         tail = self._before(offset)
-        if len(tail) != min(offset, _CHECK_BYTES) or _check(tail) != self._txn(app_id + _CHECK):
+        if len(tail) != min(offset, _CHECK_BYTES) or _check(tail) != state.check:
             return None
         return _Stream(app_id, offset, lines, tail, done=not self.loader.gz and offset == f.size)
 
