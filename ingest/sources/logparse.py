@@ -34,24 +34,49 @@ def _plain_schema(existing: pa.Schema | None, meta: dict[str, pa.DataType]) -> b
     return existing is None or all(f.type in _PLAIN for f in existing if f.name not in meta)
 
 
-def nonblank(lines: list[bytes]) -> pa.Array:
+_SPACE = b" \t\n\r\x0b\x0c"  # what bytes.isspace() takes for blank
+
+
+def nonblank(lines: list[bytes], data: bytes | None = None) -> pa.Array:
     """Indices (int64) of the lines that hold more than whitespace (the others leave no row),
-    found without a Python loop over the lines."""
+    found without a Python loop over the lines.  ``data`` is the lines joined, if the caller
+    has it.  Fast path: no line starts with a space byte, so none is blank."""
+    import numpy as np
+
+    data = b"".join(lines) if data is None else data
+    if data and lines[-1] and b"" not in lines:
+        arr = np.frombuffer(data, np.uint8)
+        space = np.zeros(256, np.bool_)
+        space[list(_SPACE)] = True
+        starts = np.flatnonzero(arr[:-1] == ord("\n")) + 1  # every line's first byte but the first line's
+        if not space[arr[0]] and not space[arr[starts]].any():
+            # from the buffer: pa.array(ndarray) would import pandas (a second of start-up)
+            return pa.Array.from_buffers(
+                pa.int64(), len(lines), [None, pa.py_buffer(np.arange(len(lines), dtype=np.int64))]
+            )
     blank = pa.array(list(map(bytes.isspace, lines)), pa.bool_())
     if b"" in lines:  # never from the line reader, but blank all the same
         blank = pc.or_(blank, pa.array([not line for line in lines], pa.bool_()))
     return pc.indices_nonzero(pc.invert(blank)).cast(pa.int64())
 
 
-def json_block(lines: list[bytes], existing: pa.Schema | None, meta: dict[str, pa.DataType]) -> pa.Table | None:
+def json_block(
+    lines: list[bytes],
+    existing: pa.Schema | None,
+    meta: dict[str, pa.DataType],
+    *,
+    data: bytes | None = None,
+    keep: pa.Array | None = None,
+) -> pa.Table | None:
     """The block's records typed like the table (new columns typed as ``infer_type`` would), or
-    None when any line needs the line-by-line path.  Blank lines leave no row."""
+    None when any line needs the line-by-line path.  Blank lines leave no row.  ``data`` (the
+    lines joined) and ``keep`` (``nonblank(lines)``) may be given when the caller has them."""
     import pyarrow.json as pajson
 
     if not _plain_schema(existing, meta):
         return None
-    data = b"".join(lines)
-    if not data.strip():
+    data = b"".join(lines) if data is None else data
+    if not data or data.isspace():
         return pa.table({})
     explicit = {}
     if existing is not None:  # read text as text: the reader must not turn it into timestamps
@@ -66,7 +91,7 @@ def json_block(lines: list[bytes], existing: pa.Schema | None, meta: dict[str, p
         table = _read_json(pajson, data, {**explicit, **{n: pa.string() for n in new_ts}})
         if table is None:
             return None
-    if table.num_rows != len(nonblank(lines)):
+    if table.num_rows != len(nonblank(lines, data) if keep is None else keep):
         return None  # two objects on one line, or a line the reader skipped
     cols, names = [], []
     for name in table.column_names:

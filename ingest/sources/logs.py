@@ -136,7 +136,7 @@ class _FileLoader:
         self.totals, self.bar, self.client, self.states = totals, bar, client, states
         self.gz = f.uri.endswith(".gz")
         self.re2 = logparse.re2_pattern(regex) if regex is not None else None  # None: Python's re only
-        self.batch_lines = env_int("INGEST_LOG_BATCH_LINES", 100_000)
+        self.batch_lines = env_int("INGEST_LOG_BATCH_LINES", 1 << 18)
         self.batch_bytes = env_int("INGEST_LOG_BATCH_BYTES", 64 << 20)
         self.rows = self.quarantined = 0  # over every attempt (a conflict re-runs ``load``)
         self.first_start: int | None = None
@@ -295,32 +295,39 @@ class _FileLoader:
         parts: list[pa.Table] = []
         bad: list[Bad] = []
         for lo in range(0, len(lines), _BLOCK_LINES):
-            got = self._parse_columnar(lines[lo : lo + _BLOCK_LINES], line_no + lo, _merged(existing, parts))
-            if got is not None:
-                parts.append(got[0])
-                bad += got[1]
-                continue
-            for sub in range(lo, min(len(lines), lo + _BLOCK_LINES), _FALLBACK_LINES):
-                chunk = lines[sub : min(sub + _FALLBACK_LINES, lo + _BLOCK_LINES)]
-                schema = _merged(existing, parts)
-                got = self._parse_columnar(chunk, line_no + sub, schema) or self._parse_lines(
-                    chunk, line_no + sub, schema
-                )
-                parts.append(got[0])
-                bad += got[1]
+            self._parse_span(lines[lo : lo + _BLOCK_LINES], line_no + lo, existing, parts, bad)
         parts = [p for p in parts if p.num_columns]
         if not parts:
             return pa.table({}), bad
         return pa.concat_tables(parts, promote_options="default"), bad
 
+    def _parse_span(
+        self, lines: list[bytes], line_no: int, existing: pa.Schema | None, parts: list[pa.Table], bad: list[Bad]
+    ) -> None:
+        """``lines`` in columns; if one cannot be, its sixteenths, and so on down to chunks of
+        ``_FALLBACK_LINES``, which go line by line: a bad line costs a few re-reads of the lines
+        around it, a clean run of lines one columnar read."""
+        got = self._parse_columnar(lines, line_no, _merged(existing, parts))
+        if got is None and len(lines) <= _FALLBACK_LINES:
+            got = self._parse_lines(lines, line_no, _merged(existing, parts))
+        if got is not None:
+            parts.append(got[0])
+            bad += got[1]
+            return
+        step = max(_FALLBACK_LINES, -(-len(lines) // _SPLIT))
+        for lo in range(0, len(lines), step):
+            self._parse_span(lines[lo : lo + step], line_no + lo, existing, parts, bad)
+
     def _parse_columnar(
         self, lines: list[bytes], line_no: int, existing: pa.Schema | None
     ) -> tuple[pa.Table, list[Bad]] | None:
         if self.regex is None:
-            table = logparse.json_block(lines, existing, _META_TYPES)
+            data = b"".join(lines)
+            keep = logparse.nonblank(lines, data)
+            table = logparse.json_block(lines, existing, _META_TYPES, data=data, keep=keep)
             if table is None:
                 return None
-            return _with_lines(table, pc.add(logparse.nonblank(lines), line_no + 1)), []
+            return _with_lines(table, pc.add(keep, line_no + 1)), []
         if self.re2 is None:
             return None
         got = logparse.text_block(lines, self.re2, [n for n in self.regex.groupindex if n not in _META_TYPES], existing)
@@ -377,8 +384,11 @@ class _FileLoader:
         return dict(m.groupdict())
 
 
-_BLOCK_LINES = 16_384  # lines parsed in columns at once
-_FALLBACK_LINES = 256  # a block with a bad line is re-read in chunks this long
+_BLOCK_LINES = (
+    16_384  # lines parsed in columns at once (pyarrow parses ~1 MiB blocks; a bad line costs a re-read of its block)
+)
+_SPLIT = 16  # a block with a bad line is re-read in this many parts, and so on down to...
+_FALLBACK_LINES = 256  # ...chunks this long, read line by line
 _NO_MATCH = "line does not match --pattern"
 
 
