@@ -207,7 +207,8 @@ def text_block(
     that does not convert exactly)."""
     keep = nonblank(lines)
     try:
-        strings = pa.array([lines[i] for i in keep.to_pylist()], pa.binary()).cast(pa.string())
+        kept = lines if len(keep) == len(lines) else [lines[i] for i in keep.to_pylist()]
+        strings = pa.array(kept, pa.binary()).cast(pa.string())
     except pa.ArrowInvalid:
         return None  # not UTF-8: the slow path quarantines the line
     strings = pc.utf8_rtrim(strings, characters="\r\n")

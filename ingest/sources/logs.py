@@ -388,7 +388,7 @@ _BLOCK_LINES = (
     16_384  # lines parsed in columns at once (pyarrow parses ~1 MiB blocks; a bad line costs a re-read of its block)
 )
 _SPLIT = 16  # a block with a bad line is re-read in this many parts, and so on down to...
-_FALLBACK_LINES = 256  # ...chunks this long, read line by line
+_FALLBACK_LINES = 64  # ...chunks this long, read line by line
 _NO_MATCH = "line does not match --pattern"
 
 
