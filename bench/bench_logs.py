@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -93,12 +94,20 @@ for path in sorted(glob.glob(src + "/*.log")):
 """
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+CPU: dict[str, list[float]] = {}  # process CPU seconds (user + sys, all threads) per kind
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None, *, kind: str = "") -> float:
+    """Wall seconds of one run; its CPU seconds go to ``CPU[kind]`` (steadier on a loaded machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise SystemExit(f"{argv[:4]} failed: {proc.stderr[-2000:]}")
-    return time.monotonic() - t0
+    CPU.setdefault(kind, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return wall
 
 
 def count(lake: Path, table: str) -> tuple[int, int]:
@@ -138,13 +147,13 @@ def main() -> int:
         for r in range(args.rounds):
             lake = work / f"lake{r}"
             if base_env:
-                runs["base_json"].append(timed(json_cmd(work / f"base{r}"), base_env))
-            runs["ours_json"].append(timed(json_cmd(lake)))
-            runs["peer_json"].append(timed([str(PY), "-c", PEER_JSON, str(clean), str(work / f"peer{r}")]))
+                runs["base_json"].append(timed(json_cmd(work / f"base{r}"), base_env, kind="base_json"))
+            runs["ours_json"].append(timed(json_cmd(lake), kind="ours_json"))
+            runs["peer_json"].append(timed([str(PY), "-c", PEER_JSON, str(clean), str(work / f"peer{r}")], kind="peer_json"))
             if base_env:
-                runs["base_text"].append(timed(text_cmd(work / f"base{r}"), base_env))
-            runs["ours_text"].append(timed(text_cmd(lake)))
-            runs["peer_text"].append(timed([str(PY), "-c", PEER_TEXT, str(tdir), str(work / f"peert{r}"), PATTERN]))
+                runs["base_text"].append(timed(text_cmd(work / f"base{r}"), base_env, kind="base_text"))
+            runs["ours_text"].append(timed(text_cmd(lake), kind="ours_text"))
+            runs["peer_text"].append(timed([str(PY), "-c", PEER_TEXT, str(tdir), str(work / f"peert{r}"), PATTERN], kind="peer_text"))
         rows, quarantined = count(work / "lake0", "bronze.events")
         per = args.lines // args.files * args.files
         if (rows, quarantined) != (per, args.files):
@@ -158,6 +167,11 @@ def main() -> int:
             "json_paired": [round(p / o, 2) for p, o in zip(runs["peer_json"], runs["ours_json"])],
             "text_paired": [round(p / o, 2) for p, o in zip(runs["peer_text"], runs["ours_text"])],
         }
+        report["cpu_seconds"] = {k: [round(x, 2) for x in v] for k, v in CPU.items()}
+        for kind in ("json", "text"):  # CPU: the peer's over ours (1.0 = as cheap as the peer)
+            report[f"{kind}_cpu_ratio"] = round(
+                statistics.median(CPU[f"peer_{kind}"]) / statistics.median(CPU[f"ours_{kind}"]), 2
+            )
         if base_env:
             for kind in ("json", "text"):
                 paired = [p / b for p, b in zip(runs[f"peer_{kind}"], runs[f"base_{kind}"])]
@@ -172,6 +186,8 @@ def main() -> int:
         print(f"  JSON lines: {report['json_speed_vs_peer']}x the peer's speed (target >= 0.5); "
               f"text: {report['text_speed_vs_peer']}x; quarantined {quarantined}, loaded {rows}")
         print(f"  paired rounds (peer/ours): JSON {report['json_paired']}, text {report['text_paired']}")
+        print(f"  CPU seconds (median): " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in CPU.items())
+              + f"; peer/ours JSON {report['json_cpu_ratio']}, text {report['text_cpu_ratio']}")
         if base_env:
             print(f"  baseline {args.baseline}: paired peer/baseline JSON {report['baseline_json_paired']}, "
                   f"text {report['baseline_text_paired']}; ours vs baseline (median of paired speed-ups): "

@@ -257,9 +257,9 @@ class _FileLoader:
         return best + max(0, newlines - 1) if found else newlines
 
     def _write(self, lines: list[bytes], line_no: int, end: int, st: _Stream) -> tuple[int, int]:
-        existing = None
-        if self.lake.table_exists(self.tid):
-            existing = pa.schema(self.lake.delta_table(self.tid).schema().to_arrow())
+        # one snapshot for the schema, the exactly-once check and the commit (write_batch)
+        dt = self.lake.delta_table(self.tid) if self.lake.table_exists(self.tid) else None
+        existing = pa.schema(dt.schema().to_arrow()) if dt is not None else None
         parsed, bad = self._parse_block(lines, line_no, existing)
         n = parsed.num_rows
         meta = {
@@ -275,11 +275,14 @@ class _FileLoader:
         # each commit is counted when it lands: a conflict that re-runs ``load`` must not forget it
         q = write_quarantine(self.lake, self.tid, bad, run_id=self.run_id, app_id=st.app_id, batch_version=end)
         self.totals.quarantined += q
-        ensure_table(self.lake, self.tid, data.schema)
+        if dt is None:
+            ensure_table(self.lake, self.tid, data.schema)
+            dt = self.lake.delta_table(self.tid)
         res = write_batch(
             self.lake,
             self.tid,
             data,
+            snapshot=dt,
             app_id=st.app_id,
             batch_version=end,
             extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
