@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,13 +38,71 @@ def _plain_schema(existing: pa.Schema | None, meta: dict[str, pa.DataType]) -> b
 _SPACE = b" \t\n\r\x0b\x0c"  # what bytes.isspace() takes for blank
 
 
-def nonblank(lines: list[bytes], data: bytes | None = None) -> pa.Array:
+class Lines(Sequence[bytes]):
+    """Complete lines held as one buffer and the offset each line ends at, so a batch costs no
+    Python object per line: the columnar path reads the buffer (``joined``, ``binary``), and only
+    a chunk that goes line by line makes the lines.  No line is empty (each holds its newline, or
+    is a last line without one that is not empty)."""
+
+    __slots__ = ("data", "ends", "start")
+
+    def __init__(self, data: bytes, ends: Any, start: int = 0) -> None:
+        self.data, self.ends, self.start = data, ends, start  # ends: int64 ndarray of offsets into data
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def _begin(self, i: int) -> int:
+        return self.start if i == 0 else int(self.ends[i - 1])
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> Lines: ...
+    def __getitem__(self, i: int | slice) -> bytes | Lines:
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self))
+            if step != 1:
+                raise ValueError("Lines slices have no step")
+            hi = max(lo, hi)
+            return Lines(self.data, self.ends[lo:hi], self._begin(lo) if lo < len(self) else self.start)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.data[self._begin(i) : int(self.ends[i])]
+
+    def __iter__(self) -> Iterator[bytes]:
+        begin = self.start
+        for end in self.ends.tolist():
+            yield self.data[begin:end]
+            begin = end
+
+    def __contains__(self, item: object) -> bool:
+        return item != b"" and any(line == item for line in self)
+
+    def joined(self) -> bytes:
+        return self.data[self.start : int(self.ends[-1])] if len(self) else b""
+
+    def binary(self) -> pa.Array:
+        """The lines as a binary array over the buffer (no copy of the bytes)."""
+        import numpy as np
+
+        offsets = np.concatenate([[self.start], self.ends]).astype(np.int32)
+        return pa.Array.from_buffers(pa.binary(), len(self), [None, pa.py_buffer(offsets), pa.py_buffer(self.data)])
+
+
+def joined(lines: Sequence[bytes]) -> bytes:
+    return lines.joined() if isinstance(lines, Lines) else b"".join(lines)
+
+
+def nonblank(lines: Sequence[bytes], data: bytes | None = None) -> pa.Array:
     """Indices (int64) of the lines that hold more than whitespace (the others leave no row),
     found without a Python loop over the lines.  ``data`` is the lines joined, if the caller
     has it.  Fast path: no line starts with a space byte, so none is blank."""
     import numpy as np
 
-    data = b"".join(lines) if data is None else data
+    data = joined(lines) if data is None else data
     if data and lines[-1] and b"" not in lines:
         arr = np.frombuffer(data, np.uint8)
         space = np.zeros(256, np.bool_)
@@ -61,7 +120,7 @@ def nonblank(lines: list[bytes], data: bytes | None = None) -> pa.Array:
 
 
 def json_block(
-    lines: list[bytes],
+    lines: Sequence[bytes],
     existing: pa.Schema | None,
     meta: dict[str, pa.DataType],
     *,
@@ -75,7 +134,7 @@ def json_block(
 
     if not _plain_schema(existing, meta):
         return None
-    data = b"".join(lines) if data is None else data
+    data = joined(lines) if data is None else data
     if not data or data.isspace():
         return pa.table({})
     explicit = {}
@@ -199,7 +258,7 @@ def _groups_always_match(items: list[Any], *, optional: bool) -> bool:
 
 
 def text_block(
-    lines: list[bytes], pattern: str, names: list[str], existing: pa.Schema | None
+    lines: Sequence[bytes], pattern: str, names: list[str], existing: pa.Schema | None
 ) -> tuple[pa.Table, pa.Array, pa.Array] | None:
     """The matches of the block's non-blank lines typed like the table (new columns as
     ``infer_type`` would), the indices (into ``lines``) of the rows' lines and of the lines that
@@ -207,8 +266,11 @@ def text_block(
     that does not convert exactly)."""
     keep = nonblank(lines)
     try:
-        kept = lines if len(keep) == len(lines) else [lines[i] for i in keep.to_pylist()]
-        strings = pa.array(kept, pa.binary()).cast(pa.string())
+        if len(keep) == len(lines):
+            raw = lines.binary() if isinstance(lines, Lines) else pa.array(list(lines), pa.binary())
+        else:
+            raw = pa.array([lines[i] for i in keep.to_pylist()], pa.binary())
+        strings = raw.cast(pa.string())
     except pa.ArrowInvalid:
         return None  # not UTF-8: the slow path quarantines the line
     strings = pc.utf8_rtrim(strings, characters="\r\n")

@@ -16,7 +16,7 @@ import gzip
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
@@ -256,7 +256,7 @@ class _FileLoader:
         newlines = blank.count(b"\n")
         return best + max(0, newlines - 1) if found else newlines
 
-    def _write(self, lines: list[bytes], line_no: int, end: int, st: _Stream) -> tuple[int, int]:
+    def _write(self, lines: Sequence[bytes], line_no: int, end: int, st: _Stream) -> tuple[int, int]:
         # one snapshot for the schema, the exactly-once check and the commit (write_batch)
         dt = self.lake.delta_table(self.tid) if self.lake.table_exists(self.tid) else None
         existing = pa.schema(dt.schema().to_arrow()) if dt is not None else None
@@ -291,7 +291,9 @@ class _FileLoader:
         self.totals.rows += r
         return r, q
 
-    def _parse_block(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
+    def _parse_block(
+        self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None
+    ) -> tuple[pa.Table, list[Bad]]:
         """The batch's rows (data columns and ``_source_line``) and its bad lines: in columns
         (``logparse``), and line by line only in the chunks that hold a line the columnar path
         cannot take."""
@@ -305,7 +307,7 @@ class _FileLoader:
         return pa.concat_tables(parts, promote_options="default"), bad
 
     def _parse_span(
-        self, lines: list[bytes], line_no: int, existing: pa.Schema | None, parts: list[pa.Table], bad: list[Bad]
+        self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None, parts: list[pa.Table], bad: list[Bad]
     ) -> None:
         """``lines`` in columns; if one cannot be, its sixteenths, and so on down to chunks of
         ``_FALLBACK_LINES``, which go line by line: a bad line costs a few re-reads of the lines
@@ -322,10 +324,10 @@ class _FileLoader:
             self._parse_span(lines[lo : lo + step], line_no + lo, existing, parts, bad)
 
     def _parse_columnar(
-        self, lines: list[bytes], line_no: int, existing: pa.Schema | None
+        self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None
     ) -> tuple[pa.Table, list[Bad]] | None:
         if self.regex is None:
-            data = b"".join(lines)
+            data = logparse.joined(lines)
             keep = logparse.nonblank(lines, data)
             table = logparse.json_block(lines, existing, _META_TYPES, data=data, keep=keep)
             if table is None:
@@ -342,7 +344,9 @@ class _FileLoader:
         ]
         return _with_lines(table, pc.add(rows, line_no + 1)), bad
 
-    def _parse_lines(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
+    def _parse_lines(
+        self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None
+    ) -> tuple[pa.Table, list[Bad]]:
         """One line at a time: each bad line is quarantined with its reason."""
         records: list[dict[str, Any]] = []
         bad: list[Bad] = []
@@ -572,9 +576,6 @@ def _read_exactly(fh: Any, n: int) -> bytes:
     return b"".join(parts)
 
 
-_LINE = re.compile(rb"[^\n]*\n")
-
-
 class _LineBatches:
     """Bounded batches of complete lines, each with the offset after it and the bytes before that
     offset (for the stream's check).
@@ -590,53 +591,47 @@ class _LineBatches:
         self.complete_tail, self.tail = complete_tail, tail
         self.partial = False
 
-    def _emit(self, batch: list[bytes], size: int) -> tuple[list[bytes], int, bytes]:
-        self.offset += size
-        last: list[bytes] = []
-        n = 0
-        for line in reversed(batch):
-            last.append(line)
-            n += len(line)
-            if n >= _CHECK_BYTES:
-                break
-        self.tail = (self.tail + b"".join(reversed(last)))[-_CHECK_BYTES:]
-        return batch, self.offset, self.tail
+    def _emit(self, pieces: list[bytes], ends: list[Any]) -> tuple[logparse.Lines, int, bytes]:
+        import numpy as np
 
-    def __iter__(self) -> Iterator[tuple[list[bytes], int, bytes]]:
-        batch: list[bytes] = []
-        size = 0
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        bases = np.cumsum([0, *map(len, pieces[:-1])])
+        lines = logparse.Lines(data, np.concatenate([e + b for e, b in zip(ends, bases.tolist(), strict=True)]))
+        self.offset += len(data)
+        self.tail = (self.tail + data[-_CHECK_BYTES:])[-_CHECK_BYTES:]
+        return lines, self.offset, self.tail
+
+    def __iter__(self) -> Iterator[tuple[logparse.Lines, int, bytes]]:
+        import numpy as np
+
+        pieces: list[bytes] = []  # the batch's bytes, and the offset each line ends at in its piece
+        ends: list[Any] = []
+        count = size = 0
         rest = b""
         while True:
             chunk = self.stream.read(1 << 20)
             if not chunk:
                 break
             data = rest + chunk
-            cut = data.rfind(b"\n") + 1
-            lines, rest = _LINE.findall(data, 0, cut), data[cut:]
-            i = 0
-            while i < len(lines):  # whole runs of lines at once; line by line where a limit falls
-                seg = lines[i : i + self.max_lines - len(batch)]
-                seg_size = sum(map(len, seg))
-                if size + seg_size < self.max_bytes:
-                    batch += seg
-                    size += seg_size
-                    i += len(seg)
-                    if len(batch) >= self.max_lines:
-                        yield self._emit(batch, size)
-                        batch, size = [], 0
-                    continue
-                for line in seg:
-                    batch.append(line)
-                    size += len(line)
-                    i += 1
-                    if len(batch) >= self.max_lines or size >= self.max_bytes:
-                        yield self._emit(batch, size)
-                        batch, size = [], 0
-                        break
+            nl = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n")) + 1  # where each line ends
+            rest = data[int(nl[-1]) :] if len(nl) else data
+            i = base = 0
+            while i < len(nl):  # whole runs of lines at once, cut where a limit falls
+                seg = nl[i : i + self.max_lines - count]
+                over = int(np.searchsorted(seg - base + size, self.max_bytes, side="left"))
+                seg = seg[: over + 1]  # the line that reaches max_bytes ends the batch
+                end = int(seg[-1])
+                pieces.append(data[base:end])
+                ends.append(seg - base)
+                count, size, base, i = count + len(seg), size + end - base, end, i + len(seg)
+                if count >= self.max_lines or size >= self.max_bytes:
+                    yield self._emit(pieces, ends)
+                    pieces, ends, count, size = [], [], 0, 0
         if rest and self.complete_tail:
-            batch.append(rest)
-            size += len(rest)
+            pieces.append(rest)
+            ends.append(np.array([len(rest)], np.int64))
+            count += 1
         elif rest:
             self.partial = True
-        if batch:
-            yield self._emit(batch, size)
+        if count:
+            yield self._emit(pieces, ends)
