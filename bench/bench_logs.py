@@ -11,6 +11,10 @@
   ``ingest logs --format text --pattern``.  Peer: pyarrow reads each file's lines
   (``read_csv`` of one column) + ``extract_regex`` + ``write_deltalake``.
 
+``--baseline DIR`` (a checkout of an older version, e.g. ``git archive REV | tar -x -C DIR``) also
+times that version's ``ingest logs`` in every round (``PYTHONPATH=DIR``), interleaved with ours,
+so a change is measured as a paired before/after ratio under the same load.
+
 Each measurement runs in a fresh process, timed around the whole command (start-up included for
 both: the peer's imports are counted too).  The ratio is peer time / our time (speed relative to
 the peer); target >= 0.5 for JSON lines.  Results go to stdout and bench/results/logs.json.
@@ -20,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -88,12 +94,20 @@ for path in sorted(glob.glob(src + "/*.log")):
 """
 
 
-def timed(argv: list[str]) -> float:
+CPU: dict[str, list[float]] = {}  # process CPU seconds (user + sys, all threads) per kind
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None, *, kind: str = "") -> float:
+    """Wall seconds of one run; its CPU seconds go to ``CPU[kind]`` (steadier on a loaded machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise SystemExit(f"{argv[:4]} failed: {proc.stderr[-2000:]}")
-    return time.monotonic() - t0
+    CPU.setdefault(kind, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return wall
 
 
 def count(lake: Path, table: str) -> tuple[int, int]:
@@ -113,19 +127,33 @@ def main() -> int:
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--files", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--baseline", type=Path, help="an older checkout, timed in the same rounds")
     args = ap.parse_args()
+    base_env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())} if args.baseline else None
     work = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     try:
         jdir, clean, tdir = make_files(work, args.lines, args.files)
         size_mb = sum(p.stat().st_size for p in jdir.iterdir()) / 1e6
-        runs: dict[str, list[float]] = {k: [] for k in ("ours_json", "peer_json", "ours_text", "peer_text")}
+        kinds = ("ours_json", "peer_json", "ours_text", "peer_text") + (("base_json", "base_text") if base_env else ())
+        runs: dict[str, list[float]] = {k: [] for k in kinds}
+
+        def json_cmd(lake: Path) -> list[str]:
+            return [str(INGEST), "--lake", str(lake), "logs", str(jdir), "--table", "bronze.events"]
+
+        def text_cmd(lake: Path) -> list[str]:
+            return [str(INGEST), "--lake", str(lake), "logs", str(tdir), "--table", "bronze.lines",
+                    "--format", "text", "--pattern", PATTERN]
+
         for r in range(args.rounds):
             lake = work / f"lake{r}"
-            runs["ours_json"].append(timed([str(INGEST), "--lake", str(lake), "logs", str(jdir), "--table", "bronze.events"]))
-            runs["peer_json"].append(timed([str(PY), "-c", PEER_JSON, str(clean), str(work / f"peer{r}")]))
-            runs["ours_text"].append(timed([str(INGEST), "--lake", str(lake), "logs", str(tdir), "--table", "bronze.lines",
-                                            "--format", "text", "--pattern", PATTERN]))
-            runs["peer_text"].append(timed([str(PY), "-c", PEER_TEXT, str(tdir), str(work / f"peert{r}"), PATTERN]))
+            if base_env:
+                runs["base_json"].append(timed(json_cmd(work / f"base{r}"), base_env, kind="base_json"))
+            runs["ours_json"].append(timed(json_cmd(lake), kind="ours_json"))
+            runs["peer_json"].append(timed([str(PY), "-c", PEER_JSON, str(clean), str(work / f"peer{r}")], kind="peer_json"))
+            if base_env:
+                runs["base_text"].append(timed(text_cmd(work / f"base{r}"), base_env, kind="base_text"))
+            runs["ours_text"].append(timed(text_cmd(lake), kind="ours_text"))
+            runs["peer_text"].append(timed([str(PY), "-c", PEER_TEXT, str(tdir), str(work / f"peert{r}"), PATTERN], kind="peer_text"))
         rows, quarantined = count(work / "lake0", "bronze.events")
         per = args.lines // args.files * args.files
         if (rows, quarantined) != (per, args.files):
@@ -139,12 +167,31 @@ def main() -> int:
             "json_paired": [round(p / o, 2) for p, o in zip(runs["peer_json"], runs["ours_json"])],
             "text_paired": [round(p / o, 2) for p, o in zip(runs["peer_text"], runs["ours_text"])],
         }
+        report["cpu_seconds"] = {k: [round(x, 2) for x in v] for k, v in CPU.items()}
+        for kind in ("json", "text"):  # CPU: the peer's over ours (1.0 = as cheap as the peer)
+            report[f"{kind}_cpu_ratio"] = round(
+                statistics.median(CPU[f"peer_{kind}"]) / statistics.median(CPU[f"ours_{kind}"]), 2
+            )
+        if base_env:
+            for kind in ("json", "text"):
+                paired = [p / b for p, b in zip(runs[f"peer_{kind}"], runs[f"base_{kind}"])]
+                report[f"baseline_{kind}_paired"] = [round(x, 2) for x in paired]
+                report[f"baseline_{kind}_speed_vs_peer"] = round(statistics.median(paired), 2)
+                report[f"{kind}_speedup_vs_baseline"] = round(
+                    statistics.median(b / o for b, o in zip(runs[f"base_{kind}"], runs[f"ours_{kind}"])), 2
+                )
         print(f"ingest logs, {per:,} lines in {args.files} files ({size_mb:.0f} MB of JSON lines)")
         for k, v in med.items():
             print(f"  {k:10s} {v:7.2f} s  ({per / v:,.0f} lines/s)")
         print(f"  JSON lines: {report['json_speed_vs_peer']}x the peer's speed (target >= 0.5); "
               f"text: {report['text_speed_vs_peer']}x; quarantined {quarantined}, loaded {rows}")
         print(f"  paired rounds (peer/ours): JSON {report['json_paired']}, text {report['text_paired']}")
+        print(f"  CPU seconds (median): " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in CPU.items())
+              + f"; peer/ours JSON {report['json_cpu_ratio']}, text {report['text_cpu_ratio']}")
+        if base_env:
+            print(f"  baseline {args.baseline}: paired peer/baseline JSON {report['baseline_json_paired']}, "
+                  f"text {report['baseline_text_paired']}; ours vs baseline (median of paired speed-ups): "
+                  f"JSON {report['json_speedup_vs_baseline']}x, text {report['text_speedup_vs_baseline']}x")
         out_dir = ROOT / "bench" / "results"
         out_dir.mkdir(exist_ok=True)
         (out_dir / "logs.json").write_text(json.dumps(report, indent=2))

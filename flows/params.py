@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ingest.errors import ConfigError
-from ingest.settings import CURSOR_LAG_DEFAULT, CursorLag, Settings, load_settings
+from ingest.settings import CURSOR_LAG_DEFAULT, CursorLag, Settings, TableSource, load_settings
 
 
 def _has_password(url: str) -> bool:
@@ -33,12 +33,14 @@ class LakeParams(BaseModel):
 
 
 class FanoutParams(BaseModel):
-    """How a file source is split: ``partitions`` groups of files, one task each, run by a thread
-    pool in the flow's process (``local``) or by Dask worker processes (``dask``) - a local
-    cluster started for the run, or the scheduler at ``dask_address`` whose workers see the same
-    lake and source with the same credentials in their environment."""
+    """How a source is split: ``partitions`` groups of files (or key ranges of a table), one task
+    each, run by a thread pool in the flow's process (``local``) or by Dask worker processes
+    (``dask``) - a local cluster started for the run, or the scheduler at ``dask_address`` whose
+    workers see the same lake and source with the same credentials in their environment."""
 
-    partitions: int = Field(default=1, ge=1, le=4096, description="Groups of source files, one task each")
+    partitions: int = Field(
+        default=1, ge=1, le=4096, description="Groups of source files, or key ranges of a table, one task each"
+    )
     task_runner: Literal["local", "dask"] = Field(
         default="local", description="local: threads in the flow's process; dask: Dask worker processes"
     )
@@ -73,8 +75,9 @@ class LogsParams(LakeParams, FanoutParams):
     pattern: str | None = None
 
 
-class TablesParams(LakeParams):
-    """A database table; the URL comes from the worker's environment whenever it holds a password.
+class TablesParams(LakeParams, FanoutParams):
+    """A database table, split into ``partitions`` key ranges of its primary key (or cursor) when
+    asked; the URL comes from the worker's environment whenever it holds a password.
 
     Prefect stores flow-run parameters and shows them in the UI, the API and
     `prefect deployment inspect`, so a parameter never carries a credential: ``url_env`` names
@@ -104,6 +107,17 @@ class TablesParams(LakeParams):
                 "environment variable of the worker and pass its name as url_env"
             )
         return self
+
+    def source(self) -> TableSource:
+        """The source, with its URL resolved here (on the worker that runs this)."""
+        return TableSource(
+            url=self.resolved_url(),
+            source_table=self.source_table,
+            table=self.table,
+            primary_key=self.primary_key,
+            cursor=self.cursor,
+            cursor_lag=self.cursor_lag,
+        )
 
     def resolved_url(self) -> str:
         """The database URL, read from the worker's environment at run time when ``url_env`` is set."""

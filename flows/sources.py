@@ -10,8 +10,8 @@ from prefect import flow
 
 from flows.artifacts import publish_ingest
 from flows.params import ImagesParams, LogsParams, TablesParams
-from flows.tasks import ingest_fanned_out, ingest_source_task
-from ingest.settings import ImageSource, LogSource, TableSource
+from flows.tasks import ingest_fanned_out, ingest_source_task, ingest_table_ranges
+from ingest.settings import ImageSource, LogSource
 
 
 @flow(name="ingest-images", flow_run_name="ingest-images-{params.table}")
@@ -34,14 +34,9 @@ def ingest_logs_flow(params: LogsParams) -> dict[str, Any]:
 @flow(name="ingest-tables", flow_run_name="ingest-tables-{params.table}")
 def ingest_tables_flow(params: TablesParams) -> dict[str, Any]:
     settings = params.settings()
-    src = TableSource(
-        url=params.resolved_url(),
-        source_table=params.source_table,
-        table=params.table,
-        primary_key=params.primary_key,
-        cursor=params.cursor,
-        cursor_lag=params.cursor_lag,
-    )
-    res = ingest_source_task(settings, src)
+    if params.partitions == 1 and params.task_runner == "local":
+        res = ingest_source_task(settings, params.source())
+    else:
+        res = ingest_table_ranges(settings, params)
     publish_ingest(settings, [res])
     return res

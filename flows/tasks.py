@@ -9,10 +9,10 @@ from prefect import task
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows.params import FanoutParams
+from flows.params import FanoutParams, TablesParams
 from ingest.errors import is_transient
 from ingest.lake import Lake
-from ingest.partition import FileGroup, file_groups, merge_results
+from ingest.partition import FileGroup, KeyRange, file_groups, merge_results
 from ingest.settings import Settings, SourceConfig, TableSource
 
 RETRIES = 3
@@ -63,6 +63,28 @@ def ingest_partition_task(lake: str, source: SourceConfig, partition: FileGroup)
     return {**res, "worker": worker}
 
 
+@task(
+    task_run_name="ingest-tables-{params.table}-{key_range}",
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=retry_transient,
+)
+def ingest_table_range_task(lake: str, params: TablesParams, key_range: KeyRange) -> dict[str, Any]:
+    """One key range of a table: the task carries the parameters (which hold no password: a URL
+    with one is refused, ``url_env`` names the variable) and the worker resolves the URL."""
+    import socket
+
+    from prefect import get_run_logger
+
+    from ingest.pipeline import ingest_source
+    from ingest.settings import load_settings
+
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    get_run_logger().info("key range %s on worker process %s", key_range, worker)
+    res = ingest_source(Lake.from_settings(load_settings(lake=lake)), params.source(), partition=key_range)
+    return {**res, "worker": worker}
+
+
 def task_runner_for(fanout: FanoutParams) -> TaskRunner:
     """Threads in this process, a local Dask cluster of worker processes, or an existing one."""
     if fanout.task_runner == "local":
@@ -84,14 +106,37 @@ def ingest_fanned_out(settings: Settings, source: SourceConfig, fanout: FanoutPa
     if fanout.partitions == 1 and fanout.task_runner == "local":
         return ingest_source_task(settings, source)
     if isinstance(source, TableSource):
-        raise ValueError("partitions apply to file sources (images, logs), not to tables")
+        raise ValueError("a table is split by key ranges: use ingest_table_ranges")
     lake = Lake.from_settings(settings).uri  # absolute: a worker elsewhere resolves nothing relative
+    parts = [{"lake": lake, "source": source, "partition": g} for g in file_groups(fanout.partitions)]
+    return _fan_out(fanout, ingest_partition_task, parts)
+
+
+def ingest_table_ranges(settings: Settings, params: TablesParams) -> dict[str, Any]:
+    """One task per key range of the table (``partitions`` of them, fewer for a short key span),
+    all merging into or appending to one table, exactly once: ranges are disjoint, and their
+    commits serialise on the table's app id as concurrent runs do."""
+    from ingest.sources.tables import table_key_ranges
+
+    lake = Lake.from_settings(settings)
+    ranges = table_key_ranges(
+        lake,
+        params.resolved_url(),
+        source_table=params.source_table,
+        table=params.table,
+        primary_key=params.primary_key,
+        cursor=params.cursor,
+        cursor_lag=params.cursor_lag,
+        count=params.partitions,
+    )
+    parts = [{"lake": lake.uri, "params": params, "key_range": r} for r in ranges]
+    return _fan_out(params, ingest_table_range_task, parts)
+
+
+def _fan_out(fanout: FanoutParams, task_fn: Any, parts: list[dict[str, Any]]) -> dict[str, Any]:
     with task_runner_for(fanout) as runner:
-        futures: list[PrefectFuture[dict[str, Any]]] = [
-            runner.submit(ingest_partition_task, parameters={"lake": lake, "source": source, "partition": g})
-            for g in file_groups(fanout.partitions)
-        ]
-        wait(futures)  # every group ends (done or failed) before the first failure is raised
+        futures: list[PrefectFuture[dict[str, Any]]] = [runner.submit(task_fn, parameters=p) for p in parts]
+        wait(futures)  # every part ends (done or failed) before the first failure is raised
         return merge_results([f.result() for f in futures])
 
 

@@ -152,12 +152,20 @@ def commit_properties(
     retries: int | None = None,
 ) -> Any:
     """A commit's metadata (``commit_metadata``), its app transactions (the batch number first)
-    and its retry budget (``COMMIT_RETRIES`` unless given): every Delta commit's properties."""
+    and its retry budget (``COMMIT_RETRIES`` unless given): every Delta commit's properties.
+
+    App transactions are stamped with ``lastUpdated``: a table with
+    ``delta.setTransactionRetentionDuration`` forgets them once older (one without the stamp
+    never expires), and a table without that property keeps them all."""
+    import time
+
     from deltalake import CommitProperties, Transaction
 
     txns = None
     if app_id is not None and batch_version is not None:
-        txns = [Transaction(app_id, batch_version)] + [Transaction(k, v) for k, v in (extra_transactions or {}).items()]
+        now = int(time.time() * 1000)
+        versions = {app_id: batch_version, **(extra_transactions or {})}
+        txns = [Transaction(k, v, now) for k, v in versions.items()]
     return CommitProperties(
         custom_metadata=commit_metadata(metadata),
         app_transactions=txns,

@@ -70,6 +70,8 @@ def z_order_columns(table: TableId, schema: pa.Schema) -> list[str]:
         return ["sha256"]  # images: the dedup lookup of every ingest
     if str(table) == "_meta.manifests":
         return ["table_id", "source"]
+    if str(table) == "_meta.log_streams":
+        return ["table_id", "app_id"]
     times = [f.name for f in schema if pa.types.is_timestamp(f.type) and not f.name.startswith("_")]
     return times[:1]  # events: readers filter by time
 

@@ -19,7 +19,7 @@ from ingest.lake import Lake
 from ingest.settings import ImageSource, LogSource, Settings, SourceConfig, TableSource
 
 if TYPE_CHECKING:
-    from ingest.partition import FileGroup
+    from ingest.partition import FileGroup, KeyRange
 
 Echo = Callable[[str], Any] | None
 
@@ -97,16 +97,19 @@ def sources_of(settings: Settings) -> list[SourceConfig]:
 
 
 def ingest_source(
-    lake: Lake, source: SourceConfig, *, progress: bool = False, partition: FileGroup | None = None
+    lake: Lake, source: SourceConfig, *, progress: bool = False, partition: FileGroup | KeyRange | None = None
 ) -> dict[str, Any]:
-    """Load one configured source (or one ``partition`` of a file source); the same call the CLI
-    commands make."""
-    if partition is not None and isinstance(source, TableSource):
-        raise ValueError("a table source is not split into partitions: ingest it with partitions=1")
+    """Load one configured source (or one ``partition`` of it: a group of a file source's files,
+    a key range of a table); the same call the CLI commands make."""
+    from ingest.partition import FileGroup, KeyRange
+
+    if partition is not None and isinstance(source, TableSource) != isinstance(partition, KeyRange):
+        raise ValueError(f"a {source.kind} source is not split by {type(partition).__name__}")
+    group = partition if isinstance(partition, FileGroup) else None
     if isinstance(source, ImageSource):
         from ingest.sources.images import ingest_images
 
-        res = ingest_images(lake, source.path, table=source.table, progress=progress, partition=partition)
+        res = ingest_images(lake, source.path, table=source.table, progress=progress, partition=group)
     elif isinstance(source, LogSource):
         from ingest.sources.logs import ingest_logs
 
@@ -117,7 +120,7 @@ def ingest_source(
             format=source.format,
             pattern=source.pattern,
             progress=progress,
-            partition=partition,
+            partition=group,
         )
     else:
         from ingest.sources.tables import ingest_table
@@ -131,6 +134,7 @@ def ingest_source(
             cursor=source.cursor,
             cursor_lag=source.cursor_lag,
             progress=progress,
+            key_range=partition if isinstance(partition, KeyRange) else None,
         )
     return res.model_dump(mode="json")
 

@@ -4,14 +4,16 @@ and groups ingested one after another store what one whole ingest stores."""
 from __future__ import annotations
 
 import json
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from ingest.lake import Lake
-from ingest.partition import FileGroup, file_groups, group_of, merge_results
+from ingest.partition import FileGroup, KeyRange, file_groups, group_of, key_ranges, merge_results
 from ingest.pipeline import ingest_source
-from ingest.settings import TableSource
+from ingest.settings import LogSource, TableSource
 from ingest.sources.images import ingest_images
 from ingest.sources.logs import ingest_logs
 from tests.sources.conftest import sorted_rows
@@ -82,10 +84,48 @@ def test_log_groups_load_each_file_once(tmp_path: Path) -> None:
     assert len(ids) == len(set(ids)) == 300
 
 
-def test_a_table_source_is_not_partitioned(tmp_path: Path) -> None:
+def test_a_table_is_split_by_key_ranges_not_file_groups(tmp_path: Path) -> None:
     src = TableSource(url="sqlite:///x.db", source_table="t", table="bronze.t")
-    with pytest.raises(ValueError, match="not split into partitions"):
+    with pytest.raises(ValueError, match="not split by FileGroup"):
         ingest_source(Lake(str(tmp_path / "lake")), src, partition=FileGroup(0, 2))
+    logs = LogSource(path=str(tmp_path), table="bronze.l")
+    with pytest.raises(ValueError, match="not split by KeyRange"):
+        ingest_source(Lake(str(tmp_path / "lake")), logs, partition=KeyRange(0, 2, "id", None, 5))
+
+
+def _in(r: KeyRange, v) -> bool:
+    if v is None:
+        return r.low is None
+    return (r.low is None or r.low <= v) and (r.high is None or v < r.high)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "values"),
+    [
+        (0, 999, list(range(-5, 1005))),  # values beyond the split's min/max (arrived since) too
+        (Decimal("0.01"), Decimal("9.99"), [Decimal(i) / 100 for i in range(-10, 1100)]),
+        (datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 3, tzinfo=timezone.utc),
+         [datetime(2025, 12, 31, tzinfo=timezone.utc) + timedelta(minutes=37 * i) for i in range(300)]),
+        (date(2026, 1, 1), date(2026, 3, 1), [date(2025, 12, 1) + timedelta(days=i) for i in range(120)]),
+    ],
+)
+def test_key_ranges_hold_every_value_once(low, high, values) -> None:
+    ranges = key_ranges("k", low, high, 4)
+    assert len(ranges) == 4 and all(r.count == 4 for r in ranges)
+    assert ranges[0].low is None and ranges[-1].high is None  # rows that arrive later land somewhere
+    for v in [*values, None]:  # NULL keys: the first range
+        assert sum(_in(r, v) for r in ranges) == 1, v
+    inner = [v for v in values if low <= v <= high]
+    sizes = [sum(_in(r, v) for v in inner) for r in ranges]
+    assert min(sizes) > 0.6 * len(inner) / 4, sizes  # equal widths
+
+
+def test_key_ranges_of_a_short_span_and_unsplittable_keys() -> None:
+    assert [(r.low, r.high) for r in key_ranges("id", 1, 3, 8)] == [(None, 2), (2, None)]
+    assert key_ranges("id", None, None, 4) == [KeyRange(0, 1, "id")]  # an empty table: one range, all rows
+    assert str(key_ranges("id", 0, 100, 3)[1]) == "id:2of3"
+    with pytest.raises(ValueError, match="numeric, date or timestamp"):
+        key_ranges("name", "a", "z", 2)
 
 
 def _files(uris: list[str]):

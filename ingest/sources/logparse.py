@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,24 +35,107 @@ def _plain_schema(existing: pa.Schema | None, meta: dict[str, pa.DataType]) -> b
     return existing is None or all(f.type in _PLAIN for f in existing if f.name not in meta)
 
 
-def nonblank(lines: list[bytes]) -> pa.Array:
+_SPACE = b" \t\n\r\x0b\x0c"  # what bytes.isspace() takes for blank
+
+
+class Lines(Sequence[bytes]):
+    """Complete lines held as one buffer and the offset each line ends at, so a batch costs no
+    Python object per line: the columnar path reads the buffer (``joined``, ``binary``), and only
+    a chunk that goes line by line makes the lines.  No line is empty (each holds its newline, or
+    is a last line without one that is not empty)."""
+
+    __slots__ = ("data", "ends", "start")
+
+    def __init__(self, data: bytes, ends: Any, start: int = 0) -> None:
+        self.data, self.ends, self.start = data, ends, start  # ends: int64 ndarray of offsets into data
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def _begin(self, i: int) -> int:
+        return self.start if i == 0 else int(self.ends[i - 1])
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> Lines: ...
+    def __getitem__(self, i: int | slice) -> bytes | Lines:
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self))
+            if step != 1:
+                raise ValueError("Lines slices have no step")
+            hi = max(lo, hi)
+            return Lines(self.data, self.ends[lo:hi], self._begin(lo) if lo < len(self) else self.start)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.data[self._begin(i) : int(self.ends[i])]
+
+    def __iter__(self) -> Iterator[bytes]:
+        begin = self.start
+        for end in self.ends.tolist():
+            yield self.data[begin:end]
+            begin = end
+
+    def __contains__(self, item: object) -> bool:
+        return item != b"" and any(line == item for line in self)
+
+    def joined(self) -> bytes:
+        return self.data[self.start : int(self.ends[-1])] if len(self) else b""
+
+    def binary(self) -> pa.Array:
+        """The lines as a binary array over the buffer (no copy of the bytes)."""
+        import numpy as np
+
+        offsets = np.concatenate([[self.start], self.ends]).astype(np.int32)
+        return pa.Array.from_buffers(pa.binary(), len(self), [None, pa.py_buffer(offsets), pa.py_buffer(self.data)])
+
+
+def joined(lines: Sequence[bytes]) -> bytes:
+    return lines.joined() if isinstance(lines, Lines) else b"".join(lines)
+
+
+def nonblank(lines: Sequence[bytes], data: bytes | None = None) -> pa.Array:
     """Indices (int64) of the lines that hold more than whitespace (the others leave no row),
-    found without a Python loop over the lines."""
+    found without a Python loop over the lines.  ``data`` is the lines joined, if the caller
+    has it.  Fast path: no line starts with a space byte, so none is blank."""
+    import numpy as np
+
+    data = joined(lines) if data is None else data
+    if data and lines[-1] and b"" not in lines:
+        arr = np.frombuffer(data, np.uint8)
+        space = np.zeros(256, np.bool_)
+        space[list(_SPACE)] = True
+        starts = np.flatnonzero(arr[:-1] == ord("\n")) + 1  # every line's first byte but the first line's
+        if not space[arr[0]] and not space[arr[starts]].any():
+            # from the buffer: pa.array(ndarray) would import pandas (a second of start-up)
+            return pa.Array.from_buffers(
+                pa.int64(), len(lines), [None, pa.py_buffer(np.arange(len(lines), dtype=np.int64))]
+            )
     blank = pa.array(list(map(bytes.isspace, lines)), pa.bool_())
     if b"" in lines:  # never from the line reader, but blank all the same
         blank = pc.or_(blank, pa.array([not line for line in lines], pa.bool_()))
     return pc.indices_nonzero(pc.invert(blank)).cast(pa.int64())
 
 
-def json_block(lines: list[bytes], existing: pa.Schema | None, meta: dict[str, pa.DataType]) -> pa.Table | None:
+def json_block(
+    lines: Sequence[bytes],
+    existing: pa.Schema | None,
+    meta: dict[str, pa.DataType],
+    *,
+    data: bytes | None = None,
+    keep: pa.Array | None = None,
+) -> pa.Table | None:
     """The block's records typed like the table (new columns typed as ``infer_type`` would), or
-    None when any line needs the line-by-line path.  Blank lines leave no row."""
+    None when any line needs the line-by-line path.  Blank lines leave no row.  ``data`` (the
+    lines joined) and ``keep`` (``nonblank(lines)``) may be given when the caller has them."""
     import pyarrow.json as pajson
 
     if not _plain_schema(existing, meta):
         return None
-    data = b"".join(lines)
-    if not data.strip():
+    data = joined(lines) if data is None else data
+    if not data or data.isspace():
         return pa.table({})
     explicit = {}
     if existing is not None:  # read text as text: the reader must not turn it into timestamps
@@ -66,7 +150,7 @@ def json_block(lines: list[bytes], existing: pa.Schema | None, meta: dict[str, p
         table = _read_json(pajson, data, {**explicit, **{n: pa.string() for n in new_ts}})
         if table is None:
             return None
-    if table.num_rows != len(nonblank(lines)):
+    if table.num_rows != len(nonblank(lines, data) if keep is None else keep):
         return None  # two objects on one line, or a line the reader skipped
     cols, names = [], []
     for name in table.column_names:
@@ -174,7 +258,7 @@ def _groups_always_match(items: list[Any], *, optional: bool) -> bool:
 
 
 def text_block(
-    lines: list[bytes], pattern: str, names: list[str], existing: pa.Schema | None
+    lines: Sequence[bytes], pattern: str, names: list[str], existing: pa.Schema | None
 ) -> tuple[pa.Table, pa.Array, pa.Array] | None:
     """The matches of the block's non-blank lines typed like the table (new columns as
     ``infer_type`` would), the indices (into ``lines``) of the rows' lines and of the lines that
@@ -182,7 +266,11 @@ def text_block(
     that does not convert exactly)."""
     keep = nonblank(lines)
     try:
-        strings = pa.array([lines[i] for i in keep.to_pylist()], pa.binary()).cast(pa.string())
+        if len(keep) == len(lines):
+            raw = lines.binary() if isinstance(lines, Lines) else pa.array(list(lines), pa.binary())
+        else:
+            raw = pa.array([lines[i] for i in keep.to_pylist()], pa.binary())
+        strings = raw.cast(pa.string())
     except pa.ArrowInvalid:
         return None  # not UTF-8: the slow path quarantines the line
     strings = pc.utf8_rtrim(strings, characters="\r\n")

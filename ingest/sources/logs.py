@@ -16,7 +16,7 @@ import gzip
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
@@ -31,6 +31,7 @@ from ingest.sources import logparse
 from ingest.sources.batches import Batch, BatchCommitter
 from ingest.sources.coerce import fit_rows
 from ingest.sources.files import SourceFile, is_s3, list_source, open_range, s3_client
+from ingest.sources.logstate import StreamState, StreamStates, expire_transactions
 from ingest.sources.quarantine import Bad, quarantine_table
 from ingest.sources.result import IngestResult, Tally
 from ingest.sources.util import env_int, utcnow
@@ -86,13 +87,16 @@ def ingest_logs(
         client = s3_client(lake, pool=4) if is_s3(src) else None  # one for every small read
         # each file's content is its own stream (app id), numbered by the offset a batch ends at
         committer = BatchCommitter(lake, tid, run_id=run.run_id, tally=totals, numbering="offset")
+        states = StreamStates(lake, tid, run_id=run.run_id)
         with progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files), unit="bytes") as bar:
             for i, f in enumerate(files, start=1):
-                reader = _FileLoader(committer, f, regex=regex, totals=totals, bar=bar, client=client)
+                reader = _FileLoader(committer, f, regex=regex, totals=totals, bar=bar, client=client, states=states)
                 reader.where = f"file {i}/{len(files)}"
                 reader.show_lines()
                 committer.retry(reader.load)
             bar.note(f"{len(files)} files · {totals.rows + totals.quarantined:,} lines")
+        states.flush()  # before the transactions may expire: they are the only record until then
+        expire_transactions(lake, tid)
         run.details = {"format": format, "files": totals.files, "notes": totals.notes}
         result = totals.finish(lake, tid, run)
         result.notes = totals.notes
@@ -112,13 +116,14 @@ class _FileLoader:
         totals: _Totals,
         bar,
         client: Any,
+        states: StreamStates,
     ) -> None:
         self.committer, self.f, self.regex = committer, f, regex
         self.lake, self.tid, self.run_id = committer.lake, committer.tid, committer.run_id
-        self.totals, self.bar, self.client = totals, bar, client
+        self.totals, self.bar, self.client, self.states = totals, bar, client, states
         self.gz = f.uri.endswith(".gz")
         self.re2 = logparse.re2_pattern(regex) if regex is not None else None  # None: Python's re only
-        self.batch_lines = env_int("INGEST_LOG_BATCH_LINES", 100_000)
+        self.batch_lines = env_int("INGEST_LOG_BATCH_LINES", 1 << 18)
         self.batch_bytes = env_int("INGEST_LOG_BATCH_BYTES", 64 << 20)
         self.rows = self.quarantined = 0  # over every attempt (a conflict re-runs ``load``)
         self.first_start: int | None = None
@@ -144,6 +149,7 @@ class _FileLoader:
         if st.done:
             if st.adopt:  # a file loaded by a version that named streams by path: record it by content
                 self._write([], st.lines, st.offset, st)
+                self.states.record(st.app_id, StreamState(st.offset, st.lines, _check(st.tail)))
             self.bar.advance(self.f.size)
             if self.rows or self.quarantined:  # another run finished what this one started
                 self._record_file()
@@ -166,11 +172,13 @@ class _FileLoader:
                 st.tail = tail
                 r, q = self._write(batch, line_no, end, st)  # counted in totals as committed
                 line_no += len(batch)
+                st.offset, st.lines = end, line_no
                 self.rows, self.quarantined = self.rows + r, self.quarantined + q
                 self.bar.advance(counted.n - last_bar)
                 self.show_lines()
                 last_bar = counted.n
             self.bar.advance(counted.n - last_bar)
+        self.states.record(st.app_id, StreamState(st.offset, st.lines, _check(st.tail)))
         if batches.partial:
             self.totals.notes.append(f"1 partial line waiting in {self.f.name}")
         self.totals.bytes_read += counted.n
@@ -235,10 +243,10 @@ class _FileLoader:
         newlines = blank.count(b"\n")
         return best + max(0, newlines - 1) if found else newlines
 
-    def _write(self, lines: list[bytes], line_no: int, end: int, st: _Stream) -> tuple[int, int]:
-        existing = None
-        if self.lake.table_exists(self.tid):
-            existing = pa.schema(self.lake.delta_table(self.tid).schema().to_arrow())
+    def _write(self, lines: Sequence[bytes], line_no: int, end: int, st: _Stream) -> tuple[int, int]:
+        # one snapshot for the schema, the exactly-once check and the commit (write_batch)
+        dt = self.lake.delta_table(self.tid) if self.lake.table_exists(self.tid) else None
+        existing = pa.schema(dt.schema().to_arrow()) if dt is not None else None
         parsed, bad = self._parse_block(lines, line_no, existing)
         n = parsed.num_rows
         meta = {
@@ -259,43 +267,53 @@ class _FileLoader:
                 bad,
                 app_id=st.app_id,
                 extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
-            )
+            ),
+            snapshot=dt,
         )
         return done.rows, done.quarantined
 
-    def _parse_block(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
+    def _parse_block(
+        self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None
+    ) -> tuple[pa.Table, list[Bad]]:
         """The batch's rows (data columns and ``_source_line``) and its bad lines: in columns
         (``logparse``), and line by line only in the chunks that hold a line the columnar path
         cannot take."""
         parts: list[pa.Table] = []
         bad: list[Bad] = []
         for lo in range(0, len(lines), _BLOCK_LINES):
-            got = self._parse_columnar(lines[lo : lo + _BLOCK_LINES], line_no + lo, _merged(existing, parts))
-            if got is not None:
-                parts.append(got[0])
-                bad += got[1]
-                continue
-            for sub in range(lo, min(len(lines), lo + _BLOCK_LINES), _FALLBACK_LINES):
-                chunk = lines[sub : min(sub + _FALLBACK_LINES, lo + _BLOCK_LINES)]
-                schema = _merged(existing, parts)
-                got = self._parse_columnar(chunk, line_no + sub, schema) or self._parse_lines(
-                    chunk, line_no + sub, schema
-                )
-                parts.append(got[0])
-                bad += got[1]
+            self._parse_span(lines[lo : lo + _BLOCK_LINES], line_no + lo, existing, parts, bad)
         parts = [p for p in parts if p.num_columns]
         if not parts:
             return pa.table({}), bad
         return pa.concat_tables(parts, promote_options="default"), bad
 
+    def _parse_span(
+        self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None, parts: list[pa.Table], bad: list[Bad]
+    ) -> None:
+        """``lines`` in columns; if one cannot be, its sixteenths, and so on down to chunks of
+        ``_FALLBACK_LINES``, which go line by line: a bad line costs a few re-reads of the lines
+        around it, a clean run of lines one columnar read."""
+        got = self._parse_columnar(lines, line_no, _merged(existing, parts))
+        if got is None and len(lines) <= _FALLBACK_LINES:
+            got = self._parse_lines(lines, line_no, _merged(existing, parts))
+        if got is not None:
+            parts.append(got[0])
+            bad += got[1]
+            return
+        step = max(_FALLBACK_LINES, -(-len(lines) // _SPLIT))
+        for lo in range(0, len(lines), step):
+            self._parse_span(lines[lo : lo + step], line_no + lo, existing, parts, bad)
+
     def _parse_columnar(
-        self, lines: list[bytes], line_no: int, existing: pa.Schema | None
+        self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None
     ) -> tuple[pa.Table, list[Bad]] | None:
         if self.regex is None:
-            table = logparse.json_block(lines, existing, _META_TYPES)
+            data = logparse.joined(lines)
+            keep = logparse.nonblank(lines, data)
+            table = logparse.json_block(lines, existing, _META_TYPES, data=data, keep=keep)
             if table is None:
                 return None
-            return _with_lines(table, pc.add(logparse.nonblank(lines), line_no + 1)), []
+            return _with_lines(table, pc.add(keep, line_no + 1)), []
         if self.re2 is None:
             return None
         got = logparse.text_block(lines, self.re2, [n for n in self.regex.groupindex if n not in _META_TYPES], existing)
@@ -307,7 +325,9 @@ class _FileLoader:
         ]
         return _with_lines(table, pc.add(rows, line_no + 1)), bad
 
-    def _parse_lines(self, lines: list[bytes], line_no: int, existing: pa.Schema | None) -> tuple[pa.Table, list[Bad]]:
+    def _parse_lines(
+        self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None
+    ) -> tuple[pa.Table, list[Bad]]:
         """One line at a time: each bad line is quarantined with its reason."""
         records: list[dict[str, Any]] = []
         bad: list[Bad] = []
@@ -352,8 +372,11 @@ class _FileLoader:
         return dict(m.groupdict())
 
 
-_BLOCK_LINES = 16_384  # lines parsed in columns at once
-_FALLBACK_LINES = 256  # a block with a bad line is re-read in chunks this long
+_BLOCK_LINES = (
+    16_384  # lines parsed in columns at once (pyarrow parses ~1 MiB blocks; a bad line costs a re-read of its block)
+)
+_SPLIT = 16  # a block with a bad line is re-read in this many parts, and so on down to...
+_FALLBACK_LINES = 64  # ...chunks this long, read line by line
 _NO_MATCH = "line does not match --pattern"
 
 
@@ -430,15 +453,15 @@ class _Streams:
         self._isize: int | None = None
 
     def find(self) -> _Stream:
-        known: list[tuple[str, int]] = []  # (app id, offset) of every generation, oldest first
+        known: list[tuple[str, StreamState]] = []  # every generation, oldest first
         while True:
             app_id = self._name(len(known) + 1)
-            offset = self._txn(app_id)
-            if offset is None:
+            state = self._state(app_id)
+            if state is None:
                 break
-            known.append((app_id, offset))
-        for app_id, offset in reversed(known):  # a live file is most likely the newest
-            st = self._match(app_id, offset)
+            known.append((app_id, state))
+        for app_id, state in reversed(known):  # a live file is most likely the newest
+            st = self._match(app_id, state)
             if st is not None:
                 return st
         if not known:
@@ -453,6 +476,19 @@ class _Streams:
     def _txn(self, app_id: str) -> int | None:
         return None if self.dt is None else self.dt.transaction_version(app_id)
 
+    def _state(self, app_id: str) -> StreamState | None:
+        """Where a stream stands: its transaction while it lives (a transaction ahead of the
+        stream's record is recorded now: the run that committed it stopped before it could),
+        else its record (``logstate``), else None (no such stream)."""
+        states = self.loader.states
+        recorded = states.get(app_id)
+        offset = self._txn(app_id)
+        if offset is None or (recorded is not None and recorded.offset >= offset):
+            return recorded
+        state = StreamState(offset, self._txn(app_id + _LINES) or 0, self._txn(app_id + _CHECK))
+        states.record(app_id, state)
+        return state
+
     def _isize_is(self, offset: int) -> bool:
         if self._isize is None:
             self._isize = self.loader.gzip_size()
@@ -464,15 +500,15 @@ class _Streams:
             return self.head[start:offset]
         return self.loader.read_content(start, offset - start)
 
-    def _match(self, app_id: str, offset: int) -> _Stream | None:
-        lines = self._txn(app_id + _LINES) or 0
+    def _match(self, app_id: str, state: StreamState) -> _Stream | None:
+        offset, lines = state.offset, state.lines
         f = self.loader.f
         if self.loader.gz and self._isize_is(offset):
             return _Stream(app_id, offset, lines, done=True)
         if not self.loader.gz and offset > f.size:
             return None  # shrank: another file
         tail = self._before(offset)
-        if len(tail) != min(offset, _CHECK_BYTES) or _check(tail) != self._txn(app_id + _CHECK):
+        if len(tail) != min(offset, _CHECK_BYTES) or _check(tail) != state.check:
             return None
         return _Stream(app_id, offset, lines, tail, done=not self.loader.gz and offset == f.size)
 
@@ -521,9 +557,6 @@ def _read_exactly(fh: Any, n: int) -> bytes:
     return b"".join(parts)
 
 
-_LINE = re.compile(rb"[^\n]*\n")
-
-
 class _LineBatches:
     """Bounded batches of complete lines, each with the offset after it and the bytes before that
     offset (for the stream's check).
@@ -539,53 +572,47 @@ class _LineBatches:
         self.complete_tail, self.tail = complete_tail, tail
         self.partial = False
 
-    def _emit(self, batch: list[bytes], size: int) -> tuple[list[bytes], int, bytes]:
-        self.offset += size
-        last: list[bytes] = []
-        n = 0
-        for line in reversed(batch):
-            last.append(line)
-            n += len(line)
-            if n >= _CHECK_BYTES:
-                break
-        self.tail = (self.tail + b"".join(reversed(last)))[-_CHECK_BYTES:]
-        return batch, self.offset, self.tail
+    def _emit(self, pieces: list[bytes], ends: list[Any]) -> tuple[logparse.Lines, int, bytes]:
+        import numpy as np
 
-    def __iter__(self) -> Iterator[tuple[list[bytes], int, bytes]]:
-        batch: list[bytes] = []
-        size = 0
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        bases = np.cumsum([0, *map(len, pieces[:-1])])
+        lines = logparse.Lines(data, np.concatenate([e + b for e, b in zip(ends, bases.tolist(), strict=True)]))
+        self.offset += len(data)
+        self.tail = (self.tail + data[-_CHECK_BYTES:])[-_CHECK_BYTES:]
+        return lines, self.offset, self.tail
+
+    def __iter__(self) -> Iterator[tuple[logparse.Lines, int, bytes]]:
+        import numpy as np
+
+        pieces: list[bytes] = []  # the batch's bytes, and the offset each line ends at in its piece
+        ends: list[Any] = []
+        count = size = 0
         rest = b""
         while True:
             chunk = self.stream.read(1 << 20)
             if not chunk:
                 break
             data = rest + chunk
-            cut = data.rfind(b"\n") + 1
-            lines, rest = _LINE.findall(data, 0, cut), data[cut:]
-            i = 0
-            while i < len(lines):  # whole runs of lines at once; line by line where a limit falls
-                seg = lines[i : i + self.max_lines - len(batch)]
-                seg_size = sum(map(len, seg))
-                if size + seg_size < self.max_bytes:
-                    batch += seg
-                    size += seg_size
-                    i += len(seg)
-                    if len(batch) >= self.max_lines:
-                        yield self._emit(batch, size)
-                        batch, size = [], 0
-                    continue
-                for line in seg:
-                    batch.append(line)
-                    size += len(line)
-                    i += 1
-                    if len(batch) >= self.max_lines or size >= self.max_bytes:
-                        yield self._emit(batch, size)
-                        batch, size = [], 0
-                        break
+            nl = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n")) + 1  # where each line ends
+            rest = data[int(nl[-1]) :] if len(nl) else data
+            i = base = 0
+            while i < len(nl):  # whole runs of lines at once, cut where a limit falls
+                seg = nl[i : i + self.max_lines - count]
+                over = int(np.searchsorted(seg - base + size, self.max_bytes, side="left"))
+                seg = seg[: over + 1]  # the line that reaches max_bytes ends the batch
+                end = int(seg[-1])
+                pieces.append(data[base:end])
+                ends.append(seg - base)
+                count, size, base, i = count + len(seg), size + end - base, end, i + len(seg)
+                if count >= self.max_lines or size >= self.max_bytes:
+                    yield self._emit(pieces, ends)
+                    pieces, ends, count, size = [], [], 0, 0
         if rest and self.complete_tail:
-            batch.append(rest)
-            size += len(rest)
+            pieces.append(rest)
+            ends.append(np.array([len(rest)], np.int64))
+            count += 1
         elif rest:
             self.partial = True
-        if batch:
-            yield self._emit(batch, size)
+        if count:
+            yield self._emit(pieces, ends)

@@ -24,7 +24,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,6 +42,9 @@ from ingest.sources.quarantine import Bad, quarantine_table, row_json
 from ingest.sources.result import IngestResult, Tally
 from ingest.sources.typemap import TablePlan, type_map
 from ingest.sources.util import env_int, utcnow
+
+if TYPE_CHECKING:
+    from ingest.partition import KeyRange
 
 Mode = Literal["snapshot", "incremental", "merge"]
 META_COLUMNS = ("_run_id", "_ingested_at")
@@ -118,9 +121,10 @@ def parse_source(url: str, source_table: str) -> DbSource:
     return DbSource(u, _DIALECTS[backend], schema, name)
 
 
-def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None) -> str:
+def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None, key_range: KeyRange | None = None) -> str:
     """``SELECT <columns> FROM "schema"."table" [WHERE "cursor" >= <literal> ORDER BY "cursor"]``;
-    the columns as the type map reads them (``src.plan``), or ``*``."""
+    the columns as the type map reads them (``src.plan``), or ``*``; only the rows of
+    ``key_range`` when one is given."""
     import sqlalchemy as sa
     from sqlalchemy.sql import quoted_name
 
@@ -136,6 +140,8 @@ def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None) ->
     q = sa.select(*cols).select_from(
         sa.table(quoted_name(src.name, True), schema=quoted_name(src.schema, True) if src.schema else None)
     )
+    if key_range is not None:
+        q = q.where(*_range_filter(key_range))
     if cursor is not None:
         col: Any = sa.column(quoted_name(cursor, True))
         if low is not None:
@@ -143,6 +149,76 @@ def build_query(src: DbSource, *, cursor: str | None = None, low: Any = None) ->
             q = q.where(type_map(src.dialect).cursor_at_least(col, declared, low))
         q = q.order_by(col)
     return str(q.compile(dialect=src.sa_dialect(), compile_kwargs={"literal_binds": True}))
+
+
+def _range_filter(key_range: KeyRange) -> list[Any]:
+    import sqlalchemy as sa
+    from sqlalchemy.sql import quoted_name
+
+    col: Any = sa.column(quoted_name(key_range.column, True))
+    out: list[Any] = []
+    if key_range.low is not None:
+        out.append(col >= sa.literal(key_range.low))
+    if key_range.high is not None:
+        below = col < sa.literal(key_range.high)
+        out.append(below if key_range.low is not None else sa.or_(below, col.is_(None)))
+    return out
+
+
+def split_column(primary_key: tuple[str, ...] | list[str], cursor: str | None) -> str:
+    """The column a table is split on for a partitioned ingest: the (first) primary key column,
+    else the cursor.  A full snapshot is one atomic overwrite, so it is not split."""
+    keys = [k.strip() for k in primary_key if k and k.strip()]
+    if keys:
+        return keys[0]
+    if cursor and cursor.strip():
+        return cursor.strip()
+    raise ConfigError("partitions split a table by key ranges: give --primary-key or --cursor")
+
+
+def table_key_ranges(
+    lake: Lake,
+    url: str,
+    *,
+    source_table: str,
+    table: str,
+    primary_key: tuple[str, ...] | list[str] = (),
+    cursor: str | None = None,
+    cursor_lag: float | timedelta = 0,
+    count: int,
+) -> list[KeyRange]:
+    """``count`` ranges of the split column (``split_column``) over the rows the ingest will
+    read: between the column's minimum and maximum in the source, above the cursor's lower bound
+    when the split column is the cursor.  Ranges of equal width: skewed keys give uneven tasks."""
+    import sqlalchemy as sa
+    from sqlalchemy.sql import quoted_name
+
+    from ingest.partition import key_ranges
+
+    column = split_column(primary_key, cursor)
+    src = parse_source(url, source_table)
+    low = None
+    if cursor and column == cursor.strip():
+        low = lower_bound(high_water_mark(lake, ingest_target(table), column), cursor_lag)
+    col: Any = sa.column(quoted_name(column, True))
+    q = sa.select(sa.func.min(col), sa.func.max(col)).select_from(
+        sa.table(quoted_name(src.name, True), schema=quoted_name(src.schema, True) if src.schema else None)
+    )
+    if low is not None:
+        q = q.where(col >= sa.literal(low))
+    try:
+        engine = _engine(src)
+        try:
+            with engine.connect() as conn:
+                lo, hi = conn.execute(q).one()
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - one line, password hidden
+        raise _db_error(src, exc) from None
+    try:
+        return key_ranges(column, lo, hi, count)
+    except ValueError as exc:
+        raise ConfigError(f"cannot split {src.label} by {column}: {exc}") from None
 
 
 def _engine(src: DbSource) -> Any:
@@ -509,8 +585,11 @@ def ingest_table(
     cursor: str | None = None,
     cursor_lag: float | timedelta = 0,
     progress: bool = False,
+    key_range: KeyRange | None = None,
 ) -> IngestResult:
-    """Load ``source_table`` from the database at ``url`` into ``table`` (see the module doc for modes)."""
+    """Load ``source_table`` from the database at ``url`` into ``table`` (see the module doc for
+    modes), or only the rows of one ``key_range`` of it (``table_key_ranges``): ranges loaded at
+    once by several processes write the table exactly once, as concurrent runs do."""
     tid = ingest_target(table)
     src = parse_source(url, source_table)
     keys = tuple(k.strip() for k in primary_key if k and k.strip())
@@ -520,6 +599,10 @@ def ingest_table(
     if lag_s < 0:
         raise ConfigError(f"--cursor-lag must be >= 0, got {cursor_lag}")
     mode: Mode = "merge" if keys else "incremental" if cursor else "snapshot"
+    if key_range is not None and key_range.column != split_column(keys, cursor):
+        raise ConfigError(
+            f"key range {key_range} is not over {split_column(keys, cursor)}, the column this ingest splits on"
+        )
     counts = _Counts()
     batch_rows = env_int("INGEST_TABLE_BATCH_ROWS", 100_000)
     with track(lake, command="tables", source=src.label, target=str(tid), counts=counts) as run:
@@ -534,7 +617,7 @@ def ingest_table(
         )
         src = describe(src)
         low = lower_bound(high_water_mark(lake, tid, cursor), cursor_lag) if cursor else None
-        query = build_query(src, cursor=cursor, low=low)
+        query = build_query(src, cursor=cursor, low=low, key_range=key_range)
         with progress_bar(progress, f"{src.name} -> {tid}") as bar:
             if mode == "snapshot":
                 # a concurrent overwrite conflicts in Delta: read the source again and replace again
@@ -544,6 +627,8 @@ def ingest_table(
                     _load_batch(committer, src, batch, keys=keys, cursor=cursor, counts=counts)
                     bar.advance(_len(batch))
         run.details = {"mode": mode, "query": query, "batches": counts.batches, "cursor_low": low}
+        if key_range is not None:
+            run.details["key_range"] = str(key_range)
         result = counts.finish(lake, tid, run)
     return result
 

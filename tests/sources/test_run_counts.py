@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ingest.lake import Lake
-from tests.procs import assert_interleaved, race_cli
+from tests.procs import assert_runs_overlapped, race_cli, writer_blocks
 from tests.sources.conftest import INGEST, cli_env, read
 
 RACERS = 3
@@ -28,15 +28,18 @@ def _events(n: int, start: int = 0) -> str:
 def test_concurrent_log_ingests_report_every_row_they_committed(tmp_path: Path) -> None:
     src = tmp_path / "logs"
     src.mkdir()
-    for i in range(4):
-        (src / f"f{i}.jsonl").write_text(_events(400, 1000 * i))
+    for i in range(8):  # many streams: a racer that lost a commit and backed off meets the others again
+        (src / f"f{i}.jsonl").write_text(_events(200, 1000 * i))
     lake = Lake(str(tmp_path / "lake"))
     results = race_cli(lake, [["logs", str(src)]] * RACERS, tmp_path, INGEST_LOG_BATCH_LINES="20")
     assert [code for code, _, _ in results] == [0] * RACERS, [err for _, _, err in results]
     reported = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
     rows = read(lake, "bronze.events", ["event_id"])
     assert len(rows) == len({r["event_id"] for r in rows}) == 1600  # exactly once
-    assert_interleaved(lake, "bronze.events")  # each commit names its run
+    # the runs raced (under way at once) and more than one landed commits; whether their commits
+    # interleave is timing: a racer that loses a commit backs off while the winner runs ahead
+    assert_runs_overlapped(lake, "logs")
+    assert len(set(writer_blocks(lake, "bronze.events"))) >= 2  # each commit names its run
     # every landed row is reported once: in --json and in the run log
     assert sum(r["rows_written"] for r in reported) == 1600
     runs = {r["run_id"]: r for r in read(lake, "_meta.runs") if r["command"] == "logs"}
