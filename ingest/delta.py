@@ -182,8 +182,11 @@ COMMIT_RETRIES = 25
 CREATE_RETRIES = 0
 
 
-def ensure_table(lake: Lake, table: str | TableId, schema: pa.Schema) -> None:
-    """Create the table empty before its first exactly-once batch.
+def ensure_table(
+    lake: Lake, table: str | TableId, schema: pa.Schema, *, configuration: dict[str, str] | None = None
+) -> None:
+    """Create the table empty before its first exactly-once batch (with table properties
+    ``configuration``, if it is created here).
 
     delta-rs retries a lost *creation* commit as a plain append without checking app ids, so two
     runs that both create a table with the same batch would both land.  An empty creation that
@@ -198,6 +201,7 @@ def ensure_table(lake: Lake, table: str | TableId, schema: pa.Schema) -> None:
             lake.table_uri(table),
             lake_schema(schema).empty_table(),
             mode="ignore",
+            configuration=configuration,
             storage_options=lake.storage_options(),
         )
     except Exception:

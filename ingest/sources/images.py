@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from ingest.delta import ensure_table
 from ingest.lake import Lake, TableId, ingest_target
 from ingest.progress import progress_bar
 from ingest.runlog import track
@@ -61,6 +62,9 @@ IMAGES_SCHEMA = pa.schema(
         ("content", pa.binary()),
     ]
 )
+# A checkpoint every 10 commits (Delta's own default; delta-rs's is 100): opening the table, and
+# every app-id lookup on it, replays the commits since the last checkpoint, one a batch.
+IMAGES_TABLE_CONFIG = {"delta.checkpointInterval": "10"}
 
 
 @dataclass
@@ -204,7 +208,7 @@ def ingest_images(
                 bar.advance(len(fetched))
         manifest.flush()
         run.details = {"files": files_total, "read": len(files), "ignored_not_images": len(listed) - files_total}
-        result = writer.tally.finish(lake, tid, run)
+        result = writer.tally.finish(lake, tid, run, snapshot=writer.dt)
     return result
 
 
@@ -247,9 +251,10 @@ class _Writer:
         return len(bad) - len(new)
 
     def _snapshot(self) -> Any:
-        """The table's latest version, kept loaded across batches (None before it exists)."""
+        """The table's latest version, kept loaded across batches (created empty first)."""
         if self.dt is None:
-            self.dt = self.lake.delta_table(self.tid) if self.lake.table_exists(self.tid) else None
+            ensure_table(self.lake, self.tid, IMAGES_SCHEMA, configuration=IMAGES_TABLE_CONFIG)
+            self.dt = self.lake.delta_table(self.tid)
         else:
             self.dt.update_incremental()  # reads only the commits since the last batch
         return self.dt
@@ -290,6 +295,6 @@ class _Writer:
             return dupes
         rows.sort(key=lambda r: r["sha256"])  # row-group statistics by hash: lookups skip more
         batch = Batch(seq, pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), metadata={"run_id": self.run_id})
-        self.committer.commit(batch, snapshot=dt)  # before the table exists: created empty first
+        self.committer.commit(batch, snapshot=dt)
         self.stored.committed(seq, seen)
         return dupes

@@ -40,14 +40,19 @@ class Tally:
         run.rows_written, run.rows_quarantined = self.rows, self.quarantined
         run.skipped, run.bytes_read = self.skipped, self.bytes_read
 
-    def finish(self, lake: Lake, table: TableId, run: Any) -> IngestResult:
-        """Also creates the (empty) quarantine table, so queries on it work for a clean source."""
+    def finish(self, lake: Lake, table: TableId, run: Any, *, snapshot: Any = None) -> IngestResult:
+        """Also creates the (empty) quarantine table, so queries on it work for a clean source.
+
+        ``snapshot``: the run's loaded DeltaTable of ``table``, brought up to date instead of
+        opening the table again."""
         from ingest.delta import current_version, ensure_table
         from ingest.sources.quarantine import QUARANTINE_SCHEMA, quarantine_table
 
         ensure_table(lake, quarantine_table(table), QUARANTINE_SCHEMA)
         self.copy_to(run)
-        run.version_after = current_version(lake, table)
+        if snapshot is not None:
+            snapshot.update_incremental()
+        run.version_after = snapshot.version() if snapshot is not None else current_version(lake, table)
         return IngestResult(
             table=str(table),
             version=run.version_after,

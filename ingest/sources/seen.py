@@ -215,12 +215,15 @@ class Manifest:
     def __init__(self, lake: Lake, *, table: TableId, source: str, run_id: str) -> None:
         self.lake, self.table, self.source, self.run_id = lake, table, source_key(source), run_id
         self.pending: list[SourceFile] = []
+        self._id: str | None = None
 
     def _table_id(self) -> str | None:
-        if not self.lake.table_exists(self.table):
-            return None
-        table_id = self.lake.delta_table(self.table).metadata().id  # a UUID string (typed int | None)
-        return None if table_id is None else str(table_id)
+        """The table's id, read once it exists (a table replaced during the run is not followed:
+        its records would then name the old id, and a later run just reads those files again)."""
+        if self._id is None and self.lake.table_exists(self.table):
+            table_id = self.lake.delta_table(self.table).metadata().id  # a UUID string (typed int | None)
+            self._id = None if table_id is None else str(table_id)
+        return self._id
 
     def unchanged(self, files: list[SourceFile]) -> set[str]:
         """URIs of ``files`` recorded with the same size and mtime (a join in Arrow, not Python)."""

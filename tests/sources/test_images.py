@@ -159,6 +159,38 @@ def test_lookups_read_each_footer_once(local_lake: Lake, tmp_path: Path) -> None
     assert len(keys._fragments) == 3 and all(keys._fragments[p] is f for p, f in first.items())
 
 
+def test_run_opens_the_table_it_loads_into_at_most_three_times(local_lake: Lake, tmp_path: Path, monkeypatch) -> None:
+    """Each open replays the log since the last checkpoint: a run loads the target for its run
+    record, its manifest's table id and its batches, then follows it incrementally (it opened it
+    once more per manifest block and again at the end)."""
+    _write_images(tmp_path / "a", 3)
+    ingest_images(local_lake, str(tmp_path / "a"))
+    opened: list[str] = []
+    real = Lake.delta_table
+
+    def counting(self: Lake, table: str, **kw: object) -> object:
+        opened.append(str(table))
+        return real(self, table, **kw)
+
+    monkeypatch.setattr(Lake, "delta_table", counting)
+    _write_images(tmp_path / "b", 4, start=50)
+    res = ingest_images(local_lake, str(tmp_path / "b"))
+    assert res.rows_written == 4
+    assert 1 <= opened.count("bronze.images") <= 3, opened
+
+
+def test_images_table_is_checkpointed_every_ten_commits(local_lake: Lake, tmp_path: Path, monkeypatch) -> None:
+    """delta-rs checkpoints every 100 commits by default: opening a table of one commit a batch
+    then replays up to 99 JSON commits.  The images table is made with an interval of 10."""
+    monkeypatch.setenv("INGEST_IMAGE_BATCH_FILES", "1")
+    _write_images(tmp_path / "a", 12)
+    assert ingest_images(local_lake, str(tmp_path / "a")).rows_written == 12
+    log = Path(local_lake.table_uri("bronze.images")) / "_delta_log"
+    assert local_lake.delta_table("bronze.images").metadata().configuration["delta.checkpointInterval"] == "10"
+    assert json.loads((log / "_last_checkpoint").read_text())["version"] >= 9
+    assert len(read(local_lake, "bronze.images", ["sha256"])) == 12
+
+
 def test_snapshot_keeps_bytes_after_source_changes(local_lake: Lake, tmp_path: Path) -> None:
     d = tmp_path / "imgs"
     _write_images(d, 3)
