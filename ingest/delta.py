@@ -424,6 +424,31 @@ def commit_actions(lake: Lake, table: str | TableId, version: int) -> list[dict[
         return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
 
 
+CHECKPOINT_INTERVAL = 10  # commits between checkpoints: Delta's own default (delta-rs checkpoints every 100)
+
+
+def keep_checkpointed(lake: Lake, table: str | TableId, dt: Any, *, since: int | None = None) -> int:
+    """Checkpoint the loaded table ``dt`` if it is ``CHECKPOINT_INTERVAL`` commits or more past
+    its last checkpoint (version ``since``; None: read ``_last_checkpoint``), then follow it to
+    that checkpoint; returns the last checkpoint's version.
+
+    Opening a table, and each app-id lookup on it, replays every commit since the last
+    checkpoint: for a table without ``delta.checkpointInterval`` that is up to 99 commits."""
+    if since is None:
+        fs = lake.pyarrow_filesystem()
+        path = f"{lake.fs_path(lake.table_uri(TableId.parse(table)))}/_delta_log/_last_checkpoint"
+        try:
+            with fs.open_input_stream(path) as f:
+                since = int(json.loads(f.read())["version"])
+        except (FileNotFoundError, KeyError, ValueError):
+            since = -1
+    if dt.version() - since < CHECKPOINT_INTERVAL:
+        return since
+    dt.create_checkpoint()
+    dt.update_incremental()  # the loaded snapshot starts from the new checkpoint
+    return int(dt.version())
+
+
 def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dict[str, Any] | None = None) -> int:
     """Rewrite the data files commit ``version`` added in view types, in plain types.
 

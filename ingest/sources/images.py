@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ingest.delta import ensure_table
+from ingest.delta import CHECKPOINT_INTERVAL, ensure_table, keep_checkpointed
 from ingest.lake import Lake, TableId, ingest_target
 from ingest.progress import progress_bar
 from ingest.runlog import track
@@ -62,9 +62,10 @@ IMAGES_SCHEMA = pa.schema(
         ("content", pa.binary()),
     ]
 )
-# A checkpoint every 10 commits (Delta's own default; delta-rs's is 100): opening the table, and
-# every app-id lookup on it, replays the commits since the last checkpoint, one a batch.
-IMAGES_TABLE_CONFIG = {"delta.checkpointInterval": "10"}
+# A checkpoint every 10 commits (delta-rs's default is 100): opening the table, and every app-id
+# lookup on it, replays the commits since the last checkpoint, one a batch (``keep_checkpointed``
+# does the same for tables made before).
+IMAGES_TABLE_CONFIG = {"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)}
 
 
 @dataclass
@@ -224,6 +225,7 @@ class _Writer:
         # source_ref is the content hash in the quarantine table (earlier versions too)
         self.stored_bad = StoredKeys(lake, self.committer.quarantine, "source_ref", app_id=self.app_id)
         self.dt: Any = None  # the table, loaded once and updated per batch
+        self.checkpointed: int | None = None  # a table made without IMAGES_TABLE_CONFIG: its last checkpoint
         self.tally = tally
 
     def write(self, fetched: list[_Fetched]) -> None:
@@ -255,8 +257,12 @@ class _Writer:
         if self.dt is None:
             ensure_table(self.lake, self.tid, IMAGES_SCHEMA, configuration=IMAGES_TABLE_CONFIG)
             self.dt = self.lake.delta_table(self.tid)
+            if "delta.checkpointInterval" not in self.dt.metadata().configuration:
+                self.checkpointed = keep_checkpointed(self.lake, self.tid, self.dt)
         else:
             self.dt.update_incremental()  # reads only the commits since the last batch
+            if self.checkpointed is not None:
+                self.checkpointed = keep_checkpointed(self.lake, self.tid, self.dt, since=self.checkpointed)
         return self.dt
 
     def _commit(self, good: list[_Fetched]) -> int:

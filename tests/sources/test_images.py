@@ -191,6 +191,28 @@ def test_images_table_is_checkpointed_every_ten_commits(local_lake: Lake, tmp_pa
     assert len(read(local_lake, "bronze.images", ["sha256"])) == 12
 
 
+def test_table_made_without_the_interval_is_checkpointed_by_the_run(local_lake: Lake, tmp_path: Path) -> None:
+    """A table made before the interval was set (delta-rs: a checkpoint every 100 commits) gets a
+    checkpoint from the next run once it is 10 commits past its last one."""
+    import pyarrow as pa
+
+    from ingest.delta import write_batch
+    from ingest.sources.images import IMAGES_SCHEMA
+
+    _write_images(tmp_path / "a", 12)
+    for i, p in enumerate(sorted((tmp_path / "a").iterdir())):  # 12 commits, as an older build made them
+        data = p.read_bytes()
+        row = {"source_uri": str(p), "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data), "content": data}
+        write_batch(local_lake, "bronze.images", pa.Table.from_pylist([row], schema=IMAGES_SCHEMA), app_id="images:bronze.images", batch_version=i + 1)
+    log = Path(local_lake.table_uri("bronze.images")) / "_delta_log"
+    assert not (log / "_last_checkpoint").exists()
+    _write_images(tmp_path / "b", 2, start=50)
+    assert ingest_images(local_lake, str(tmp_path / "b")).rows_written == 2
+    assert json.loads((log / "_last_checkpoint").read_text())["version"] >= 11
+    assert "delta.checkpointInterval" not in local_lake.delta_table("bronze.images").metadata().configuration
+    assert len(read(local_lake, "bronze.images", ["sha256"])) == 14
+
+
 def test_snapshot_keeps_bytes_after_source_changes(local_lake: Lake, tmp_path: Path) -> None:
     d = tmp_path / "imgs"
     _write_images(d, 3)
