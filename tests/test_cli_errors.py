@@ -558,7 +558,7 @@ def test_reading_an_s3_lake_that_does_not_exist_is_an_error(s3_server, tmp_path:
     src.write_text('{"a": 1}\n')
     assert _run("--lake", f"s3://{bucket}/new-lake", "logs", str(src), "--table", "bronze.ev", cwd=tmp_path, env=env).returncode == 0
     ok = _run("--lake", f"s3://{bucket}/new-lake", "--json", "ls", cwd=tmp_path, env=env)
-    assert ok.returncode == 0 and [t["table"] for t in json.loads(ok.stdout)] == ["bronze.ev", "bronze.ev_quarantine", "_meta.runs"]
+    assert ok.returncode == 0 and [t["table"] for t in json.loads(ok.stdout)] == ["bronze.ev", "bronze.ev_quarantine", "_meta.log_streams", "_meta.runs"]
 
 
 def test_is_transient_matches_library_errors_by_class() -> None:

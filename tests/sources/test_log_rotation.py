@@ -198,10 +198,15 @@ def _path_identity_ingest_logs():
     )
     if src.returncode != 0:
         pytest.skip(f"needs the git history of commit {PATH_IDENTITY_COMMIT}: {src.stderr.strip()}")
+    # the commit helpers it imported from ingest.sources live in ingest.delta now
+    code = src.stdout.replace("    ensure_table,\n", "", 1).replace("    with_commit_retry,\n", "", 1)
+    code = code.replace(
+        "from ingest.runlog import track\n", "from ingest.runlog import track\nfrom ingest.delta import ensure_table, with_commit_retry\n", 1
+    )
     mod = types.ModuleType("logs_by_path")
     sys.modules[mod.__name__] = mod  # dataclasses look their module up
     try:
-        exec(compile(src.stdout, "logs_by_path.py", "exec"), mod.__dict__)  # noqa: S102 - our own old source
+        exec(compile(code, "logs_by_path.py", "exec"), mod.__dict__)  # noqa: S102 - our own old source
     finally:
         del sys.modules[mod.__name__]
     return mod.ingest_logs
