@@ -139,7 +139,9 @@ def run_spark_models(
                 }
             )
             continue
-        results.append(_run_model(spark, lake, name, pin=pins.get(source), full_refresh=full_refresh))
+        started = time.perf_counter()
+        row = _run_model(spark, lake, name, pin=pins.get(source), full_refresh=full_refresh)
+        results.append({**row, "seconds": round(time.perf_counter() - started, 3)})
     return results
 
 

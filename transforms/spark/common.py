@@ -170,21 +170,29 @@ def increment_since(lake: Lake, inputs: ModelInputs, target: str | TableId) -> I
 
 
 def table_exists(spark: SparkSession, lake: Lake, table: str | TableId) -> bool:
-    """Whether a Delta table is at the table's location, asked through Spark (works on a cluster)."""
-    from delta.tables import DeltaTable
-
-    return DeltaTable.isDeltaTable(spark, lake.spark_path(str(TableId.parse(table))))
+    """Whether a Delta table is at the table's location, read from its log by deltalake: Spark's
+    own check replays the log in Spark jobs (seconds on a fresh JVM) before any model work."""
+    return lake.table_exists(table)
 
 
 def read_delta(
     spark: SparkSession, lake: Lake, table: str | TableId, *, model: str, version: int | None = None
 ) -> DataFrame:
-    """The table as Spark sees it, as of ``version`` (the one recorded as the model's input)."""
+    """The table as Spark sees it, as of ``version`` (the one recorded as the model's input).
+
+    When its data files are plain parquet (``plain_files``), Spark reads the files deltalake
+    lists for that version: the same rows, without Spark replaying the Delta log in jobs of its
+    own (seconds on a fresh JVM).  Otherwise Spark's Delta reader.
+    """
     tid = TableId.parse(table)
     if not table_exists(spark, lake, tid):
         raise ConfigError(
             f"{model} needs {tid}, which does not exist in lake {lake.uri}: ingest it first (see `ingest --help`)"
         )
+    dt = lake.delta_table(tid, version=version)
+    files = plain_files(dt)
+    if files is not None:
+        return read_files(spark, lake, tid, files.column("path").to_pylist(), schema=_spark_schema(dt))
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", int(version))
@@ -276,9 +284,30 @@ class TargetMovedError(TransientError):
 def spark_schema(lake: Lake, table: str | TableId, *, version: int) -> Any:
     """The table's Spark schema at ``version``, from its log through deltalake: Spark's Delta
     reader would replay the log in Spark jobs (seconds each on a busy machine) just to learn it."""
+    return _spark_schema(lake.delta_table(table, version=version))
+
+
+def _spark_schema(dt: Any) -> Any:
     from pyspark.sql.types import StructType
 
-    return StructType.fromJson(json.loads(lake.delta_table(table, version=version).schema().to_json()))
+    return StructType.fromJson(json.loads(dt.schema().to_json()))
+
+
+def plain_files(dt: Any) -> Any:
+    """The add actions (``path``, statistics: a pyarrow table) of an opened deltalake table whose
+    data files hold exactly its rows as plain parquet, or None when they do not (partition
+    values outside the files, column mapping, deletion vectors, types widened since a file was
+    written)."""
+    import pyarrow as pa
+
+    meta, protocol = dt.metadata(), dt.protocol()
+    if (
+        meta.partition_columns
+        or (meta.configuration or {}).get("delta.columnMapping.mode", "none") != "none"
+        or {"deletionVectors", "typeWidening"} & set(protocol.reader_features or [])
+    ):
+        return None
+    return pa.table(dt.get_add_actions(flatten=True))
 
 
 def read_files(spark: SparkSession, lake: Lake, table: str | TableId, files: list[str], *, schema: Any) -> DataFrame:
@@ -308,15 +337,9 @@ def files_reaching(lake: Lake, table: str | TableId, *, version: int, column: st
     """
     import pyarrow as pa
 
-    dt = lake.delta_table(table, version=version)
-    meta, protocol = dt.metadata(), dt.protocol()
-    if (
-        meta.partition_columns
-        or (meta.configuration or {}).get("delta.columnMapping.mode", "none") != "none"
-        or "deletionVectors" in (protocol.reader_features or [])
-    ):
+    actions = plain_files(lake.delta_table(table, version=version))
+    if actions is None:
         return None
-    actions = pa.table(dt.get_add_actions(flatten=True))
     paths = actions.column("path").to_pylist()
     stat = f"max.{column}"
     if stat not in actions.column_names:
