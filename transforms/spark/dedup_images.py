@@ -125,12 +125,16 @@ def group_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {x: uf.find(x) for x in list(uf.parent)}
 
 
-def near_duplicate_pairs(hashes: DataFrame, *, threshold: int, other: DataFrame | None = None) -> DataFrame:
+def near_duplicate_pairs(
+    hashes: DataFrame, *, threshold: int, other: DataFrame | None = None, small: bool = False
+) -> DataFrame:
     """Pairs (x < y by sha256) of rows whose ``phash_l`` differ in at most ``threshold`` bits;
     with ``other``, pairs (x from ``hashes``, y from ``other``) instead.
 
     Only rows sharing one of threshold+1 exact bands are compared (pigeonhole), instead of
-    all n^2/2 pairs; bench/bench_spark_dedup.py checks both give the same pairs.
+    all n^2/2 pairs; bench/bench_spark_dedup.py checks both give the same pairs.  ``small``:
+    ``hashes`` are few (an incremental run's new images), so their bands are broadcast and
+    ``other`` (the stored index) is streamed past them, never shuffled.
     """
     from pyspark.sql import functions as F
 
@@ -149,6 +153,8 @@ def near_duplicate_pairs(hashes: DataFrame, *, threshold: int, other: DataFrame 
         )
 
     a, b = banded(hashes).alias("a"), banded(hashes if other is None else other).alias("b")
+    if small:
+        a = F.broadcast(a).alias("a")
     xor = F.col("a.phash_l").bitwiseXOR(F.col("b.phash_l"))
     # a pair sharing several bands is kept only on the first one it shares (no distinct() shuffle)
     shared = [
@@ -294,7 +300,11 @@ def _merge_new_images(
     # each with its dHash, or, for contents seen before (re-ingested copies, which only count
     # up and are not decoded again), the canonical of their stored group
     new = per_content(read_appended(spark, lake, source, increment, model=model, version=inputs.source_version))
-    known = stored.select("sha256", F.col("canonical_sha256").alias("_known"))
+    # the stored rows of the new contents: the few new keys go to every stored file, not the
+    # stored table through a shuffle
+    known = stored.join(F.broadcast(new.select("sha256")), "sha256").select(
+        "sha256", F.col("canonical_sha256").alias("_known")
+    )
     arrived = with_phash(new.join(known, "sha256", "left"), where=F.col("_known").isNull(), checkpoint=False)
     rows = arrived.toArrow()
     local = spark.createDataFrame(rows, schema=arrived.schema)
@@ -304,10 +314,10 @@ def _merge_new_images(
     canonical_of = stored.select(F.col("sha256").alias("y"), "canonical_sha256")
     # near-duplicate pairs among the new images and with the stored index, in one action
     found = (
-        near_duplicate_pairs(unseen, threshold=threshold)
+        near_duplicate_pairs(unseen, threshold=threshold, small=True)
         .select("x", "y", F.lit(False).alias("stored"))
         .unionByName(
-            near_duplicate_pairs(unseen, threshold=threshold, other=index)
+            F.broadcast(near_duplicate_pairs(unseen, threshold=threshold, other=index, small=True))
             .join(canonical_of, "y")
             .select("x", F.col("canonical_sha256").alias("y"), F.lit(True).alias("stored"))
         )
