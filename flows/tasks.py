@@ -12,7 +12,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from flows.params import FanoutParams, TablesParams
 from ingest.errors import is_transient
 from ingest.lake import Lake
-from ingest.partition import FileGroup, KeyRange, file_groups, merge_results
+from ingest.partition import FileGroup, KeyRange, merge_results
 from ingest.settings import Settings, SourceConfig, TableSource
 
 RETRIES = 3
@@ -107,8 +107,12 @@ def ingest_fanned_out(settings: Settings, source: SourceConfig, fanout: FanoutPa
         return ingest_source_task(settings, source)
     if isinstance(source, TableSource):
         raise ValueError("a table is split by key ranges: use ingest_table_ranges")
-    lake = Lake.from_settings(settings).uri  # absolute: a worker elsewhere resolves nothing relative
-    parts = [{"lake": lake, "source": source, "partition": g} for g in file_groups(fanout.partitions)]
+    from ingest.pipeline import source_parts
+
+    lake = Lake.from_settings(settings)
+    groups = source_parts(lake, source, fanout.partitions)
+    # the URI is absolute: a worker elsewhere resolves nothing relative
+    parts = [{"lake": lake.uri, "source": source, "partition": g} for g in groups]
     return _fan_out(fanout, ingest_partition_task, parts)
 
 
@@ -116,19 +120,10 @@ def ingest_table_ranges(settings: Settings, params: TablesParams) -> dict[str, A
     """One task per key range of the table (``partitions`` of them, fewer for a short key span),
     all merging into or appending to one table, exactly once: ranges are disjoint, and their
     commits serialise on the table's app id as concurrent runs do."""
-    from ingest.sources.tables import table_key_ranges
+    from ingest.pipeline import source_parts
 
     lake = Lake.from_settings(settings)
-    ranges = table_key_ranges(
-        lake,
-        params.resolved_url(),
-        source_table=params.source_table,
-        table=params.table,
-        primary_key=params.primary_key,
-        cursor=params.cursor,
-        cursor_lag=params.cursor_lag,
-        count=params.partitions,
-    )
+    ranges = source_parts(lake, params.source(), params.partitions)
     parts = [{"lake": lake.uri, "params": params, "key_range": r} for r in ranges]
     return _fan_out(params, ingest_table_range_task, parts)
 

@@ -139,6 +139,50 @@ def ingest_source(
     return res.model_dump(mode="json")
 
 
+def source_parts(lake: Lake, source: SourceConfig, count: int) -> list[FileGroup] | list[KeyRange]:
+    """The parts ``source`` splits into, ``count`` of them: groups of a file source's files, key
+    ranges of a table (fewer for a short key span; ``ingest.sources.tables.table_key_ranges``).
+    The flows submit one task per part; ``ingest_partitioned`` runs them on threads here."""
+    from ingest.partition import file_groups
+
+    if not isinstance(source, TableSource):
+        return file_groups(count)
+    from ingest.sources.tables import table_key_ranges
+
+    return table_key_ranges(
+        lake,
+        source.url,
+        source_table=source.source_table,
+        table=source.table,
+        primary_key=source.primary_key,
+        cursor=source.cursor,
+        cursor_lag=source.cursor_lag,
+        count=count,
+    )
+
+
+def ingest_partitioned(lake: Lake, source: SourceConfig, *, partitions: int, progress: bool = False) -> dict[str, Any]:
+    """Load ``source`` split into ``partitions`` parts that run at once on threads of this
+    process, all writing its one table exactly once (each part is an ordinary ingest, whose
+    commit checks hold against concurrent writers); the counts summed (``merge_results``).
+    Every part runs to its end before the first failure is raised, so no part is cut short and
+    a failure is never a silent partial success.  Progress bars only for a single part (one
+    terminal display at a time)."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from ingest.partition import merge_results
+
+    parts = source_parts(lake, source, partitions)
+    bars = progress and len(parts) == 1
+    with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="ingest-part") as pool:
+        futures = [pool.submit(ingest_source, lake, source, progress=bars, partition=p) for p in parts]
+        wait(futures)
+    for future in futures:
+        if (exc := future.exception()) is not None:
+            raise exc
+    return merge_results([f.result() for f in futures])
+
+
 def transform_stage(
     settings: Settings, *, select: str | None = None, full_refresh: bool = False, progress: bool = False
 ) -> list[dict[str, Any]]:

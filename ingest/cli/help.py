@@ -13,11 +13,12 @@ def examples(*lines: str) -> str:
     """The epilog of a command: ``lines`` (without the ``$ ``) kept as written.
 
     Click re-wraps help text into one paragraph; a paragraph that starts with ``\\b`` keeps its
-    line breaks.
+    line breaks.  A line too long for an 80-column terminal is written with ``\\n`` where it
+    breaks: it shows as a shell continuation (`` \\`` and an indented rest), still copyable.
     """
     if not lines:
         raise ValueError("examples() needs at least one command line")
-    return "\b\nExamples:\n" + "\n".join(f"  $ {line}" for line in lines)
+    return "\b\nExamples:\n" + "\n".join(f"  $ {line}".replace("\n", " \\\n      ") for line in lines)
 
 
 _original_display_type = typer.core.TyperOption.display_type_rich
