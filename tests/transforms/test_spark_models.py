@@ -392,6 +392,32 @@ def test_dedup_incremental_compares_new_images_with_the_index_and_equals_a_full_
     assert rows[_sha(broken)]["is_canonical"] and rows[_sha(broken)]["phash"] is None
 
 
+def test_dedup_incremental_of_only_unrelated_images_inserts_and_equals_a_full_refresh(spark, images_lake) -> None:
+    """New images that join no stored group: MERGE only inserts (no stored file is rewritten)."""
+    import random
+
+    from PIL import Image
+
+    lake, _ = images_lake
+    run_spark_models(spark, lake, select="dedup_images")
+    noise = [Image.frombytes("L", (32, 32), random.Random(seed).randbytes(32 * 32)) for seed in (1, 2)]
+    stored = {r["sha256"]: r for r in _read(lake, "silver.image_duplicates")}
+    for im in noise:  # far from everything stored, so no near-duplicate pair
+        assert min(hamming(dhash(png_bytes(im)), int(r["phash"], 16)) for r in stored.values() if r["phash"]) > 20
+    write_batch(lake, "bronze.images", pa.Table.from_pylist([
+        _image_row(_sha(png_bytes(im)), png_bytes(im), "png", 32, 32, f"file:///src/noise{i}.png", "run-3")
+        for i, im in enumerate(noise)
+    ]))
+    res, _ = _run_incrementally_then_compare_with_a_full_refresh(spark, lake, "dedup_images")
+    (last,) = lake.delta_table("silver.image_duplicates").history(1)
+    metrics = last["operationMetrics"]
+    assert (res["rows"], res["rows_written"]) == (7, 2)
+    assert (int(metrics["numTargetRowsInserted"]), int(metrics["numTargetFilesRemoved"])) == (2, 0)
+    # Delta's insert-only MERGE: no stored file was scanned for matches (the old condition read them all)
+    assert int(metrics["scanTimeMs"]) == 0, metrics
+    assert {r["sha256"]: r for r in _read(lake, "silver.image_duplicates") if r["sha256"] in stored} == stored
+
+
 def test_an_incremental_run_rebuilds_when_the_source_did_more_than_append(spark, local_lake: Lake) -> None:
     """Rows deleted from the source: the merge cannot know which sessions lost events."""
     from ingest.delta import delete_rows

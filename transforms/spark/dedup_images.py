@@ -358,16 +358,14 @@ def _merge_new_images(
     # the changed rows, computed once and kept on the executors for MERGE's two passes
     changes = grouped_frame(members.unionByName(fresh.select(*members.columns))).localCheckpoint()
     values = {c: f"s.{c}" for c in changes.columns}
-    return merge_delta(
-        spark,
-        lake,
-        target,
-        increment,
-        lambda t: (
-            t.merge(changes.alias("s"), "t.sha256 = s.sha256")
-            .whenMatchedUpdate(set=values)
-            .whenNotMatchedInsert(values=values)
-        ),
-        name=model,
-        inputs=inputs,
-    )
+    # a stored row changes only in a touched group; the rest are new contents.  Saying so in the
+    # condition lets Delta skip every file whose canonical_sha256 range holds no touched group
+    # (the table is written in that order), and with no touched group MERGE only inserts
+    if touched:
+        condition = (F.col("t.sha256") == F.col("s.sha256")) & F.col("t.canonical_sha256").isin(sorted(touched))
+        clauses = lambda t: (  # noqa: E731 - the two MERGE shapes side by side read best as lambdas
+            t.merge(changes.alias("s"), condition).whenMatchedUpdate(set=values).whenNotMatchedInsert(values=values)
+        )
+    else:
+        clauses = lambda t: t.merge(changes.alias("s"), F.lit(False)).whenNotMatchedInsert(values=values)  # noqa: E731 - as above
+    return merge_delta(spark, lake, target, increment, clauses, name=model, inputs=inputs)
