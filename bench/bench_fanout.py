@@ -113,7 +113,7 @@ def main() -> int:
     ap.add_argument("--side", type=int, default=96)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--image-workers", type=int, default=None,
-                    help="INGEST_IMAGE_WORKERS (threads per ingest process; default the ingester's 16)")
+                    help="INGEST_IMAGE_WORKERS (fetch threads per ingest process; the ingester defaults to 1 for local files)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
     proc = None
