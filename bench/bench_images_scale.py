@@ -68,7 +68,9 @@ def child_ingest(lake: str, src: str) -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     res = ingest_images(Lake(lake), src)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM: this process's own peak (ru_maxrss can carry the forking parent's peak across exec)
+    hwm = [ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM:")]
+    rss_mb = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "cpu_s": cpu, "rows": res.rows_written, "peak_rss_mb": round(rss_mb, 1)}))
 
 
