@@ -67,3 +67,12 @@ def test_files_reaching_keeps_only_files_whose_max_time_reaches_the_watermark(lo
     assert kept is not None and len(kept) == 2 and before not in kept
     assert len(files_reaching(local_lake, "bronze.events", version=2, column="ts", low_micros=0) or []) == 3
     assert files_reaching(local_lake, "bronze.events", version=0, column="ts", low_micros=mark) == []
+
+
+def test_only_plain_relative_file_paths_are_read_directly() -> None:
+    from transforms.spark.common import files_under_root
+
+    assert files_under_root(["part-00000-a.snappy.parquet", "sub/part-1.parquet"])
+    assert not files_under_root(["part-0.parquet", "s3://other-bucket/t/part-1.parquet"])
+    assert not files_under_root(["/mnt/elsewhere/part-1.parquet"])
+    assert not files_under_root(["part%20with%20space.parquet"])

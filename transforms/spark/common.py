@@ -307,7 +307,15 @@ def plain_files(dt: Any) -> Any:
         or {"deletionVectors", "typeWidening"} & set(protocol.reader_features or [])
     ):
         return None
-    return pa.table(dt.get_add_actions(flatten=True))
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    return actions if files_under_root(actions.column("path").to_pylist()) else None
+
+
+def files_under_root(paths: list[str]) -> bool:
+    """Whether every data file path is a plain name relative to the table root, which is how
+    ``read_files`` joins it: an absolute path (a shallow clone's) or a percent-encoded one is
+    left to Spark's Delta reader."""
+    return all("://" not in p and not p.startswith("/") and "%" not in p for p in paths)
 
 
 def read_files(spark: SparkSession, lake: Lake, table: str | TableId, files: list[str], *, schema: Any) -> DataFrame:
