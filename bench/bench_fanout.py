@@ -7,8 +7,11 @@ Images are PNGs of noise (``--side`` pixels square): CPU-bound to hash and decod
 where more processes help.  Each measurement runs the flow in a fresh process against a Prefect
 server started here (SQLite in a temp dir) and loads into a fresh lake.  Two figures per run:
 the flow's wall time (cluster start included) and the ingest span (first group's start to last
-group's end, from ``_meta.runs``).  The ratio is 1-worker time / 2-worker time (target >= 1.6 on
-2 cores).  Results go to stdout and bench/results/fanout.json.
+group's end, from ``_meta.runs``), with the CPU seconds of the flow's process tree (flow, Dask
+nannies and workers) and of the Prefect server.  The page cache is synced before each run, and a
+first round of each (cold caches, first imports) is run and not counted.  The ratio is 1-worker
+time / 2-worker time (target >= 1.6 on 2 cores).  Results go to stdout and
+bench/results/fanout.json.
 """
 
 from __future__ import annotations
@@ -95,7 +98,26 @@ def start_prefect(home: Path) -> tuple[subprocess.Popen, dict[str, str]]:
             time.sleep(0.5)
 
 
-def measure(env: dict[str, str], src: Path, lake: Path, workers: int) -> dict:
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for t in Path(f"/proc/{p}/task").iterdir():
+                kids = (t / "children").read_text().split()
+                todo.extend(int(k) for k in kids)
+        except OSError:
+            continue
+    return total
+
+
+def measure(env: dict[str, str], src: Path, lake: Path, workers: int, server_pid: int) -> dict:
+    os.sync()  # the previous round's lake is on disk: its writeback does not land in this round
+    server0, kids0 = tree_cpu(server_pid), os.times()
     params = {"lake": str(lake), "src": str(src), "partitions": 2, "task_runner": "dask", "dask_workers": workers}
     proc = subprocess.run(
         [str(PY), "-c", _CHILD.format(root=str(ROOT)), json.dumps(params)], env=env, cwd=ROOT,
@@ -104,7 +126,11 @@ def measure(env: dict[str, str], src: Path, lake: Path, workers: int) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"flow failed ({proc.returncode}): {proc.stderr[-3000:]}")
-    return json.loads(lines[-1][7:])
+    kids1 = os.times()
+    out = json.loads(lines[-1][7:])
+    out["flow_cpu_s"] = round(kids1.children_user + kids1.children_system - kids0.children_user - kids0.children_system, 2)
+    out["server_cpu_s"] = round(tree_cpu(server_pid) - server0, 2)
+    return out
 
 
 def main() -> int:
@@ -124,14 +150,17 @@ def main() -> int:
         proc, env = start_prefect(tmp / "prefect")
         if args.image_workers:
             env["INGEST_IMAGE_WORKERS"] = str(args.image_workers)
+        for workers in (1, 2):  # warm-up, not counted
+            measure(env, tmp / "src", tmp / f"lake-warmup-{workers}", workers, proc.pid)
         times: dict[int, list[dict]] = {1: [], 2: []}
         for r in range(args.rounds):
             for workers in (1, 2) if r % 2 == 0 else (2, 1):
-                m = measure(env, tmp / "src", tmp / f"lake-{r}-{workers}", workers)
+                m = measure(env, tmp / "src", tmp / f"lake-{r}-{workers}", workers, proc.pid)
                 assert m["rows"] == args.images, m
                 times[workers].append(m)
                 print(f"  round {r + 1}: {workers} worker(s): flow {m['wall_s']:.1f} s, ingest {m['span_s']:.1f} s "
-                      f"({args.images / m['span_s']:.0f} images/s; groups (start, seconds) {m['groups']}), "
+                      f"({args.images / m['span_s']:.0f} images/s; CPU: flow process tree {m['flow_cpu_s']} s, "
+                      f"Prefect server {m['server_cpu_s']} s; groups (start, seconds) {m['groups']}), "
                       f"load {os.getloadavg()[0]:.1f}", flush=True)
         out = {"images": args.images, "side": args.side, "mb": round(size / 1e6, 1), "rounds": args.rounds,
                "image_workers": args.image_workers}
@@ -139,6 +168,8 @@ def main() -> int:
             one = statistics.median(m[key] for m in times[1])
             two = statistics.median(m[key] for m in times[2])
             out[key] = {"1_worker": round(one, 2), "2_workers": round(two, 2), "ratio": round(one / two, 2)}
+        for key in ("flow_cpu_s", "server_cpu_s"):
+            out[key] = {str(w): round(statistics.median(m[key] for m in times[w]), 2) for w in (1, 2)}
         paired = [a["span_s"] / b["span_s"] for a, b in zip(times[1], times[2])]
         out["span_s"]["paired_ratios"] = [round(r, 2) for r in paired]
         out["span_s"]["median_paired_ratio"] = round(statistics.median(paired), 2)

@@ -75,9 +75,13 @@ def test_z_order_images_then_ingest_still_stores_each_content_once(local_lake: L
     first = _json(local_lake, "images", str(src), INGEST_IMAGE_BATCH_FILES="10")
     assert first["rows_written"] == 60
     assert len(local_lake.delta_table("bronze.images").file_uris()) == 6
+    index = Path(local_lake.table_uri("bronze.images")) / "_ingest_keyindex"
+    assert index.is_dir()  # the hashes' prefixes, saved for the next run
     out = _json(local_lake, "optimize", "--z-order", "bronze.images")
     (t,) = out["tables"]
     assert (t["z_order"], t["files_before"], t["files_after"]) == (["sha256"], 6, 1)
+    _json(local_lake, "vacuum", "--retain-hours", "0", "--force")  # the compacted-away files go
+    assert index.is_dir() and any(index.rglob("*.parquet"))  # (the saved index stays)
     # new images, some copies of stored ones under new names: only the new content is stored
     _images(tmp_path / "more", 20, start=50)
     more = _json(local_lake, "images", str(tmp_path / "more"), INGEST_IMAGE_BATCH_FILES="10")

@@ -53,6 +53,7 @@ class Committed:
     rows: int = 0
     quarantined: int = 0
     written: bool = False
+    version: int | None = None  # the target's version after the commit (when written)
 
 
 class BatchCommitter:
@@ -143,7 +144,7 @@ class BatchCommitter:
             self._taken(app_id)
             return Committed(quarantined=quarantined)
         self.tally.rows += res.rows
-        return Committed(res.rows, quarantined, written=True)
+        return Committed(res.rows, quarantined, written=True, version=res.version)
 
     def write_bad(self, bad: Sequence[Bad], *, version: int, app_id: str | None = None) -> int:
         """Append ``bad`` to the quarantine once per ``(app id, version)``; the rows written are

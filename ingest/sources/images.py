@@ -211,6 +211,8 @@ def ingest_images(
                 manifest.add(x.file for x in fetched)  # after their commits: a recorded file is in
                 bar.advance(len(fetched))
         manifest.flush()
+        writer.stored.save()  # the hashes read this run, for the next run's lookups
+        writer.stored_bad.save()
         run.details = {"files": files_total, "read": len(files), "ignored_not_images": len(listed) - files_total}
         result = writer.tally.finish(lake, tid, run, snapshot=writer.dt)
     return result
@@ -304,6 +306,6 @@ class _Writer:
             return dupes
         rows.sort(key=lambda r: r["sha256"])  # row-group statistics by hash: lookups skip more
         batch = Batch(seq, pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), metadata={"run_id": self.run_id})
-        self.committer.commit(batch, snapshot=dt)
-        self.stored.committed(seq, seen)
+        done = self.committer.commit(batch, snapshot=dt)
+        self.stored.committed(seq, seen, version=done.version)
         return dupes

@@ -6,10 +6,17 @@ bits of each stored hash (and the file that holds it) in sorted arrays, 12 bytes
 once per run: a lookup is a binary search per key, and only a key whose prefix is there (a
 duplicate, or a 1-in-2^64 collision) sends its file to the exact search.  The index proposes
 candidates; the exact ``column IN (keys)`` search decides, so a collision costs a read, never a row.
+
+``SavedPrefixes`` keeps those prefixes beside the table between runs (``_ingest_keyindex/`` in the
+table's directory), so a run reads a few compact files instead of every data file's hash column:
+at 1,000,000 stored images, ~12 MB in one read instead of 64 MB of hex strings out of ~2,000
+Parquet files.  A data file never changes once written, so what is saved for its path stays
+true; saved entries of files the table no longer holds are ignored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +87,14 @@ class PrefixIndex:
         self._pending.append((prefixes, np.full(len(prefixes), len(self.paths), np.uint32)))
         self.paths.append(path)
 
+    def add_many(self, paths: list[str], prefixes: np.ndarray, files: np.ndarray) -> None:
+        """Add several files at once: ``files[i]`` is the position in ``paths`` of the file
+        holding ``prefixes[i]``."""
+        import numpy as np
+
+        self._pending.append((prefixes, files.astype(np.uint32) + np.uint32(len(self.paths))))
+        self.paths.extend(paths)
+
     def files_holding(self, prefixes: list[int]) -> dict[str, set[int]]:
         """For each file that holds one of ``prefixes``: which of them (by position)."""
         import numpy as np
@@ -113,3 +128,93 @@ class PrefixIndex:
 def _sorted_run(keys: np.ndarray, files: np.ndarray) -> tuple[Any, Any]:
     order = keys.argsort(kind="stable")
     return keys[order], files[order]
+
+
+INDEX_DIR = "_ingest_keyindex"  # Delta's vacuum leaves names that start with "_" alone
+_FORMAT = "v1"  # 64-bit prefixes of hex digests; another layout gets another folder
+_MAX_SEGMENTS = 8  # saved files kept apart before a save merges them into one
+
+
+class SavedPrefixes:
+    """Key prefixes of a table's data files, saved beside the table (``<table>/_ingest_keyindex``).
+
+    Each save adds one small Parquet file (``file``: the data file's path as the Delta log names
+    it, ``prefix``: uint64); past ``_MAX_SEGMENTS`` of them a save merges the live entries into
+    one and deletes the rest.  A save goes to a temporary name first, so a reader never sees half
+    of one; an unreadable or vanished file (a concurrent merge) is skipped, and its data files'
+    keys are read from the data files again.  Nothing here can hide a stored key: the entries
+    are the files' own prefixes, and the exact search still decides.
+    """
+
+    def __init__(self, fs: Any, table_root: str, column: str) -> None:
+        self.fs = fs
+        self.dir = f"{table_root.rstrip('/')}/{INDEX_DIR}/{_FORMAT}/{column}"
+
+    def _segments(self) -> list[str]:
+        import pyarrow.fs as pafs
+
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.dir, allow_not_found=True))
+        except OSError:
+            return []
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+
+    def _read(self, segments: list[str], live: set[str]) -> dict[str, np.ndarray]:
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        out: dict[str, np.ndarray] = {}
+        for seg in segments:
+            try:
+                table = pq.read_table(seg, filesystem=self.fs)
+            except (OSError, pa.ArrowInvalid):  # merged away meanwhile, or damaged: read the data instead
+                continue
+            files = table.column("file").combine_chunks().dictionary_encode()
+            names = files.dictionary.to_pylist()
+            codes = files.indices.to_numpy(zero_copy_only=False)
+            prefixes = table.column("prefix").to_numpy()
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+            for i, name in enumerate(names):
+                if name in live and name not in out:
+                    out[name] = prefixes[order[bounds[i] : bounds[i + 1]]]
+        return out
+
+    def load(self, live: set[str]) -> dict[str, np.ndarray]:
+        """The saved prefixes of the data files in ``live`` (Delta log paths)."""
+        return self._read(self._segments(), live)
+
+    def save(self, entries: dict[str, np.ndarray], *, live: set[str]) -> None:
+        """Save ``entries`` (data file path -> its prefixes); merge the saved files past the
+        limit, keeping only the entries of files in ``live``."""
+        import uuid
+
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        if not entries:
+            return
+        segments = self._segments()
+        merged = len(segments) + 1 > _MAX_SEGMENTS
+        if merged:
+            entries = {**self._read(segments, live), **entries}
+        names = list(entries)
+        table = pa.table(
+            {
+                "file": pa.DictionaryArray.from_arrays(
+                    pa.array(np.repeat(np.arange(len(names), dtype=np.int32), [len(entries[n]) for n in names])),
+                    pa.array(names, pa.string()),
+                ),
+                "prefix": pa.array(np.concatenate([entries[n] for n in names]), pa.uint64()),
+            }
+        )
+        self.fs.create_dir(self.dir, recursive=True)
+        name = f"{self.dir}/{uuid.uuid4().hex}.parquet"
+        tmp = f"{self.dir}/.{uuid.uuid4().hex}.tmp"
+        with self.fs.open_output_stream(tmp) as out:
+            pq.write_table(table, out)
+        self.fs.move(tmp, name)
+        if merged:
+            for seg in segments:
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(seg)

@@ -1,9 +1,9 @@
 """What a table already holds, answered at a cost that follows the new records, not the table.
 
-``StoredKeys`` says which of a batch's keys (content hashes) a table holds: a per-run index of
-the stored hashes' prefixes (``ingest.sources.keyindex``) names the few files to search with the
-batch's keys as a pushed-down filter; it follows other writers through their commit log entries
-only, and keeps this run's own keys in memory.  ``Manifest`` says which listed
+``StoredKeys`` says which of a batch's keys (content hashes) a table holds: an index of the
+stored hashes' prefixes (``ingest.sources.keyindex``), saved beside the table between runs,
+names the few files to search with the batch's keys as a pushed-down filter; it follows other
+writers through their commit log entries only, and keeps this run's own keys in memory.  ``Manifest`` says which listed
 source files a table has taken in already (unchanged size and mtime), from a per-source record
 in ``_meta.manifests``, so a re-run neither reads those files nor the table.
 """
@@ -23,7 +23,7 @@ import pyarrow as pa
 from ingest.delta import commit_actions, ensure_table, write_batch
 from ingest.lake import Lake, TableId, plain_dataset
 from ingest.sources.files import SourceFile, is_s3
-from ingest.sources.keyindex import PrefixIndex, digest_prefixes, key_prefix
+from ingest.sources.keyindex import PrefixIndex, SavedPrefixes, digest_prefixes, key_prefix
 from ingest.sources.util import utcnow
 
 
@@ -52,6 +52,11 @@ class StoredKeys:
         self._indexed: set[str] = set()
         self._index = PrefixIndex()  # the hash prefixes of the files searched so far
         self._unindexed: set[str] = set()  # files whose keys are not all hex digests: searched every time
+        self._log_paths: dict[str, str] = {}  # file path -> the path the Delta log names it by
+        self._saved = SavedPrefixes(lake.pyarrow_filesystem(), lake.fs_path(self._root), column)
+        self._loaded: dict[str, Any] | None = None  # what earlier runs saved, read at the first index
+        self._unsaved: dict[str, Any] = {}  # log path -> prefixes read from the data file this run
+        self._our_commits: list[tuple[int, list[str]]] = []  # (table version, keys) of our commits
 
     def held(self, keys: Iterable[str], *, snapshot: Any = None) -> set[str]:
         """The subset of ``keys`` the table holds as of ``snapshot`` (a loaded DeltaTable), or now."""
@@ -76,10 +81,19 @@ class StoredKeys:
         return found
 
     def _add_to_index(self, paths: list[str]) -> None:
-        """Read the hashes of files not indexed yet, once per run, into the prefix index."""
+        """Take the hashes of files not indexed yet into the prefix index: saved ones from the
+        saved index, the rest read from their data file once per run."""
         import numpy as np
 
-        for path in paths:
+        if self._loaded is None and paths:
+            self._loaded = self._saved.load(set(self._log_paths.values()))
+        saved = [p for p in paths if self._log_paths.get(p) in (self._loaded or {})]
+        if saved:
+            loaded = [self._loaded[self._log_paths[p]] for p in saved]  # type: ignore[index]  # loaded above
+            numbers = np.repeat(np.arange(len(saved), dtype=np.uint32), [len(x) for x in loaded])
+            self._index.add_many(saved, np.concatenate(loaded), numbers)
+            self._indexed.update(saved)
+        for path in (p for p in paths if p not in self._indexed):
             parts: list[Any] | None = []
             try:  # a batch at a time: a large file's hashes are never all decoded at once
                 for batch in self._fragment(path).to_batches(
@@ -95,8 +109,30 @@ class StoredKeys:
             if parts is None:
                 self._unindexed.add(path)
             else:
-                self._index.add(path, np.concatenate(parts) if parts else np.empty(0, np.uint64))
+                read = np.concatenate(parts) if parts else np.empty(0, np.uint64)
+                self._index.add(path, read)
                 self._indexed.add(path)
+                if path in self._log_paths:
+                    self._unsaved[self._log_paths[path]] = read
+
+    def save(self) -> None:
+        """Save the prefixes of the files this run read or committed, so the next run does not
+        read them (a failed save only costs the next run those reads).  A commit's keys are
+        saved for each file it added (one, unless a batch outgrew a file): a lookup then
+        searches the batch's files, never misses one."""
+        entries = dict(self._unsaved)
+        try:
+            for version, keys in self._our_commits:
+                prefixes = digest_prefixes(pa.array(keys, pa.string()))
+                if prefixes is None:
+                    continue  # keys that are no digests: those files are searched every time
+                for add in (a["add"] for a in commit_actions(self.lake, self.tid, version) if "add" in a):
+                    self._path(add["path"])
+                    entries[add["path"]] = prefixes
+            self._saved.save(entries, live=set(self._log_paths.values()))
+        except (OSError, pa.ArrowInvalid):
+            return
+        self._unsaved, self._our_commits = {}, []
 
     def _fragment(self, path: str) -> Any:
         """The file's Parquet fragment; its footer is read once per run, later searches reuse it."""
@@ -108,10 +144,14 @@ class StoredKeys:
             self._fragments[path] = fragment
         return self._fragments[path]
 
-    def committed(self, batch_version: int, keys: Iterable[str]) -> None:
-        """This run committed ``keys`` as batch ``batch_version`` of its app id."""
+    def committed(self, batch_version: int, keys: Iterable[str], *, version: int | None = None) -> None:
+        """This run committed ``keys`` as batch ``batch_version`` of its app id, in table
+        ``version`` (given: ``save`` saves the prefixes of the files that commit added)."""
+        keys = list(keys)
         self.ours.update(keys)
         self.our_batches.add(batch_version)
+        if version is not None:
+            self._our_commits.append((version, keys))
 
     def _search(self, paths: list[str], keys: list[str]) -> list[str]:
         import pyarrow.compute as pc
@@ -168,7 +208,10 @@ class StoredKeys:
         return out
 
     def _path(self, path: str) -> str:
-        return self.lake.fs_path(path if "://" in path else f"{self._root}/{unquote(path)}")
+        """The file path of a data file the log names ``path`` (remembered for ``SavedPrefixes``)."""
+        full = self.lake.fs_path(path if "://" in path else f"{self._root}/{unquote(path)}")
+        self._log_paths[full] = path
+        return full
 
 
 def _overlaps(keys: list[str], lo: str | None, hi: str | None) -> bool:

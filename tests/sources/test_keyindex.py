@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -62,3 +63,90 @@ def test_lookup_is_exact_across_shared_prefixes_and_unindexed_files(local_lake: 
     assert keys.held([_h(30), _h(40), twin, _h(3), _h(98)]) == {_h(30), _h(40), twin, _h(3)}
     assert len(keys._indexed) == 3 and len(keys._unindexed) == 1
     assert keys.held(["not-a-digest", _h(97)]) == {"not-a-digest"}  # a key that is no digest: every file
+
+
+def test_saved_prefixes_load_live_files_merge_and_skip_a_damaged_file(tmp_path) -> None:
+    """Saved entries come back for live files only; past the limit a save merges the live ones
+    into one file; a damaged or vanished file is skipped (its data files are read instead)."""
+    import numpy as np
+    import pyarrow.fs as pafs
+
+    from ingest.sources.keyindex import _MAX_SEGMENTS, SavedPrefixes
+
+    saved = SavedPrefixes(pafs.LocalFileSystem(), str(tmp_path / "t"), "sha256")
+    arr = lambda *v: np.array(v, np.uint64)  # noqa: E731
+    saved.save({"a.parquet": arr(3, 1), "b.parquet": arr(2**64 - 1)}, live={"a.parquet", "b.parquet"})
+    got = saved.load({"a.parquet", "gone.parquet"})
+    assert list(got) == ["a.parquet"] and got["a.parquet"].tolist() == [3, 1]
+    for i in range(_MAX_SEGMENTS - 1):
+        saved.save({f"f{i}.parquet": arr(i)}, live={"a.parquet", *(f"f{j}.parquet" for j in range(i + 1))})
+    assert len(saved._segments()) == _MAX_SEGMENTS
+    live = {"a.parquet", "new.parquet", *(f"f{j}.parquet" for j in range(_MAX_SEGMENTS - 1))}
+    saved.save({"new.parquet": arr(7, 8)}, live=live)  # merged: b.parquet is no longer live
+    (only,) = saved._segments()
+    assert saved.load(live | {"b.parquet"}).keys() == live
+    Path(only).write_bytes(b"PAR1 not really")
+    assert saved.load(live) == {}
+    Path(only).unlink()
+    assert saved.load(live) == {}
+
+
+def test_a_later_run_takes_stored_hashes_from_the_saved_index_not_the_data_files(local_lake: Lake, monkeypatch) -> None:
+    """The first run reads every data file's hashes once and saves their prefixes; a later run
+    opens only the file that holds a key it looks up (found exactly), and none for new keys."""
+    _stored(local_lake, [_h(i) for i in range(0, 10)])
+    _stored(local_lake, [_h(i) for i in range(10, 20)])
+    first = StoredKeys(local_lake, "bronze.keys", "sha256", app_id=APP)
+    assert first.held([_h(99)]) == set() and len(first._fragments) == 2  # read both files
+    first.save()
+    assert (Path(local_lake.table_uri("bronze.keys")) / "_ingest_keyindex").is_dir()
+    _stored(local_lake, [_h(i) for i in range(20, 30)])  # a file the saved index does not cover
+    later = StoredKeys(local_lake, "bronze.keys", "sha256", app_id=APP)
+    assert later.held([_h(98), _h(97)]) == set()
+    assert len(later._fragments) == 1  # only the file added since the save was read
+    assert later.held([_h(5), _h(25), _h(96)]) == {_h(5), _h(25)}  # exact: the holding files are searched
+    assert len(later._fragments) == 2
+    later.save()  # now the third file is saved too
+    third = StoredKeys(local_lake, "bronze.keys", "sha256", app_id=APP)
+    assert third.held([_h(95)]) == set() and third._fragments == {}
+    assert third.held([_h(i) for i in range(30)]) == {_h(i) for i in range(30)}
+
+
+def test_images_run_saves_what_it_commits_so_the_next_run_reads_no_stored_hashes(
+    local_lake: Lake, tmp_path: Path, monkeypatch
+) -> None:
+    """A load saves the prefixes of the files it committed: the next run of new images opens
+    no stored data file, and copies of stored images are still found (and skipped) exactly."""
+    import io
+    import shutil
+
+    from PIL import Image
+
+    from ingest.sources.images import ingest_images
+
+    def images(d: Path, start: int, n: int) -> None:
+        d.mkdir(parents=True)
+        for i in range(start, start + n):
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (i % 256, i // 256, 9)).save(buf, format="PNG")
+            (d / f"img_{i:04d}.png").write_bytes(buf.getvalue())
+
+    monkeypatch.setenv("INGEST_IMAGE_BATCH_FILES", "10")
+    images(tmp_path / "a", 0, 30)
+    assert ingest_images(local_lake, str(tmp_path / "a")).rows_written == 30
+    opened: list[str] = []
+    real = StoredKeys._fragment
+    monkeypatch.setattr(StoredKeys, "_fragment", lambda self, p: opened.append(p) or real(self, p))
+    images(tmp_path / "b", 100, 25)
+    assert ingest_images(local_lake, str(tmp_path / "b")).rows_written == 25
+    assert opened == []  # no stored file was read: every lookup was answered by the saved index
+    (tmp_path / "c").mkdir()
+    for name in ("img_0003.png", "img_0017.png"):
+        shutil.copy(tmp_path / "a" / name, tmp_path / "c" / f"copy_{name}")
+    shutil.copy(tmp_path / "b" / "img_0110.png", tmp_path / "c" / "copy_b.png")
+    images(tmp_path / "c" / "new", 200, 3)
+    res = ingest_images(local_lake, str(tmp_path / "c"))
+    assert (res.rows_written, res.skipped) == (3, 3)
+    assert 1 <= len(opened) <= 3  # only the files holding the copies' hashes
+    shas = [r["sha256"] for r in local_lake.dataset("bronze.images").to_table(columns=["sha256"]).to_pylist()]
+    assert len(shas) == len(set(shas)) == 58
