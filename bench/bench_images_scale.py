@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
@@ -148,6 +149,7 @@ def main() -> int:
                 shutil.rmtree(lake, ignore_errors=True)
                 if seed is not None:
                     shutil.copytree(seed, lake)
+                os.sync()  # the copy's writeback does not land in the timed run
                 out = run_child(str(lake), str(tmp / "new_src"))
                 if out["rows"] != args.new:
                     raise SystemExit(f"{kind}: stored {out['rows']} of {args.new} new images")

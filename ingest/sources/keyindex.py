@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 HEX_DIGITS = 64  # a sha256 hexdigest
 _PREFIX_DIGITS = 16  # 64 bits
-_MERGE_PARTS = 8  # sorted runs kept apart before they are merged into one
+_MERGE_PARTS = 16  # sorted runs kept apart before they are merged into one (more than saved files)
 _HEX_KEY = re.compile(f"[0-9a-fA-F]{{{HEX_DIGITS}}}")
 
 
@@ -87,12 +87,12 @@ class PrefixIndex:
         self._pending.append((prefixes, np.full(len(prefixes), len(self.paths), np.uint32)))
         self.paths.append(path)
 
-    def add_many(self, paths: list[str], prefixes: np.ndarray, files: np.ndarray) -> None:
-        """Add several files at once: ``files[i]`` is the position in ``paths`` of the file
-        holding ``prefixes[i]``."""
+    def add_sorted(self, paths: list[str], prefixes: np.ndarray, files: np.ndarray) -> None:
+        """Add several files as one run already sorted by prefix: ``files[i]`` is the position
+        in ``paths`` of the file holding ``prefixes[i]`` (no sort: a saved index is stored so)."""
         import numpy as np
 
-        self._pending.append((prefixes, files.astype(np.uint32) + np.uint32(len(self.paths))))
+        self._parts.append((prefixes, files.astype(np.uint32) + np.uint32(len(self.paths))))
         self.paths.extend(paths)
 
     def files_holding(self, prefixes: list[int]) -> dict[str, set[int]]:
@@ -150,6 +150,18 @@ class SavedPrefixes:
         self.fs = fs
         self.dir = f"{table_root.rstrip('/')}/{INDEX_DIR}/{_FORMAT}/{column}"
 
+    @staticmethod
+    def columns(fs: Any, table_root: str) -> list[str]:
+        """The columns a saved index exists for in the table at ``table_root``."""
+        import pyarrow.fs as pafs
+
+        base = f"{table_root.rstrip('/')}/{INDEX_DIR}/{_FORMAT}"
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        except OSError:
+            return []
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
     def _segments(self) -> list[str]:
         import pyarrow.fs as pafs
 
@@ -159,53 +171,84 @@ class SavedPrefixes:
             return []
         return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
 
-    def _read(self, segments: list[str], live: set[str]) -> dict[str, np.ndarray]:
+    def _read(self, segments: list[str], live: set[str]) -> list[tuple[list[str], np.ndarray, np.ndarray]]:
+        """Per saved file that could be read: (live data files, their prefixes sorted, the
+        position of each prefix's data file in that list)."""
         import numpy as np
         import pyarrow.parquet as pq
 
-        out: dict[str, np.ndarray] = {}
+        out = []
         for seg in segments:
             try:
                 table = pq.read_table(seg, filesystem=self.fs)
             except (OSError, pa.ArrowInvalid):  # merged away meanwhile, or damaged: read the data instead
                 continue
-            files = table.column("file").combine_chunks().dictionary_encode()
-            names = files.dictionary.to_pylist()
-            codes = files.indices.to_numpy(zero_copy_only=False)
             prefixes = table.column("prefix").to_numpy()
-            order = np.argsort(codes, kind="stable")
-            bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-            for i, name in enumerate(names):
-                if name in live and name not in out:
-                    out[name] = prefixes[order[bounds[i] : bounds[i + 1]]]
+            if len(prefixes) > 1 and not (prefixes[1:] >= prefixes[:-1]).all():
+                continue  # not sorted: a binary search could miss a key, so it is not used
+            files = table.column("file").combine_chunks()
+            names = files.dictionary.to_pylist()
+            keep = np.array([n in live for n in names], bool)
+            renumber = np.cumsum(keep, dtype=np.int64) - 1  # old position -> position among the live
+            codes = files.indices.to_numpy(zero_copy_only=False)
+            rows = keep[codes]
+            out.append(
+                (
+                    [n for n, k in zip(names, keep, strict=True) if k],
+                    prefixes[rows],
+                    renumber[codes[rows]],
+                )
+            )
         return out
 
-    def load(self, live: set[str]) -> dict[str, np.ndarray]:
-        """The saved prefixes of the data files in ``live`` (Delta log paths)."""
+    def load(self, live: set[str]) -> list[tuple[list[str], np.ndarray, np.ndarray]]:
+        """The saved prefixes of the data files in ``live`` (Delta log paths), per saved file:
+        (paths, prefixes sorted, position in paths of each prefix's file).  A data file saved
+        twice (by concurrent runs) is in more than one: harmless, the index names it once more."""
         return self._read(self._segments(), live)
 
-    def save(self, entries: dict[str, np.ndarray], *, live: set[str]) -> None:
-        """Save ``entries`` (data file path -> its prefixes); merge the saved files past the
-        limit, keeping only the entries of files in ``live``."""
-        import uuid
+    def save(self, entries: dict[str, np.ndarray], *, live: set[str], merge: bool = False) -> None:
+        """Save ``entries`` (data file path -> its prefixes), sorted by prefix; past the limit
+        (or with ``merge``), merge the saved files into one, keeping only the entries of files
+        in ``live``."""
 
         import numpy as np
-        import pyarrow.parquet as pq
 
-        if not entries:
+        if not entries and not merge:
             return
         segments = self._segments()
-        merged = len(segments) + 1 > _MAX_SEGMENTS
-        if merged:
-            entries = {**self._read(segments, live), **entries}
         names = list(entries)
+        prefixes = [entries[n] for n in names]
+        codes = [np.repeat(np.arange(len(names), dtype=np.int32), [len(x) for x in prefixes])]
+        merged = merge or len(segments) + 1 > _MAX_SEGMENTS
+        if merged:
+            taken = set(names)
+            for paths, keys, files in self._read(segments, live):
+                fresh = np.array([p not in taken for p in paths], bool)  # one copy of each data file
+                taken.update(paths)
+                renumber = np.cumsum(fresh, dtype=np.int64) - 1 + len(names)
+                rows = fresh[files]
+                codes.append(renumber[files[rows]].astype(np.int32))
+                prefixes.append(keys[rows])
+                names.extend(p for p, f in zip(paths, fresh, strict=True) if f)
+        if names:
+            self._write(np.concatenate(prefixes), np.concatenate(codes), names)
+        if merged:
+            for seg in segments:
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(seg)
+
+    def _write(self, keys: np.ndarray, files: np.ndarray, names: list[str]) -> None:
+        """One saved file, sorted by prefix, under a temporary name until it is whole."""
+        import uuid
+
+        import pyarrow.parquet as pq
+
+        order = keys.argsort(kind="stable")
         table = pa.table(
             {
-                "file": pa.DictionaryArray.from_arrays(
-                    pa.array(np.repeat(np.arange(len(names), dtype=np.int32), [len(entries[n]) for n in names])),
-                    pa.array(names, pa.string()),
-                ),
-                "prefix": pa.array(np.concatenate([entries[n] for n in names]), pa.uint64()),
+                "file": pa.DictionaryArray.from_arrays(pa.array(files[order]), pa.array(names, pa.string())),
+                "prefix": pa.array(keys[order], pa.uint64()),
             }
         )
         self.fs.create_dir(self.dir, recursive=True)
@@ -214,7 +257,3 @@ class SavedPrefixes:
         with self.fs.open_output_stream(tmp) as out:
             pq.write_table(table, out)
         self.fs.move(tmp, name)
-        if merged:
-            for seg in segments:
-                with contextlib.suppress(OSError):
-                    self.fs.delete_file(seg)

@@ -54,7 +54,7 @@ class StoredKeys:
         self._unindexed: set[str] = set()  # files whose keys are not all hex digests: searched every time
         self._log_paths: dict[str, str] = {}  # file path -> the path the Delta log names it by
         self._saved = SavedPrefixes(lake.pyarrow_filesystem(), lake.fs_path(self._root), column)
-        self._loaded: dict[str, Any] | None = None  # what earlier runs saved, read at the first index
+        self._loaded = False  # whether what earlier runs saved is in the index (at the first lookup)
         self._unsaved: dict[str, Any] = {}  # log path -> prefixes read from the data file this run
         self._our_commits: list[tuple[int, list[str]]] = []  # (table version, keys) of our commits
 
@@ -85,25 +85,24 @@ class StoredKeys:
         saved index, the rest read from their data file once per run."""
         import numpy as np
 
-        if self._loaded is None and paths:
-            self._loaded = self._saved.load(set(self._log_paths.values()))
-        saved = [p for p in paths if self._log_paths.get(p) in (self._loaded or {})]
-        if saved:
-            loaded = [self._loaded[self._log_paths[p]] for p in saved]  # type: ignore[index]  # loaded above
-            numbers = np.repeat(np.arange(len(saved), dtype=np.uint32), [len(x) for x in loaded])
-            self._index.add_many(saved, np.concatenate(loaded), numbers)
-            self._indexed.update(saved)
+        if not self._loaded and paths:  # the first time: everything earlier runs saved, at once
+            self._loaded = True
+            by_log_path = {log: path for path, log in self._log_paths.items()}
+            for saved_paths, prefixes, files in self._saved.load(set(by_log_path)):
+                full = [by_log_path[p] for p in saved_paths]
+                self._index.add_sorted(full, prefixes, files)
+                self._indexed.update(full)
         for path in (p for p in paths if p not in self._indexed):
             parts: list[Any] | None = []
             try:  # a batch at a time: a large file's hashes are never all decoded at once
                 for batch in self._fragment(path).to_batches(
                     columns=[self.column], batch_size=16_384, use_threads=False
                 ):
-                    prefixes = digest_prefixes(batch.column(0))
-                    if prefixes is None:
+                    got = digest_prefixes(batch.column(0))
+                    if got is None:
                         parts = None
                         break
-                    parts.append(prefixes)  # type: ignore[union-attr]  # None breaks out of the loop
+                    parts.append(got)  # type: ignore[union-attr]  # None breaks out of the loop
             except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):  # view-typed files
                 parts = None
             if parts is None:
@@ -115,7 +114,12 @@ class StoredKeys:
                 if path in self._log_paths:
                     self._unsaved[self._log_paths[path]] = read
 
-    def save(self) -> None:
+    def index_all(self) -> None:
+        """Take every data file of the table into the index now (saved or read)."""
+        self._follow(None)
+        self._add_to_index([p for p, _, _ in self.files if p not in self._indexed and p not in self._unindexed])
+
+    def save(self, *, merge: bool = False) -> None:
         """Save the prefixes of the files this run read or committed, so the next run does not
         read them (a failed save only costs the next run those reads).  A commit's keys are
         saved for each file it added (one, unless a batch outgrew a file): a lookup then
@@ -129,7 +133,7 @@ class StoredKeys:
                 for add in (a["add"] for a in commit_actions(self.lake, self.tid, version) if "add" in a):
                     self._path(add["path"])
                     entries[add["path"]] = prefixes
-            self._saved.save(entries, live=set(self._log_paths.values()))
+            self._saved.save(entries, live=set(self._log_paths.values()), merge=merge)
         except (OSError, pa.ArrowInvalid):
             return
         self._unsaved, self._our_commits = {}, []
@@ -212,6 +216,16 @@ class StoredKeys:
         full = self.lake.fs_path(path if "://" in path else f"{self._root}/{unquote(path)}")
         self._log_paths[full] = path
         return full
+
+
+def refresh_saved_keys(lake: Lake, table: TableId) -> None:
+    """After files were rewritten (``ingest optimize``), save the new files' keys for every
+    column the table keeps a saved index of, dropping the files it no longer holds: the next
+    ingest then reads none of them."""
+    for column in SavedPrefixes.columns(lake.pyarrow_filesystem(), lake.fs_path(lake.table_uri(table))):
+        keys = StoredKeys(lake, table, column, app_id="")
+        keys.index_all()
+        keys.save(merge=True)
 
 
 def _overlaps(keys: list[str], lo: str | None, hi: str | None) -> bool:

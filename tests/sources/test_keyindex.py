@@ -66,8 +66,9 @@ def test_lookup_is_exact_across_shared_prefixes_and_unindexed_files(local_lake: 
 
 
 def test_saved_prefixes_load_live_files_merge_and_skip_a_damaged_file(tmp_path) -> None:
-    """Saved entries come back for live files only; past the limit a save merges the live ones
-    into one file; a damaged or vanished file is skipped (its data files are read instead)."""
+    """Saved entries come back sorted, for live files only; past the limit a save merges the
+    live ones into one file (each data file once); a damaged or vanished file is skipped (its
+    data files are then read instead)."""
     import numpy as np
     import pyarrow.fs as pafs
 
@@ -75,20 +76,37 @@ def test_saved_prefixes_load_live_files_merge_and_skip_a_damaged_file(tmp_path) 
 
     saved = SavedPrefixes(pafs.LocalFileSystem(), str(tmp_path / "t"), "sha256")
     arr = lambda *v: np.array(v, np.uint64)  # noqa: E731
-    saved.save({"a.parquet": arr(3, 1), "b.parquet": arr(2**64 - 1)}, live={"a.parquet", "b.parquet"})
-    got = saved.load({"a.parquet", "gone.parquet"})
-    assert list(got) == ["a.parquet"] and got["a.parquet"].tolist() == [3, 1]
-    for i in range(_MAX_SEGMENTS - 1):
+
+    def entries(live: set[str]) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for paths, keys, files in saved.load(live):
+            assert keys.tolist() == sorted(keys.tolist())
+            for key, f in zip(keys.tolist(), files.tolist(), strict=True):
+                out.setdefault(paths[f], []).append(key)
+        return out
+
+    saved.save({"a.parquet": arr(3, 1), "b.parquet": arr(2**64 - 1, 2)}, live={"a.parquet", "b.parquet"})
+    assert entries({"a.parquet", "gone.parquet"}) == {"a.parquet": [1, 3]}
+    assert entries({"a.parquet", "b.parquet"}) == {"a.parquet": [1, 3], "b.parquet": [2, 2**64 - 1]}
+    saved.save({"a.parquet": arr(3, 1)}, live={"a.parquet"})  # saved twice (a concurrent run)
+    for i in range(_MAX_SEGMENTS - 2):
         saved.save({f"f{i}.parquet": arr(i)}, live={"a.parquet", *(f"f{j}.parquet" for j in range(i + 1))})
     assert len(saved._segments()) == _MAX_SEGMENTS
-    live = {"a.parquet", "new.parquet", *(f"f{j}.parquet" for j in range(_MAX_SEGMENTS - 1))}
+    live = {"a.parquet", "new.parquet", *(f"f{j}.parquet" for j in range(_MAX_SEGMENTS - 2))}
     saved.save({"new.parquet": arr(7, 8)}, live=live)  # merged: b.parquet is no longer live
     (only,) = saved._segments()
-    assert saved.load(live | {"b.parquet"}).keys() == live
+    (paths, _, _), = saved.load(live | {"b.parquet"})
+    assert sorted(paths) == sorted(live)  # each once, b.parquet dropped
+    assert entries(live) == {"a.parquet": [1, 3], "new.parquet": [7, 8], **{f"f{j}.parquet": [j] for j in range(_MAX_SEGMENTS - 2)}}
+    import pyarrow.parquet as pq
+
+    unsorted = pq.read_table(only)
+    pq.write_table(unsorted.take([1, 0, *range(2, unsorted.num_rows)]), only)
+    assert saved.load(live) == []  # out of order: a binary search could miss a key
     Path(only).write_bytes(b"PAR1 not really")
-    assert saved.load(live) == {}
+    assert saved.load(live) == []
     Path(only).unlink()
-    assert saved.load(live) == {}
+    assert saved.load(live) == []
 
 
 def test_a_later_run_takes_stored_hashes_from_the_saved_index_not_the_data_files(local_lake: Lake, monkeypatch) -> None:
