@@ -95,7 +95,13 @@ def task_runner_for(fanout: FanoutParams) -> TaskRunner:
         return DaskTaskRunner(address=fanout.dask_address)
     workers = fanout.dask_workers or max(1, min(fanout.partitions, os.cpu_count() or 1))
     return DaskTaskRunner(
-        cluster_kwargs={"n_workers": workers, "processes": True, "threads_per_worker": 1, "dashboard_address": None}
+        cluster_kwargs={
+            "n_workers": workers,
+            "processes": True,
+            "threads_per_worker": 1,
+            "dashboard_address": None,
+            "preload": ["flows.worker"],  # the ingesters' imports before the first task, not in it
+        }
     )
 
 

@@ -58,7 +58,7 @@ def _dask_cluster(server: PrefectServer, env: dict[str, str], tmp: Path) -> Iter
                     "--no-dashboard"], env=full, log=tmp / "scheduler.log")]
     try:
         procs.append(start([str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
-                            "--no-dashboard"], env=full, log=tmp / "workers.log"))
+                            "--preload", "flows.worker", "--no-dashboard"], env=full, log=tmp / "workers.log"))
         from distributed import Client
 
         with Client(address, timeout=120) as client:
@@ -191,3 +191,16 @@ def test_a_pipeline_run_publishes_what_it_produced_with_report_links(fanned, tmp
     assert "(2 shards)" in md and f"[health report]({html.resolve().as_uri()})" in md
     assert arts["pipeline-produced-photo-popularity"]["type"] == "markdown"
     assert all(SECRET not in json.dumps(a) for a in arts.values())
+
+
+def test_local_cluster_workers_import_the_ingesters_before_the_first_task() -> None:
+    """A worker's first partition does not pay the ingesters' imports (Dask's preload)."""
+    import sys
+
+    from flows.params import FanoutParams
+    from flows.tasks import task_runner_for
+
+    runner = task_runner_for(FanoutParams(task_runner="dask", dask_workers=1, partitions=2))
+    with runner:
+        loaded = runner.client.run(lambda: [m in sys.modules for m in ("ingest.sources.images", "deltalake")])
+    assert list(loaded.values()) == [[True, True]]

@@ -1,0 +1,17 @@
+"""Imported by every Dask worker as it starts (Dask's ``preload``): the ingesters and their
+libraries (deltalake, pyarrow, Pillow, Prefect's task machinery) are loaded before the first
+task arrives, not inside it.  A worker's first partition otherwise spent ~0.7 s of its ~2.8 s
+importing, on both workers at once, while a single worker paid it only once
+(``bench/bench_fanout.py``).  For a cluster of your own: ``dask worker --preload flows.worker``.
+"""
+
+from __future__ import annotations
+
+import deltalake  # noqa: F401
+import PIL.Image  # noqa: F401
+import pyarrow.dataset  # noqa: F401
+
+import flows.tasks  # noqa: F401
+import ingest.sources.images
+import ingest.sources.logs
+import ingest.sources.tables  # noqa: F401
