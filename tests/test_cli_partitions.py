@@ -96,6 +96,16 @@ def test_partitions_below_one_is_one_line_and_nothing_written(tmp_path: Path, co
     assert not (tmp_path / "lake").exists()
 
 
+@pytest.mark.parametrize("partitions", ["1", "2"])
+def test_negative_cursor_lag_is_the_same_one_line_split_or_not(tmp_path: Path, partitions: str) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    proc = run_cli(lake, "tables", f"sqlite:///{tmp_path / 'x.db'}", "--source-table", "t", "--table", "bronze.t",
+                   "--cursor", "ts", "--cursor-lag", "-5", "--partitions", partitions, check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == ["error: --cursor-lag must be >= 0, got -5.0"]
+    assert not (tmp_path / "lake").exists()
+
+
 @pytest.mark.parametrize("command", ["images", "logs", "tables"])
 def test_help_shows_partitions_with_an_example(tmp_path: Path, command: str) -> None:
     proc = run_cli(Lake(str(tmp_path / "lake")), command, "--help")

@@ -140,9 +140,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Load a database table: incremental (--cursor), merged (--primary-key) or a full snapshot."""
         from ingest.settings import TableSource
-        from ingest.sources.tables import ingest_table
+        from ingest.sources.tables import check_cursor_lag, ingest_table
 
         _check_partitions(partitions)
+        check_cursor_lag(cursor_lag)  # before the split too: one wording whatever --partitions
         if partitions > 1:
             source = TableSource(
                 url=db_url,

@@ -237,9 +237,26 @@ class SavedPrefixes:
         if names:
             self._write(np.concatenate(prefixes), np.concatenate(codes), names)
         if merged:
-            for seg in segments:
+            for seg in segments + self._abandoned():
                 with contextlib.suppress(OSError):
                     self.fs.delete_file(seg)
+
+    def _abandoned(self) -> list[str]:
+        """Temporary files of saves killed before their rename, over an hour old."""
+        import datetime as dt
+
+        import pyarrow.fs as pafs
+
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.dir, allow_not_found=True))
+        except OSError:
+            return []
+        return [
+            i.path
+            for i in infos
+            if i.base_name.endswith(".tmp") and i.mtime is not None and i.mtime.astimezone(dt.UTC) < cutoff
+        ]
 
     def _write(self, keys: np.ndarray, files: np.ndarray, names: list[str]) -> None:
         """One saved file, sorted by prefix, under a temporary name until it is whole."""

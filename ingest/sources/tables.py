@@ -575,6 +575,14 @@ class _Counts(Tally):
     batches: int = 0
 
 
+def check_cursor_lag(cursor_lag: float | timedelta) -> float:
+    """The lag in seconds; a negative one is refused with the flag's name (also before a split)."""
+    lag_s = cursor_lag.total_seconds() if isinstance(cursor_lag, timedelta) else float(cursor_lag)
+    if lag_s < 0:
+        raise ConfigError(f"--cursor-lag must be >= 0, got {cursor_lag}")
+    return lag_s
+
+
 def ingest_table(
     lake: Lake,
     url: str,
@@ -595,9 +603,7 @@ def ingest_table(
     keys = tuple(k.strip() for k in primary_key if k and k.strip())
     if cursor is not None and not cursor.strip():
         raise ConfigError("--cursor is empty: name a column that grows, e.g. --cursor updated_at")
-    lag_s = cursor_lag.total_seconds() if isinstance(cursor_lag, timedelta) else float(cursor_lag)
-    if lag_s < 0:
-        raise ConfigError(f"--cursor-lag must be >= 0, got {cursor_lag}")
+    check_cursor_lag(cursor_lag)
     mode: Mode = "merge" if keys else "incremental" if cursor else "snapshot"
     if key_range is not None and key_range.column != split_column(keys, cursor):
         raise ConfigError(

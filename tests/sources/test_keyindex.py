@@ -92,9 +92,17 @@ def test_saved_prefixes_load_live_files_merge_and_skip_a_damaged_file(tmp_path) 
     for i in range(_MAX_SEGMENTS - 2):
         saved.save({f"f{i}.parquet": arr(i)}, live={"a.parquet", *(f"f{j}.parquet" for j in range(i + 1))})
     assert len(saved._segments()) == _MAX_SEGMENTS
+    import os
+    import time
+
+    stale, fresh = Path(saved.dir) / ".killed.tmp", Path(saved.dir) / ".writing.tmp"  # saves cut short
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     live = {"a.parquet", "new.parquet", *(f"f{j}.parquet" for j in range(_MAX_SEGMENTS - 2))}
     saved.save({"new.parquet": arr(7, 8)}, live=live)  # merged: b.parquet is no longer live
     (only,) = saved._segments()
+    assert not stale.exists() and fresh.exists()  # an hour old: abandoned; newer: maybe still being written
     (paths, _, _), = saved.load(live | {"b.parquet"})
     assert sorted(paths) == sorted(live)  # each once, b.parquet dropped
     assert entries(live) == {"a.parquet": [1, 3], "new.parquet": [7, 8], **{f"f{j}.parquet": [j] for j in range(_MAX_SEGMENTS - 2)}}
