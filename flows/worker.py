@@ -7,11 +7,17 @@ importing, on both workers at once, while a single worker paid it only once
 
 from __future__ import annotations
 
-import deltalake  # noqa: F401
-import PIL.Image  # noqa: F401
-import pyarrow.dataset  # noqa: F401
+import importlib
 
-import flows.tasks  # noqa: F401
-import ingest.sources.images
-import ingest.sources.logs
-import ingest.sources.tables  # noqa: F401
+PRELOADED = (
+    "deltalake",
+    "PIL.Image",
+    "pyarrow.dataset",
+    "flows.tasks",
+    "ingest.sources.images",
+    "ingest.sources.logs",
+    "ingest.sources.tables",
+)
+
+for _name in PRELOADED:
+    importlib.import_module(_name)
