@@ -144,8 +144,11 @@ def transform(settings: Settings, *, full_refresh: bool = False):
     (a scheduled run's JVM start included); the child's result comes back as a namespace."""
     if not SPARK:
         return run_transform(settings, include_spark=False, full_refresh=full_refresh)
-    out = subprocess.run([sys.executable, __file__, "--child", str(settings.lake), str(full_refresh)],
-                         check=True, capture_output=True, text=True).stdout
+    proc = subprocess.run([sys.executable, __file__, "--child", str(settings.lake), str(full_refresh)],
+                          check=False, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"ingest transform failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    out = proc.stdout
     data = json.loads(out.strip().splitlines()[-1])
     CPU["child"] = data["cpu"]
     models = [SimpleNamespace(**m) for m in data["models"]]
