@@ -117,46 +117,32 @@ def run_spark_models(
 
     pins = source_versions or {}
     names = selected_models(select)
-    results: dict[str, dict[str, Any]] = {}
-    todo: list[str] = []
+    results: list[dict[str, Any]] = []
     for name in names:
         source, target = SPARK_MODELS[name]
-        if table_exists(spark, lake, source):
-            todo.append(name)
+        if not table_exists(spark, lake, source):
+            if select:
+                raise ConfigError(
+                    f"spark model {name} needs {source}, which does not exist in {lake.uri}: ingest it first"
+                )
+            results.append(
+                {
+                    "name": name,
+                    "kind": "spark",
+                    "table": target,
+                    "status": "skipped",
+                    "version": None,
+                    "rows": None,
+                    "rows_written": None,
+                    "mode": "overwrite",
+                    "message": f"{source} does not exist yet",
+                }
+            )
             continue
-        if select:
-            raise ConfigError(f"spark model {name} needs {source}, which does not exist in {lake.uri}: ingest it first")
-        results[name] = {
-            "name": name,
-            "kind": "spark",
-            "table": target,
-            "status": "skipped",
-            "version": None,
-            "rows": None,
-            "rows_written": None,
-            "mode": "overwrite",
-            "message": f"{source} does not exist yet",
-        }
-
-    def timed(name: str, session: SparkSession) -> dict[str, Any]:
         started = time.perf_counter()
-        row = _run_model(session, lake, name, pin=pins.get(SPARK_MODELS[name][0]), full_refresh=full_refresh)
-        return {**row, "seconds": round(time.perf_counter() - started, 3)}
-
-    # The models read and write different tables: they run at once, each on its own session of
-    # the one SparkContext (its own conf and temp views), so one model's driver-side work - query
-    # planning, the log reads, the MERGE's bookkeeping - overlaps the other's Spark jobs.
-    if len(todo) > 1:
-        from concurrent.futures import ThreadPoolExecutor, wait
-
-        with ThreadPoolExecutor(len(todo), thread_name_prefix="spark-model") as pool:
-            futures = {name: pool.submit(timed, name, spark.newSession()) for name in todo}
-            wait(futures.values())  # every model finishes before the first failure is raised
-        for name, fut in futures.items():
-            results[name] = fut.result()
-    else:
-        results.update({name: timed(name, spark) for name in todo})
-    return [results[name] for name in names]
+        row = _run_model(spark, lake, name, pin=pins.get(source), full_refresh=full_refresh)
+        results.append({**row, "seconds": round(time.perf_counter() - started, 3)})
+    return results
 
 
 # a commit that loses a race to another writer of the model's table is run again, this many times
