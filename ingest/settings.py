@@ -135,6 +135,14 @@ class Settings(BaseSettings):
 
     lake: str = "./lake"
     spark_master: str = "local[2]"
+    spark_driver_max_rows: int = Field(
+        default=100_000,
+        ge=0,
+        description=(
+            "An incremental run of a Spark model with at most this many new source rows is computed on "
+            "the driver (DuckDB, no JVM); 0 sends every run to Spark."
+        ),
+    )
     sample_dir: str | None = Field(default=None, description="Where `ingest run` generates the bundled sample sources.")
     sources: list[SourceConfig] | None = None
     shards: ShardSettings = Field(default_factory=ShardSettings)

@@ -524,8 +524,9 @@ def run_spark_stage(
     full_refresh: bool = False,
     source_versions: dict[str, int | str] | None = None,
 ) -> list[ModelResult]:
-    """The Spark models, after dbt.  No JVM is started when the selection names none of them or
-    every selected one is up to date (its input unchanged since it last ran)."""
+    """The Spark models, after dbt.  No JVM is started when the selection names none of them, or
+    every selected one is up to date (its input unchanged since it last ran) or has an increment
+    small enough for the driver (``Settings.spark_driver_max_rows``)."""
     import transforms.spark as spark_pkg
 
     names = spark_pkg.selected_models(select)
@@ -536,9 +537,14 @@ def run_spark_stage(
     if any(n not in done for n in names):
         from transforms.spark.session import build_spark
 
-        spark = build_spark(settings)
+        # the JVM starts only for a model that needs Spark: small increments run on the driver
         for row in spark_pkg.run_spark_models(
-            spark, lake, select=select, source_versions=source_versions, full_refresh=full_refresh
+            lambda: build_spark(settings),
+            lake,
+            select=select,
+            source_versions=source_versions,
+            full_refresh=full_refresh,
+            driver_max_rows=settings.spark_driver_max_rows,
         ):
             rows.setdefault(row["name"], row)
     models = []

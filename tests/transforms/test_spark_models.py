@@ -108,9 +108,11 @@ def test_dedup_threshold_zero_keeps_near_duplicates_apart(spark, images_lake) ->
 
 
 # -- sessionize_events -------------------------------------------------------------------------
-def _events() -> pa.Table:
+def _events(*, typed: bool = False) -> pa.Table:
+    """Events as JSON lines land (``ts`` text), or ``typed`` (``ts`` a timestamp, as logs load)."""
+
     def ev(i: str, minutes: float, user: int | None, kind: str, photo: int | None) -> dict:
-        ts = (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+        ts = T0 + timedelta(minutes=minutes) if typed else (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
         return {"event_id": i, "ts": ts, "user_id": user, "event_type": kind, "photo_id": photo,
                 "_source_file": "events-2026-03-01.jsonl", "_source_line": 0, "_run_id": "r1", "_ingested_at": T0}
 
@@ -304,10 +306,16 @@ def _jobs_so_far(spark) -> int:
     return max(spark.sparkContext.statusTracker().getJobIdsForGroup(None), default=-1) + 1
 
 
-def _run_incrementally_then_compare_with_a_full_refresh(spark, lake: Lake, name: str) -> tuple[dict, int]:
-    """Run ``name`` on the new rows (it must merge), then a full refresh of a copy of the lake:
-    both tables must hold the same rows, every column equal.  Returns the incremental result
-    and how many Spark jobs it ran."""
+# an increment runs on Spark (driver_max_rows 0) or on the driver (transforms/spark/driver.py)
+ENGINES = {"spark": 0, "driver": 1_000_000}
+
+
+def _run_incrementally_then_compare_with_a_full_refresh(
+    spark, lake: Lake, name: str, *, engine: str = "spark"
+) -> tuple[dict, int]:
+    """Run ``name`` on the new rows (it must merge, on ``engine``), then a full refresh (Spark) of
+    a copy of the lake: both tables must hold the same rows, every column equal.  Returns the
+    incremental result and how many Spark jobs it ran."""
     import shutil
     from pathlib import Path
 
@@ -318,8 +326,10 @@ def _run_incrementally_then_compare_with_a_full_refresh(spark, lake: Lake, name:
     target, keys = SPARK_MODELS[name][1], COMPARED[name]
     jobs = _jobs_so_far(spark)
     with track(lake, command="transform", source="bronze", target=target) as run:
-        (res,) = run_spark_models(spark, lake, select=name)
+        (res,) = run_spark_models(spark, lake, select=name, driver_max_rows=ENGINES[engine])
     jobs = _jobs_so_far(spark) - jobs
+    if engine == "driver":  # no Spark job at all
+        assert (jobs, res["message"].split(":")[0]) == (0, "incremental on the driver"), (jobs, res["message"])
     (last,) = lake.delta_table(target).history(1)
     assert (res["status"], res["mode"], last["operation"]) == ("success", "merge", "MERGE"), (res, last["operation"])
     assert commit_run_id(last) == run.run_id  # lineage names the run that merged
@@ -336,36 +346,46 @@ def _run_incrementally_then_compare_with_a_full_refresh(spark, lake: Lake, name:
     return res, jobs
 
 
-def test_sessionize_incremental_merges_only_touched_sessions_and_equals_a_full_refresh(spark, local_lake: Lake) -> None:
-    write_batch(local_lake, "bronze.events", _events())
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_sessionize_incremental_merges_only_touched_sessions_and_equals_a_full_refresh(
+    spark, local_lake: Lake, engine: str
+) -> None:
+    typed = engine == "driver"  # the driver takes typed timestamps only (text goes to Spark)
+    write_batch(local_lake, "bronze.events", _events(typed=typed))
     (first,) = run_spark_models(spark, local_lake, select="sessionize_events")
     assert (first["mode"], first["rows"]) == ("overwrite", 3)
 
     def ev(i: str, minutes: float, user: int | None, kind: str = "view") -> dict:
-        ts = (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+        ts = T0 + timedelta(minutes=minutes) if typed else (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
         return {"event_id": i, "ts": ts, "user_id": user, "event_type": kind, "photo_id": 7,
                 "_source_file": "events-2026-03-02.jsonl", "_source_line": 0, "_run_id": "r2", "_ingested_at": T0}
 
     write_batch(local_lake, "bronze.events", pa.Table.from_pylist([
         ev("u1-f", 60, 1, "like"),  # bridges user 1's two sessions (39 -> 60 -> 80): one session now
+        ev("u2-gap", 35, 2),  # exactly the gap after user 2's event at 5: the same session
         ev("u2-b", 200, 2),  # user 2: a new session long after
         ev("u2-c", 220, 2, "like"),
         ev("u3-a", -500, 3),  # a new user
         ev("u1-b", 10, 1),  # a replay of a stored event: still counted once
         ev("nouser-2", 3, None),
     ]))
-    res, jobs = _run_incrementally_then_compare_with_a_full_refresh(spark, local_lake, "sessionize_events")
+    res, jobs = _run_incrementally_then_compare_with_a_full_refresh(
+        spark, local_lake, "sessionize_events", engine=engine
+    )
     print(f"sessionize_events incremental: {jobs} Spark jobs")
     assert jobs <= SESSIONIZE_JOBS, jobs  # it was 28: the fixed cost of a small change is per job
     rows = _table_rows(local_lake, "silver.user_sessions", ["user_id", "session_start"])
-    m = lambda n: T0 + timedelta(minutes=n)  # noqa: E731
+    m = lambda n: T0 + timedelta(minutes=n)  # noqa: E731 - a short name keeps the expected rows readable
     assert [(r["user_id"], r["session_start"], r["session_end"], r["events"], r["likes"]) for r in rows] == [
-        (1, m(0), m(85), 6, 3), (2, m(5), m(5), 1, 0), (2, m(200), m(220), 2, 1), (3, m(-500), m(-500), 1, 0),
+        (1, m(0), m(85), 6, 3), (2, m(5), m(35), 2, 0), (2, m(200), m(220), 2, 1), (3, m(-500), m(-500), 1, 0),
     ]
     assert res["rows"] == 4
 
 
-def test_dedup_incremental_compares_new_images_with_the_index_and_equals_a_full_refresh(spark, images_lake) -> None:
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_dedup_incremental_compares_new_images_with_the_index_and_equals_a_full_refresh(
+    spark, images_lake, engine: str
+) -> None:
     lake, shas = images_lake
     (first,) = run_spark_models(spark, lake, select="dedup_images")
     assert (first["mode"], first["rows"]) == ("overwrite", 5)
@@ -380,7 +400,7 @@ def test_dedup_incremental_compares_new_images_with_the_index_and_equals_a_full_
         _image_row(_sha(near), near, "jpeg", 160, 120, "file:///src/again.jpg", "run-3"),  # an exact copy
         _image_row(_sha(broken), broken, "gif", None, None, "file:///src/broken.gif", "run-3"),
     ]))
-    res, jobs = _run_incrementally_then_compare_with_a_full_refresh(spark, lake, "dedup_images")
+    res, jobs = _run_incrementally_then_compare_with_a_full_refresh(spark, lake, "dedup_images", engine=engine)
     print(f"dedup_images incremental: {jobs} Spark jobs")
     assert jobs <= DEDUP_JOBS, jobs  # it was 35
     rows = {r["sha256"]: r for r in _read(lake, "silver.image_duplicates")}

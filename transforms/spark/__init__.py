@@ -95,32 +95,35 @@ def selected_models(select: str | list[str] | None) -> list[str]:
 
 
 def run_spark_models(
-    spark: SparkSession,
+    spark: SparkSession | Callable[[], SparkSession],
     lake: Lake,
     *,
     select: str | list[str] | None = None,
     source_versions: dict[str, int | str] | None = None,
     full_refresh: bool = False,
+    driver_max_rows: int = 0,
 ) -> list[dict[str, Any]]:
     """Run the selected Spark models (all by default) and return one result dict per model.
 
     A model whose table already holds the result of its current input (same source version,
     code and parameters, as recorded in its last commit) is skipped unless ``full_refresh``.
     When the source only appended rows since that commit, the model merges what they change
-    (``increment_since``); otherwise, and with ``full_refresh``, it rebuilds its whole table.
+    (``increment_since``): on the driver when they are at most ``driver_max_rows`` rows
+    (``transforms.spark.driver``), else on Spark; otherwise, and with ``full_refresh``, it
+    rebuilds its whole table on Spark.  ``spark`` may be a function that starts the session,
+    called only when a model needs it (no JVM for runs the driver handles).
     ``source_versions`` pins inputs (``{"bronze.images": 3}``).  A model whose input table is
     missing is skipped when running everything, but is an error when it was asked for by name.
     A commit that conflicts with another writer of the model's table runs the model again
     (``COMMIT_ATTEMPTS``), then fails with a ``TransientError``.
     """
-    from transforms.spark.common import table_exists
-
     pins = source_versions or {}
     names = selected_models(select)
     results: list[dict[str, Any]] = []
+    session = _LazySession(spark)
     for name in names:
         source, target = SPARK_MODELS[name]
-        if not table_exists(spark, lake, source):
+        if not lake.table_exists(source):
             if select:
                 raise ConfigError(
                     f"spark model {name} needs {source}, which does not exist in {lake.uri}: ingest it first"
@@ -140,7 +143,9 @@ def run_spark_models(
             )
             continue
         started = time.perf_counter()
-        row = _run_model(spark, lake, name, pin=pins.get(source), full_refresh=full_refresh)
+        row = _run_model(
+            session, lake, name, pin=pins.get(source), full_refresh=full_refresh, driver_max_rows=driver_max_rows
+        )
         results.append({**row, "seconds": round(time.perf_counter() - started, 3)})
     return results
 
@@ -149,14 +154,25 @@ def run_spark_models(
 COMMIT_ATTEMPTS = 5
 
 
+class _LazySession:
+    """The session, or the function that starts it, started at most once and only when asked."""
+
+    def __init__(self, spark: SparkSession | Callable[[], SparkSession]) -> None:
+        self._spark = spark
+
+    def get(self) -> SparkSession:
+        if callable(self._spark) and not hasattr(self._spark, "sparkContext"):
+            self._spark = self._spark()
+        return self._spark  # type: ignore[return-value]  # narrowed above: a started session
+
+
 def _run_model(
-    spark: SparkSession, lake: Lake, name: str, *, pin: int | str | None, full_refresh: bool
+    session: _LazySession, lake: Lake, name: str, *, pin: int | str | None, full_refresh: bool, driver_max_rows: int
 ) -> dict[str, Any]:
     """One model run; after a Delta commit conflict it starts over from freshly read inputs (the
     source may have moved on, or the other writer may already have built the same result)."""
-    from contextlib import nullcontext
-
     from transforms.spark.common import INCREMENT_CONF, conflict_name, increment_since, session_conf, up_to_date
+    from transforms.spark.driver import DRIVER_INCREMENTS, new_rows
 
     _, target = SPARK_MODELS[name]
     for attempt in range(COMMIT_ATTEMPTS):
@@ -166,7 +182,13 @@ def _run_model(
             return fresh.as_dict()
         increment = None if full_refresh else increment_since(lake, inputs, target)
         try:
-            with nullcontext() if increment is None else session_conf(spark, INCREMENT_CONF):
+            if increment is None:
+                return _model(name)(session.get(), lake, inputs=inputs, increment=None).as_dict()
+            driver = DRIVER_INCREMENTS[name]
+            if new_rows(lake, increment, inputs) <= driver_max_rows and driver.ready(lake, inputs):
+                return driver.run(lake, increment, inputs, target=target, **model_params(name)).as_dict()
+            spark = session.get()
+            with session_conf(spark, INCREMENT_CONF):
                 return _model(name)(spark, lake, inputs=inputs, increment=increment).as_dict()
         except Exception as exc:
             conflict = conflict_name(exc)

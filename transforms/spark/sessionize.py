@@ -64,11 +64,12 @@ def sessions_frame(events: DataFrame, *, gap_minutes: int | float = DEFAULT_GAP_
     _check_gap(gap_minutes)
     ev = usable_events(events).dropDuplicates(["event_id"])
     w = Window.partitionBy("user_id").orderBy("ts", "event_id")
-    gap_s = float(gap_minutes) * 60.0
+    # in whole microseconds: seconds as doubles round at the microsecond near today's epoch
+    gap_us = round(float(gap_minutes) * 60_000_000)
     prev = F.lag("ts").over(w)
     starts = ev.withColumn(
         "_new",
-        F.when(prev.isNull(), 1).when(F.col("ts").cast("double") - prev.cast("double") > gap_s, 1).otherwise(0),
+        F.when(prev.isNull(), 1).when(F.unix_micros("ts") - F.unix_micros(prev) > F.lit(gap_us), 1).otherwise(0),
     ).withColumn("_seq", F.sum("_new").over(w.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
     sessions = starts.groupBy("user_id", "_seq").agg(
         F.min("ts").alias("session_start"),
