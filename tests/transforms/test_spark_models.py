@@ -449,3 +449,27 @@ def test_an_incremental_run_rebuilds_when_the_source_did_more_than_append(spark,
     assert (res["status"], res["mode"]) == ("success", "overwrite")
     rows = _table_rows(local_lake, "silver.user_sessions", ["user_id", "session_start"])
     assert [r["events"] for r in rows] == [3, 1, 1]
+
+
+def test_driver_increments_with_nothing_to_delete_or_nothing_usable(spark, local_lake: Lake) -> None:
+    """The driver's session increment when no stored session goes away (a new user only), and
+    when the new rows hold no usable event (only the new input is recorded)."""
+    write_batch(local_lake, "bronze.events", _events(typed=True))
+    run_spark_models(spark, local_lake, select="sessionize_events")
+
+    def ev(i: str, minutes: float, user: int | None) -> dict:
+        return {"event_id": i, "ts": T0 + timedelta(minutes=minutes), "user_id": user, "event_type": "view",
+                "photo_id": 7, "_source_file": "events-2026-03-03.jsonl", "_source_line": 0, "_run_id": "r3",
+                "_ingested_at": T0}
+
+    write_batch(local_lake, "bronze.events", pa.Table.from_pylist([ev("u9-a", 0, 9), ev("u9-b", 31, 9)]))
+    res, _ = _run_incrementally_then_compare_with_a_full_refresh(spark, local_lake, "sessionize_events", engine="driver")
+    assert (res["rows"], res["rows_written"]) == (5, 2)  # user 9's two sessions, nothing else touched
+
+    before = _table_rows(local_lake, "silver.user_sessions", ["user_id", "session_start"])
+    write_batch(local_lake, "bronze.events", pa.Table.from_pylist([ev("nobody", 5, None)]))
+    (res,) = run_spark_models(spark, local_lake, select="sessionize_events", driver_max_rows=100)
+    assert (res["status"], res["rows_written"], res["rows"]) == ("success", 0, 5)
+    assert _table_rows(local_lake, "silver.user_sessions", ["user_id", "session_start"]) == before
+    (again,) = run_spark_models(spark, local_lake, select="sessionize_events", driver_max_rows=100)
+    assert again["status"] == "skipped"

@@ -272,9 +272,9 @@ def sessionize_increment(
     ).to_arrow_table()
     changes = pa.concat_tables(
         [
-            _aware(fresh.select(session_columns)).append_column("_gone", pa.array([False] * fresh.num_rows)),
+            _aware(fresh.select(session_columns)).append_column("_gone", pa.repeat(pa.scalar(False), fresh.num_rows)),
             _aware(gone.select(session_columns).cast(fresh.select(session_columns).schema)).append_column(
-                "_gone", pa.array([True] * gone.num_rows)
+                "_gone", pa.repeat(pa.scalar(True), gone.num_rows)
             ),
         ]
     )
