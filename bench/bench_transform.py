@@ -147,7 +147,10 @@ def transform(settings: Settings, *, full_refresh: bool = False):
     proc = subprocess.run([sys.executable, __file__, "--child", str(settings.lake), str(full_refresh)],
                           check=False, capture_output=True, text=True)
     if proc.returncode:
-        raise SystemExit(f"ingest transform failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        log = ROOT / "bench" / "results" / "transform-child-stderr.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(proc.stderr)
+        raise SystemExit(f"ingest transform failed ({proc.returncode}), its whole stderr in {log}:\n{proc.stderr[-4000:]}")
     out = proc.stdout
     data = json.loads(out.strip().splitlines()[-1])
     CPU["child"] = data["cpu"]

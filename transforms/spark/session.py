@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 IVY_DIR_ENV = "LAKEHOUSE_IVY_DIR"
 DEFAULT_MASTER = "local[2]"
+# the heap of a local-mode JVM, which is driver and executors at once; Spark's default (1g) left
+# too little execution memory at 1M rows: a full build once failed with "Could not allocate
+# memory to grow BytesToBytesMap" while two tasks sorted and probed a broadcast side by side
+LOCAL_DRIVER_MEMORY = "4g"
 
 
 def ivy_dir() -> Path:
@@ -77,6 +81,8 @@ def build_spark(
     master = master or DEFAULT_MASTER
     check_spark_master(master)
     conf, packages = spark_session_conf(lake, s3a=s3a, extra_conf=extra_conf)
+    if master.startswith("local"):
+        conf.setdefault("spark.driver.memory", LOCAL_DRIVER_MEMORY)  # read by spark-submit at JVM start
     if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
         # Python UDF workers must use this interpreter (the venv with pandas/Pillow), not whatever
         # `python3` is on PATH; pyspark reads only the environment variable for this.
