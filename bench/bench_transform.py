@@ -1,6 +1,6 @@
 """Benchmark `ingest transform` (dbt part): full build vs an incremental run after 1% new rows.
 
-    .venv/bin/python bench/bench_transform.py [--events 1000000] [--photos 1000000] [--rounds 1]
+    .venv/bin/python bench/bench_transform.py [--events 1000000] [--photos 1000000] [--rounds 1] [--new-rows N]
 
 Builds bronze.photos, bronze.images (small image bytes) and bronze.events with ``--events`` /
 ``--photos`` rows in a temp local lake, then per round:
@@ -14,7 +14,8 @@ Builds bronze.photos, bronze.images (small image bytes) and bronze.events with `
 
 Prints seconds (median over rounds) and incremental / full build and / full refresh (the
 stricter peer: same data, warm caches); target <= 0.10, and the incremental run at 5M rows
-<= 1.5x the one at 1M (run both sizes).  Also the process CPU seconds of each run, the steadier
+<= 1.5x the one at 1M (run both sizes).  ``--new-rows N`` appends N rows to each table instead
+of 1%: the same change on a bigger table shows what the table's size alone costs.  Also the process CPU seconds of each run, the steadier
 figure on a loaded machine.  Every dbt model's table after the incremental run must equal the
 full refresh's, or the benchmark stops.
 Results also go to bench/results/transform.json.
@@ -165,7 +166,7 @@ def child(lake_dir: str, full_refresh: bool) -> None:
     print(json.dumps({"ok": res.ok, "models": models, "test_seconds": res.test_seconds, "cpu": _cpu()}))
 
 
-def one_round(base: Path, n_photos: int, n_events: int, seed: int) -> dict[str, float]:
+def one_round(base: Path, n_photos: int, n_events: int, seed: int, new_rows: int | None = None) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     lake_dir = base / f"lake-{seed}"
     lake = Lake(str(lake_dir))
@@ -180,7 +181,7 @@ def one_round(base: Path, n_photos: int, n_events: int, seed: int) -> dict[str, 
     cpu = {"full_build_cpu_s": CPU["last"]}
 
     loaded = T0 + timedelta(days=3)
-    new_p, new_e = max(1, n_photos // 100), max(1, n_events // 100)
+    new_p, new_e = (new_rows, new_rows) if new_rows else (max(1, n_photos // 100), max(1, n_events // 100))
     photos, images = photos_batch(n_photos + 1, new_p, loaded)
     write_batch(lake, "bronze.photos", photos)
     write_batch(lake, "bronze.images", images)
@@ -230,6 +231,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--photos", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--new-rows", type=int, default=None, help="rows appended to each table (default: 1%%)")
     ap.add_argument("--spark", action="store_true", help="the Spark models too, each run a fresh process")
     ap.add_argument("--child", nargs=2, metavar=("LAKE", "FULL_REFRESH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -243,7 +245,7 @@ def main() -> None:
 
     base = Path(tempfile.mkdtemp(prefix="bench-transform-"))
     try:
-        rounds = [one_round(base, args.photos, args.events, seed) for seed in range(args.rounds)]
+        rounds = [one_round(base, args.photos, args.events, seed, args.new_rows) for seed in range(args.rounds)]
     finally:
         shutil.rmtree(base, ignore_errors=True)
     keys = [k for k in rounds[0] if k.endswith("_s")]
@@ -253,7 +255,8 @@ def main() -> None:
     model_ratio = med["incremental_models_s"] / med["full_refresh_models_s"]
     summary = {
         "bronze_rows": {"events": args.events, "photos": args.photos, "images": args.photos},
-        "new_rows_fraction": 0.01,
+        "new_rows_fraction": None if args.new_rows else 0.01,
+        "new_rows": args.new_rows,
         "rounds": args.rounds,
         **{k: round(v, 2) for k, v in med.items()},
         "incremental_vs_full_refresh": round(ratio, 3),
@@ -263,7 +266,7 @@ def main() -> None:
         "target": 0.10,
         "incremental_rows_written": rounds[-1]["incremental_rows_written"],
     }
-    print(f"bronze: {args.events:,} events, {args.photos:,} photos + images; +1% new rows")
+    print(f"bronze: {args.events:,} events, {args.photos:,} photos + images; +{args.new_rows or '1%'} new rows")
     print(f"full build         {med['full_build_s']:8.2f} s")
     print(f"incremental (+1%)  {med['incremental_s']:8.2f} s   rows written: {summary['incremental_rows_written']}")
     print(f"full refresh       {med['full_refresh_s']:8.2f} s   (same data as the incremental run)")

@@ -231,11 +231,19 @@ def test_unchanged_inputs_start_no_jvm_and_new_rows_run_again(spark, images_lake
 
 @pytest.mark.s3
 def test_models_run_against_s3(spark_for, s3_lake: Lake) -> None:
-    write_batch(s3_lake, "bronze.events", _events())
+    write_batch(s3_lake, "bronze.events", _events(typed=True))
     spark = spark_for(s3_lake)
     (res,) = run_spark_models(spark, s3_lake, select="sessionize_events")
     assert res["status"] == "success" and res["rows"] == 3
     assert s3_lake.delta_table("silver.user_sessions").version() == 0
+    # a small increment on the driver, reading and merging through S3
+    late = {**_events(typed=True).slice(0, 1).to_pylist()[0], "event_id": "u2-late", "user_id": 2, "ts": T0 + timedelta(minutes=20)}
+    write_batch(s3_lake, "bronze.events", pa.Table.from_pylist([late]))
+    (res,) = run_spark_models(spark, s3_lake, select="sessionize_events", driver_max_rows=100)
+    assert (res["status"], res["mode"], res["rows"]) == ("success", "merge", 3), res
+    assert res["message"].startswith("incremental on the driver")
+    rows = _table_rows(s3_lake, "silver.user_sessions", ["user_id", "session_start"])
+    assert [(r["user_id"], r["events"]) for r in rows] == [(1, 3), (1, 2), (2, 2)]
 
 
 # -- commit conflicts --------------------------------------------------------------------------

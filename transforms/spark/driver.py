@@ -14,7 +14,9 @@ typed timestamps and integer user ids for the events; anything else goes to Spar
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -438,14 +440,13 @@ def dedup_increment(
     )
     new_rows_ = new.drop_columns(["content"]).to_pylist()
     contents = new.column("content").to_pylist()
-    unseen = []
-    seen = []
-    for row, content in zip(new_rows_, contents, strict=True):
-        if row["sha256"] in known:
-            seen.append(row)
-        else:
-            row["phash_l"] = dhash(content)
-            unseen.append(row)
+    seen = [row for row in new_rows_ if row["sha256"] in known]
+    unseen = [row for row in new_rows_ if row["sha256"] not in known]
+    todo = [content for row, content in zip(new_rows_, contents, strict=True) if row["sha256"] not in known]
+    # Pillow decodes without the GIL: one thread per core, as Spark's UDF runs one worker per core
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for row, phash in zip(unseen, pool.map(dhash, todo, chunksize=64), strict=True):
+            row["phash_l"] = phash
     hashed = [r for r in unseen if r["phash_l"] is not None]
     keys = [r["sha256"] for r in hashed]
     new_hash = np.array([r["phash_l"] for r in hashed], dtype=np.int64).view(np.uint64)
