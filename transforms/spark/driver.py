@@ -443,10 +443,17 @@ def dedup_increment(
     seen = [row for row in new_rows_ if row["sha256"] in known]
     unseen = [row for row in new_rows_ if row["sha256"] not in known]
     todo = [content for row, content in zip(new_rows_, contents, strict=True) if row["sha256"] not in known]
-    # Pillow decodes without the GIL: one thread per core, as Spark's UDF runs one worker per core
+
+    # Pillow decodes without the GIL: one thread per core, as Spark's UDF runs one worker per
+    # core, each given runs of 256 images (a future per image cost more than a small image's hash)
+    def hash_run(contents: list[bytes | None]) -> list[int | None]:
+        return [dhash(c) for c in contents]
+
+    runs = [todo[i : i + 256] for i in range(0, len(todo), 256)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for row, phash in zip(unseen, pool.map(dhash, todo, chunksize=64), strict=True):
-            row["phash_l"] = phash
+        hashes = [h for run in pool.map(hash_run, runs) for h in run]
+    for row, phash in zip(unseen, hashes, strict=True):
+        row["phash_l"] = phash
     hashed = [r for r in unseen if r["phash_l"] is not None]
     keys = [r["sha256"] for r in hashed]
     new_hash = np.array([r["phash_l"] for r in hashed], dtype=np.int64).view(np.uint64)
