@@ -383,6 +383,55 @@ def merge_batch(
     return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)
 
 
+def commit_change(
+    lake: Lake,
+    table: str | TableId,
+    data: pa.Table,
+    *,
+    read_version: int,
+    predicate: str | None = None,
+    clauses: Callable[[Any], Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[int, int]:
+    """Commit ``data`` to ``table`` as read at ``read_version``: a MERGE on ``predicate`` (target
+    ``t``, source ``s``) with ``clauses`` (a function of deltalake's ``TableMerger``), or, with no
+    predicate, an append.  Returns (the table's version after it, rows inserted + updated + deleted).
+
+    The transaction starts at ``read_version`` and does not retry: if another writer committed
+    since, it fails with ``CommitConflict``, so the caller recomputes from what is there now.
+    View-typed files the merge wrote are rewritten plain (``plain_files``) in a commit that
+    carries the same ``metadata``, so the table's last commit still says what built it.
+    """
+    from deltalake import write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    tid = TableId.parse(table)
+    dt = lake.delta_table(tid, version=read_version)
+    schema = pa.schema(dt.schema().to_arrow())
+    extra = [f for f in data.schema if f.name not in schema.names]  # columns only a clause reads
+    data, _ = conform(data, pa.schema([*schema, *extra]), policy="raise", table=str(tid))
+    props = commit_properties(metadata, retries=0)
+    try:
+        if predicate is None:
+            write_deltalake(dt, data.select(schema.names), mode="append", commit_properties=props)
+            written = data.num_rows
+        else:
+            merger = dt.merge(data, predicate=predicate, source_alias="s", target_alias="t", commit_properties=props)
+            metrics = (clauses(merger) if clauses is not None else merger).execute()
+            written = sum(
+                int(metrics.get(k) or 0)
+                for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted")
+            )
+    except CommitFailedError as exc:
+        raise CommitConflict(f"{tid}: another writer committed after version {read_version} ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - storage faults become typed errors, anything else is re-raised as is
+        raise _storage_failure(lake, exc, tid) from None
+    version = dt.version()
+    if predicate is not None and plain_files(lake, tid, version, metadata=metadata):
+        version = current_version(lake, tid) or version
+    return version, written
+
+
 def _key_range(data: pa.Table, keys: list[str]) -> list[str]:
     """Literal bounds on the target's keys, from the source's: delta-rs 1.6 otherwise reads the
     key column of every file of the target to find the matches (its merge cost grew with the

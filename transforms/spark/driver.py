@@ -94,43 +94,32 @@ def merge_changes(
 ) -> SparkModelResult:
     """Write ``changes`` into ``target`` in ONE commit that records ``inputs`` and the run id,
     like ``transforms.spark.common.merge_delta``: a MERGE on ``predicate`` with ``clauses``, or,
-    with no predicate (nothing stored changes), an append.
+    with no predicate (nothing stored changes), an append (``ingest.delta.commit_change``, which
+    may follow a MERGE with a swap of view-typed files that records the same).
 
     The changes were computed from the target at ``increment.target_version``: the transaction
     starts there, so a commit by another writer since is a conflict (``TargetMovedError``) and
     the run starts over, as on Spark.
     """
-    from deltalake.exceptions import CommitFailedError
-
-    from ingest.conform import conform
-    from ingest.delta import commit_properties, current_version
+    from ingest.delta import CommitConflict, commit_change, current_version
     from transforms.spark.common import commit_user_metadata
 
     tid = TableId.parse(target)
     head = current_version(lake, tid)
     if head != increment.target_version:
         raise TargetMovedError(f"{tid} moved from version {increment.target_version} to {head} during the run")
-    dt = lake.delta_table(tid, version=increment.target_version)
-    schema = pa.schema(dt.schema().to_arrow())
-    extra = [f for f in changes.schema if f.name not in schema.names]
-    changes, _ = conform(changes, pa.schema([*schema, *extra]), policy="raise", table=str(tid))
-    props = commit_properties({"userMetadata": commit_user_metadata(inputs.model, inputs)}, retries=0)
     try:
-        if predicate is None:
-            from deltalake import write_deltalake
-
-            write_deltalake(dt, changes.select(schema.names), mode="append", commit_properties=props)
-            written = changes.num_rows
-        else:
-            merger = dt.merge(changes, predicate=predicate, source_alias="s", target_alias="t", commit_properties=props)
-            metrics = (clauses(merger) if clauses is not None else merger).execute()
-            written = sum(
-                int(metrics.get(k) or 0)
-                for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted")
-            )
-    except CommitFailedError as exc:
-        raise TargetMovedError(f"{tid}: another writer committed during the run ({exc})") from None
-    version = dt.version()
+        version, written = commit_change(
+            lake,
+            tid,
+            changes,
+            read_version=increment.target_version,
+            predicate=predicate,
+            clauses=clauses,
+            metadata={"userMetadata": commit_user_metadata(inputs.model, inputs)},
+        )
+    except CommitConflict as exc:
+        raise TargetMovedError(str(exc)) from None
     return SparkModelResult(
         name=inputs.model,
         table=str(tid),
