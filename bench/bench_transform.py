@@ -73,7 +73,9 @@ def photos_batch(first: int, n: int, loaded: datetime) -> tuple[pa.Table, pa.Tab
     })
     images = pa.table({
         "source_uri": pc.binary_join_element_wise("file:///data/images/", names, ""),
-        "sha256": pc.utf8_lpad(pc.cast(pa.array(ids), pa.string()), 64, "0"),
+        # distinct and uniformly spread, as content hashes are (zero-padded numbers, used
+        # before 2026-12-02, all share one 64-bit prefix, which no real sha256 column does)
+        "sha256": hex_digests(first, n),
         "size_bytes": np.full(n, 64, dtype=np.int64),
         "format": pa.array(["png"] * n),
         "width": pa.array(np.full(n, 64, dtype=np.int32)),
@@ -84,6 +86,15 @@ def photos_batch(first: int, n: int, loaded: datetime) -> tuple[pa.Table, pa.Tab
         "content": pa.array([b"\x89PNG" + b"\x00" * 60] * n, pa.binary()),
     })
     return photos, images
+
+
+def hex_digests(seed: int, n: int) -> pa.Array:
+    """``n`` random 64-digit hex strings (seeded): stand-ins for the images' sha256."""
+    raw = np.random.default_rng(seed).integers(0, 256, size=(n, 32), dtype=np.uint8)
+    digits = np.frombuffer(b"0123456789abcdef", np.uint8)
+    text = np.empty((n, 64), np.uint8)
+    text[:, 0::2], text[:, 1::2] = digits[raw >> 4], digits[raw & 15]
+    return pa.array(text.view("S64").ravel()).cast(pa.string())
 
 
 def events_batch(first: int, n: int, photo_lo: int, photo_hi: int, loaded: datetime, day0: int, rng) -> pa.Table:

@@ -104,9 +104,16 @@ class PrefixIndex:
         out: dict[str, set[int]] = {}
         for keys, files in self._parts:
             lo, hi = np.searchsorted(keys, wanted, "left"), np.searchsorted(keys, wanted, "right")
-            for i in np.nonzero(hi > lo)[0]:
-                for f in set(files[lo[i] : hi[i]].tolist()):
-                    out.setdefault(self.paths[f], set()).add(int(i))
+            # the files of each run of equal prefixes are found once: keys that are no random
+            # digests (zero-padded numbers) share one prefix, and a pass over the run per key
+            # made a lookup quadratic
+            runs: dict[tuple[int, int], list[str]] = {}
+            for i in np.nonzero(hi > lo)[0].tolist():
+                run = (int(lo[i]), int(hi[i]))
+                if run not in runs:
+                    runs[run] = [self.paths[f] for f in np.unique(files[run[0] : run[1]]).tolist()]
+                for path in runs[run]:
+                    out.setdefault(path, set()).add(i)
         return out
 
     def _settle(self) -> None:

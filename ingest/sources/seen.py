@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
+from ingest.conform import lake_schema
 from ingest.delta import commit_actions, ensure_table, write_batch
 from ingest.lake import Lake, TableId, plain_dataset
 from ingest.sources.files import SourceFile, is_s3
@@ -63,22 +64,33 @@ class StoredKeys:
         self._follow(snapshot)
         wanted = set(keys)
         found = wanted & self.ours
-        rest = sorted(wanted - found)
+        paths, search = self._where(sorted(wanted - found))
+        if paths and search:
+            found.update(self._search(paths, search).column(self.column).to_pylist())
+        return found
+
+    def rows(self, keys: Iterable[str], *, columns: list[str], snapshot: Any = None) -> pa.Table:
+        """``columns`` of the rows whose key is one of ``keys``, as of ``snapshot`` (or now),
+        read only from the files that may hold them.  Keys this run committed are not looked
+        up (their rows are not in ``files``): a table read through a fresh instance."""
+        self._follow(snapshot)
+        paths, search = self._where(sorted(set(keys)))
+        return self._search(paths, search if paths else [], columns)
+
+    def _where(self, rest: list[str]) -> tuple[list[str], list[str]]:
+        """The files to search for the sorted ``rest`` keys, and the keys to search them with."""
         paths = [path for path, lo, hi in self.files if _overlaps(rest, lo, hi)] if rest else []
         if not paths:
-            return found
+            return [], []
         prefixes = [key_prefix(k) for k in rest]
         if any(p is None for p in prefixes):  # not a hex digest: search every file
-            found.update(self._search(paths, rest))
-            return found
+            return paths, rest
         self._add_to_index([p for p in paths if p not in self._indexed and p not in self._unindexed])
         holding = self._index.files_holding(prefixes)  # type: ignore[arg-type]  # no None left (checked)
         search = [p for p in paths if p in self._unindexed or p in holding]
         candidates = {i for p in search for i in holding.get(p, ())}
         keys = rest if any(p in self._unindexed for p in search) else [rest[i] for i in sorted(candidates)]
-        if search and keys:
-            found.update(self._search(search, keys))
-        return found
+        return search, keys
 
     def _add_to_index(self, paths: list[str]) -> None:
         """Take the hashes of files not indexed yet into the prefix index: saved ones from the
@@ -119,6 +131,23 @@ class StoredKeys:
         self._follow(None)
         self._add_to_index([p for p, _, _ in self.files if p not in self._indexed and p not in self._unindexed])
 
+    def save_added(self, since: int) -> None:
+        """Read and save the keys of the live files that commits after version ``since`` added,
+        without loading what is saved (its entries stay as they are)."""
+        self._follow(None)
+        if self.version is None:
+            return
+        live = {path for path, _, _ in self.files}
+        added = [
+            self._path(a["add"]["path"])
+            for v in range(since + 1, self.version + 1)
+            for a in commit_actions(self.lake, self.tid, v)
+            if "add" in a
+        ]
+        self._loaded = True  # only the new files' keys are wanted
+        self._add_to_index([p for p in dict.fromkeys(added) if p in live])
+        self.save()
+
     def save(self, *, merge: bool = False) -> None:
         """Save the prefixes of the files this run read or committed, so the next run does not
         read them (a failed save only costs the next run those reads).  A commit's keys are
@@ -157,19 +186,29 @@ class StoredKeys:
         if version is not None:
             self._our_commits.append((version, keys))
 
-    def _search(self, paths: list[str], keys: list[str]) -> list[str]:
+    def _search(self, paths: list[str], keys: list[str], columns: list[str] | None = None) -> pa.Table:
+        """``columns`` (the key alone by default) of the rows of ``paths`` whose key is in ``keys``."""
         import pyarrow.compute as pc
         import pyarrow.dataset as pads
 
+        columns = columns or [self.column]
         fs = self.lake.pyarrow_filesystem()
-        fmt = pads.ParquetFileFormat()
-        schema = pa.schema([(self.column, pa.string())])
-        ds = pads.FileSystemDataset([self._fragment(p) for p in paths], schema, fmt, fs)
+        fragments = [self._fragment(p) for p in paths]
+        if not fragments or not keys:
+            return self._empty(columns)
+        physical = lake_schema(fragments[0].physical_schema)  # view types read as plain ones
+        schema = pa.schema([physical.field(c) for c in dict.fromkeys([*columns, self.column])])
+        ds = pads.FileSystemDataset(fragments, schema, pads.ParquetFileFormat(), fs)
         expr = pc.field(self.column).isin(pa.array(keys, pa.string()))
         try:
-            return ds.to_table(columns=[self.column], filter=expr)[self.column].to_pylist()
+            return ds.to_table(columns=columns, filter=expr)
         except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):  # view-typed files
-            return plain_dataset(ds).to_table(columns=[self.column], filter=expr)[self.column].to_pylist()
+            return plain_dataset(ds).to_table(columns=columns, filter=expr)
+
+    def _empty(self, columns: list[str]) -> pa.Table:
+        """No rows, in the table's own types."""
+        schema = lake_schema(pa.schema(self.lake.delta_table(self.tid, version=self.version).schema().to_arrow()))
+        return schema.empty_table().select(columns)
 
     def _follow(self, dt: Any) -> None:
         if dt is None:
@@ -218,14 +257,23 @@ class StoredKeys:
         return full
 
 
-def refresh_saved_keys(lake: Lake, table: TableId) -> None:
-    """After files were rewritten (``ingest optimize``), save the new files' keys for every
-    column the table keeps a saved index of, dropping the files it no longer holds: the next
-    ingest then reads none of them."""
-    for column in SavedPrefixes.columns(lake.pyarrow_filesystem(), lake.fs_path(lake.table_uri(table))):
-        keys = StoredKeys(lake, table, column, app_id="")
-        keys.index_all()
-        keys.save(merge=True)
+def refresh_saved_keys(
+    lake: Lake, table: str | TableId, *, columns: list[str] | None = None, since: int | None = None
+) -> None:
+    """Bring the saved key index of ``columns`` (or of every column the table keeps one of) up
+    to date, so the next lookup reads no data file.  After a rewrite (``ingest optimize``, a
+    model's full build): every file is indexed and the saved index becomes one file without the
+    files the table no longer holds.  ``since`` a table version: only the live files later
+    commits added are read and saved, and the saved index itself is not read (a model's increment)."""
+    tid = TableId.parse(table)
+    saved = SavedPrefixes.columns(lake.pyarrow_filesystem(), lake.fs_path(lake.table_uri(tid)))
+    for column in saved if columns is None else columns:
+        keys = StoredKeys(lake, tid, column, app_id="")
+        if since is None:
+            keys.index_all()
+            keys.save(merge=True)
+        else:
+            keys.save_added(since)
 
 
 def _overlaps(keys: list[str], lo: str | None, hi: str | None) -> bool:

@@ -44,6 +44,18 @@ def test_index_names_every_file_holding_a_prefix() -> None:
     assert index.files_holding(wanted) == {"a": {1}, "b": {1, 2}, "f13": {3}}
 
 
+def test_keys_sharing_one_prefix_name_each_file_that_holds_it() -> None:
+    """Zero-padded numbers are hex digests with one shared prefix: every file holding the prefix
+    is named for every key (the exact search decides), each run of equal prefixes read once."""
+    index = PrefixIndex()
+    padded = [f"{i:064d}" for i in range(30_000)]
+    index.add("low", digest_prefixes(pa.array(padded[:20_000])))
+    index.add("high", digest_prefixes(pa.array(padded[20_000:])))
+    index.add("other", digest_prefixes(pa.array([_h(1)])))
+    asked = [key_prefix(k) for k in padded[::10]] + [key_prefix(_h(2))]
+    assert index.files_holding(asked) == {"low": set(range(3_000)), "high": set(range(3_000))}
+
+
 def _stored(lake: Lake, keys: list[str | None]) -> None:
     write_batch(lake, "bronze.keys", pa.table({"sha256": pa.array(keys, pa.string())}))
 

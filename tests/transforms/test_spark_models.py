@@ -462,6 +462,49 @@ def test_dedup_incremental_of_only_unrelated_images_inserts_and_equals_a_full_re
     assert {r["sha256"]: r for r in _read(lake, "silver.image_duplicates") if r["sha256"] in stored} == stored
 
 
+def test_driver_increments_find_stored_rows_through_a_key_index_kept_current(spark, images_lake, monkeypatch) -> None:
+    """After every run the target's saved key index (sha256, canonical_sha256) names every file it
+    holds, so an increment of unrelated images opens no data file of the target to look them up."""
+    import random
+
+    from PIL import Image
+
+    from ingest.sources.keyindex import SavedPrefixes
+    from ingest.sources.seen import StoredKeys
+
+    lake, _ = images_lake
+    target = "silver.image_duplicates"
+
+    def unsaved_files() -> dict[str, set[str]]:
+        dt = lake.delta_table(target)
+        live = set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
+        fs, root = lake.pyarrow_filesystem(), lake.fs_path(lake.table_uri(target))
+        return {c: live - {p for paths, _, _ in SavedPrefixes(fs, root, c).load(live) for p in paths}
+                for c in ("sha256", "canonical_sha256")}
+
+    run_spark_models(spark, lake, select="dedup_images")  # the full build, on Spark
+    assert unsaved_files() == {"sha256": set(), "canonical_sha256": set()}
+    sunset = scene("sunset")
+    bigger = png_bytes(sunset.resize((400, 300)))  # joins a stored group: its files are rewritten
+    write_batch(lake, "bronze.images", pa.Table.from_pylist([
+        _image_row(_sha(bigger), bigger, "png", 400, 300, "file:///src/bigger.png", "run-3")]))
+    (res,) = run_spark_models(spark, lake, select="dedup_images", driver_max_rows=1_000)
+    assert res["message"].startswith("incremental on the driver"), res
+    assert unsaved_files() == {"sha256": set(), "canonical_sha256": set()}
+
+    opened: list[str] = []
+    fragment = StoredKeys._fragment
+    monkeypatch.setattr(StoredKeys, "_fragment", lambda self, path: opened.append(path) or fragment(self, path))
+    noise = Image.frombytes("L", (32, 32), random.Random(7).randbytes(32 * 32))
+    write_batch(lake, "bronze.images", pa.Table.from_pylist([
+        _image_row(_sha(png_bytes(noise)), png_bytes(noise), "png", 32, 32, "file:///src/noise.png", "run-4")]))
+    (res,) = run_spark_models(spark, lake, select="dedup_images", driver_max_rows=1_000)
+    assert (res["message"].split(":")[0], res["rows_written"]) == ("incremental on the driver", 1)
+    # the lookup opened nothing; keeping the index current read the one file the run added
+    assert len(opened) == 2 and len(set(opened)) == 1, opened
+    assert unsaved_files() == {"sha256": set(), "canonical_sha256": set()}
+
+
 def test_an_incremental_run_rebuilds_when_the_source_did_more_than_append(spark, local_lake: Lake) -> None:
     """Rows deleted from the source: the merge cannot know which sessions lost events."""
     from ingest.delta import delete_rows

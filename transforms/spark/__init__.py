@@ -181,15 +181,16 @@ def _run_model(
         if fresh is not None:
             return fresh.as_dict()
         increment = None if full_refresh else increment_since(lake, inputs, target)
+        driver = DRIVER_INCREMENTS[name]
         try:
             if increment is None:
-                return _model(name)(session.get(), lake, inputs=inputs, increment=None).as_dict()
-            driver = DRIVER_INCREMENTS[name]
-            if new_rows(lake, increment, inputs) <= driver_max_rows and driver.ready(lake, inputs):
-                return driver.run(lake, increment, inputs, target=target, **model_params(name)).as_dict()
-            spark = session.get()
-            with session_conf(spark, INCREMENT_CONF):
-                return _model(name)(spark, lake, inputs=inputs, increment=increment).as_dict()
+                result = _model(name)(session.get(), lake, inputs=inputs, increment=None)
+            elif new_rows(lake, increment, inputs) <= driver_max_rows and driver.ready(lake, inputs):
+                result = driver.run(lake, increment, inputs, target=target, **model_params(name))
+            else:
+                spark = session.get()
+                with session_conf(spark, INCREMENT_CONF):
+                    result = _model(name)(spark, lake, inputs=inputs, increment=increment)
         except Exception as exc:
             conflict = conflict_name(exc)
             if conflict is None:
@@ -200,6 +201,13 @@ def _run_model(
                     f"({conflict}); run `ingest transform` again"
                 ) from None
             time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+            continue
+        if driver.key_columns and result.status == "success":  # the next increment's lookups read no data file
+            from ingest.sources.seen import refresh_saved_keys
+
+            since = None if increment is None else increment.target_version
+            refresh_saved_keys(lake, target, columns=list(driver.key_columns), since=since)
+        return result.as_dict()
     raise AssertionError("unreachable")  # pragma: no cover
 
 

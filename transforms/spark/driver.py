@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.lake import Lake, TableId
+from ingest.sources.seen import StoredKeys
 from transforms.spark.common import Increment, ModelInputs, SparkModelResult, TargetMovedError, files_reaching
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -416,14 +417,14 @@ def dedup_increment(
                   max(size_bytes) as size_bytes, count(*) as exact_copies
            from raw group by sha256"""
     ).to_arrow_table()
-    shas = new.column("sha256")
-    known_rows = read_table(
-        lake,
-        target,
-        version=increment.target_version,
-        columns=["sha256", "canonical_sha256"],
-        filter=pc.field("sha256").isin(shas),
+    # stored rows are found through the target's saved key index (``StoredKeys``), kept current
+    # after each run: only files that may hold a key are searched, not 5M stored hashes
+    snapshot = lake.delta_table(target, version=increment.target_version)
+    by_sha = StoredKeys(lake, target, "sha256", app_id="")
+    known_rows = by_sha.rows(
+        new.column("sha256").to_pylist(), columns=["sha256", "canonical_sha256"], snapshot=snapshot
     )
+    by_sha.save()  # what had to be read from data files (no saved index yet) is not read again
     known = dict(
         zip(known_rows.column("sha256").to_pylist(), known_rows.column("canonical_sha256").to_pylist(), strict=True)
     )
@@ -463,13 +464,13 @@ def dedup_increment(
     copies = {r["sha256"]: r for r in seen}
     members: list[dict[str, Any]] = []
     if touched:
-        stored = read_table(
-            lake,
-            target,
-            version=increment.target_version,
+        by_group = StoredKeys(lake, target, "canonical_sha256", app_id="")
+        stored = by_group.rows(
+            sorted(touched),
             columns=["sha256", "canonical_sha256", "phash", "width", "height", "format", "size_bytes", "exact_copies"],
-            filter=pc.field("canonical_sha256").isin(sorted(touched)),
+            snapshot=snapshot,
         )
+        by_group.save()
         for row in stored.to_pylist():
             new_copy = copies.get(row["sha256"], {})
             members.append(
@@ -486,7 +487,7 @@ def dedup_increment(
             )
     fresh = [{**r, "group_id": group_of.get(r["sha256"], r["sha256"])} for r in unseen]
     changes = _grouped(members + fresh)
-    schema = pa.schema(lake.delta_table(target, version=increment.target_version).schema().to_arrow())
+    schema = pa.schema(snapshot.schema().to_arrow())
     table = pa.Table.from_pylist(changes, schema=schema) if changes else schema.empty_table()
     if not touched:  # only new contents: nothing stored changes
         return merge_changes(lake, target, increment, inputs, table, predicate=None)
@@ -563,10 +564,15 @@ class DriverIncrement:
 
     ready: Callable[[Lake, ModelInputs], bool]
     run: Callable[..., SparkModelResult]
+    # columns of the target its increments look rows up by (``StoredKeys``): their saved key
+    # index is brought up to date after every run of the model, Spark's full builds included
+    key_columns: tuple[str, ...] = ()
 
 
 DRIVER_INCREMENTS: dict[str, DriverIncrement] = {
-    "dedup_images": DriverIncrement(ready=plain_source, run=dedup_increment),
+    "dedup_images": DriverIncrement(
+        ready=plain_source, run=dedup_increment, key_columns=("sha256", "canonical_sha256")
+    ),
     "sessionize_events": DriverIncrement(ready=sessions_ready, run=sessionize_increment),
 }
 
