@@ -29,17 +29,17 @@ ROOT = Path(__file__).resolve().parents[2]
 INGEST = str(Path(sys.executable).parent / "ingest")
 
 
-def _images(lake: Lake) -> None:
-    """bronze.images: a picture, its re-uploaded near copy and an unrelated one."""
+def _images(lake: Lake, pictures: list[tuple[bytes, str, int, int]] | None = None, *, run: str = "run-1") -> None:
+    """bronze.images: by default a picture, its re-uploaded near copy and an unrelated one."""
     from datetime import datetime, timezone
     from hashlib import sha256
 
     t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
-    pictures = [(png_bytes(scene("sunset")), "png", 320, 240), (near_copy(scene("sunset")), "jpeg", 160, 120),
-                (jpeg_bytes(scene("sea"), quality=90), "jpeg", 320, 240)]
+    pictures = pictures or [(png_bytes(scene("sunset")), "png", 320, 240), (near_copy(scene("sunset")), "jpeg", 160, 120),
+                            (jpeg_bytes(scene("sea"), quality=90), "jpeg", 320, 240)]
     write_batch(lake, "bronze.images", pa.Table.from_pylist([
-        {"source_uri": f"file:///src/{i}.{fmt}", "sha256": sha256(data).hexdigest(), "size_bytes": len(data),
-         "format": fmt, "width": w, "height": h, "source_mtime": t0, "ingest_run_id": "run-1", "ingested_at": t0,
+        {"source_uri": f"file:///src/{run}-{i}.{fmt}", "sha256": sha256(data).hexdigest(), "size_bytes": len(data),
+         "format": fmt, "width": w, "height": h, "source_mtime": t0, "ingest_run_id": run, "ingested_at": t0,
          "content": data}
         for i, (data, fmt, w, h) in enumerate(pictures)
     ]))
@@ -125,3 +125,20 @@ def test_transform_skips_without_a_jvm_and_reruns_after_a_real_edit(spark, local
     assert (row["status"], row["version"]) == ("success", 2) and jvms >= 1, (row, jvms)
     canonical = lake.delta_table("silver.image_duplicates").to_pyarrow_table().column("is_canonical").to_pylist()
     assert canonical == [True, True, True]
+
+
+def test_a_small_increment_runs_on_the_driver_without_a_jvm(spark, local_lake: Lake, transform_cli) -> None:
+    """New images after a build: the `ingest` process merges them on the driver, and no JVM starts."""
+    lake = local_lake
+    _images(lake)
+    (first,) = run_spark_models(spark, lake, select="dedup_images")  # the same code as the copy's
+    assert first["mode"] == "overwrite"
+    bigger = png_bytes(scene("sunset").resize((640, 480)))  # joins the sunset group as its canonical
+    _images(lake, [(bigger, "png", 640, 480), (jpeg_bytes(scene("sea"), quality=60), "jpeg", 320, 240)], run="run-2")
+    row, jvms = transform_cli(lake)
+    assert (row["status"], row["mode"], row["rows"], jvms) == ("success", "merge", 5, 0), (row, jvms)
+    assert row["message"].startswith("incremental on the driver"), row
+    from hashlib import sha256
+
+    canonicals = set(lake.delta_table("silver.image_duplicates").to_pyarrow_table().column("canonical_sha256").to_pylist())
+    assert len(canonicals) == 2 and sha256(bigger).hexdigest() in canonicals  # sunset's group and sea's
