@@ -378,9 +378,7 @@ def merge_delta(
 
     tid = TableId.parse(table)
     path = lake.spark_path(str(tid))
-    head = lake.delta_table(tid).version()
-    if head != increment.target_version:
-        raise TargetMovedError(f"{tid} moved from version {increment.target_version} to {head} during the run")
+    check_unmoved(tid, increment, head=lake.delta_table(tid).version())
     user_metadata = commit_user_metadata(name, inputs)
     # the models hand MERGE a source computed from pinned inputs and cached on the executors:
     # deterministic, so Delta need not copy it once more before its two passes (a Spark job)
@@ -393,14 +391,28 @@ def merge_delta(
     written = sum(
         _metric(metrics, k) or 0 for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
     )
-    version = int(last["version"])
+    return merged(lake, tid, increment, inputs, version=int(last["version"]), written=written)
+
+
+def check_unmoved(tid: TableId, increment: Increment, *, head: int | None) -> None:
+    """``TargetMovedError`` when the table is no longer at the version the increment was computed from."""
+    if head != increment.target_version:
+        raise TargetMovedError(f"{tid} moved from version {increment.target_version} to {head} during the run")
+
+
+def merged(
+    lake: Lake, tid: TableId, increment: Increment, inputs: ModelInputs, *, version: int, written: int, where: str = ""
+) -> SparkModelResult:
+    """The result of an increment merged as ``version`` (``where``: " on the driver", or Spark)."""
     return SparkModelResult(
-        name=name,
+        name=inputs.model,
         table=str(tid),
         status="success",
         version=version,
         rows=lake.delta_table(tid, version=version).count(),
         rows_written=written,
         mode="merge",
-        message=f"incremental: {len(increment.files)} new file(s) of {inputs.source} since version {increment.since}",
+        message=(
+            f"incremental{where}: {len(increment.files)} new file(s) of {inputs.source} since version {increment.since}"
+        ),
     )

@@ -103,12 +103,10 @@ def merge_changes(
     the run starts over, as on Spark.
     """
     from ingest.delta import CommitConflict, commit_change, current_version
-    from transforms.spark.common import commit_user_metadata
+    from transforms.spark.common import check_unmoved, commit_user_metadata, merged
 
     tid = TableId.parse(target)
-    head = current_version(lake, tid)
-    if head != increment.target_version:
-        raise TargetMovedError(f"{tid} moved from version {increment.target_version} to {head} during the run")
+    check_unmoved(tid, increment, head=current_version(lake, tid))
     try:
         version, written = commit_change(
             lake,
@@ -121,19 +119,7 @@ def merge_changes(
         )
     except CommitConflict as exc:
         raise TargetMovedError(str(exc)) from None
-    return SparkModelResult(
-        name=inputs.model,
-        table=str(tid),
-        status="success",
-        version=version,
-        rows=lake.delta_table(tid, version=version).count(),
-        rows_written=written,
-        mode="merge",
-        message=(
-            f"incremental on the driver: {len(increment.files)} new file(s) of {inputs.source} "
-            f"since version {increment.since}"
-        ),
-    )
+    return merged(lake, tid, increment, inputs, version=version, written=written, where=" on the driver")
 
 
 # -- sessionize_events ---------------------------------------------------------------------------
