@@ -505,6 +505,30 @@ def test_driver_increments_find_stored_rows_through_a_key_index_kept_current(spa
     assert unsaved_files() == {"sha256": set(), "canonical_sha256": set()}
 
 
+def test_a_key_index_that_cannot_be_saved_leaves_the_run_a_success(spark, images_lake, monkeypatch, caplog) -> None:
+    """The model's commit landed before its key index is saved: a failed save is a warning, and
+    the next increment finds the stored rows in the data files instead (same table)."""
+    import ingest.sources.seen as seen
+
+    lake, shas = images_lake
+    real = seen.refresh_saved_keys
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(seen, "refresh_saved_keys", broken)
+    (first,) = run_spark_models(spark, lake, select="dedup_images")
+    assert first["status"] == "success" and "could not update the key index" in caplog.text
+    monkeypatch.setattr(seen, "refresh_saved_keys", real)
+    sunset = scene("sunset")
+    bigger = png_bytes(sunset.resize((400, 300)))
+    write_batch(lake, "bronze.images", pa.Table.from_pylist([
+        _image_row(_sha(bigger), bigger, "png", 400, 300, "file:///src/bigger.png", "run-3")]))
+    _run_incrementally_then_compare_with_a_full_refresh(spark, lake, "dedup_images", engine="driver")
+    rows = {r["sha256"]: r for r in _read(lake, "silver.image_duplicates")}
+    assert rows[shas["original"]]["canonical_sha256"] == _sha(bigger)
+
+
 def test_an_incremental_run_rebuilds_when_the_source_did_more_than_append(spark, local_lake: Lake) -> None:
     """Rows deleted from the source: the merge cannot know which sessions lost events."""
     from ingest.delta import delete_rows

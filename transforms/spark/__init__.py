@@ -166,6 +166,19 @@ class _LazySession:
         return self._spark  # type: ignore[return-value]  # narrowed above: a started session
 
 
+def _refresh_key_index(lake: Lake, target: str, columns: list[str], *, since: int | None) -> None:
+    """Save the keys of what the run wrote, so the next increment's lookups read no data file.
+    The run's commit has landed: a failure here only costs the next run those reads."""
+    from ingest.sources.seen import refresh_saved_keys
+
+    try:
+        refresh_saved_keys(lake, target, columns=columns, since=since)
+    except Exception as exc:  # noqa: BLE001 - the commit landed; the index only saves later reads
+        import logging
+
+        logging.getLogger(__name__).warning("could not update the key index of %s: %s", target, exc)
+
+
 def _run_model(
     session: _LazySession, lake: Lake, name: str, *, pin: int | str | None, full_refresh: bool, driver_max_rows: int
 ) -> dict[str, Any]:
@@ -202,11 +215,10 @@ def _run_model(
                 ) from None
             time.sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + random.random()))
             continue
-        if driver.key_columns and result.status == "success":  # the next increment's lookups read no data file
-            from ingest.sources.seen import refresh_saved_keys
-
-            since = None if increment is None else increment.target_version
-            refresh_saved_keys(lake, target, columns=list(driver.key_columns), since=since)
+        if driver.key_columns and result.status == "success":
+            _refresh_key_index(
+                lake, target, list(driver.key_columns), since=None if increment is None else increment.target_version
+            )
         return result.as_dict()
     raise AssertionError("unreachable")  # pragma: no cover
 
