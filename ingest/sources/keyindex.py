@@ -169,13 +169,19 @@ class SavedPrefixes:
             return []
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
 
-    def _segments(self) -> list[str]:
+    def _listing(self) -> list[Any]:
+        """The saved index folder's entries (none when it cannot be listed)."""
         import pyarrow.fs as pafs
 
         try:
-            infos = self.fs.get_file_info(pafs.FileSelector(self.dir, allow_not_found=True))
+            return list(self.fs.get_file_info(pafs.FileSelector(self.dir, allow_not_found=True)))
         except OSError:
             return []
+
+    def _segments(self, listing: list[Any] | None = None) -> list[str]:
+        import pyarrow.fs as pafs
+
+        infos = self._listing() if listing is None else listing
         return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
 
     def _read(self, segments: list[str], live: set[str]) -> list[tuple[list[str], np.ndarray, np.ndarray]]:
@@ -226,7 +232,8 @@ class SavedPrefixes:
 
         if not entries and not merge:
             return
-        segments = self._segments()
+        listing = self._listing()
+        segments = self._segments(listing)
         names = list(entries)
         prefixes = [entries[n] for n in names]
         codes = [np.repeat(np.arange(len(names), dtype=np.int32), [len(x) for x in prefixes])]
@@ -244,24 +251,18 @@ class SavedPrefixes:
         if names:
             self._write(np.concatenate(prefixes), np.concatenate(codes), names)
         if merged:
-            for seg in segments + self._abandoned():
+            for seg in segments + self._abandoned(listing):
                 with contextlib.suppress(OSError):
                     self.fs.delete_file(seg)
 
-    def _abandoned(self) -> list[str]:
+    def _abandoned(self, listing: list[Any]) -> list[str]:
         """Temporary files of saves killed before their rename, over an hour old."""
         import datetime as dt
 
-        import pyarrow.fs as pafs
-
         cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-        try:
-            infos = self.fs.get_file_info(pafs.FileSelector(self.dir, allow_not_found=True))
-        except OSError:
-            return []
         return [
             i.path
-            for i in infos
+            for i in listing
             if i.base_name.endswith(".tmp") and i.mtime is not None and i.mtime.astimezone(dt.UTC) < cutoff
         ]
 
