@@ -50,6 +50,27 @@ def test_images_do_not_follow_symlinks_out_of_src(tmp_path: Path) -> None:
     assert [Path(r["source_uri"]).name for r in read(lake, "bronze.images", ["source_uri"])] == ["a.png"]
 
 
+def test_listing_skips_hidden_names_and_special_files_and_lists_each_real_file_once(tmp_path: Path) -> None:
+    import os
+
+    from ingest.sources.files import list_source
+
+    src = tmp_path / "src"
+    for rel in ("a.log", "x/b.log", "x/y/z/c.log", ".git/config", "x/.cache/d.log", "_tmp/e.log", "x/_f.log",
+                "x/.g.log", "inner/h.log"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    os.mkfifo(src / "x" / "pipe.log")  # neither a file to read nor a folder
+    (src / "x" / "again.log").symlink_to(src / "a.log")  # the same file: listed once, by its real path
+    (src / "x" / "linked").symlink_to(src / "inner")  # a folder inside SRC: walked as itself only
+    (src / "x" / "dangling.log").symlink_to(src / "gone.log")
+    listed = list_source(Lake(str(tmp_path / "lake")), str(src))
+    assert [f.uri for f in listed] == [str(src / r) for r in ("a.log", "inner/h.log", "x/b.log", "x/y/z/c.log")]
+    assert [f.size for f in listed] == [len(r) for r in ("a.log", "inner/h.log", "x/b.log", "x/y/z/c.log")]
+    one = list_source(Lake(str(tmp_path / "lake")), str(src / "x" / "b.log"))  # a file names itself
+    assert [(f.uri, f.size) for f in one] == [(str(src / "x" / "b.log"), 7)]
+
+
 @pytest.mark.integration
 @pytest.mark.s3
 def test_s3_prefix_is_a_folder(s3_server, s3_lake: Lake) -> None:
