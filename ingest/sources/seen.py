@@ -58,6 +58,7 @@ class StoredKeys:
         self._loaded = False  # whether what earlier runs saved is in the index (at the first lookup)
         self._unsaved: dict[str, Any] = {}  # log path -> prefixes read from the data file this run
         self._our_commits: list[tuple[int, list[str]]] = []  # (table version, keys) of our commits
+        self._table_schema: pa.Schema | None = None
 
     def held(self, keys: Iterable[str], *, snapshot: Any = None) -> set[str]:
         """The subset of ``keys`` the table holds as of ``snapshot`` (a loaded DeltaTable), or now."""
@@ -191,13 +192,15 @@ class StoredKeys:
         import pyarrow.compute as pc
         import pyarrow.dataset as pads
 
-        columns = columns or [self.column]
+        if columns is None:
+            columns, schema = [self.column], pa.schema([(self.column, pa.string())])
+        else:  # the table's types (plain, not view types), whatever each file holds
+            whole = self._schema()
+            schema = pa.schema([whole.field(c) for c in dict.fromkeys([*columns, self.column])])
+        if not paths or not keys:
+            return schema.empty_table().select(columns)
         fs = self.lake.pyarrow_filesystem()
         fragments = [self._fragment(p) for p in paths]
-        if not fragments or not keys:
-            return self._empty(columns)
-        physical = lake_schema(fragments[0].physical_schema)  # view types read as plain ones
-        schema = pa.schema([physical.field(c) for c in dict.fromkeys([*columns, self.column])])
         ds = pads.FileSystemDataset(fragments, schema, pads.ParquetFileFormat(), fs)
         expr = pc.field(self.column).isin(pa.array(keys, pa.string()))
         try:
@@ -205,10 +208,12 @@ class StoredKeys:
         except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):  # view-typed files
             return plain_dataset(ds).to_table(columns=columns, filter=expr)
 
-    def _empty(self, columns: list[str]) -> pa.Table:
-        """No rows, in the table's own types."""
-        schema = lake_schema(pa.schema(self.lake.delta_table(self.tid, version=self.version).schema().to_arrow()))
-        return schema.empty_table().select(columns)
+    def _schema(self) -> pa.Schema:
+        """The table's schema at the version followed, in plain types (read once)."""
+        if self._table_schema is None:
+            dt = self.lake.delta_table(self.tid, version=self.version)
+            self._table_schema = lake_schema(pa.schema(dt.schema().to_arrow()))
+        return self._table_schema
 
     def _follow(self, dt: Any) -> None:
         if dt is None:

@@ -77,6 +77,24 @@ def test_lookup_is_exact_across_shared_prefixes_and_unindexed_files(local_lake: 
     assert keys.held(["not-a-digest", _h(97)]) == {"not-a-digest"}  # a key that is no digest: every file
 
 
+def test_rows_come_from_the_files_that_hold_the_keys_in_the_tables_types(local_lake: Lake) -> None:
+    """``rows`` returns the asked columns of the rows with those keys, as of a snapshot: a column a
+    later append added is null in the older file's rows, unknown keys give no row, and a file
+    committed after the snapshot is neither read nor searched."""
+    write_batch(local_lake, "bronze.keys", pa.table({"sha256": [_h(1), _h(2)], "n": [1, 2]}))
+    write_batch(local_lake, "bronze.keys", pa.table({"sha256": [_h(3)], "n": [3], "tag": ["new"]}))
+    snapshot = local_lake.delta_table("bronze.keys")
+    write_batch(local_lake, "bronze.keys", pa.table({"sha256": [_h(4)], "n": [4], "tag": ["later"]}))
+    keys = StoredKeys(local_lake, "bronze.keys", "sha256", app_id="")
+    got = keys.rows([_h(3), _h(1), _h(4), _h(99)], columns=["sha256", "tag"], snapshot=snapshot)
+    assert got.schema == pa.schema([("sha256", pa.string()), ("tag", pa.string())])
+    assert sorted(got.to_pylist(), key=lambda r: r["sha256"]) == sorted(
+        [{"sha256": _h(1), "tag": None}, {"sha256": _h(3), "tag": "new"}], key=lambda r: r["sha256"])
+    assert len(keys._fragments) == 2  # the snapshot's two files, not the later one
+    none = StoredKeys(local_lake, "bronze.keys", "sha256", app_id="").rows([_h(99)], columns=["n"])
+    assert none.num_rows == 0 and none.schema == pa.schema([("n", pa.int64())])
+
+
 def test_saved_prefixes_load_live_files_merge_and_skip_a_damaged_file(tmp_path) -> None:
     """Saved entries come back sorted, for live files only; past the limit a save merges the
     live ones into one file (each data file once); a damaged or vanished file is skipped (its
