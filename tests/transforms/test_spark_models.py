@@ -492,16 +492,24 @@ def test_driver_increments_find_stored_rows_through_a_key_index_kept_current(spa
     assert res["message"].startswith("incremental on the driver"), res
     assert unsaved_files() == {"sha256": set(), "canonical_sha256": set()}
 
+    import transforms.spark.driver as driver
+
     opened: list[str] = []
     fragment = StoredKeys._fragment
     monkeypatch.setattr(StoredKeys, "_fragment", lambda self, path: opened.append(path) or fragment(self, path))
+    scanned: list[tuple[str, list[str]]] = []  # the driver's filtered reads of whole tables
+    read_table = driver.read_table
+    monkeypatch.setattr(driver, "read_table", lambda lake_, table, **kw: scanned.append((table, kw["columns"]))
+                        or read_table(lake_, table, **kw))
     noise = Image.frombytes("L", (32, 32), random.Random(7).randbytes(32 * 32))
     write_batch(lake, "bronze.images", pa.Table.from_pylist([
         _image_row(_sha(png_bytes(noise)), png_bytes(noise), "png", 32, 32, "file:///src/noise.png", "run-4")]))
     (res,) = run_spark_models(spark, lake, select="dedup_images", driver_max_rows=1_000)
     assert (res["message"].split(":")[0], res["rows_written"]) == ("incremental on the driver", 1)
-    # the lookup opened nothing; keeping the index current read the one file the run added
+    # the lookup opened nothing and scanned no column of the target; keeping the index current
+    # read the one file the run added
     assert len(opened) == 2 and len(set(opened)) == 1, opened
+    assert [t for t, _ in scanned if t == target] == [], scanned
     assert unsaved_files() == {"sha256": set(), "canonical_sha256": set()}
 
 
