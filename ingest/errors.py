@@ -181,6 +181,10 @@ def report(exc: BaseException, *, debug: bool, redact: Callable[[str], str] | No
 # -- object-storage failures: the one classifier and its hints ---------------------------------
 StorageFault = Literal["unreachable", "no_bucket", "denied"]
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+# Addresses inside a message (``http://127.0.0.1:40312/b``, ``10.0.0.4:9000``) are no evidence of a
+# fault: a random port holding "403" once read as access denied.
+_ADDRESS_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?", re.IGNORECASE)
+_STATUS_403_RE = re.compile(r"(?<![\w.:/-])403(?!\w)")
 
 
 def plain_text(text: str) -> str:
@@ -191,13 +195,12 @@ def plain_text(text: str) -> str:
 def classify_storage_error(exc: BaseException | str) -> StorageFault | None:
     """The one classifier of object-storage failures, for reads and writes alike (deltalake /
     object_store, pyarrow, boto3, plain HTTP): which of the user's settings to check, or None."""
-    low = plain_text(exc if isinstance(exc, str) else _chain_text(exc)).lower()
+    low = _ADDRESS_RE.sub(" ", plain_text(exc if isinstance(exc, str) else _chain_text(exc))).lower()
     if "nosuchbucket" in low or ("bucket" in low and ("not exist" in low or "not found" in low)):
         return "no_bucket"
-    if any(
+    if _STATUS_403_RE.search(low) or any(
         k in low
         for k in (
-            "403",
             "forbidden",
             "accessdenied",
             "access denied",

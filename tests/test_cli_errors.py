@@ -30,9 +30,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _run(*argv: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [INGEST, *argv], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([INGEST, *argv], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -81,11 +79,15 @@ def test_unexpected_exception_exits_nonzero_with_one_line(tmp_path: Path, argv: 
     assert proc.returncode == 1
     assert "RuntimeError: disk on fire" in line and "--debug" in line
 
-    debug = subprocess.run([*cmd[:2], "--debug", *cmd[2:]], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    debug = subprocess.run(
+        [*cmd[:2], "--debug", *cmd[2:]], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.splitlines()[-1] == line
-    by_env = subprocess.run(cmd, cwd=tmp_path, env=_env(LAKEHOUSE_DEBUG="1"), capture_output=True, text=True, timeout=120)
+    by_env = subprocess.run(
+        cmd, cwd=tmp_path, env=_env(LAKEHOUSE_DEBUG="1"), capture_output=True, text=True, timeout=120
+    )
     assert by_env.returncode == 1 and "Traceback" in by_env.stderr
 
 
@@ -111,14 +113,20 @@ def test_os_errors_exit_nonzero(tmp_path: Path) -> None:
     src.write_text('{"a": 1}\n')
     proc = subprocess.run(
         [sys.executable, str(script), "--lake", str(tmp_path / "lake"), "logs", str(src), "--table", "bronze.ev"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "No space left on device" in _one_error_line(proc)
 
 
 def _random_events(path: Path, lines: int) -> None:
     """JSON lines that do not compress (a full disk must really fill up)."""
-    path.write_text("".join(json.dumps({"event_id": f"e{i}", "pad": os.urandom(96).hex()}) + "\n" for i in range(lines)))
+    path.write_text(
+        "".join(json.dumps({"event_id": f"e{i}", "pad": os.urandom(96).hex()}) + "\n" for i in range(lines))
+    )
 
 
 def _in_mount_namespace(setup: str) -> list[str] | None:
@@ -147,14 +155,20 @@ def test_a_full_or_read_only_lake_disk_is_one_line_and_exit_1(tmp_path: Path, fa
     else:
         small = tmp_path / "a.jsonl"
         small.write_text('{"event_id": "e0"}\n')
-        assert _run("--lake", str(mnt / "lake"), "logs", str(small), "--table", "bronze.ev", cwd=tmp_path).returncode == 0
+        assert (
+            _run("--lake", str(mnt / "lake"), "logs", str(small), "--table", "bronze.ev", cwd=tmp_path).returncode == 0
+        )
         prefix = _in_mount_namespace('mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"')
         expected = "Read-only file system"
     if prefix is None:
         pytest.skip("no unprivileged user+mount namespaces here")
     proc = subprocess.run(
         [*prefix, str(mnt), INGEST, "--lake", str(mnt / "lake"), "logs", str(src), "--table", "bronze.ev"],
-        cwd=tmp_path, env=_env(LAKEHOUSE_LOG_DIR=str(logs)), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=_env(LAKEHOUSE_LOG_DIR=str(logs)),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     line = _one_error_line(proc)
     assert proc.returncode == 1
@@ -188,7 +202,11 @@ def test_native_stderr_goes_to_the_log_file_python_stderr_stays(tmp_path: Path) 
     env = _env(LAKEHOUSE_LOG_DIR=str(logs))
     proc = subprocess.run(
         [sys.executable, str(script), "--lake", str(tmp_path / "lake"), "ls"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "No space left on device" in _one_error_line(proc)
     (log,) = logs.glob("ingest-*.log")
@@ -234,17 +252,30 @@ def test_config_file_must_exist_and_parse(tmp_path: Path) -> None:
 
 # each command with the arguments it needs to get as far as reading its settings
 _COMMAND_ARGS = {
-    "ls": [], "sql": ["select 1"], "history": ["bronze.x"], "run": [], "images": ["./x"], "logs": ["./x"],
-    "tables": ["sqlite:///x.db", "--source-table", "t", "--table", "bronze.t"], "health": [], "lineage": ["gold.x"],
-    "snapshot": ["list"], "vacuum": ["--dry-run"], "optimize": [], "shards": ["build", "ds", "--table", "gold.x",
-    "--snapshot", "s"], "sync": ["s3://b/x", "dest"], "transform": [], "catalog": ["export", "c.duckdb"],
-    "serve": [], "docs": ["--out", "site"],
+    "ls": [],
+    "sql": ["select 1"],
+    "history": ["bronze.x"],
+    "run": [],
+    "images": ["./x"],
+    "logs": ["./x"],
+    "tables": ["sqlite:///x.db", "--source-table", "t", "--table", "bronze.t"],
+    "health": [],
+    "lineage": ["gold.x"],
+    "snapshot": ["list"],
+    "vacuum": ["--dry-run"],
+    "optimize": [],
+    "shards": ["build", "ds", "--table", "gold.x", "--snapshot", "s"],
+    "sync": ["s3://b/x", "dest"],
+    "transform": [],
+    "catalog": ["export", "c.duckdb"],
+    "serve": [],
+    "docs": ["--out", "site"],
 }
 
 
 @pytest.mark.parametrize("command", sorted(_COMMAND_ARGS))
 def test_a_malformed_settings_file_fails_every_command(tmp_path: Path, command: str) -> None:
-    """"A malformed lakehouse.yaml (on every command)" printed a traceback and exited 0."""
+    """ "A malformed lakehouse.yaml (on every command)" printed a traceback and exited 0."""
     from ingest.cli import COMMANDS
 
     assert set(_COMMAND_ARGS) == set(COMMANDS), "a new command: add its arguments above"
@@ -269,8 +300,15 @@ def test_failed_write_leaves_no_new_lake_but_a_good_one_creates_it(tmp_path: Pat
 
 def test_unknown_sqlalchemy_driver_is_one_line(tmp_path: Path) -> None:
     proc = _run(
-        "--lake", str(tmp_path / "lake"), "tables", "postgresql+nodriver://u:pw@127.0.0.1/db",
-        "--source-table", "t", "--table", "bronze.t", cwd=tmp_path,
+        "--lake",
+        str(tmp_path / "lake"),
+        "tables",
+        "postgresql+nodriver://u:pw@127.0.0.1/db",
+        "--source-table",
+        "t",
+        "--table",
+        "bronze.t",
+        cwd=tmp_path,
     )
     assert "unknown SQLAlchemy driver 'postgresql+nodriver'" in _one_error_line(proc)
     assert proc.returncode == 2
@@ -315,8 +353,14 @@ def test_meta_layer_is_reserved_for_library_callers(tmp_path: Path) -> None:
     "text, expected",
     [
         ("postgresql://reader:p@ss@host/db", "postgresql://reader:***@host/db"),
-        ("cannot read postgresql+psycopg://reader:***@ss@host:5432/db#t: x", "cannot read postgresql+psycopg://reader:***@host:5432/db#t: x"),
-        ("mysql://u:a:b@c@h:3306/d?x=1 and http://host:9000/path", "mysql://u:***@h:3306/d?x=1 and http://host:9000/path"),
+        (
+            "cannot read postgresql+psycopg://reader:***@ss@host:5432/db#t: x",
+            "cannot read postgresql+psycopg://reader:***@host:5432/db#t: x",
+        ),
+        (
+            "mysql://u:a:b@c@h:3306/d?x=1 and http://host:9000/path",
+            "mysql://u:***@h:3306/d?x=1 and http://host:9000/path",
+        ),
         ("postgresql://reader@host/db", "postgresql://reader@host/db"),
     ],
 )
@@ -352,7 +396,9 @@ def test_password_with_raw_at_never_reaches_the_lake_or_stderr(postgres_url: str
     admin = make_url(postgres_url)
     role, secret_tail = "r_" + uuid.uuid4().hex[:6], "tail" + uuid.uuid4().hex[:10]
     password = f"pw@{secret_tail}"
-    conninfo = f"host={admin.host} port={admin.port} user={admin.username} password={admin.password} dbname={admin.database}"
+    conninfo = (
+        f"host={admin.host} port={admin.port} user={admin.username} password={admin.password} dbname={admin.database}"
+    )
     with psycopg.connect(conninfo, autocommit=True) as con:
         con.execute(f"create role {role} login password '{password}'")
         con.execute("create table if not exists redact_t (id int primary key, v text)")
@@ -363,7 +409,9 @@ def test_password_with_raw_at_never_reaches_the_lake_or_stderr(postgres_url: str
     ok = _run("--lake", str(lake), "tables", url, "--source-table", "redact_t", "--table", "bronze.r", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     wrong = url.replace(password, f"bad@{secret_tail}")
-    failed = _run("--lake", str(lake), "tables", wrong, "--source-table", "redact_t", "--table", "bronze.r", cwd=tmp_path)
+    failed = _run(
+        "--lake", str(lake), "tables", wrong, "--source-table", "redact_t", "--table", "bronze.r", cwd=tmp_path
+    )
     line = _one_error_line(failed)
     assert "check the user and password" in line
     assert secret_tail not in failed.stderr + failed.stdout + ok.stdout
@@ -442,13 +490,29 @@ def test_database_connection_failures_are_transient_bad_passwords_are_not(postgr
     assert not is_transient(err2.value)
 
 
+@pytest.mark.parametrize("address", ["http://127.0.0.1:40355", "http://10.4.0.3:14030", "10.0.4.3:9403"])
+def test_an_address_holding_403_is_not_access_denied(address: str) -> None:
+    """A CI run once picked a free port starting 403: a refused connection read as a denied key."""
+    text = (
+        f"Generic S3 error\n  \x1b[31m↳\x1b[0m Error performing GET {address}/bkt?list-type=2 in 6s, after 10 retries"
+        "\n  ↳ error sending request\n  ↳ tcp connect error\n  ↳ Connection refused (os error 111)"
+    )
+    assert classify_storage_error(OSError(text)) == "unreachable"
+    err = Lake("s3://bkt/lake").storage_error(OSError(text), "cannot open bronze.ev")
+    assert isinstance(err, TransientError) and "AWS_ENDPOINT_URL" in str(err)
+
+
 def test_one_classifier_for_reads_and_writes() -> None:
     assert classify_storage_error(OSError("Generic S3 error\n<Error><Code>NoSuchBucket</Code></Error>")) == "no_bucket"
     assert classify_storage_error(OSError("SignatureDoesNotMatch")) == "denied"
     assert classify_storage_error(OSError("error sending request: Connection refused (os error 111)")) == "unreachable"
     assert classify_storage_error(OSError("No space left on device")) is None
+    assert classify_storage_error(OSError("Client error with status 403: <Code>AccessDenied</Code>")) == "denied"
+    assert classify_storage_error("HTTP response code: 403") == "denied"
     lake = Lake("s3://bkt/lake")
-    err = lake.storage_error(OSError("Generic S3 error\n  ↳ Connection refused (os error 111)"), "cannot write bronze.x")
+    err = lake.storage_error(
+        OSError("Generic S3 error\n  ↳ Connection refused (os error 111)"), "cannot write bronze.x"
+    )
     assert isinstance(err, TransientError) and is_transient(err)
     assert isinstance(lake.storage_error(OSError("AccessDenied"), "x"), ConfigError)
 
@@ -460,7 +524,9 @@ def test_write_failures_from_storage_are_typed_commit_races_are_not() -> None:
     from ingest.lake import TableId
 
     lake, tid = Lake("s3://bkt/lake"), TableId("bronze", "x")
-    err = _storage_failure(lake, OSError("Generic S3 error\n<Error><Code>AccessDenied</Code><Message>no</Message></Error>"), tid)
+    err = _storage_failure(
+        lake, OSError("Generic S3 error\n<Error><Code>AccessDenied</Code><Message>no</Message></Error>"), tid
+    )
     assert isinstance(err, ConfigError) and str(err) == (
         "cannot write bronze.x: Generic S3 error: AccessDenied: no - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
     )
@@ -476,7 +542,9 @@ def test_a_full_local_disk_is_typed_though_delta_rs_says_it_in_text(tmp_path: Pa
     from ingest.lake import TableId
 
     lake, tid = Lake(str(tmp_path / "lake")), TableId("bronze", "x")
-    full = DeltaError("Failed to parse parquet: External: Generic LocalFileSystem error: Unable to copy data to file: No space left on device (os error 28)")
+    full = DeltaError(
+        "Failed to parse parquet: External: Generic LocalFileSystem error: Unable to copy data to file: No space left on device (os error 28)"
+    )
     err = _storage_failure(lake, full, tid)
     assert isinstance(err, StorageError) and err.exit_code == 1
     assert str(err) == f"cannot write bronze.x: No space left on device (lake {lake.uri})"
@@ -500,8 +568,12 @@ def test_ingest_run_with_a_bad_db_password_prints_one_line(postgres_url: str, tm
             {
                 "lake": str(tmp_path / "lake"),
                 "sources": [
-                    {"kind": "tables", "url": bad.render_as_string(hide_password=False), "source_table": "photos",
-                     "table": "bronze.photos"}
+                    {
+                        "kind": "tables",
+                        "url": bad.render_as_string(hide_password=False),
+                        "source_table": "photos",
+                        "table": "bronze.photos",
+                    }
                 ],
             }
         )
@@ -528,14 +600,18 @@ def test_spark_start_sends_ivy_and_jvm_output_to_the_log_file(tmp_path: Path) ->
         from ingest.lake import Lake
         from transforms.spark.session import build_spark
 
-        spark = build_spark(Lake({str(tmp_path / 'lake')!r}))
+        spark = build_spark(Lake({str(tmp_path / "lake")!r}))
         print(spark.range(5).selectExpr("sum(id)").collect()[0][0])
         spark.stop()
         """
     )
     proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=_env(LAKEHOUSE_LOG_DIR=str(logs)),
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=_env(LAKEHOUSE_LOG_DIR=str(logs)),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "10"
@@ -556,9 +632,19 @@ def test_reading_an_s3_lake_that_does_not_exist_is_an_error(s3_server, tmp_path:
         assert "does not exist" in line or "check that bucket" in line, line
     src = tmp_path / "a.jsonl"
     src.write_text('{"a": 1}\n')
-    assert _run("--lake", f"s3://{bucket}/new-lake", "logs", str(src), "--table", "bronze.ev", cwd=tmp_path, env=env).returncode == 0
+    assert (
+        _run(
+            "--lake", f"s3://{bucket}/new-lake", "logs", str(src), "--table", "bronze.ev", cwd=tmp_path, env=env
+        ).returncode
+        == 0
+    )
     ok = _run("--lake", f"s3://{bucket}/new-lake", "--json", "ls", cwd=tmp_path, env=env)
-    assert ok.returncode == 0 and [t["table"] for t in json.loads(ok.stdout)] == ["bronze.ev", "bronze.ev_quarantine", "_meta.log_streams", "_meta.runs"]
+    assert ok.returncode == 0 and [t["table"] for t in json.loads(ok.stdout)] == [
+        "bronze.ev",
+        "bronze.ev_quarantine",
+        "_meta.log_streams",
+        "_meta.runs",
+    ]
 
 
 def test_is_transient_matches_library_errors_by_class() -> None:
