@@ -35,7 +35,7 @@ class WriteResult:
     rows: int
 
 
-def _storage_failure(lake: Lake, exc: BaseException, tid: TableId) -> BaseException:
+def storage_failure(lake: Lake, exc: BaseException, tid: TableId) -> BaseException:
     """A write that failed because storage did (a bucket, credentials or endpoint; a local disk
     full or read-only) as the lake's typed one-line error, like a read; anything else (a commit
     race) unchanged."""
@@ -135,7 +135,7 @@ def with_commit_retry(fn: Callable[[], T], *, attempts: int = 12) -> T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _already_committed(dt: Any, app_id: str | None, batch_version: int | None) -> bool:
+def already_committed(dt: Any, app_id: str | None, batch_version: int | None) -> bool:
     """Whether the snapshot ``dt`` holds batch ``batch_version`` (or a later one) of ``app_id``."""
     if app_id is None or batch_version is None:
         return False
@@ -255,7 +255,7 @@ def write_batch(
     # Check and commit against ONE snapshot: a concurrent commit of the same app id after it is
     # then a Delta conflict (retried by the caller), never a silent duplicate.
     dt = snapshot if snapshot is not None else lake.delta_table(tid) if lake.table_exists(tid) else None
-    if dt is not None and _already_committed(dt, app_id, batch_version):
+    if dt is not None and already_committed(dt, app_id, batch_version):
         return WriteResult(str(tid), dt.version(), True, 0)
     rows = [0]
     if isinstance(data, pa.RecordBatchReader):
@@ -306,7 +306,7 @@ def write_batch(
                 target_file_size=target_file_size,
                 extra_transactions=extra_transactions,
             )
-        raise _storage_failure(lake, exc, tid) from None
+        raise storage_failure(lake, exc, tid) from None
     # the snapshot now stands at our commit (delta-rs moves it there)
     version = snapshot.version() if snapshot is not None else current_version(lake, tid)
     return WriteResult(str(tid), version, False, rows[0] if stream else data.num_rows)
@@ -358,7 +358,7 @@ def merge_batch(
             target_file_size=target_file_size,
         )
     dt = lake.delta_table(tid)  # one snapshot for the check and the commit (see write_batch)
-    if _already_committed(dt, app_id, batch_version):
+    if already_committed(dt, app_id, batch_version):
         return WriteResult(str(tid), dt.version(), True, 0)
     data, _ = conform(data, pa.schema(dt.schema().to_arrow()), policy="raise", table=str(tid))
     predicate = " AND ".join([f't."{k}" = s."{k}"' for k in keys] + _key_range(data, keys))
@@ -378,7 +378,7 @@ def merge_batch(
             .execute()
         )
     except Exception as exc:  # noqa: BLE001 - storage faults become typed errors, anything else is re-raised as is
-        raise _storage_failure(lake, exc, tid) from None
+        raise storage_failure(lake, exc, tid) from None
     plain_files(lake, tid, dt.version(), metadata=metadata)
     return WriteResult(str(tid), current_version(lake, tid), False, data.num_rows)
 
@@ -425,7 +425,7 @@ def commit_change(
     except CommitFailedError as exc:
         raise CommitConflict(f"{tid}: another writer committed after version {read_version} ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - storage faults become typed errors, anything else is re-raised as is
-        raise _storage_failure(lake, exc, tid) from None
+        raise storage_failure(lake, exc, tid) from None
     version = dt.version()
     if predicate is not None and plain_files(lake, tid, version, metadata=metadata):
         version = current_version(lake, tid) or version
@@ -467,8 +467,14 @@ def commit_actions(lake: Lake, table: str | TableId, version: int) -> list[dict[
     Reading one commit costs what the commit holds, where loading a snapshot of the table costs
     what the table holds: incremental readers follow other writers' commits this way.
     """
+    return log_entries(lake, lake.table_uri(TableId.parse(table)), version)
+
+
+def log_entries(lake: Lake, table_uri: str, version: int) -> list[dict[str, Any]]:
+    """The actions of commit ``version`` of the Delta table at ``table_uri`` (a table of the
+    lake, or a staging table inside one)."""
     fs = lake.pyarrow_filesystem()
-    root = lake.fs_path(lake.table_uri(TableId.parse(table)))
+    root = lake.fs_path(table_uri.rstrip("/"))
     with fs.open_input_stream(f"{root}/_delta_log/{version:020d}.json") as f:
         return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
 

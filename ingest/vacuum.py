@@ -8,12 +8,15 @@ reconstructible.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from ingest.errors import IngestError
 from ingest.lake import Lake, TableId
+from ingest.staging import STAGING_DIR
 
 # Delta's default delta.deletedFileRetentionDuration (7 days): a reader that loaded an older
 # version (`ingest sql --as-of`, a shard build) must find its files for at least this long.
@@ -172,6 +175,9 @@ def _vacuum(lake: Lake, *, retain_hours: float, dry_run: bool, tables: list[str]
                     fs.delete_file(full)
                 except FileNotFoundError:
                     continue
+                if not lake.is_s3 and rel.startswith(f"{STAGING_DIR}/"):  # a batch's folder, empty now
+                    with contextlib.suppress(OSError):
+                        os.rmdir(os.path.dirname(full))
             tv.deleted.append(rel)
         results.append(tv)
     return VacuumResult(retain_hours=retain_hours, dry_run=dry_run, tables=results)

@@ -520,24 +520,24 @@ def test_one_classifier_for_reads_and_writes() -> None:
 def test_write_failures_from_storage_are_typed_commit_races_are_not() -> None:
     from deltalake.exceptions import CommitFailedError
 
-    from ingest.delta import _storage_failure
+    from ingest.delta import storage_failure
     from ingest.lake import TableId
 
     lake, tid = Lake("s3://bkt/lake"), TableId("bronze", "x")
-    err = _storage_failure(
+    err = storage_failure(
         lake, OSError("Generic S3 error\n<Error><Code>AccessDenied</Code><Message>no</Message></Error>"), tid
     )
     assert isinstance(err, ConfigError) and str(err) == (
         "cannot write bronze.x: Generic S3 error: AccessDenied: no - check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
     )
     race = CommitFailedError("version 3 already exists")
-    assert _storage_failure(lake, race, tid) is race
+    assert storage_failure(lake, race, tid) is race
 
 
 def test_a_full_local_disk_is_typed_though_delta_rs_says_it_in_text(tmp_path: Path) -> None:
     from deltalake.exceptions import DeltaError
 
-    from ingest.delta import _storage_failure
+    from ingest.delta import storage_failure
     from ingest.errors import StorageError
     from ingest.lake import TableId
 
@@ -545,12 +545,12 @@ def test_a_full_local_disk_is_typed_though_delta_rs_says_it_in_text(tmp_path: Pa
     full = DeltaError(
         "Failed to parse parquet: External: Generic LocalFileSystem error: Unable to copy data to file: No space left on device (os error 28)"
     )
-    err = _storage_failure(lake, full, tid)
+    err = storage_failure(lake, full, tid)
     assert isinstance(err, StorageError) and err.exit_code == 1
     assert str(err) == f"cannot write bronze.x: No space left on device (lake {lake.uri})"
-    assert isinstance(_storage_failure(lake, OSError(30, "Read-only file system"), tid), StorageError)
+    assert isinstance(storage_failure(lake, OSError(30, "Read-only file system"), tid), StorageError)
     other = DeltaError("Schema error: cannot merge types")
-    assert _storage_failure(lake, other, tid) is other
+    assert storage_failure(lake, other, tid) is other
 
 
 # -- noise: the terminal shows the project's output; the JVM's and Prefect's go to a log file -----

@@ -75,6 +75,8 @@ def test_z_order_images_then_ingest_still_stores_each_content_once(local_lake: L
     first = _json(local_lake, "images", str(src), INGEST_IMAGE_BATCH_FILES="10")
     assert first["rows_written"] == 60
     assert len(local_lake.delta_table("bronze.images").file_uris()) == 6
+    staged = Path(local_lake.table_uri("bronze.images")) / "staged"
+    assert len(list(staged.iterdir())) == 6  # each batch's files were written in a folder of their own
     index = Path(local_lake.table_uri("bronze.images")) / "_ingest_keyindex"
     assert index.is_dir()  # the hashes' prefixes, saved for the next run
     out = _json(local_lake, "optimize", "--z-order", "bronze.images")
@@ -86,6 +88,7 @@ def test_z_order_images_then_ingest_still_stores_each_content_once(local_lake: L
     keys.index_all()
     assert keys._indexed and keys._fragments == {}  # optimize saved the new file's hashes: none read
     _json(local_lake, "vacuum", "--retain-hours", "0", "--force")  # the compacted-away files go
+    assert list(staged.iterdir()) == []  # and so do their emptied folders
     assert index.is_dir() and len(list(index.rglob("*.parquet"))) == 1  # (the saved index stays, merged)
     # new images, some copies of stored ones under new names: only the new content is stored
     _images(tmp_path / "more", 20, start=50)

@@ -23,10 +23,19 @@ from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 
-from ingest.delta import BatchTaken, ensure_table, merge_batch, next_sequence, with_commit_retry, write_batch
+from ingest.delta import (
+    BatchTaken,
+    WriteResult,
+    ensure_table,
+    merge_batch,
+    next_sequence,
+    with_commit_retry,
+    write_batch,
+)
 from ingest.lake import Lake, TableId
 from ingest.sources.quarantine import Bad, quarantine_table, write_quarantine
 from ingest.sources.result import Tally
+from ingest.staging import StagedFiles, commit_staged
 
 __all__ = ["Batch", "BatchCommitter", "Committed", "Numbering"]
 
@@ -44,6 +53,7 @@ class Batch:
     app_id: str | None = None  # default: the committer's
     extra_transactions: dict[str, int] | None = None  # state committed atomically with the rows
     metadata: dict[str, Any] | None = None  # the commit's custom metadata
+    staged: StagedFiles | None = None  # the rows, written already (``ingest.staging``); instead of ``rows``
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,19 @@ class BatchCommitter:
             quarantined = self.write_bad(batch.bad, version=batch.version, app_id=app_id)
             if not quarantined:
                 self._taken(app_id)
+        if batch.staged is not None:
+            if snapshot is None or self.mode != "append":
+                raise ValueError("staged files are appended against the snapshot they were staged for")
+            res = commit_staged(
+                self.lake,
+                batch.staged,
+                snapshot=snapshot,
+                app_id=app_id,
+                batch_version=batch.version,
+                metadata=batch.metadata,
+                extra_transactions=batch.extra_transactions,
+            )
+            return self._landed(res, app_id, quarantined)
         if batch.rows is None:
             return Committed(quarantined=quarantined)
         if snapshot is None:
@@ -140,6 +163,9 @@ class BatchCommitter:
                 extra_transactions=batch.extra_transactions,
                 snapshot=snapshot,
             )
+        return self._landed(res, app_id, quarantined)
+
+    def _landed(self, res: WriteResult, app_id: str, quarantined: int) -> Committed:
         if res.skipped:
             self._taken(app_id)
             return Committed(quarantined=quarantined)

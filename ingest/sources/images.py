@@ -5,8 +5,9 @@ The bytes are stored in the row (``content``), so a pinned snapshot keeps return
 source file changes or is deleted.  Content is keyed by sha256: a rename, copy or re-run adds
 nothing.  All writers of one table serialise on the app id ``images:<table>`` (a batch counter):
 two concurrent runs conflict in Delta, the loser looks its batch's hashes up again (in the files
-the winner added, too) and writes only what is still new, so the same content is never stored
-twice.  Lookups and the skip of unchanged files cost what the batch holds, not what the table
+the winner added, too) and commits only what is still new, so the same content is never stored
+twice.  A batch's files are written once (``ingest.staging``): a lost race re-commits them unless
+some of their contents are stored now.  Lookups and the skip of unchanged files cost what the batch holds, not what the table
 holds (``ingest.sources.seen``).  Unreadable or truncated images go to
 ``<table>_quarantine`` once per content hash, one commit per batch (its own batch counter there).
 
@@ -42,6 +43,7 @@ from ingest.sources.quarantine import Bad
 from ingest.sources.result import IngestResult, Tally
 from ingest.sources.seen import Manifest, StoredKeys
 from ingest.sources.util import env_int, utcnow
+from ingest.staging import StagedFiles, discard_staged, stage_files
 
 if TYPE_CHECKING:
     from ingest.partition import FileGroup
@@ -234,6 +236,8 @@ class _Writer:
         self.stored_bad = StoredKeys(lake, self.committer.quarantine, "source_ref", app_id=self.app_id)
         self.dt: Any = None  # the table, loaded once and updated per batch
         self.checkpointed: int | None = None  # a table made without IMAGES_TABLE_CONFIG: its last checkpoint
+        # the batch's new hashes and its files, written and not committed yet (None: rows to commit)
+        self._staged: tuple[frozenset[str], StagedFiles | None] | None = None
         self.tally = tally
 
     def write(self, fetched: list[_Fetched]) -> None:
@@ -274,7 +278,11 @@ class _Writer:
         return self.dt
 
     def _commit(self, good: list[_Fetched]) -> int:
-        """One commit of the batch's new contents; returns how many the table held already."""
+        """One commit of the batch's new contents; returns how many the table held already.
+
+        The rows are written once (``ingest.staging``): when another writer takes the batch
+        number first, this runs again, looks the hashes up in what it committed, and commits the
+        same files under the next number, unless some of their contents are stored now."""
         # the batch number, the stored hashes and the commit from one snapshot: a writer that
         # commits after it used the same number, so our commit is skipped or conflicts
         # (BatchTaken / a Delta conflict) and this batch is re-checked
@@ -283,32 +291,50 @@ class _Writer:
         dt = self._snapshot()
         seq = self.committer.sequence(snapshot=dt)
         known = self.stored.held((x.sha256 for x in good), snapshot=dt)
-        now: datetime = utcnow()
-        rows: list[dict[str, Any]] = []
-        seen: set[str] = set()
+        new: dict[str, _Fetched] = {}
         for x in good:
-            if x.sha256 in known or x.sha256 in seen:
-                continue
-            seen.add(x.sha256)
-            rows.append(
-                {
-                    "source_uri": x.file.uri,
-                    "sha256": x.sha256,
-                    "size_bytes": len(x.data),
-                    "format": x.fmt,
-                    "width": x.width,
-                    "height": x.height,
-                    "source_mtime": x.file.mtime,
-                    "ingest_run_id": self.run_id,
-                    "ingested_at": now,
-                    "content": x.data,
-                }
-            )
-        dupes = len(good) - len(rows)
-        if not rows:
+            if x.sha256 not in known and x.sha256 not in new:
+                new[x.sha256] = x
+        dupes = len(good) - len(new)
+        staged = self._staged
+        if staged is not None and staged[0] != frozenset(new):  # a concurrent writer stored some of them
+            if staged[1] is not None:
+                discard_staged(self.lake, staged[1])
+            self._staged = staged = None
+        if not new:
             return dupes
-        rows.sort(key=lambda r: r["sha256"])  # row-group statistics by hash: lookups skip more
-        batch = Batch(seq, pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), metadata={"run_id": self.run_id})
+        if staged is None:
+            staged = self._staged = (frozenset(new), self._stage(list(new.values()), dt))
+        meta = {"run_id": self.run_id}
+        batch = Batch(seq, staged=staged[1], metadata=meta) if staged[1] else Batch(seq, self._rows(new), metadata=meta)
         done = self.committer.commit(batch, snapshot=dt)
-        self.stored.committed(seq, seen, version=done.version)
+        self._staged = None
+        self.stored.committed(seq, new.keys(), version=done.version)
         return dupes
+
+    def _rows(self, new: dict[str, _Fetched]) -> pa.Table:
+        now: datetime = utcnow()
+        ordered = sorted(new.values(), key=lambda x: x.sha256)  # row-group statistics by hash: lookups skip more
+        rows = [
+            {
+                "source_uri": x.file.uri,
+                "sha256": x.sha256,
+                "size_bytes": len(x.data),
+                "format": x.fmt,
+                "width": x.width,
+                "height": x.height,
+                "source_mtime": x.file.mtime,
+                "ingest_run_id": self.run_id,
+                "ingested_at": now,
+                "content": x.data,
+            }
+            for x in ordered
+        ]
+        return pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA)
+
+    def _stage(self, new: list[_Fetched], dt: Any) -> StagedFiles | None:
+        """The batch's rows written as staged files; None for a table made by an older version
+        without every column (its batch is a commit of rows, which merges the schema)."""
+        if not set(IMAGES_SCHEMA.names) <= set(pa.schema(dt.schema().to_arrow()).names):
+            return None
+        return stage_files(self.lake, self.tid, self._rows({x.sha256: x for x in new}), snapshot=dt)

@@ -270,6 +270,74 @@ def test_killed_between_quarantine_batches_then_rerun_quarantines_each_once(tmp_
 
 
 @pytest.mark.integration
+def _other_writers_rows(seeds: range):
+    """Rows of ``_png(seed)`` images as another run would commit them."""
+    import pyarrow as pa
+
+    from ingest.sources.images import IMAGES_SCHEMA
+    from ingest.sources.util import utcnow
+
+    now = utcnow()
+    datas = [_png(i) for i in seeds]
+    return pa.Table.from_pylist(
+        [
+            {
+                "source_uri": f"/elsewhere/{i}.png",
+                "sha256": hashlib.sha256(d).hexdigest(),
+                "size_bytes": len(d),
+                "format": "png",
+                "width": 24,
+                "height": 16,
+                "source_mtime": now,
+                "ingest_run_id": "other",
+                "ingested_at": now,
+                "content": d,
+            }
+            for i, d in zip(seeds, datas, strict=True)
+        ],
+        schema=IMAGES_SCHEMA,
+    )
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["disjoint", "overlapping"])
+def test_a_lost_batch_number_commits_the_files_it_wrote(local_lake: Lake, tmp_path: Path, monkeypatch, overlap: bool) -> None:
+    """Another run takes our batch number between our snapshot and our commit.  Its contents are
+    not ours: the batch's files, written once, are committed under the next number (not encoded
+    again).  Some are ours: those files are deleted, and only what is still new is written."""
+    import ingest.sources.batches as batches
+    import ingest.sources.images as images
+    from ingest.delta import commit_actions, write_batch
+
+    _write_images(tmp_path / "a", 20)
+    staged: list = []
+    stage = images.stage_files
+    monkeypatch.setattr(images, "stage_files", lambda *a, **k: staged.append(stage(*a, **k)) or staged[-1])
+    commit = batches.commit_staged
+    raced: list[int] = []
+
+    def another_run_first(lake, files, *, snapshot, app_id, batch_version, **kw):
+        if not raced:  # the first attempt only: then the table moved on, and the retry must win
+            raced.append(batch_version)
+            theirs = _other_writers_rows(range(15, 25) if overlap else range(100, 110))
+            write_batch(lake, "bronze.images", theirs, app_id=app_id, batch_version=batch_version)
+        return commit(lake, files, snapshot=snapshot, app_id=app_id, batch_version=batch_version, **kw)
+
+    monkeypatch.setattr(batches, "commit_staged", another_run_first)
+    res = ingest_images(local_lake, str(tmp_path / "a"))
+    assert raced == [1]
+    shas = [r["sha256"] for r in read(local_lake, "bronze.images", ["sha256"])]
+    assert len(shas) == len(set(shas)) == (25 if overlap else 30)
+    assert res.rows_written == (15 if overlap else 20)
+    dt = local_lake.delta_table("bronze.images")
+    [ours] = [e["add"]["path"] for e in commit_actions(local_lake, "bronze.images", dt.version()) if "add" in e]
+    assert dt.transaction_version("images:bronze.images") == 2
+    assert ours == staged[-1].actions[0].path
+    assert len(staged) == (2 if overlap else 1)  # written again only when its rows changed
+    if overlap:  # the first files, never committed, are gone
+        assert not (Path(local_lake.table_uri("bronze.images")) / staged[0].folder).exists()
+        assert staged[-1].rows == 15
+
+
 def test_concurrent_ingests_store_each_content_once(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     _write_images(a, 150)

@@ -11,6 +11,7 @@ from spark_images import jpeg_bytes, near_copy, png_bytes, scene
 from ingest.delta import write_batch
 from ingest.errors import ConfigError
 from ingest.lake import Lake
+from ingest.staging import commit_staged, stage_files
 from transforms.spark import run_spark_models
 from transforms.spark.dedup_images import DEFAULT_THRESHOLD, dhash, hamming
 
@@ -418,12 +419,17 @@ def test_dedup_incremental_compares_new_images_with_the_index_and_equals_a_full_
     sea_jpeg = jpeg_bytes(sea, quality=70)  # joins the sea group, not its canonical
     near = near_copy(sunset)
     broken = b"GIF89a" + b"\x01" * 30
-    write_batch(lake, "bronze.images", pa.Table.from_pylist([
+    new = pa.Table.from_pylist([
         _image_row(_sha(big), big, "png", 640, 480, "file:///src/big.png", "run-3"),
         _image_row(_sha(sea_jpeg), sea_jpeg, "jpeg", 320, 240, "file:///src/sea.jpg", "run-3"),
         _image_row(_sha(near), near, "jpeg", 160, 120, "file:///src/again.jpg", "run-3"),  # an exact copy
         _image_row(_sha(broken), broken, "gif", None, None, "file:///src/broken.gif", "run-3"),
-    ]))
+    ])
+    # committed as `ingest images` commits a batch: its files staged in a folder of the table
+    dt = lake.delta_table("bronze.images")
+    staged = stage_files(lake, "bronze.images", new, snapshot=dt)
+    commit_staged(lake, staged, snapshot=dt, app_id="images:bronze.images", batch_version=1)
+    assert staged.actions[0].path.startswith("staged/")
     res, jobs = _run_incrementally_then_compare_with_a_full_refresh(spark, lake, "dedup_images", engine=engine)
     print(f"dedup_images incremental: {jobs} Spark jobs")
     assert jobs <= DEDUP_JOBS, jobs  # it was 35
