@@ -47,13 +47,18 @@ class StagedFiles:
     rows: int
 
 
-def stage_files(lake: Lake, table: str | TableId, data: pa.Table, *, snapshot: Any) -> StagedFiles:
+def stage_files(
+    lake: Lake, table: str | TableId, data: pa.Table, *, snapshot: Any, row_group_rows: int | None = None
+) -> StagedFiles:
     """Write ``data`` as data files of ``table`` (read at ``snapshot``) without committing them.
+
+    ``row_group_rows`` bounds a parquet row group, which the writer holds in memory encoded
+    (delta-rs' default is a million rows: a whole batch of images).
 
     Raises ``ValueError`` when ``data`` has a column the table lacks: a schema change is a
     commit of its own (``write_batch`` merges it), not a staged append.
     """
-    from deltalake import write_deltalake
+    from deltalake import WriterProperties, write_deltalake
     from deltalake.transaction import AddAction
 
     tid = TableId.parse(table)
@@ -74,6 +79,7 @@ def stage_files(lake: Lake, table: str | TableId, data: pa.Table, *, snapshot: A
             partition_by=meta.partition_columns or None,
             configuration=config or None,
             storage_options=lake.storage_options(),
+            writer_properties=WriterProperties(max_row_group_size=row_group_rows) if row_group_rows else None,
         )
         adds = [e["add"] for e in log_entries(lake, stage_uri, 0) if "add" in e]
         lake.pyarrow_filesystem().delete_dir(lake.fs_path(f"{stage_uri}/_delta_log"))

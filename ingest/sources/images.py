@@ -68,6 +68,10 @@ IMAGES_SCHEMA = pa.schema(
 # lookup on it, replays the commits since the last checkpoint, one a batch (``keep_checkpointed``
 # does the same for tables made before).
 IMAGES_TABLE_CONFIG = {"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)}
+# Bytes of content in a parquet row group: the writer holds a whole row group encoded, so a
+# 64 MB batch in one group cost ~200 MB more memory than in groups of 8 MB (~95 MB), and a
+# reader of one image reads its row group.
+ROW_GROUP_BYTES = 8 << 20
 
 
 @dataclass
@@ -337,4 +341,8 @@ class _Writer:
         without every column (its batch is a commit of rows, which merges the schema)."""
         if not set(IMAGES_SCHEMA.names) <= set(pa.schema(dt.schema().to_arrow()).names):
             return None
-        return stage_files(self.lake, self.tid, self._rows({x.sha256: x for x in new}), snapshot=dt)
+        size = sum(len(x.data) for x in new)
+        rows_per_group = max(1, len(new) * ROW_GROUP_BYTES // max(size, 1))
+        return stage_files(
+            self.lake, self.tid, self._rows({x.sha256: x for x in new}), snapshot=dt, row_group_rows=rows_per_group
+        )

@@ -270,6 +270,22 @@ def test_killed_between_quarantine_batches_then_rerun_quarantines_each_once(tmp_
 
 
 @pytest.mark.integration
+def test_a_batch_is_written_in_row_groups_of_bounded_bytes(local_lake: Lake, tmp_path: Path, monkeypatch) -> None:
+    """The parquet writer holds a whole row group encoded: a batch's content is split by bytes."""
+    import pyarrow.parquet as pq
+
+    import ingest.sources.images as images
+
+    _write_images(tmp_path / "a", 40)
+    size = sum(p.stat().st_size for p in (tmp_path / "a").iterdir()) // 40
+    monkeypatch.setattr(images, "ROW_GROUP_BYTES", size * 10)
+    assert ingest_images(local_lake, str(tmp_path / "a")).rows_written == 40
+    [path] = local_lake.delta_table("bronze.images").file_uris()
+    meta = pq.ParquetFile(path).metadata
+    rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sum(rows) == 40 and meta.num_row_groups >= 4 and max(rows) <= 10, rows
+
+
 def _other_writers_rows(seeds: range):
     """Rows of ``_png(seed)`` images as another run would commit them."""
     import pyarrow as pa
