@@ -79,7 +79,7 @@ def stage_files(
             partition_by=meta.partition_columns or None,
             configuration=config or None,
             storage_options=lake.storage_options(),
-            writer_properties=WriterProperties(max_row_group_size=row_group_rows) if row_group_rows else None,
+            **({"writer_properties": WriterProperties(max_row_group_size=row_group_rows)} if row_group_rows else {}),
         )
         adds = [e["add"] for e in log_entries(lake, stage_uri, 0) if "add" in e]
         lake.pyarrow_filesystem().delete_dir(lake.fs_path(f"{stage_uri}/_delta_log"))
