@@ -70,17 +70,15 @@ def stage_files(
     meta = snapshot.metadata()
     folder = f"{STAGING_DIR}/{uuid.uuid4().hex}"
     stage_uri = f"{lake.table_uri(tid).rstrip('/')}/{folder}"
-    config = {k: v for k, v in meta.configuration.items() if k in _STATS_PROPERTIES}
+    options: dict[str, Any] = {
+        "mode": "error",
+        "partition_by": meta.partition_columns or None,
+        "configuration": {k: v for k, v in meta.configuration.items() if k in _STATS_PROPERTIES} or None,
+    }
+    if row_group_rows:
+        options["writer_properties"] = WriterProperties(max_row_group_size=row_group_rows)
     try:
-        write_deltalake(
-            stage_uri,
-            data,
-            mode="error",
-            partition_by=meta.partition_columns or None,
-            configuration=config or None,
-            storage_options=lake.storage_options(),
-            **({"writer_properties": WriterProperties(max_row_group_size=row_group_rows)} if row_group_rows else {}),
-        )
+        write_deltalake(stage_uri, data, storage_options=lake.storage_options(), **options)
         adds = [e["add"] for e in log_entries(lake, stage_uri, 0) if "add" in e]
         lake.pyarrow_filesystem().delete_dir(lake.fs_path(f"{stage_uri}/_delta_log"))
     except Exception as exc:  # noqa: BLE001 - storage faults become typed errors, anything else is re-raised as is
