@@ -8,8 +8,11 @@ inside the target's folder (``<table>/staged/<id>/``); that commit's add actions
 own file statistics, so nothing here computes them.  The staging log is deleted at once and the
 add actions are committed to the target (``create_write_transaction``) as often as races need;
 the files stay where delta-rs wrote them, named by a path relative to the table root, as
-partition folders are.  The folder is not hidden (no ``_``): files of a crashed run are found by
-a full vacuum like any other unreferenced file.
+partition folders are.  Files whose rows changed after a lost race are deleted at once; a run
+killed between staging and commit leaves its files unreferenced, as a killed ``write_deltalake``
+does.  The folder is not hidden (no ``_``), so delta-rs' full vacuum lists such files; ``ingest
+vacuum`` deletes only files a commit removed (a committed batch's, after ``ingest optimize``),
+never one a running writer is about to commit.
 """
 
 from __future__ import annotations
