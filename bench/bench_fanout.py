@@ -10,8 +10,9 @@ the flow's wall time (cluster start included) and the ingest span (first group's
 group's end, from ``_meta.runs``), with the CPU seconds of the flow's process tree (flow, Dask
 nannies and workers) and of the Prefect server.  The page cache is synced before each run, and a
 first round of each (cold caches, first imports) is run and not counted.  The ratio is 1-worker
-time / 2-worker time (target >= 1.6 on 2 cores).  Results go to stdout and
-bench/results/fanout.json.
+time / 2-worker time (target >= 1.6 on 2 cores).  Beside it, in the same rounds, the machine's
+ceiling: reference CPU work (no I/O, nothing shared) in 2 processes at once vs 1.  Results go to
+stdout and bench/results/fanout.json.
 """
 
 from __future__ import annotations
@@ -51,6 +52,38 @@ groups = sorted((round(r["started_at"].timestamp() - start, 2), round(r["duratio
 print("RESULT " + json.dumps({{"wall_s": wall, "span_s": end - start, "rows": res["rows_written"], "groups": groups}}), flush=True)
 os._exit(0)
 """
+
+
+# The machine's own ceiling, measured in the same rounds: CPU-bound work of the kinds an ingest
+# does (Python bytecode, sha256, zlib inflate, fresh zeroed memory), with nothing shared, in 2
+# processes at once vs 1.  No fan-out of ours can scale better than this on the same cores.
+_CEILING = """
+import hashlib, os, zlib
+buf = os.urandom(1 << 20)
+packed = zlib.compress(os.urandom(1 << 14) * 64, 6)
+s = 0
+for i in range(2_000_000):
+    s += i * i % 7
+for _ in range(200):
+    hashlib.sha256(buf).digest()
+for _ in range(150):
+    zlib.decompress(packed)
+for _ in range(12):
+    bytearray(64 << 20)
+"""
+
+
+def ceiling() -> float:
+    """Throughput of the reference work in 2 processes at once over 1 process (2 x t1 / t2)."""
+
+    def timed(k: int) -> float:
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", _CEILING]) for _ in range(k)]
+        if any(p.wait() for p in procs):
+            raise RuntimeError("ceiling reference failed")
+        return time.perf_counter() - t0
+
+    return 2 * timed(1) / timed(2)
 
 
 def make_images(root: Path, n: int, side: int) -> int:
@@ -158,6 +191,8 @@ def main() -> int:
                 m = measure(env, tmp / "src", tmp / f"lake-{r}-{workers}", workers, proc.pid)
                 assert m["rows"] == args.images, m
                 times[workers].append(m)
+                if workers == 2:
+                    m["machine_ceiling"] = round(ceiling(), 2)
                 print(f"  round {r + 1}: {workers} worker(s): flow {m['wall_s']:.1f} s, ingest {m['span_s']:.1f} s "
                       f"({args.images / m['span_s']:.0f} images/s; CPU: flow process tree {m['flow_cpu_s']} s, "
                       f"Prefect server {m['server_cpu_s']} s; groups (start, seconds) {m['groups']}), "
@@ -173,12 +208,17 @@ def main() -> int:
         paired = [a["span_s"] / b["span_s"] for a, b in zip(times[1], times[2])]
         out["span_s"]["paired_ratios"] = [round(r, 2) for r in paired]
         out["span_s"]["median_paired_ratio"] = round(statistics.median(paired), 2)
+        out["machine_ceiling"] = {"per_round": [m["machine_ceiling"] for m in times[2]],
+                                  "median": round(statistics.median(m["machine_ceiling"] for m in times[2]), 2)}
         out["load_avg_end"] = round(os.getloadavg()[0], 1)
         print(f"flow wall time: 1 worker {out['wall_s']['1_worker']} s, 2 workers {out['wall_s']['2_workers']} s "
               f"-> {out['wall_s']['ratio']}x")
         print(f"ingest span:    1 worker {out['span_s']['1_worker']} s, 2 workers {out['span_s']['2_workers']} s "
               f"-> {out['span_s']['ratio']}x (target >= 1.6x); paired rounds {out['span_s']['paired_ratios']}, "
               f"median {out['span_s']['median_paired_ratio']}x")
+        print(f"machine ceiling (reference CPU work, 2 processes vs 1, same rounds): "
+              f"{out['machine_ceiling']['median']}x {out['machine_ceiling']['per_round']}; the fan-out reaches "
+              f"{out['span_s']['ratio'] / out['machine_ceiling']['median']:.0%} of it")
         results = ROOT / "bench" / "results"
         results.mkdir(exist_ok=True)
         (results / "fanout.json").write_text(json.dumps(out, indent=2))
