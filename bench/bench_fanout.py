@@ -205,7 +205,7 @@ def main() -> int:
             out[key] = {"1_worker": round(one, 2), "2_workers": round(two, 2), "ratio": round(one / two, 2)}
         for key in ("flow_cpu_s", "server_cpu_s"):
             out[key] = {str(w): round(statistics.median(m[key] for m in times[w]), 2) for w in (1, 2)}
-        paired = [a["span_s"] / b["span_s"] for a, b in zip(times[1], times[2])]
+        paired = [a["span_s"] / b["span_s"] for a, b in zip(times[1], times[2], strict=True)]
         out["span_s"]["paired_ratios"] = [round(r, 2) for r in paired]
         out["span_s"]["median_paired_ratio"] = round(statistics.median(paired), 2)
         out["machine_ceiling"] = {"per_round": [m["machine_ceiling"] for m in times[2]],
