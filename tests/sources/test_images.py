@@ -213,6 +213,33 @@ def test_table_made_without_the_interval_is_checkpointed_by_the_run(local_lake: 
     assert len(read(local_lake, "bronze.images", ["sha256"])) == 14
 
 
+def test_table_made_without_a_column_gets_it_from_the_next_run(local_lake: Lake, tmp_path: Path) -> None:
+    """A table an older build made without ``format``: a batch cannot be staged against it (staged
+    files commit no schema change), so it is committed as rows, which adds the column."""
+    import pyarrow as pa
+
+    from ingest.delta import write_batch
+    from ingest.sources.images import IMAGES_SCHEMA
+
+    old = pa.schema([f for f in IMAGES_SCHEMA if f.name != "format"])
+    _write_images(tmp_path / "a", 3)
+    rows = []
+    for p in sorted((tmp_path / "a").iterdir()):
+        data = p.read_bytes()
+        rows.append({"source_uri": str(p), "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data), "content": data})
+    write_batch(local_lake, "bronze.images", pa.Table.from_pylist(rows, schema=old), app_id="images:bronze.images", batch_version=1)
+    _write_images(tmp_path / "a", 2, start=50)
+    assert ingest_images(local_lake, str(tmp_path / "a")).rows_written == 2
+    stored = read(local_lake, "bronze.images", ["sha256", "format"])
+    assert len(stored) == len({r["sha256"] for r in stored}) == 5
+    assert sorted(r["format"] or "-" for r in stored) == ["-", "-", "-", "png", "png"]
+    assert not (Path(local_lake.table_uri("bronze.images")) / "staged").exists()
+    # the table has every column now: the next run stages its batch
+    _write_images(tmp_path / "a", 1, start=80)
+    assert ingest_images(local_lake, str(tmp_path / "a")).rows_written == 1
+    assert len(list((Path(local_lake.table_uri("bronze.images")) / "staged").iterdir())) == 1
+
+
 def test_snapshot_keeps_bytes_after_source_changes(local_lake: Lake, tmp_path: Path) -> None:
     d = tmp_path / "imgs"
     _write_images(d, 3)
