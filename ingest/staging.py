@@ -33,11 +33,37 @@ from ingest.delta import (
 )
 from ingest.lake import Lake, TableId
 
-__all__ = ["STAGING_DIR", "StagedFiles", "commit_staged", "discard_staged", "stage_files"]
+__all__ = ["STAGING_DIR", "StagedFiles", "commit_staged", "discard_staged", "not_stageable", "stage_files"]
 
 STAGING_DIR = "staged"
 # table properties that decide which statistics a data file's add action carries
 _STATS_PROPERTIES = ("delta.dataSkippingNumIndexedCols", "delta.dataSkippingStatsColumns")
+# Writer features an append of plain files honours as they are.  Anything else (CHECK
+# constraints, column mapping, generated or identity columns, row tracking...) is checked or
+# rewritten by delta-rs' writer for the target, which the staging table does not have.
+_SAFE_WRITER_FEATURES = frozenset(
+    {"appendOnly", "deletionVectors", "timestampNtz", "v2Checkpoint", "vacuumProtocolCheck", "checkpointProtection"}
+)
+_FIELD_RULES = ("delta.invariants", "delta.generationExpression", "delta.identity", "delta.columnMapping")
+
+
+def not_stageable(snapshot: Any) -> str | None:
+    """Why staged files cannot be appended to the table read at ``snapshot`` (None: they can).
+
+    A table a user gave CHECK constraints, column mapping or generated columns (e.g. with Spark)
+    takes its rows through ``write_batch``, whose writer enforces them."""
+    protocol, config = snapshot.protocol(), snapshot.metadata().configuration
+    if protocol.min_writer_version in (4, 5, 6):
+        return f"writer protocol version {protocol.min_writer_version} (generated columns, column mapping or identity)"
+    if extra := set(protocol.writer_features or ()) - _SAFE_WRITER_FEATURES:
+        return f"writer features {sorted(extra)}"
+    if rules := sorted(k for k in config if k.startswith("delta.constraints.")):
+        return f"CHECK constraints {rules}"
+    if config.get("delta.columnMapping.mode", "none") != "none":
+        return "column mapping"
+    if ruled := [f.name for f in snapshot.schema().fields if any(k.startswith(_FIELD_RULES) for k in f.metadata)]:
+        return f"column rules on {ruled}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -58,13 +84,16 @@ def stage_files(
     ``row_group_rows`` bounds a parquet row group, which the writer holds in memory encoded
     (delta-rs' default is a million rows: a whole batch of images).
 
-    Raises ``ValueError`` when ``data`` has a column the table lacks: a schema change is a
-    commit of its own (``write_batch`` merges it), not a staged append.
+    Raises ``ValueError`` when ``data`` has a column the table lacks (a schema change is a
+    commit of its own: ``write_batch`` merges it) or the table has rules a staged append would
+    bypass (``not_stageable``).
     """
     from deltalake import WriterProperties, write_deltalake
     from deltalake.transaction import AddAction
 
     tid = TableId.parse(table)
+    if (reason := not_stageable(snapshot)) is not None:
+        raise ValueError(f"{tid} cannot take staged files ({reason}): write this batch with write_batch")
     schema = pa.schema(snapshot.schema().to_arrow())
     data, _ = conform(data, schema, policy="raise", table=str(tid))
     extra = [n for n in data.column_names if n not in schema.names]

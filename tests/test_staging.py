@@ -126,3 +126,21 @@ def test_discarded_files_are_deleted_and_new_columns_are_refused(local_lake: Lak
     discard_staged(local_lake, staged)  # gone already: nothing to do
     with pytest.raises(ValueError, match=r"no column\(s\) \['extra'\].*write_batch"):
         stage_files(local_lake, "silver.t", _data().append_column("extra", pa.array([1] * 50)), snapshot=dt)
+
+
+def test_tables_with_rules_a_staged_append_would_bypass_are_refused(local_lake: Lake, tmp_path) -> None:
+    """CHECK constraints and column mapping live in delta-rs' writer for the target table, which
+    the staging table does not have: such tables take their rows through write_batch."""
+    from deltalake import write_deltalake
+
+    from ingest.staging import not_stageable
+
+    dt = _table(local_lake)
+    assert not_stageable(dt) is None
+    dt.alter.add_constraint({"id_small": "id < 1000"})
+    dt = local_lake.delta_table("silver.t")
+    assert not_stageable(dt) == "CHECK constraints ['delta.constraints.id_small']"
+    with pytest.raises(ValueError, match=r"cannot take staged files \(CHECK constraints .*write_batch"):
+        stage_files(local_lake, "silver.t", _data(), snapshot=dt)
+    write_deltalake(local_lake.table_uri("silver.mapped"), _data(), configuration={"delta.columnMapping.mode": "name"})
+    assert "column mapping" in (not_stageable(local_lake.delta_table("silver.mapped")) or "")

@@ -43,7 +43,7 @@ from ingest.sources.quarantine import Bad
 from ingest.sources.result import IngestResult, Tally
 from ingest.sources.seen import Manifest, StoredKeys
 from ingest.sources.util import env_int, utcnow
-from ingest.staging import StagedFiles, discard_staged, stage_files
+from ingest.staging import StagedFiles, discard_staged, not_stageable, stage_files
 
 if TYPE_CHECKING:
     from ingest.partition import FileGroup
@@ -338,8 +338,9 @@ class _Writer:
 
     def _stage(self, new: list[_Fetched], dt: Any) -> StagedFiles | None:
         """The batch's rows written as staged files; None for a table made by an older version
-        without every column (its batch is a commit of rows, which merges the schema)."""
-        if not set(IMAGES_SCHEMA.names) <= set(pa.schema(dt.schema().to_arrow()).names):
+        without every column (its batch is a commit of rows, which merges the schema) or one
+        with rules only delta-rs' writer enforces (``not_stageable``)."""
+        if not set(IMAGES_SCHEMA.names) <= set(pa.schema(dt.schema().to_arrow()).names) or not_stageable(dt):
             return None
         size = sum(len(x.data) for x in new)
         rows_per_group = max(1, len(new) * ROW_GROUP_BYTES // max(size, 1))

@@ -240,6 +240,25 @@ def test_table_made_without_a_column_gets_it_from_the_next_run(local_lake: Lake,
     assert len(list((Path(local_lake.table_uri("bronze.images")) / "staged").iterdir())) == 1
 
 
+def test_a_check_constraint_on_the_table_is_enforced(local_lake: Lake, tmp_path: Path) -> None:
+    """A rule a user put on the table (here with deltalake; Spark's ALTER TABLE does the same) is
+    enforced on every batch: staged files would bypass it, so such a table takes rows."""
+    from ingest.delta import ensure_table
+    from ingest.sources.images import IMAGES_SCHEMA
+
+    ensure_table(local_lake, "bronze.images", IMAGES_SCHEMA)
+    local_lake.delta_table("bronze.images").alter.add_constraint({"narrow": "width < 20"})  # ours are 24 wide
+    _write_images(tmp_path / "a", 3)
+    with pytest.raises(Exception, match=r"(?i)failed validation check"):
+        ingest_images(local_lake, str(tmp_path / "a"))
+    assert read(local_lake, "bronze.images", ["sha256"]) == []
+    local_lake.delta_table("bronze.images").alter.drop_constraint("narrow")
+    local_lake.delta_table("bronze.images").alter.add_constraint({"wide": "width > 0"})
+    assert ingest_images(local_lake, str(tmp_path / "a")).rows_written == 3
+    assert len(read(local_lake, "bronze.images", ["sha256"])) == 3
+    assert not (Path(local_lake.table_uri("bronze.images")) / "staged").exists()  # rows, not staged files
+
+
 def test_snapshot_keeps_bytes_after_source_changes(local_lake: Lake, tmp_path: Path) -> None:
     d = tmp_path / "imgs"
     _write_images(d, 3)
