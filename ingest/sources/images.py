@@ -158,6 +158,10 @@ def _fetch(lake: Lake, f: SourceFile, client: Any, budget: DecodeBudget) -> _Fet
     return out
 
 
+def _fetch_run(lake: Lake, files: list[SourceFile], client: Any, budget: DecodeBudget) -> list[_Fetched]:
+    return [_fetch(lake, f, client, budget) for f in files]
+
+
 def _chunks(files: list[SourceFile], max_files: int, max_bytes: int) -> Iterator[list[SourceFile]]:
     chunk: list[SourceFile] = []
     size = 0
@@ -209,12 +213,17 @@ def ingest_images(
         )
         with ThreadPoolExecutor(workers) as pool, progress_bar(progress, f"images -> {tid}", total=len(files)) as bar:
 
-            def submit(chunk: list[SourceFile]) -> list[Future[_Fetched]]:
-                return [pool.submit(_fetch, lake, f, client, budget) for f in chunk]
+            def submit(chunk: list[SourceFile]) -> list[Future[list[_Fetched]]]:
+                # runs of files, ~16 per thread: a task per file cost the committing thread more
+                # CPU in futures and wake-ups than the fetching thread spent reading
+                run = max(1, len(chunk) // (workers * 16))
+                return [
+                    pool.submit(_fetch_run, lake, chunk[j : j + run], client, budget) for j in range(0, len(chunk), run)
+                ]
 
             pending = submit(chunks[0]) if chunks else []
             for i in range(len(chunks)):
-                fetched = [fut.result() for fut in pending]
+                fetched = [x for fut in pending for x in fut.result()]
                 pending = submit(chunks[i + 1]) if i + 1 < len(chunks) else []  # read ahead while writing
                 writer.write(fetched)
                 manifest.add(x.file for x in fetched)  # after their commits: a recorded file is in
