@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,12 +36,24 @@ class WriteResult:
     rows: int
 
 
+# delta-rs' refusals of rows that break a table's rules: "Invalid data found: 3 rows failed
+# validation check." (CHECK constraints) and "Invariant violations: [...]" (column invariants)
+_RULE_BROKEN = re.compile(r"Invalid data found: (\d+) rows? failed validation check|Invariant violations")
+
+
 def storage_failure(lake: Lake, exc: BaseException, tid: TableId) -> BaseException:
     """A write that failed because storage did (a bucket, credentials or endpoint; a local disk
-    full or read-only) as the lake's typed one-line error, like a read; anything else (a commit
-    race) unchanged."""
-    from ingest.errors import classify_storage_error, disk_fault
+    full or read-only) as the lake's typed one-line error, like a read; rows the table's own
+    rules refuse as a ``ConstraintViolation`` naming the rules (delta-rs' message is a multi-line
+    preview of the rows, binary columns included); anything else (a commit race) unchanged."""
+    from ingest.errors import ConstraintViolation, classify_storage_error, disk_fault, plain_text
 
+    if broken := _RULE_BROKEN.search(plain_text(str(exc))):
+        rows = f"{broken.group(1)} row(s)" if broken.group(1) else "rows"
+        return ConstraintViolation(
+            f"{tid}: {rows} of this batch break the table's rules ({_table_rules(lake, tid)}); nothing of it was "
+            "committed: fix the source rows, or drop the constraint if it is wrong"
+        )
     local_disk = not lake.is_s3 and disk_fault(exc) is not None  # delta-rs names it only in its text
     if (
         local_disk
@@ -49,6 +62,18 @@ def storage_failure(lake: Lake, exc: BaseException, tid: TableId) -> BaseExcepti
     ):
         return lake.storage_error(exc, f"cannot write {tid}")
     return exc
+
+
+def _table_rules(lake: Lake, tid: TableId) -> str:
+    """The table's CHECK constraints as ``name: expression`` (from its metadata)."""
+    try:
+        config = lake.delta_table(tid).metadata().configuration
+    except Exception:  # noqa: BLE001 - the error being reported matters more than its detail
+        return "its CHECK constraints"
+    rules = [
+        f"{k.removeprefix('delta.constraints.')}: {v}" for k, v in config.items() if k.startswith("delta.constraints.")
+    ]
+    return "; ".join(rules) or "its column invariants"
 
 
 def committed_version(lake: Lake, table: str | TableId, app_id: str) -> int | None:

@@ -50,6 +50,12 @@ class SchemaConflict(IngestError):
         super().__init__(f"{table}: incompatible column types ({detail})")
 
 
+class ConstraintViolation(IngestError):
+    """Rows break a rule the table declares (a CHECK constraint, a column invariant): delta-rs
+    refused the whole write, so nothing of it was committed.  Exit 2, like a ``SchemaConflict``:
+    the table and the data disagree, and a retry would fail the same way."""
+
+
 class StorageError(IngestError):
     """A local lake's disk refused a write: full, read-only or not writable.  Not a setting to fix
     nor a blip to retry at once: exit 1, like any other failure."""

@@ -298,6 +298,32 @@ def test_failed_write_leaves_no_new_lake_but_a_good_one_creates_it(tmp_path: Pat
     assert (lake / "bronze" / "ev" / "_delta_log").is_dir()
 
 
+def test_rows_a_check_constraint_refuses_are_one_line_naming_the_rule(tmp_path: Path) -> None:
+    """delta-rs refuses such a batch with a multi-line preview of its rows (image bytes included);
+    the CLI names the rule in one line, exits 2 (a retry fails the same way), commits nothing,
+    and loads the batch once the rule allows it."""
+    from PIL import Image
+
+    from ingest.errors import ConstraintViolation
+
+    src, lake = tmp_path / "imgs", tmp_path / "lake"
+    src.mkdir()
+    for i in range(3):
+        Image.new("RGB", (24 + i, 24), (i, 0, 0)).save(src / f"{i}.png")
+    assert _run("--lake", str(lake), "images", str(src), cwd=tmp_path).returncode == 0
+    Lake(str(lake)).delta_table("bronze.images").alter.add_constraint({"narrow": "width < 30"})
+    version = Lake(str(lake)).delta_table("bronze.images").version()
+    Image.new("RGB", (40, 24)).save(src / "wide.png")
+    proc = _run("--lake", str(lake), "images", str(src), cwd=tmp_path)
+    line = _one_error_line(proc)
+    assert proc.returncode == ConstraintViolation.exit_code == 2
+    assert "bronze.images: 1 row(s) of this batch break the table's rules (narrow: width < 30)" in line, line
+    assert Lake(str(lake)).delta_table("bronze.images").version() == version
+    Lake(str(lake)).delta_table("bronze.images").alter.drop_constraint("narrow")
+    ok = _run("--lake", str(lake), "--json", "images", str(src), cwd=tmp_path)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["rows_written"] == 1, ok.stderr
+
+
 def test_unknown_sqlalchemy_driver_is_one_line(tmp_path: Path) -> None:
     proc = _run(
         "--lake",
