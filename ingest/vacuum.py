@@ -1,4 +1,5 @@
-"""Retention: delete old data files, except every file a pinned snapshot still reads.
+"""Retention: delete old data files, except every file a pinned snapshot still reads, and files
+no commit ever named once they are a day old (``ORPHAN_MIN_HOURS``).
 
 deltalake's vacuum decides which files are old (by ``retain_hours``, keeping the versions we
 pass); we subtract the files of every pinned version once more, ourselves, and delete the rest
@@ -21,6 +22,10 @@ from ingest.staging import STAGING_DIR
 # Delta's default delta.deletedFileRetentionDuration (7 days): a reader that loaded an older
 # version (`ingest sql --as-of`, a shard build) must find its files for at least this long.
 MIN_RETAIN_HOURS = 168
+# Files no commit ever named (a writer killed between writing and committing; a batch's staged
+# files) go only when this old, whatever --retain-hours says: a running writer's files are
+# unnamed until its commit, and deleting them then would commit references to missing files.
+ORPHAN_MIN_HOURS = 24
 
 
 class RetentionTooShort(IngestError):
@@ -151,11 +156,23 @@ def _vacuum(lake: Lake, *, retain_hours: float, dry_run: bool, tables: list[str]
     for tid in todo:
         dt = lake.delta_table(tid)
         versions = [v for v in pins.get(str(tid), []) if v <= dt.version()]
-        candidates = dt.vacuum(
-            retention_hours=math.ceil(retain_hours),  # never shorter than asked
-            dry_run=True,
-            enforce_retention_duration=False,
-            keep_versions=versions or None,
+        # delta-rs' lite mode: files commits removed, older than asked (never shorter); its full
+        # mode (as Delta's own VACUUM) adds files in the folder no commit names, at the floor
+        candidates = set(
+            dt.vacuum(
+                retention_hours=math.ceil(retain_hours),
+                dry_run=True,
+                enforce_retention_duration=False,
+                keep_versions=versions or None,
+            )
+        ) | set(
+            dt.vacuum(
+                retention_hours=math.ceil(max(retain_hours, ORPHAN_MIN_HOURS)),
+                dry_run=True,
+                enforce_retention_duration=False,
+                keep_versions=versions or None,
+                full=True,
+            )
         )
         protected: set[str] = set()
         for v in versions:

@@ -144,3 +144,32 @@ def test_tables_with_rules_a_staged_append_would_bypass_are_refused(local_lake: 
         stage_files(local_lake, "silver.t", _data(), snapshot=dt)
     write_deltalake(local_lake.table_uri("silver.mapped"), _data(), configuration={"delta.columnMapping.mode": "name"})
     assert "column mapping" in (not_stageable(local_lake.delta_table("silver.mapped")) or "")
+
+
+def test_vacuum_deletes_files_no_commit_named_once_a_day_old_never_a_running_writers(local_lake: Lake) -> None:
+    """A writer killed between staging and committing leaves files no commit names; vacuum takes
+    them when a day old (``ORPHAN_MIN_HOURS``), even under ``--retain-hours 0 --force``, and never
+    younger ones: a running writer's staged files still commit and read back."""
+    import os
+    import time
+    from pathlib import Path
+
+    from ingest.vacuum import ORPHAN_MIN_HOURS, vacuum
+
+    _table(local_lake)
+    write_batch(local_lake, "silver.t", _data())
+    killed = stage_files(local_lake, "silver.t", _data(100), snapshot=local_lake.delta_table("silver.t"))
+    running = stage_files(local_lake, "silver.t", _data(200), snapshot=local_lake.delta_table("silver.t"))
+    root = Path(local_lake.table_uri("silver.t"))
+    old = time.time() - (ORPHAN_MIN_HOURS + 1) * 3600
+    for f in (root / killed.folder).rglob("*.parquet"):
+        os.utime(f, (old, old))
+    out = vacuum(local_lake, retain_hours=0, force=True, tables=["silver.t"])
+    (t,) = out.tables
+    assert t.deleted and all(p.startswith(f"{killed.folder}/") for p in t.deleted)
+    assert not (root / killed.folder).exists()  # its emptied folder too
+    assert list((root / running.folder).rglob("*.parquet"))  # younger than the floor: kept
+    res = commit_staged(local_lake, running, snapshot=local_lake.delta_table("silver.t"), app_id=APP, batch_version=1)
+    assert res.rows == 50
+    ids = local_lake.delta_table("silver.t").to_pyarrow_table().column("id").to_pylist()
+    assert sorted(ids) == list(range(50)) + list(range(200, 250))  # the committed rows, each once

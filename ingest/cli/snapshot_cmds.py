@@ -109,7 +109,8 @@ def register(app: typer.Typer) -> None:
             False, "--force", help="Allow --retain-hours below 168: readers of older versions may fail mid-read"
         ),
     ) -> None:
-        """Delete old data files, except those a pinned snapshot still needs."""
+        """Delete old data files, except those a pinned snapshot still needs; files no commit ever
+        named (a killed writer's) once they are a day old."""
         from ingest.snapshots import vacuum
 
         names = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
