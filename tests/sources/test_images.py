@@ -124,7 +124,9 @@ def test_lookups_follow_other_writers_commits_only(local_lake: Lake, tmp_path: P
 
     from ingest.sources.images import IMAGES_SCHEMA
 
-    write_batch(local_lake, "bronze.images", pa.Table.from_pylist(ours, schema=IMAGES_SCHEMA), app_id=app, batch_version=99)
+    write_batch(
+        local_lake, "bronze.images", pa.Table.from_pylist(ours, schema=IMAGES_SCHEMA), app_id=app, batch_version=99
+    )
     keys.committed(99, ["0" * 64])
     assert keys.held(["0" * 64]) == {"0" * 64} and len(keys.files) == files
     # another run's commit: only its added files join the search
@@ -202,8 +204,19 @@ def test_table_made_without_the_interval_is_checkpointed_by_the_run(local_lake: 
     _write_images(tmp_path / "a", 12)
     for i, p in enumerate(sorted((tmp_path / "a").iterdir())):  # 12 commits, as an older build made them
         data = p.read_bytes()
-        row = {"source_uri": str(p), "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data), "content": data}
-        write_batch(local_lake, "bronze.images", pa.Table.from_pylist([row], schema=IMAGES_SCHEMA), app_id="images:bronze.images", batch_version=i + 1)
+        row = {
+            "source_uri": str(p),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size_bytes": len(data),
+            "content": data,
+        }
+        write_batch(
+            local_lake,
+            "bronze.images",
+            pa.Table.from_pylist([row], schema=IMAGES_SCHEMA),
+            app_id="images:bronze.images",
+            batch_version=i + 1,
+        )
     log = Path(local_lake.table_uri("bronze.images")) / "_delta_log"
     assert not (log / "_last_checkpoint").exists()
     _write_images(tmp_path / "b", 2, start=50)
@@ -226,8 +239,16 @@ def test_table_made_without_a_column_gets_it_from_the_next_run(local_lake: Lake,
     rows = []
     for p in sorted((tmp_path / "a").iterdir()):
         data = p.read_bytes()
-        rows.append({"source_uri": str(p), "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data), "content": data})
-    write_batch(local_lake, "bronze.images", pa.Table.from_pylist(rows, schema=old), app_id="images:bronze.images", batch_version=1)
+        rows.append(
+            {"source_uri": str(p), "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data), "content": data}
+        )
+    write_batch(
+        local_lake,
+        "bronze.images",
+        pa.Table.from_pylist(rows, schema=old),
+        app_id="images:bronze.images",
+        batch_version=1,
+    )
     _write_images(tmp_path / "a", 2, start=50)
     assert ingest_images(local_lake, str(tmp_path / "a")).rows_written == 2
     stored = read(local_lake, "bronze.images", ["sha256", "format"])
@@ -250,7 +271,9 @@ def test_a_check_constraint_on_the_table_is_enforced(local_lake: Lake, tmp_path:
     ensure_table(local_lake, "bronze.images", IMAGES_SCHEMA)
     local_lake.delta_table("bronze.images").alter.add_constraint({"narrow": "width < 20"})  # ours are 24 wide
     _write_images(tmp_path / "a", 3)
-    with pytest.raises(ConstraintViolation, match=r"3 row\(s\) of this batch break the table's rules \(narrow: width < 20\)"):
+    with pytest.raises(
+        ConstraintViolation, match=r"3 row\(s\) of this batch break the table's rules \(narrow: width < 20\)"
+    ):
         ingest_images(local_lake, str(tmp_path / "a"))
     assert read(local_lake, "bronze.images", ["sha256"]) == []
     local_lake.delta_table("bronze.images").alter.drop_constraint("narrow")
@@ -363,7 +386,9 @@ def _other_writers_rows(seeds: range):
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["disjoint", "overlapping"])
-def test_a_lost_batch_number_commits_the_files_it_wrote(local_lake: Lake, tmp_path: Path, monkeypatch, overlap: bool) -> None:
+def test_a_lost_batch_number_commits_the_files_it_wrote(
+    local_lake: Lake, tmp_path: Path, monkeypatch, overlap: bool
+) -> None:
     """Another run takes our batch number between our snapshot and our commit.  Its contents are
     not ours: the batch's files, written once, are committed under the next number (not encoded
     again).  Some are ours: those files are deleted, and only what is still new is written."""
@@ -472,8 +497,14 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-_FORMATS = {"png": ("PNG", {}), "jpg": ("JPEG", {"quality": 90}), "gif": ("GIF", {}),
-            "webp": ("WEBP", {"quality": 80}), "tif": ("TIFF", {}), "bmp": ("BMP", {})}
+_FORMATS = {
+    "png": ("PNG", {}),
+    "jpg": ("JPEG", {"quality": 90}),
+    "gif": ("GIF", {}),
+    "webp": ("WEBP", {"quality": 80}),
+    "tif": ("TIFF", {}),
+    "bmp": ("BMP", {}),
+}
 
 
 def _corrupt_files() -> dict[str, bytes]:
@@ -489,8 +520,10 @@ def _corrupt_files() -> dict[str, bytes]:
         files[f"random_{i}.png"] = random.Random(i).randbytes(500 + i)
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # 10^10 pixels from 1 KB
     files["bomb.png"] = (
-        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + _png_chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + _png_chunk(b"IEND", b"")
     )
     return files
 
@@ -512,7 +545,9 @@ def _odd_valid_files() -> dict[str, tuple[bytes, str, tuple[int, int]]]:
     out["rotated.jpg"] = (_encode(img, "JPEG", exif=exif.tobytes()), "jpeg", (40, 30))
     frames = [_noise("RGB", (33, 22), s).convert("P") for s in range(3)]
     out["animated.gif"] = (
-        _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0), "gif", (33, 22)
+        _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0),
+        "gif",
+        (33, 22),
     )
     out["animated.png"] = (_encode(frames[0], "PNG", save_all=True, append_images=frames[1:]), "png", (33, 22))
     out["lossless_rgba.webp"] = (_encode(img.convert("RGBA"), "WEBP", lossless=True), "webp", (40, 30))
@@ -549,7 +584,10 @@ def test_corrupt_files_quarantined_in_batches_with_stable_reasons(tmp_path: Path
         reasons.append({Path(r["source"]).name: r["reason"] for r in q})
         # one commit per batch (plus the empty creation), not one per file
         assert lake.delta_table("bronze.images_quarantine").version() + 1 <= batches + 1
-        rows = {Path(r["source_uri"]).name: r for r in read(lake, "bronze.images", ["source_uri", "format", "width", "height"])}
+        rows = {
+            Path(r["source_uri"]).name: r
+            for r in read(lake, "bronze.images", ["source_uri", "format", "width", "height"])
+        }
         assert {n: (r["format"], (r["width"], r["height"])) for n, r in rows.items()} == {
             n: (fmt, size) for n, (_, fmt, size) in good.items()
         }
@@ -587,8 +625,9 @@ def test_big_images_decode_within_a_memory_bound(tmp_path: Path) -> None:
         (d / f"big_{i:02d}.png").write_bytes(data[:33] + _png_chunk(b"tEXt", b"Comment\0%d" % i) + data[33:])
     lake = Lake(str(tmp_path / "lake"))
     with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
-        proc = subprocess.Popen([INGEST, "--lake", lake.uri, "--json", "images", str(d)], stdout=out, stderr=err,
-                                env=cli_env(lake))
+        proc = subprocess.Popen(
+            [INGEST, "--lake", lake.uri, "--json", "images", str(d)], stdout=out, stderr=err, env=cli_env(lake)
+        )
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB on Linux)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
@@ -600,3 +639,23 @@ def test_big_images_decode_within_a_memory_bound(tmp_path: Path) -> None:
     # the budget (256 MiB) plus the interpreter and libraries (~0.4 GB measured; 0.8 GB seen on a
     # machine under heavy load, freed pixel blocks returned late); the old code peaked at 3.7 GB
     assert usage.ru_maxrss * 1024 < 6 * decoded, f"peak RSS {usage.ru_maxrss // 1024} MiB"
+
+
+@pytest.mark.parametrize("limit", [None, 100], ids=["one-buffer", "chunked"])
+def test_content_is_stored_byte_for_byte_however_the_column_is_built(
+    local_lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int | None
+) -> None:
+    """The content column is copied once into an exact-size buffer, or, past what one binary
+    array holds, built by Arrow in chunks: either way every image reads back as its file's bytes."""
+    import ingest.sources.images as images
+
+    if limit is not None:
+        monkeypatch.setattr(images, "BINARY_ARRAY_BYTES", limit)
+    values = [b"", b"\x00", os.urandom(300), b"x" * 5]
+    built = images._binary_column(values)
+    assert built.to_pylist() == values and built.type == images.IMAGES_SCHEMA.field("content").type
+    src = tmp_path / "imgs"
+    _write_images(src, 6)
+    assert ingest_images(local_lake, str(src)).rows_written == 6
+    stored = {Path(r["source_uri"]).name: r["content"] for r in read(local_lake, "bronze.images")}
+    assert stored == {p.name: p.read_bytes() for p in src.iterdir()}
