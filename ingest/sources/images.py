@@ -338,12 +338,21 @@ class _Writer:
             return dupes
         if staged is None:
             staged = self._staged = (frozenset(new), self._stage(list(new.values()), dt))
+            if staged[1] is not None and self._moved(dt):  # committed to while we wrote: check again
+                return self._commit(good)  # now, not after a commit that conflicts and a backoff
         meta = {"run_id": self.run_id}
         batch = Batch(seq, staged=staged[1], metadata=meta) if staged[1] else Batch(seq, self._rows(new), metadata=meta)
         done = self.committer.commit(batch, snapshot=dt)
         self._staged = None
         self.stored.committed(seq, new.keys(), version=done.version)
         return dupes
+
+    @staticmethod
+    def _moved(dt: Any) -> bool:
+        """Whether the table has commits past the snapshot ``dt`` (which then reads them)."""
+        version = dt.version()
+        dt.update_incremental()
+        return bool(dt.version() != version)
 
     def _rows(self, new: dict[str, _Fetched]) -> pa.Table:
         now: datetime = utcnow()

@@ -426,6 +426,47 @@ def test_a_lost_batch_number_commits_the_files_it_wrote(
         assert staged[-1].rows == 15
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["disjoint", "overlapping"])
+def test_a_commit_made_while_we_write_is_checked_before_ours_not_after_a_conflict(
+    local_lake: Lake, tmp_path: Path, monkeypatch, overlap: bool
+) -> None:
+    """Another run commits while our batch's files are written (a batch takes ~0.5 s to write,
+    so with two writers most batches see one).  The batch is checked against that commit before
+    its own is tried: one commit attempt, no conflict and backoff, and still each content once."""
+    import ingest.sources.batches as batches
+    import ingest.sources.images as images
+    from ingest.delta import write_batch
+
+    _write_images(tmp_path / "a", 20)
+    staged: list = []
+    stage = images.stage_files
+
+    def another_run_commits_meanwhile(lake, tid, rows, *, snapshot, **kw):
+        staged.append(stage(lake, tid, rows, snapshot=snapshot, **kw))
+        if len(staged) == 1:
+            theirs = _other_writers_rows(range(15, 25) if overlap else range(100, 110))
+            write_batch(lake, "bronze.images", theirs, app_id="images:bronze.images", batch_version=1)
+        return staged[-1]
+
+    monkeypatch.setattr(images, "stage_files", another_run_commits_meanwhile)
+    attempts: list[int] = []
+    commit = batches.commit_staged
+
+    def counted(lake, files, *, batch_version, **kw):
+        attempts.append(batch_version)
+        return commit(lake, files, batch_version=batch_version, **kw)
+
+    monkeypatch.setattr(batches, "commit_staged", counted)
+    res = ingest_images(local_lake, str(tmp_path / "a"))
+    assert attempts == [2]  # the next number, at the first try
+    shas = [r["sha256"] for r in read(local_lake, "bronze.images", ["sha256"])]
+    assert len(shas) == len(set(shas)) == (25 if overlap else 30)
+    assert res.rows_written == (15 if overlap else 20)
+    assert len(staged) == (2 if overlap else 1)  # written again only when its rows changed
+    if overlap:
+        assert not (Path(local_lake.table_uri("bronze.images")) / staged[0].folder).exists()
+
+
 def test_concurrent_ingests_store_each_content_once(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     _write_images(a, 150)
