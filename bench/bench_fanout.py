@@ -10,9 +10,10 @@ the flow's wall time (cluster start included) and the ingest span (first group's
 group's end, from ``_meta.runs``), with the CPU seconds of the flow's process tree (flow, Dask
 nannies and workers) and of the Prefect server.  The page cache is synced before each run, and a
 first round of each (cold caches, first imports) is run and not counted.  The ratio is 1-worker
-time / 2-worker time (target >= 1.6 on 2 cores).  Beside it, in the same rounds, the machine's
-ceiling: reference CPU work (no I/O, nothing shared) in 2 processes at once vs 1.  Results go to
-stdout and bench/results/fanout.json.
+time / 2-worker time (target >= 1.6 on 2 cores).  Beside it, in the same rounds, two references:
+the machine's ceiling (reference CPU work, no I/O, nothing shared, in 2 processes at once vs 1) and
+the workload's own (the same 2 groups as 2 plain processes, no Dask or Prefect, at once vs one
+after the other).  Results go to stdout and bench/results/fanout.json.
 """
 
 from __future__ import annotations
@@ -71,6 +72,45 @@ for _ in range(150):
 for _ in range(12):
     bytearray(64 << 20)
 """
+
+
+# The workload's own scaling, no distributed runner: the same 2 file groups as 2 plain processes
+# (one ``ingest_images`` call each, into one table), one after the other vs both at once.  What
+# the fan-out loses beside it is Dask's and Prefect's; what this loses beside the ceiling is the
+# ingest's (one ingest alone already keeps more than one core busy: fetch thread, delta-rs writer).
+_PLAIN = """
+import sys
+sys.path.insert(0, {root!r})
+from ingest.lake import Lake
+from ingest.partition import FileGroup
+from ingest.sources.images import ingest_images
+ingest_images(Lake(sys.argv[1]), sys.argv[2], partition=FileGroup(int(sys.argv[3]), 2))
+"""
+
+
+def plain(src: Path, lake: Path, env: dict[str, str]) -> float:
+    """Ingest span of the 2 groups one after the other / both at once, each in a plain process."""
+
+    def span(at_once: bool, dest: Path) -> float:
+        os.sync()
+        cmd = [str(PY), "-c", _PLAIN.format(root=str(ROOT)), str(dest), str(src)]
+        if at_once:
+            procs = [subprocess.Popen([*cmd, str(i)], env=env, cwd=ROOT) for i in (0, 1)]
+            codes = [p.wait() for p in procs]
+        else:
+            codes = [subprocess.run([*cmd, str(i)], env=env, cwd=ROOT, check=False).returncode for i in (0, 1)]
+        if any(codes):
+            raise RuntimeError(f"plain ingest failed: {codes}")
+        from ingest.lake import Lake
+
+        runs = Lake(str(dest)).delta_table("_meta.runs").to_pyarrow_table().to_pylist()
+        if not at_once:
+            return sum(r["duration_s"] for r in runs)
+        return max(r["started_at"].timestamp() + r["duration_s"] for r in runs) - min(
+            r["started_at"].timestamp() for r in runs
+        )
+
+    return span(False, lake / "one-after-other") / span(True, lake / "at-once")
 
 
 def ceiling() -> float:
@@ -193,6 +233,7 @@ def main() -> int:
                 times[workers].append(m)
                 if workers == 2:
                     m["machine_ceiling"] = round(ceiling(), 2)
+                    m["plain_processes"] = round(plain(tmp / "src", tmp / f"lake-{r}-plain", env), 2)
                 print(f"  round {r + 1}: {workers} worker(s): flow {m['wall_s']:.1f} s, ingest {m['span_s']:.1f} s "
                       f"({args.images / m['span_s']:.0f} images/s; CPU: flow process tree {m['flow_cpu_s']} s, "
                       f"Prefect server {m['server_cpu_s']} s; groups (start, seconds) {m['groups']}), "
@@ -210,6 +251,8 @@ def main() -> int:
         out["span_s"]["median_paired_ratio"] = round(statistics.median(paired), 2)
         out["machine_ceiling"] = {"per_round": [m["machine_ceiling"] for m in times[2]],
                                   "median": round(statistics.median(m["machine_ceiling"] for m in times[2]), 2)}
+        out["plain_processes"] = {"per_round": [m["plain_processes"] for m in times[2]],
+                                  "median": round(statistics.median(m["plain_processes"] for m in times[2]), 2)}
         out["load_avg_end"] = round(os.getloadavg()[0], 1)
         print(f"flow wall time: 1 worker {out['wall_s']['1_worker']} s, 2 workers {out['wall_s']['2_workers']} s "
               f"-> {out['wall_s']['ratio']}x")
@@ -219,6 +262,9 @@ def main() -> int:
         print(f"machine ceiling (reference CPU work, 2 processes vs 1, same rounds): "
               f"{out['machine_ceiling']['median']}x {out['machine_ceiling']['per_round']}; the fan-out reaches "
               f"{out['span_s']['ratio'] / out['machine_ceiling']['median']:.0%} of it")
+        print(f"the same 2 groups as 2 plain processes (no Dask, no Prefect), at once vs one after the other: "
+              f"{out['plain_processes']['median']}x {out['plain_processes']['per_round']}; the fan-out reaches "
+              f"{out['span_s']['ratio'] / out['plain_processes']['median']:.0%} of it")
         results = ROOT / "bench" / "results"
         results.mkdir(exist_ok=True)
         (results / "fanout.json").write_text(json.dumps(out, indent=2))
