@@ -89,6 +89,7 @@ class BatchCommitter:
         self.lake, self.tid, self.run_id, self.tally = lake, TableId.parse(table), run_id, tally
         self.app_id, self.numbering, self.mode, self.keys = app_id, numbering, mode, list(keys)
         self._quarantine_dt: Any = None  # the quarantine table, loaded once and followed per batch
+        self._target_dt: Any = None  # the target, likewise (``snapshot``)
 
     @property
     def quarantine(self) -> TableId:
@@ -111,6 +112,17 @@ class BatchCommitter:
         else:
             self._quarantine_dt.update_incremental()  # reads only the commits since the last batch
         return max(target, next_sequence(self.lake, self.quarantine, app_id, snapshot=self._quarantine_dt))
+
+    def snapshot(self) -> Any:
+        """The target's latest version (None while it does not exist), loaded once and brought
+        forward by the commits since: a writer of many batches does not replay the log for each."""
+        if self._target_dt is None:
+            if not self.lake.table_exists(self.tid):
+                return None
+            self._target_dt = self.lake.delta_table(self.tid)
+        else:
+            self._target_dt.update_incremental()
+        return self._target_dt
 
     def retry(self, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` again when a concurrent commit won (``BatchTaken`` or a Delta conflict);

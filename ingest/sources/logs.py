@@ -144,7 +144,7 @@ class _FileLoader:
                 self.totals.notes.append(f"1 partial line waiting in {self.f.name}")
             self.totals.files.append({"file": self.f.uri, "skipped": True})
             return
-        dt = self.lake.delta_table(self.tid) if self.lake.table_exists(self.tid) else None
+        dt = self.committer.snapshot()
         st = _Streams(self, dt, key, head).find()
         if st.done:
             if st.adopt:  # a file loaded by a version that named streams by path: record it by content
@@ -245,7 +245,7 @@ class _FileLoader:
 
     def _write(self, lines: Sequence[bytes], line_no: int, end: int, st: _Stream) -> tuple[int, int]:
         # one snapshot for the schema, the exactly-once check and the commit (write_batch)
-        dt = self.lake.delta_table(self.tid) if self.lake.table_exists(self.tid) else None
+        dt = self.committer.snapshot()
         existing = pa.schema(dt.schema().to_arrow()) if dt is not None else None
         parsed, bad = self._parse_block(lines, line_no, existing)
         n = parsed.num_rows
