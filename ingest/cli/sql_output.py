@@ -12,7 +12,6 @@ import base64
 import json
 import math
 import sys
-from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, BinaryIO, Literal
@@ -152,11 +151,90 @@ def _csv_quote(col: pa.Array) -> pa.Array:
     return pc.if_else(needs, quoted, col)
 
 
-def _rows(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
-    names = batch.schema.names
-    cols = [c.to_pylist() for c in batch.columns]
-    for i in range(batch.num_rows):
-        yield {name: _cell(col[i], binary="base64") for name, col in zip(names, cols, strict=True)}
+# -- JSON, in columns -----------------------------------------------------------------------
+# Each column becomes the JSON text of its values with Arrow's kernels, and a row is those texts
+# joined: no Python object per cell (1M rows x 4 columns: 15 s row by row).  The text is what
+# ``json.dumps`` makes of ``_cell``'s values; types whose text Arrow does not make the same way
+# (decimals, binary, nested, time and interval types, timestamps in ns or outside years
+# 1000-9999) go through ``_cell`` a column at a time.
+_JSON_ESCAPED = r'["\\\x00-\x1f]'  # a string with one of these goes through json.dumps
+
+
+def _json_python(col: pa.Array) -> pa.Array:
+    return pa.array(
+        [None if v is None else json.dumps(_cell(v, binary="base64"), ensure_ascii=False) for v in col.to_pylist()],
+        pa.string(),
+    )
+
+
+def _json_string(col: pa.Array) -> pa.Array:
+    col = col.cast(pa.string())
+    text = pc.binary_join_element_wise('"', col, '"', "")
+    escape = pc.fill_null(pc.match_substring_regex(col, _JSON_ESCAPED), False)
+    if not pc.any(escape).as_py():
+        return text
+    escaped = [json.dumps(v, ensure_ascii=False) for v in col.filter(escape).to_pylist()]
+    return pc.replace_with_mask(text, escape, pa.array(escaped, pa.string()))
+
+
+def _json_float(col: pa.Array) -> pa.Array:
+    text = col.cast(pa.float64()).cast(pa.string())
+    integral = pc.invert(pc.fill_null(pc.match_substring_regex(text, "[.en]"), True))  # "100": 100.0 in Python
+    text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
+    finite = pc.fill_null(pc.is_finite(col), True)
+    return pc.if_else(finite, text, pc.binary_join_element_wise('"', text, '"', ""))  # "nan", "inf": strings
+
+
+def _json_timestamp(col: pa.Array) -> pa.Array | None:
+    """``datetime.isoformat()``: microseconds only when not 0, the zone's offset as +HH:MM."""
+    t = col.type
+    years = pc.min_max(pc.year(col))
+    if t.unit == "ns" or (years["min"].is_valid and not 1000 <= years["min"].as_py() <= years["max"].as_py() <= 9999):
+        return None
+    seconds = pc.floor_temporal(col, unit="second").cast(pa.timestamp("s", tz=t.tz))
+    text = pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%S")  # %S of a finer unit prints its fraction
+    micros = pc.add(pc.multiply(pc.millisecond(col), 1000), pc.microsecond(col))
+    fraction = pc.binary_join_element_wise(".", pc.utf8_lpad(micros.cast(pa.string()), 6, "0"), "")
+    text = pc.if_else(pc.equal(micros, 0), text, pc.binary_join_element_wise(text, fraction, ""))
+    if t.tz is not None:
+        offset = pc.replace_substring_regex(pc.strftime(seconds, format="%z"), r"(\d\d)$", r":\1")
+        text = pc.binary_join_element_wise(text, offset, "")
+    return pc.binary_join_element_wise('"', text, '"', "")
+
+
+def _json_column(col: pa.Array) -> pa.Array:
+    """Each value's JSON text ("null" for a null)."""
+    t = col.type
+    text: pa.Array | None = None
+    if pa.types.is_integer(t):
+        text = col.cast(pa.string())
+    elif pa.types.is_floating(t):
+        text = _json_float(col)
+    elif pa.types.is_boolean(t):
+        text = pc.if_else(col, "true", "false")
+    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        text = _json_string(col)
+    elif pa.types.is_dictionary(t) and pa.types.is_string(t.value_type):
+        text = _json_string(col.cast(pa.string()))
+    elif pa.types.is_date32(t):
+        text = pc.binary_join_element_wise('"', col.cast(pa.string()), '"', "")
+    elif pa.types.is_timestamp(t):
+        text = _json_timestamp(col)
+    elif pa.types.is_null(t):
+        text = pa.nulls(len(col), pa.string())
+    if text is None:
+        text = _json_python(col)
+    return pc.fill_null(text.cast(pa.string()), "null")
+
+
+def _json_rows(batch: pa.RecordBatch) -> pa.Array:
+    """One JSON object per row, as ``json.dumps`` writes it (``", "`` and ``": "``)."""
+    parts: list[Any] = []
+    for i, (name, col) in enumerate(zip(batch.schema.names, batch.columns, strict=True)):
+        parts += [("{" if i == 0 else ", ") + json.dumps(name, ensure_ascii=False) + ": ", _json_column(col)]
+    if not parts:
+        return pa.array(["{}"] * batch.num_rows, pa.string())
+    return pc.binary_join_element_wise(*parts, "}", "")
 
 
 def _write_json(reader: pa.RecordBatchReader, out: BinaryIO, *, lines: bool) -> int:
@@ -164,14 +242,18 @@ def _write_json(reader: pa.RecordBatchReader, out: BinaryIO, *, lines: bool) -> 
     if not lines:
         out.write(b"[")
     for batch in reader:
-        parts: list[str] = []
-        for row in _rows(batch):
-            text = json.dumps(row, ensure_ascii=False)
-            parts.append(text if lines else ("" if n == 0 and not parts else ", ") + text)
+        if not batch.num_rows:
+            continue
+        rows = _json_rows(batch)
+        if lines:
+            _write_values(out, pc.binary_join_element_wise(rows, "\n", ""))
+        else:
+            out.write(b", " if n else b"")
+            if len(rows) > 1:
+                _write_values(out, pc.binary_join_element_wise(rows[:-1], ", ", ""))
+            _write_values(out, rows[-1:])
         n += batch.num_rows
-        if parts:
-            out.write(("\n".join(parts) + "\n" if lines else "".join(parts)).encode())
-            out.flush()
+        out.flush()
     if not lines:
         out.write(b"]\n")
     out.flush()
