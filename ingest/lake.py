@@ -283,12 +283,12 @@ class Lake:
 
     def delta_table(self, table: str | TableId, *, version: int | str | None = None) -> DeltaTable:
         """Open a table, optionally as of a version number or an ISO timestamp."""
-        from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
         t = TableId.parse(table)
         try:
-            dt = DeltaTable(self.table_uri(t), storage_options=self.storage_options())
+            dt = _lake_table_class()(self.table_uri(t), storage_options=self.storage_options())
+            dt.files_on = (self.fs_path(self.table_uri(t)), self.pyarrow_filesystem)
         except TableNotFoundError:
             raise ConfigError(
                 f"table {t} does not exist in lake {self.uri}: run `ingest ls` to see the tables"
@@ -395,6 +395,53 @@ class Lake:
         )  # a local lake has no S3 settings to check
         message = f"{what}: {redact(_summary(exc), self)}{storage_hint(fault, endpoint=self.s3.endpoint_url, bucket=bucket or self.location.bucket)}"
         return TransientError(message) if fault == "unreachable" else ConfigError(message)
+
+
+_LAKE_TABLE: Any = None
+
+
+def _lake_table_class() -> Any:
+    """``DeltaTable`` whose pyarrow datasets read the table's files through pyarrow's own
+    filesystem (``Lake.pyarrow_filesystem``), not delta-rs' Python file handler.
+
+    Arrow's I/O threads call that handler from C++, and a process that scanned a table that way
+    aborts at exit about every other time ("terminate called without an active exception",
+    delta-rs #2184, apache/arrow #34314): a flow run, a Dask worker or a user's script that
+    finished its work ends with SIGABRT.  Native reads are also not copied through Python bytes.
+    ``to_pyarrow_table`` reads through ``to_pyarrow_dataset``.  A filesystem given by the caller
+    is used as is.  Made on first use: deltalake is imported
+    lazily (start-up time of every command)."""
+    global _LAKE_TABLE
+    if _LAKE_TABLE is None:
+        import pyarrow.fs as pafs
+        from deltalake import DeltaTable
+
+        class LakeTable(DeltaTable):
+            files_on: tuple[str, Any]  # (the table's root as the filesystem names it, the filesystem's factory)
+
+            def to_pyarrow_dataset(
+                self,
+                partitions: Any = None,
+                filesystem: Any = None,
+                parquet_read_options: Any = None,
+                schema: Any = None,
+                as_large_types: bool = False,
+                file_pruning_predicate: Any = None,
+            ) -> Any:
+                if filesystem is None:
+                    root, factory = self.files_on
+                    filesystem = pafs.SubTreeFileSystem(root, factory())
+                return super().to_pyarrow_dataset(
+                    partitions,
+                    filesystem=filesystem,
+                    parquet_read_options=parquet_read_options,
+                    schema=schema,
+                    as_large_types=as_large_types,
+                    file_pruning_predicate=file_pruning_predicate,
+                )
+
+        _LAKE_TABLE = LakeTable
+    return _LAKE_TABLE
 
 
 def plain_dataset(ds: pyarrow.dataset.Dataset) -> pyarrow.dataset.Dataset:

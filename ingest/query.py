@@ -203,15 +203,9 @@ def stream_sql(
 
 
 def _stream_dataset(lake: Lake, tid: TableId, version: int | str | None) -> Any:
-    """``lake.dataset`` for one pass over a table in bounded memory: files read through pyarrow's
-    own filesystem (not delta-rs' Python file handles, whose reads are copied through Python
-    bytes) and one file at a time."""
-    import pyarrow.fs as pafs
-
-    from ingest.lake import plain_dataset
-
-    fs = pafs.SubTreeFileSystem(lake.fs_path(lake.table_uri(tid)), lake.pyarrow_filesystem())
-    return _one_file_ahead(plain_dataset(lake.delta_table(tid, version=version).to_pyarrow_dataset(filesystem=fs)))
+    """``lake.dataset`` for one pass over a table in bounded memory: one file at a time (the
+    files are read through pyarrow's own filesystem, as every lake table's are)."""
+    return _one_file_ahead(lake.dataset(tid, version=version))
 
 
 def _one_file_ahead(ds: Any) -> Any:
