@@ -405,12 +405,12 @@ def _lake_table_class() -> Any:
     filesystem (``Lake.pyarrow_filesystem``), not delta-rs' Python file handler.
 
     Arrow's I/O threads call that handler from C++, and a process that scanned a table that way
-    aborts at exit about every other time ("terminate called without an active exception",
+    aborted at exit in about a third of runs here ("terminate called without an active exception",
     delta-rs #2184, apache/arrow #34314): a flow run, a Dask worker or a user's script that
     finished its work ends with SIGABRT.  Native reads are also not copied through Python bytes.
     ``to_pyarrow_table`` reads through ``to_pyarrow_dataset``.  A filesystem given by the caller
-    is used as is.  Made on first use: deltalake is imported
-    lazily (start-up time of every command)."""
+    is used as is.  Made on first use: deltalake is imported lazily (start-up time of every
+    command)."""
     global _LAKE_TABLE
     if _LAKE_TABLE is None:
         import pyarrow.fs as pafs

@@ -157,7 +157,7 @@ def _same(a, b) -> bool:
 def test_json_rows_built_in_columns_say_what_the_row_by_row_encoder_said() -> None:
     """The columnar JSON writer against ``json.dumps`` of ``_cell`` per row, on values shaped to
     break it: escapes, control characters, non-ASCII, float edge cases, zones with half-hour
-    offsets, zero and non-zero fractions, and the types that go through Python."""
+    offsets and offsets with seconds, zero and non-zero fractions, and the types that go through Python."""
     import random
     from datetime import date
 
@@ -207,6 +207,9 @@ def test_json_rows_built_in_columns_say_what_the_row_by_row_encoder_said() -> No
             ),
             "st_johns_s": pa.array(moments, pa.timestamp("us", tz="UTC")).cast(
                 pa.timestamp("s", tz="America/St_Johns"), safe=False
+            ),
+            "monrovia_1960": pa.array([m.replace(year=1960) for m in moments], pa.timestamp("us", tz="UTC")).cast(
+                pa.timestamp("us", tz="Africa/Monrovia")  # -00:44:30: an offset with seconds
             ),
             "ns": pa.array(moments, pa.timestamp("us", tz="UTC")).cast(pa.timestamp("ns", tz="UTC")),
             "price": pa.array([Decimal(i) / 10**10 for i in range(n)], pa.decimal128(20, 10)),

@@ -155,8 +155,9 @@ def _csv_quote(col: pa.Array) -> pa.Array:
 # Each column becomes the JSON text of its values with Arrow's kernels, and a row is those texts
 # joined: no Python object per cell (1M rows x 4 columns: 15 s row by row).  The text is what
 # ``json.dumps`` makes of ``_cell``'s values; types whose text Arrow does not make the same way
-# (decimals, binary, nested, time and interval types, timestamps in ns or outside years
-# 1000-9999) go through ``_cell`` a column at a time.
+# (decimals, binary, nested, time and interval types, timestamps in ns, in a zone other than
+# UTC or outside years 1000-9999) go through ``_cell`` a column at a time.
+_UTC_NAMES = ("UTC", "Etc/UTC", "+00:00", "Z")
 _JSON_ESCAPED = r'["\\\x00-\x1f]'  # a string with one of these goes through json.dumps
 
 
@@ -186,10 +187,14 @@ def _json_float(col: pa.Array) -> pa.Array:
 
 
 def _json_timestamp(col: pa.Array) -> pa.Array | None:
-    """``datetime.isoformat()``: microseconds only when not 0, the zone's offset as +HH:MM."""
+    """``datetime.isoformat()``: microseconds only when not 0, ``+00:00`` for UTC.  Other zones go
+    through Python: their offsets may have seconds (local mean time before ~1900, Monrovia until
+    1972), which Arrow's ``%z`` drops."""
     t = col.type
     years = pc.min_max(pc.year(col))
-    if t.unit == "ns" or (years["min"].is_valid and not 1000 <= years["min"].as_py() <= years["max"].as_py() <= 9999):
+    if t.unit == "ns" or t.tz not in (None, *_UTC_NAMES):
+        return None
+    if years["min"].is_valid and not 1000 <= years["min"].as_py() <= years["max"].as_py() <= 9999:
         return None
     seconds = pc.floor_temporal(col, unit="second").cast(pa.timestamp("s", tz=t.tz))
     text = pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%S")  # %S of a finer unit prints its fraction
@@ -197,8 +202,7 @@ def _json_timestamp(col: pa.Array) -> pa.Array | None:
     fraction = pc.binary_join_element_wise(".", pc.utf8_lpad(micros.cast(pa.string()), 6, "0"), "")
     text = pc.if_else(pc.equal(micros, 0), text, pc.binary_join_element_wise(text, fraction, ""))
     if t.tz is not None:
-        offset = pc.replace_substring_regex(pc.strftime(seconds, format="%z"), r"(\d\d)$", r":\1")
-        text = pc.binary_join_element_wise(text, offset, "")
+        text = pc.binary_join_element_wise(text, "+00:00", "")
     return pc.binary_join_element_wise('"', text, '"', "")
 
 
