@@ -33,7 +33,7 @@ from ingest.delta import (
     write_batch,
 )
 from ingest.lake import Lake, TableId
-from ingest.sources.quarantine import Bad, quarantine_table, write_quarantine
+from ingest.sources.quarantine import QUARANTINE_SCHEMA, Bad, quarantine_table, write_quarantine
 from ingest.sources.result import Tally
 from ingest.staging import StagedFiles, commit_staged
 
@@ -95,23 +95,34 @@ class BatchCommitter:
     def quarantine(self) -> TableId:
         return quarantine_table(self.tid)
 
-    def sequence(self, *, snapshot: Any = None) -> int:
+    def sequence(self, *, snapshot: Any = None, quarantine: Any = None) -> int:
         """The next batch number: one past the highest the target or its quarantine committed
         under the app id.  A batch writes both tables under one number, and a batch of only bad
         records advances the quarantine alone, so the next batch must not reuse its number there.
 
-        ``snapshot`` (a loaded DeltaTable of the target) is the one the commit will be made
-        against: a writer that commits after it conflicts with ours.
+        ``snapshot`` (a loaded DeltaTable of the target) and ``quarantine`` (one of the
+        quarantine, ``quarantine_snapshot``) are the ones the commit will be made against: a
+        writer that commits after them conflicts with ours.
         """
         app_id = self._app_id(None)
         target = next_sequence(self.lake, self.tid, app_id, snapshot=snapshot)
-        if self._quarantine_dt is None:
-            if not self.lake.table_exists(self.quarantine):
+        if quarantine is None:
+            if self._quarantine_dt is None and not self.lake.table_exists(self.quarantine):
                 return target
+            quarantine = self.quarantine_snapshot()
+        return max(target, next_sequence(self.lake, self.quarantine, app_id, snapshot=quarantine))
+
+    def quarantine_snapshot(self) -> Any:
+        """The quarantine's latest version (created empty first), loaded once and brought forward
+        by the commits since.  A batch that looks up what the quarantine holds commits its bad
+        records against the snapshot it looked in (``commit(quarantine=...)``): one committed
+        after the lookup, even under a smaller batch number, is then a conflict, not a duplicate."""
+        if self._quarantine_dt is None:
+            ensure_table(self.lake, self.quarantine, QUARANTINE_SCHEMA)
             self._quarantine_dt = self.lake.delta_table(self.quarantine)
         else:
             self._quarantine_dt.update_incremental()  # reads only the commits since the last batch
-        return max(target, next_sequence(self.lake, self.quarantine, app_id, snapshot=self._quarantine_dt))
+        return self._quarantine_dt
 
     def snapshot(self) -> Any:
         """The target's latest version (None while it does not exist), loaded once and brought
@@ -129,12 +140,13 @@ class BatchCommitter:
         it must re-read what it checks, so it sees what the other writer committed."""
         return with_commit_retry(attempt)
 
-    def commit(self, batch: Batch, *, snapshot: Any = None) -> Committed:
-        """Quarantine ``batch.bad``, then write ``batch.rows`` (against ``snapshot`` if given)."""
+    def commit(self, batch: Batch, *, snapshot: Any = None, quarantine: Any = None) -> Committed:
+        """Quarantine ``batch.bad`` (against ``quarantine`` if given), then write ``batch.rows``
+        (against ``snapshot`` if given)."""
         app_id = self._app_id(batch)
         quarantined = 0
         if batch.bad:
-            quarantined = self.write_bad(batch.bad, version=batch.version, app_id=app_id)
+            quarantined = self.write_bad(batch.bad, version=batch.version, app_id=app_id, snapshot=quarantine)
             if not quarantined:
                 self._taken(app_id)
         if batch.staged is not None:
@@ -184,9 +196,10 @@ class BatchCommitter:
         self.tally.rows += res.rows
         return Committed(res.rows, quarantined, written=True, version=res.version)
 
-    def write_bad(self, bad: Sequence[Bad], *, version: int, app_id: str | None = None) -> int:
-        """Append ``bad`` to the quarantine once per ``(app id, version)``; the rows written are
-        counted and returned (0: none, or that version was committed already)."""
+    def write_bad(self, bad: Sequence[Bad], *, version: int, app_id: str | None = None, snapshot: Any = None) -> int:
+        """Append ``bad`` to the quarantine once per ``(app id, version)`` (against ``snapshot``,
+        a loaded quarantine, if given); the rows written are counted and returned (0: none, or
+        that version was committed already)."""
         n = write_quarantine(
             self.lake,
             self.tid,
@@ -194,6 +207,7 @@ class BatchCommitter:
             run_id=self.run_id,
             app_id=app_id or self._app_id(None),
             batch_version=version,
+            snapshot=snapshot,
         )
         self.tally.quarantined += n
         return n

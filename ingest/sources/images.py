@@ -284,16 +284,18 @@ class _Writer:
     def _quarantine(self, bad: list[_Fetched]) -> int:
         """One commit for the batch's corrupt files whose content is not quarantined yet; returns
         how many were quarantined already."""
-        # the batch number before the stored hashes: a writer that commits in between used the
-        # same number, so our commit of it is skipped (BatchTaken) and this re-runs
-        seq = self.committer.sequence()
-        known_bad = self.stored_bad.held(x.sha256 for x in bad)
+        # the batch number, the quarantined hashes and the commit from one snapshot of the
+        # quarantine: a writer that commits after it, under any number, conflicts with ours and
+        # this re-runs (a fresh snapshot at the commit missed one made under a smaller number)
+        quarantine = self.committer.quarantine_snapshot()
+        seq = self.committer.sequence(quarantine=quarantine)
+        known_bad = self.stored_bad.held((x.sha256 for x in bad), snapshot=quarantine)
         new: dict[str, Bad] = {}
         for x in bad:
             if x.sha256 not in known_bad and x.sha256 not in new:
                 new[x.sha256] = Bad(x.file.uri, x.sha256, x.error or "", x.data)
         if new:
-            self.committer.commit(Batch(seq, bad=list(new.values())))
+            self.committer.commit(Batch(seq, bad=list(new.values())), quarantine=quarantine)
             self.stored_bad.committed(seq, new.keys())
         return len(bad) - len(new)
 

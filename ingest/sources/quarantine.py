@@ -51,8 +51,10 @@ def write_quarantine(
     run_id: str,
     app_id: str,
     batch_version: int,
+    snapshot: Any = None,
 ) -> int:
-    """Append ``bad`` to the quarantine table once per ``(app_id, batch_version)``; returns rows written."""
+    """Append ``bad`` to the quarantine table once per ``(app_id, batch_version)``; returns rows
+    written.  ``snapshot`` (a loaded quarantine table) is the one to check and commit against."""
     if not bad:
         return 0
     now = datetime.now(UTC)
@@ -70,8 +72,11 @@ def write_quarantine(
         ],
         schema=QUARANTINE_SCHEMA,
     )
-    ensure_table(lake, quarantine_table(table), QUARANTINE_SCHEMA)
-    res = write_batch(lake, quarantine_table(table), data, app_id=app_id, batch_version=batch_version)
+    if snapshot is None:
+        ensure_table(lake, quarantine_table(table), QUARANTINE_SCHEMA)
+    res = write_batch(
+        lake, quarantine_table(table), data, app_id=app_id, batch_version=batch_version, snapshot=snapshot
+    )
     return 0 if res.skipped else res.rows
 
 

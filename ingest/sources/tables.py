@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ingest.conform import conform, lake_schema
-from ingest.delta import BatchTaken, write_batch
+from ingest.delta import BatchTaken, ensure_table, write_batch
 from ingest.errors import ConfigError, IngestError, SourceError
 from ingest.lake import Lake, TableId, ingest_target, plain_dataset, redact
 from ingest.progress import progress_bar
@@ -523,21 +523,18 @@ def lower_bound(hwm: Any, lag: float | timedelta) -> Any:
     raise ConfigError(f"cannot apply --cursor-lag to cursor values of type {type(hwm).__name__}")
 
 
-def _rows_already_stored(
-    lake: Lake, tid: TableId, batch: pa.Table, *, cursor: str | None, keys: tuple[str, ...]
-) -> pa.Table:
-    """``batch`` minus the rows the table already holds with the same values (multiset EXCEPT ALL).
+def _rows_already_stored(batch: pa.Table, *, snapshot: Any, cursor: str | None, keys: tuple[str, ...]) -> pa.Table:
+    """``batch`` minus the rows the table (as of ``snapshot``, a loaded DeltaTable) already holds
+    with the same values (multiset EXCEPT ALL).
 
     With a cursor only the rows at or above the batch's lowest cursor value are compared; with a
     single-column key only the rows in the batch's key range.
     """
-    if batch.num_rows == 0 or not lake.table_exists(tid):
+    if batch.num_rows == 0:
         return batch
     import duckdb
 
-    schema = _existing_schema(lake, tid)
-    if schema is None:
-        return batch
+    schema = pa.schema(snapshot.schema().to_arrow())
     filt = None
     if cursor is not None and cursor in schema.names:
         low = pc.min(batch[cursor]).as_py()
@@ -550,7 +547,7 @@ def _rows_already_stored(
             t = schema.field(keys[0]).type
             filt = (pads.field(keys[0]) >= pa.scalar(lo.as_py(), t)) & (pads.field(keys[0]) <= pa.scalar(hi.as_py(), t))
     shared = [c for c in batch.column_names if c in schema.names]
-    existing = lake.dataset(tid).to_table(columns=shared, filter=filt)
+    existing = plain_dataset(snapshot.to_pyarrow_dataset()).to_table(columns=shared, filter=filt)
     if existing.num_rows == 0:
         return batch
     for c in batch.column_names:
@@ -691,20 +688,25 @@ def _load_batch(
     lake, tid, run_id = committer.lake, committer.tid, committer.run_id
 
     def attempt() -> None:
-        # the batch number first, the stored rows second: a writer that commits in between used
-        # the same number, so our commit of it is skipped and this attempt re-runs
-        seq = committer.sequence()
+        # the batch number, the stored rows and the commit from one snapshot of the table: a
+        # writer that commits after it, under any number, conflicts with ours and this attempt
+        # re-runs (a commit against a fresh snapshot missed one made under a smaller number, as
+        # the target and its quarantine share the counter).  A new table is created empty first.
         scratch = _Counts()
-        good, bad = _fit(src, batch, _existing_schema(lake, tid), scratch)
+        dt = committer.snapshot()
+        good, bad = _fit(src, batch, None if dt is None else pa.schema(dt.schema().to_arrow()), scratch)
         missing = [c for c in (*keys, *([cursor] if cursor else [])) if c not in good.column_names]
         if missing and good.num_rows:
             raise ConfigError(f"column(s) {missing} not in {src.name}: check --primary-key / --cursor")
-        fresh = _rows_already_stored(lake, tid, good, cursor=cursor, keys=keys)
-        rows = None
-        if fresh.num_rows or not lake.table_exists(tid):
-            rows = _with_meta(fresh, run_id, utcnow())
+        created = dt is None
+        if created:
+            ensure_table(lake, tid, _with_meta(good, run_id, utcnow()).schema)
+            dt = committer.snapshot()
+        seq = committer.sequence(snapshot=dt)
+        fresh = _rows_already_stored(good, snapshot=dt, cursor=cursor, keys=keys)
+        rows = _with_meta(fresh, run_id, utcnow()) if fresh.num_rows or created else None
         done = committer.commit(
-            Batch(seq, rows, _new_bad(lake, tid, bad), metadata={"run_id": run_id, "source": src.label})
+            Batch(seq, rows, _new_bad(lake, tid, bad), metadata={"run_id": run_id, "source": src.label}), snapshot=dt
         )
         counts.batches += int(done.written)
         counts.skipped += good.num_rows - fresh.num_rows

@@ -467,6 +467,44 @@ def test_a_commit_made_while_we_write_is_checked_before_ours_not_after_a_conflic
         assert not (Path(local_lake.table_uri("bronze.images")) / staged[0].folder).exists()
 
 
+def test_corrupt_content_quarantined_by_another_run_after_our_lookup_is_quarantined_once(
+    local_lake: Lake, tmp_path: Path, monkeypatch
+) -> None:
+    """Another run quarantines the same corrupt content between our lookup and our commit, under
+    a smaller batch number (it read the counter before our last commit: the target and the
+    quarantine share it).  Our commit must see it: it is checked against the snapshot the lookup
+    read, so it conflicts and the batch is looked up again (CI once stored 10 such twice)."""
+    import ingest.sources.images as images
+    from ingest.sources.quarantine import Bad, write_quarantine
+
+    _write_images(tmp_path / "first", 3)
+    ingest_images(local_lake, str(tmp_path / "first"))  # the target's counter is ahead now
+    src = tmp_path / "a"
+    _write_images(src, 3, start=10)
+    (src / "bad.png").write_bytes(b"not a png")
+    sha = hashlib.sha256(b"not a png").hexdigest()
+    stored_keys = images.StoredKeys
+    lookups: list[str] = []
+
+    class AnotherRunCommitsAfterTheLookup(stored_keys):  # type: ignore[misc,valid-type]
+        def held(self, keys, *, snapshot=None):
+            found = super().held(keys, snapshot=snapshot)
+            lookups.append(str(self.tid))
+            if str(self.tid).endswith("_quarantine") and len(lookups) == 1:
+                theirs = [Bad("/elsewhere/bad.png", sha, "not a readable image", b"not a png")]
+                write_quarantine(
+                    local_lake, "bronze.images", theirs, run_id="other", app_id="images:bronze.images", batch_version=1
+                )
+            return found
+
+    monkeypatch.setattr(images, "StoredKeys", AnotherRunCommitsAfterTheLookup)
+    res = ingest_images(local_lake, str(src))
+    refs = [r["source_ref"] for r in read(local_lake, "bronze.images_quarantine", ["source_ref"])]
+    assert refs == [sha]
+    assert (res.rows_written, res.rows_quarantined) == (3, 0)
+    assert lookups.count("bronze.images_quarantine") == 2  # looked up again after the conflict
+
+
 def test_concurrent_ingests_store_each_content_once(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     _write_images(a, 150)

@@ -323,3 +323,43 @@ def test_bad_rows_of_every_batch_are_quarantined(local_lake: Lake, tmp_path: Pat
     q = read(local_lake, "bronze.mixed_quarantine")
     expected = [f'{{"id": {i}, "qty": "{v}"}}'.encode() for i, v in rows if isinstance(v, str)]
     assert sorted(row["raw"] for row in q) == sorted(expected)
+
+
+def test_rows_another_run_commits_after_our_lookup_are_stored_once(
+    local_lake: Lake, tmp_path: Path, monkeypatch
+) -> None:
+    """Another run commits the same rows between our lookup of the stored rows and our commit,
+    under a smaller batch number (it read the counter before it moved: the table and its
+    quarantine share it).  Our commit is made against the snapshot the lookup read, so it
+    conflicts and the batch is looked up again: each row once."""
+    import ingest.sources.tables as tables
+    from ingest.delta import write_batch
+    from ingest.sources.quarantine import Bad, write_quarantine
+    from ingest.sources.util import utcnow
+
+    db = tmp_path / "t.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (id integer primary key, v text)")
+    con.executemany("insert into t values (?, ?)", [(i, f"v{i}") for i in range(5)])
+    con.commit()
+    con.close()
+    # a batch of only bad rows took numbers up to 5 in the quarantine: ours will be 6
+    earlier = [Bad("earlier", "1", "does not fit", b"{}")]
+    write_quarantine(local_lake, "bronze.t", earlier, run_id="earlier", app_id="tables:bronze.t", batch_version=5)
+    lookups: list[int] = []
+    lookup = tables._rows_already_stored
+
+    def another_run_commits_after_the_lookup(batch, *, snapshot, **kw):
+        fresh = lookup(batch, snapshot=snapshot, **kw)
+        lookups.append(fresh.num_rows)
+        if len(lookups) == 1:
+            theirs = tables._with_meta(batch, "other", utcnow())
+            write_batch(local_lake, "bronze.t", theirs, app_id="tables:bronze.t", batch_version=3)
+        return fresh
+
+    monkeypatch.setattr(tables, "_rows_already_stored", another_run_commits_after_the_lookup)
+    r = ingest_table(local_lake, f"sqlite:///{db}", source_table="t", table="bronze.t", cursor="id")
+    ids = sorted(row["id"] for row in read(local_lake, "bronze.t", ["id"]))
+    assert ids == [0, 1, 2, 3, 4]
+    assert lookups == [5, 0]  # looked up again after the conflict: all stored by then
+    assert r.rows_written == 0
