@@ -176,6 +176,7 @@ class Plugin(BasePlugin):
         self._config = dict(plugin_config or {})
         self._datasets: dict[str, Any] = {}
         self._datasets_lock = threading.Lock()
+        self._exposed: dict[str, Any] = {}  # table -> the DeltaTable its view reads (what models saw)
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._lake: Lake | None = None
 
@@ -240,6 +241,7 @@ class Plugin(BasePlugin):
         from ingest.catalog import parquet_scan
 
         dt = self.lake.delta_table(tid)
+        self._exposed[str(tid)] = dt
         name = dataset_name(tid)
         # a local table is read by DuckDB's parquet reader: it prunes row groups by statistics
         # (incremental models read new rows and the stored rows they touch, not whole tables)
@@ -329,7 +331,7 @@ class Plugin(BasePlugin):
         the table), ``append`` (rows the model guarantees are new) or ``merge`` (upsert by the
         model's ``unique_key``).
         """
-        from ingest.delta import merge_batch, next_sequence, write_batch
+        from ingest.delta import is_commit_conflict, merge_batch, next_sequence, write_batch
 
         if target_config.location is None:
             raise ConfigError("the lake plugin needs a target table (location.path)")
@@ -357,22 +359,34 @@ class Plugin(BasePlugin):
         # every dbt write of a table carries one app id: two transforms writing it at once
         # conflict in Delta (or the later one finds its batch number taken) instead of both landing
         app_id = f"dbt:{tid}"
+        # an increment is computed from the table as this run exposed it: its batch number and
+        # its append come from that version, so another transform's commit since is a conflict
+        # (a number read now would be past that commit, and the same rows would land twice)
+        read = self._exposed.get(str(tid)) if mode != "overwrite" else None
         written: dict[str, Any] = dict(
-            app_id=app_id, batch_version=next_sequence(self.lake, tid, app_id), metadata=model_meta
+            app_id=app_id, batch_version=next_sequence(self.lake, tid, app_id, snapshot=read), metadata=model_meta
         )
-        if mode != "overwrite" and data.num_rows == 0:
-            res = None  # nothing new: no empty commit, the table keeps its version
-        elif mode == "overwrite":
-            res = write_batch(self.lake, tid, data, mode="overwrite", target_file_size=MODEL_FILE_BYTES, **written)
-        elif mode == "append" or not self._any_key_stored(tid, data, keys):
-            # a merge whose keys are all new is an append, without delta-rs's join over the table
-            res = write_batch(self.lake, tid, data, mode="append", target_file_size=MODEL_FILE_BYTES, **written)
-        else:
-            res = merge_batch(self.lake, tid, data, keys=keys, target_file_size=MODEL_FILE_BYTES, **written)
+        again = IngestError(
+            f"{tid}: another transform wrote this table while this one ran; run `ingest transform` again"
+        )
+        try:
+            if mode != "overwrite" and data.num_rows == 0:
+                res = None  # nothing new: no empty commit, the table keeps its version
+            elif mode == "overwrite":
+                res = write_batch(self.lake, tid, data, mode="overwrite", target_file_size=MODEL_FILE_BYTES, **written)
+            elif mode == "append" or not self._any_key_stored(tid, data, keys):
+                # a merge whose keys are all new is an append, without delta-rs's join over the table
+                res = write_batch(
+                    self.lake, tid, data, mode="append", target_file_size=MODEL_FILE_BYTES, snapshot=read, **written
+                )
+            else:
+                res = merge_batch(self.lake, tid, data, keys=keys, target_file_size=MODEL_FILE_BYTES, **written)
+        except Exception as exc:
+            if is_commit_conflict(exc):
+                raise again from None
+            raise
         if res is not None and res.skipped:
-            raise IngestError(
-                f"{tid}: another transform wrote this table while this one ran; run `ingest transform` again"
-            )
+            raise again
         version, total = self._expose(tid)
         self._expose_changes(tid, data if mode != "overwrite" and _CONTEXT.scope_tests else None)
         _CONTEXT.writes[str(tid)] = {

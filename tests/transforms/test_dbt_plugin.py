@@ -151,3 +151,41 @@ def test_scoped_tests_read_only_new_source_rows(local_lake: Lake) -> None:
         ]
     finally:
         dbt_plugin.configure(None)
+
+
+class _Relation:
+    """A staged DuckDB relation as dbt hands it to the plugin's ``store``."""
+
+    def __init__(self, name: str, identifier: str) -> None:
+        self.name, self.identifier = name, identifier
+
+    def render(self) -> str:
+        return self.name
+
+
+def test_an_increment_computed_before_another_transform_appended_is_refused_not_stored_twice(
+    plugin: Plugin, local_lake: Lake
+) -> None:
+    """An incremental model computes its new rows from the table as the run exposed it.  When
+    another transform run appends the same rows before ours is stored, ours must not land beside
+    them: the append is committed against the version the model read, so it conflicts (the
+    batch number alone let it land: it was read after the other run's commit)."""
+    from dbt.adapters.duckdb.utils import TargetConfig, TargetLocation
+
+    from ingest.errors import IngestError
+
+    write_batch(local_lake, "silver.s", pa.table({"k": pa.array([1], pa.int64())}), app_id="dbt:silver.s", batch_version=1)
+    con = duckdb.connect()
+    plugin.configure_connection(con)  # the run exposes silver.s at its version now
+    con.execute("create table s__delta_stage as select k + 1 as k from silver.s")  # the increment
+    theirs = pa.table({"k": pa.array([2], pa.int64())})  # another `ingest transform` run of the model
+    write_batch(local_lake, "silver.s", theirs, app_id="dbt:silver.s", batch_version=2)
+    target = TargetConfig(
+        relation=_Relation("s__delta_stage", "s__delta_stage"),
+        column_list=[],
+        config=None,
+        location=TargetLocation(path="silver.s", format="append"),
+    )
+    with pytest.raises(IngestError, match="another transform wrote this table while this one ran"):
+        plugin.store(target)
+    assert sorted(local_lake.delta_table("silver.s").to_pyarrow_table()["k"].to_pylist()) == [1, 2]
