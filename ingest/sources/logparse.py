@@ -169,7 +169,9 @@ def _read_json(pajson: Any, data: bytes, explicit: dict[str, pa.DataType]) -> pa
     try:
         return pajson.read_json(
             io.BytesIO(data),
-            read_options=pajson.ReadOptions(block_size=1 << 20),  # a line longer than that: line by line
+            read_options=pajson.ReadOptions(
+                block_size=1 << 20, use_threads=False
+            ),  # a line longer than that: line by line
             parse_options=pajson.ParseOptions(explicit_schema=pa.schema(explicit) if explicit else None),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, UnicodeDecodeError, ValueError):

@@ -12,17 +12,21 @@ a run killed mid-file resumes at the last committed batch.  Bad lines go to
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.conform import lake_schema
 from ingest.errors import ConfigError
 from ingest.lake import Lake, ingest_target
 from ingest.progress import progress_bar
@@ -88,12 +92,25 @@ def ingest_logs(
         # each file's content is its own stream (app id), numbered by the offset a batch ends at
         committer = BatchCommitter(lake, tid, run_id=run.run_id, tally=totals, numbering="offset")
         states = StreamStates(lake, tid, run_id=run.run_id)
-        with progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files), unit="bytes") as bar:
-            for i, f in enumerate(files, start=1):
-                reader = _FileLoader(committer, f, regex=regex, totals=totals, bar=bar, client=client, states=states)
-                reader.where = f"file {i}/{len(files)}"
-                reader.show_lines()
-                committer.retry(reader.load)
+        with (
+            progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files), unit="bytes") as bar,
+            ThreadPoolExecutor(1, thread_name_prefix="logs-parse") as parser,
+        ):
+            loaders = [
+                _FileLoader(
+                    committer, f, regex=regex, totals=totals, bar=bar, client=client, states=states, parser=parser
+                )
+                for f in files
+            ]
+            try:
+                for i, reader in enumerate(loaders, start=1):
+                    reader.where = f"file {i}/{len(files)}"
+                    reader.following = loaders[i] if i < len(loaders) else None
+                    reader.show_lines()
+                    committer.retry(reader.load)
+            finally:
+                for reader in loaders:
+                    reader.drop_ahead()
             bar.note(f"{len(files)} files · {totals.rows + totals.quarantined:,} lines")
         states.flush()  # before the transactions may expire: they are the only record until then
         expire_transactions(lake, tid)
@@ -117,8 +134,9 @@ class _FileLoader:
         bar,
         client: Any,
         states: StreamStates,
+        parser: ThreadPoolExecutor,
     ) -> None:
-        self.committer, self.f, self.regex = committer, f, regex
+        self.committer, self.f, self.regex, self.parser = committer, f, regex, parser
         self.lake, self.tid, self.run_id = committer.lake, committer.tid, committer.run_id
         self.totals, self.bar, self.client, self.states = totals, bar, client, states
         self.gz = f.uri.endswith(".gz")
@@ -127,6 +145,8 @@ class _FileLoader:
         self.batch_bytes = env_int("INGEST_LOG_BATCH_BYTES", 64 << 20)
         self.rows = self.quarantined = 0  # over every attempt (a conflict re-runs ``load``)
         self.first_start: int | None = None
+        self.following: _FileLoader | None = None  # the next file's loader (its first batch is read ahead)
+        self.ahead: _Reading | None = None  # this file opened and its first batch parsing, before its turn
 
     where = ""  # "file 3/10": set by the loop over files, shown beside the bar
 
@@ -134,18 +154,26 @@ class _FileLoader:
         """The bar counts bytes (for its ETA); people read files and lines beside it."""
         self.bar.note(f"{self.where} · {self.totals.rows + self.totals.quarantined:,} lines")
 
-    def load(self) -> None:
+    def _find(self) -> tuple[bytes, bytes | None, _Stream | None]:
+        """The file's head, its fingerprint key and the stream it continues (as the table stands)."""
         head = self.read_content(0, FINGERPRINT_BYTES)
         key = fingerprint_key(head, whole=len(head) < FINGERPRINT_BYTES)
-        if key is None:  # empty, only blank lines, or a first line still being written
+        if key is None:
+            return head, None, None
+        return head, key, _Streams(self, self.committer.snapshot(), key, head).find()
+
+    def load(self) -> None:
+        head, key, found = self._find()
+        if key is None or found is None or found.done:
+            self.drop_ahead()  # read ahead when it was not done yet (a copy of the file before)
+        if key is None or found is None:  # empty, only blank lines, or a first line still being written
             self.totals.skipped += 1
             self.bar.advance(self.f.size)
             if head.strip():
                 self.totals.notes.append(f"1 partial line waiting in {self.f.name}")
             self.totals.files.append({"file": self.f.uri, "skipped": True})
             return
-        dt = self.committer.snapshot()
-        st = _Streams(self, dt, key, head).find()
+        st = found
         if st.done:
             if st.adopt:  # a file loaded by a version that named streams by path: record it by content
                 self._write([], st.lines, st.offset, st)
@@ -159,30 +187,86 @@ class _FileLoader:
             return
         start, line_no = st.offset, st.lines
         self.first_start = start if self.first_start is None else self.first_start
-        with open_range(self.lake, self.f, 0 if self.gz else start, client=self.client) as raw:
+        reading = self._take_ahead(st) or self._open(st)
+        with reading.stack:
+            last_bar = 0
+            batch = reading.next(line_no, self._schema())
+            while batch is not None:
+                st.tail = batch.tail
+                # the batch after this one (the next file's first, after a file's last) is read
+                # and parsed with the schema this commit leaves, while it commits
+                ahead = functools.partial(self._read_next, reading, line_no + len(batch.lines))
+                r, q = self._write(batch.lines, line_no, batch.end, st, parsed=batch, before_commit=ahead)
+                line_no += len(batch.lines)
+                st.offset, st.lines = batch.end, line_no
+                self.rows, self.quarantined = self.rows + r, self.quarantined + q
+                self.bar.advance(reading.counted.n - last_bar)
+                self.show_lines()
+                last_bar = reading.counted.n
+                batch = reading.upcoming.pop() if reading.upcoming else reading.next(line_no, self._schema())
+            self.bar.advance(reading.counted.n - last_bar)
+        self.states.record(st.app_id, StreamState(st.offset, st.lines, _check(st.tail)))
+        if reading.batches.partial:
+            self.totals.notes.append(f"1 partial line waiting in {self.f.name}")
+        self.totals.bytes_read += reading.counted.n
+        self._record_file()
+
+    def _read_next(self, reading: _Reading, line_no: int, schema: pa.Schema) -> None:
+        reading.upcoming = [reading.next(line_no, schema)]
+        if reading.upcoming[0] is None and self.following is not None:
+            self.following.read_ahead(schema)
+
+    def _schema(self) -> pa.Schema | None:
+        dt = self.committer.snapshot()
+        return pa.schema(dt.schema().to_arrow()) if dt is not None else None
+
+    def _open(self, st: _Stream) -> _Reading:
+        """The file opened at the stream's offset, its batches not read yet."""
+        stack = contextlib.ExitStack()
+        try:
+            raw = stack.enter_context(open_range(self.lake, self.f, 0 if self.gz else st.offset, client=self.client))
             counted = _Counting(raw)
             stream: BinaryIO = gzip.GzipFile(fileobj=counted, mode="rb") if self.gz else counted  # type: ignore[assignment, call-overload]  # _Counting reads like a binary file
-            if self.gz and start:
-                _discard(stream, start)
-            batches = _LineBatches(
-                stream, start, self.batch_lines, self.batch_bytes, complete_tail=self.gz, tail=st.tail
-            )
-            last_bar = 0
-            for batch, end, tail in batches:
-                st.tail = tail
-                r, q = self._write(batch, line_no, end, st)  # counted in totals as committed
-                line_no += len(batch)
-                st.offset, st.lines = end, line_no
-                self.rows, self.quarantined = self.rows + r, self.quarantined + q
-                self.bar.advance(counted.n - last_bar)
-                self.show_lines()
-                last_bar = counted.n
-            self.bar.advance(counted.n - last_bar)
-        self.states.record(st.app_id, StreamState(st.offset, st.lines, _check(st.tail)))
-        if batches.partial:
-            self.totals.notes.append(f"1 partial line waiting in {self.f.name}")
-        self.totals.bytes_read += counted.n
-        self._record_file()
+            if self.gz and st.offset:
+                _discard(stream, st.offset)
+        except BaseException:
+            stack.close()
+            raise
+        batches = _LineBatches(
+            stream, st.offset, self.batch_lines, self.batch_bytes, complete_tail=self.gz, tail=st.tail
+        )
+        return _Reading(self, _stream_key(st), stack, counted, batches)
+
+    def read_ahead(self, schema: pa.Schema) -> None:
+        """Open this file and start parsing its first batch while the file before it commits
+        its last.  Only a guess: ``load`` takes it when it finds the same stream at the same
+        offset (nothing the other commit changed), and parses again if the table's schema moved."""
+        self.drop_ahead()
+        try:
+            _, key, st = self._find()
+            if key is None or st is None or st.done:
+                return
+            reading = self._open(st)
+        except Exception:  # noqa: BLE001 - a guess: the file's own turn meets the error and reports it
+            return
+        try:
+            reading.first = reading.next(st.lines, schema)
+        except Exception:  # noqa: BLE001 - likewise
+            reading.stack.close()
+            return
+        self.ahead = reading
+
+    def _take_ahead(self, st: _Stream) -> _Reading | None:
+        reading, self.ahead = self.ahead, None
+        if reading is not None and reading.key != _stream_key(st):
+            reading.stack.close()
+            return None
+        return reading
+
+    def drop_ahead(self) -> None:
+        if self.ahead is not None:
+            self.ahead.stack.close()
+            self.ahead = None
 
     def _record_file(self) -> None:
         self.totals.files.append(
@@ -243,23 +327,40 @@ class _FileLoader:
         newlines = blank.count(b"\n")
         return best + max(0, newlines - 1) if found else newlines
 
-    def _write(self, lines: Sequence[bytes], line_no: int, end: int, st: _Stream) -> tuple[int, int]:
+    def _write(
+        self,
+        lines: Sequence[bytes],
+        line_no: int,
+        end: int,
+        st: _Stream,
+        *,
+        parsed: _Batch | None = None,
+        before_commit: Callable[[pa.Schema], None] | None = None,
+    ) -> tuple[int, int]:
+        """Commit the lines ``[line_no, line_no + len(lines))`` (ending at offset ``end``): their
+        parse read ahead (``parsed``) if it was made with the table's schema as it stands, else
+        parsed now.  ``before_commit`` is called with the schema the commit will leave."""
         # one snapshot for the schema, the exactly-once check and the commit (write_batch)
         dt = self.committer.snapshot()
         existing = pa.schema(dt.schema().to_arrow()) if dt is not None else None
-        parsed, bad = self._parse_block(lines, line_no, existing)
-        n = parsed.num_rows
+        if parsed is not None and parsed.line_no == line_no and _same_schema(parsed.schema, existing):
+            rows, bad = parsed.result()
+        else:
+            rows, bad = self._parse_block(lines, line_no, existing)
+        n = rows.num_rows
         meta = {
             "_source_file": pa.repeat(pa.scalar(self.f.uri, pa.string()), n),
-            "_source_line": parsed["_source_line"]
-            if "_source_line" in parsed.column_names
-            else pa.array([], pa.int64()),
+            "_source_line": rows["_source_line"] if "_source_line" in rows.column_names else pa.array([], pa.int64()),
             "_run_id": pa.repeat(pa.scalar(self.run_id, pa.string()), n),
             "_ingested_at": pa.repeat(pa.scalar(utcnow(), _META_TYPES["_ingested_at"]), n),
         }
-        cols = [c for c in parsed.column_names if c != "_source_line"]
-        data = pa.table([*(parsed[c] for c in cols), *meta.values()], names=[*cols, *meta])
-        # each commit is counted when it lands: a conflict that re-runs ``load`` must not forget it
+        cols = [c for c in rows.column_names if c != "_source_line"]
+        data = pa.table([*(rows[c] for c in cols), *meta.values()], names=[*cols, *meta])
+        if before_commit is not None:
+            before_commit(_schema_after(existing, data.schema))
+        # each commit is counted when it lands: a conflict that re-runs ``load`` must not forget it;
+        # the quarantine is followed like the target (not loaded again for each batch)
+        quarantine = self.committer.quarantine_snapshot() if bad else None
         done = self.committer.commit(
             Batch(
                 end,
@@ -269,6 +370,7 @@ class _FileLoader:
                 extra_transactions={st.app_id + _LINES: line_no + len(lines), st.app_id + _CHECK: _check(st.tail)},
             ),
             snapshot=dt,
+            quarantine=quarantine,
         )
         return done.rows, done.quarantined
 
@@ -524,6 +626,69 @@ class _Streams:
             return None  # mid-line: the path now holds another file (renamed before this version ran)
         lines = self.loader.legacy_lines(offset)
         return _Stream(app_id, offset, lines, tail, done=done, adopt=True)
+
+
+@dataclass
+class _Batch:
+    """One batch of a file's lines, read, with its parse under way in the parsing thread (made
+    with the table's schema as it stood then)."""
+
+    lines: logparse.Lines
+    end: int  # the offset after it
+    tail: bytes  # the bytes before that offset (the stream's check)
+    line_no: int  # lines before it
+    schema: pa.Schema | None
+    parse: Future[tuple[pa.Table, list[Bad]]]
+
+    def result(self) -> tuple[pa.Table, list[Bad]]:
+        return self.parse.result()
+
+
+@dataclass
+class _Reading:
+    """A file opened at a stream's offset (``key``), and its batches, each parsed in the
+    parsing thread once read."""
+
+    loader: _FileLoader
+    key: tuple[str, int, int, bytes]
+    stack: contextlib.ExitStack
+    counted: _Counting
+    batches: _LineBatches
+    _items: Iterator[tuple[logparse.Lines, int, bytes]] | None = None
+    first: _Batch | None = None  # read ahead before ``load`` took this reading
+    upcoming: list[_Batch | None] = field(default_factory=list)  # the batch read while the one before commits
+
+    def next(self, line_no: int, schema: pa.Schema | None) -> _Batch | None:
+        """The next batch (None at the end), its parse started with ``schema``."""
+        if self.first is not None:
+            first, self.first = self.first, None
+            return first
+        if self._items is None:
+            self._items = iter(self.batches)
+        item = next(self._items, None)
+        if item is None:
+            return None
+        lines, end, tail = item
+        parse = self.loader.parser.submit(self.loader._parse_block, lines, line_no, schema)
+        return _Batch(lines, end, tail, line_no, schema, parse)
+
+
+def _schema_after(existing: pa.Schema | None, incoming: pa.Schema) -> pa.Schema:
+    """The table's schema once ``incoming`` is appended (new columns go last), as far as it can
+    be told before the commit: a guess for parsing ahead, which ``_write`` checks."""
+    incoming = lake_schema(incoming)
+    if existing is None:
+        return incoming
+    new = [f for f in incoming if f.name not in existing.names]
+    return pa.schema([*existing, *new]) if new else existing
+
+
+def _stream_key(st: _Stream) -> tuple[str, int, int, bytes]:
+    return (st.app_id, st.offset, st.lines, st.tail)
+
+
+def _same_schema(a: pa.Schema | None, b: pa.Schema | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and a.equals(b))
 
 
 class _Counting:

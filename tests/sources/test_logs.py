@@ -232,3 +232,79 @@ def test_partial_last_line_is_reported_and_loaded_once_complete(tmp_path: Path) 
     out = run_json(lake, "logs", str(d))
     assert out["rows_written"] == 1 and out["notes"] == ["1 partial line waiting in new.jsonl"]
     assert sorted(r["event_id"] for r in read(lake, "bronze.events", ["event_id"])) == ["e0", "e1", "e2", "e3"]
+
+
+def _drifting_logs(d: Path) -> None:
+    """Files whose schema moves from batch to batch and file to file: new columns, a column
+    whose type changes, bad and blank lines, and a grown copy of an earlier file."""
+    d.mkdir()
+    rows = [
+        {"event_id": "a0", "n": 1},
+        {"event_id": "a1", "n": 2, "ts": "2026-11-01T10:00:00Z"},  # a new column, as timestamps
+        {"event_id": "a2", "n": 2.5},  # an int column meets a float: quarantined
+        {"event_id": "a3", "n": 3, "tag": "x"},
+    ]
+    (d / "f1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n\n")
+    # f1 grown (one stream): read ahead from where f1 stood before its last commit, then from its end
+    (d / "f2.jsonl").write_text((d / "f1.jsonl").read_text() + '{"event_id": "a4"}\n{"event_id": "a5", "n": 5}\n')
+    (d / "f3.jsonl").write_text(
+        "".join(json.dumps({"event_id": f"b{i}", "tag": i if i % 2 else "y", "extra": [i]}) + "\n" for i in range(5))
+    )
+    (d / "f4.jsonl").write_text("".join(json.dumps({"event_id": f"c{i}", "ts": "not a time"}) + "\n" for i in range(3)))
+
+
+def test_batches_parsed_ahead_store_what_batches_parsed_at_their_commit_store(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A batch is parsed while the one before it commits (the next file's first, after a file's
+    last), with the schema that commit leaves.  Whatever that commit or the next file's stream
+    turns out to be, the lake must hold what parsing each batch at its own commit gives."""
+    import pyarrow as pa
+
+    import ingest.sources.logs as logs
+    from ingest.delta import write_batch
+
+    src = tmp_path / "src"
+    _drifting_logs(src)
+    monkeypatch.setenv("INGEST_LOG_BATCH_LINES", "2")
+
+    def stored(lake: Lake) -> tuple[list, list]:
+        rows = [
+            {k: v for k, v in r.items() if k not in ("_run_id", "_ingested_at")} for r in read(lake, "bronze.events")
+        ]
+        bad = [(r["source"], r["source_ref"], r["reason"], r["raw"]) for r in read(lake, "bronze.events_quarantine")]
+        return sorted(rows, key=lambda r: json.dumps(r, default=str)), sorted(bad)
+
+    write = logs._FileLoader._write
+    calls: list[int] = []
+
+    def another_writer_adds_a_column(self, lines, line_no, *args, **kwargs):
+        calls.append(line_no)
+        if len(calls) == 5:  # f3's first batch, parsed ahead with the schema before this commit
+            other = pa.table({"event_id": ["other"], "extra": pa.array([1], pa.int64())})  # f3's column, as ints
+            write_batch(self.lake, "bronze.events", other)
+        return write(self, lines, line_no, *args, **kwargs)
+
+    monkeypatch.setattr(logs._FileLoader, "_write", another_writer_adds_a_column)
+    used: list[bool] = []
+    same = logs._same_schema
+
+    def counted(a, b) -> bool:
+        used.append(same(a, b))
+        return used[-1]
+
+    monkeypatch.setattr(logs, "_same_schema", counted)
+    opened: list[str] = []
+    open_ = logs._FileLoader._open
+    monkeypatch.setattr(logs._FileLoader, "_open", lambda self, st: opened.append(self.f.name) or open_(self, st))
+    ahead = Lake(str(tmp_path / "ahead"))
+    res = ingest_logs(ahead, str(src))
+    assert True in used and False in used  # parses made ahead were taken, and one made again
+    assert opened == ["f1.jsonl", "f2.jsonl", "f2.jsonl", "f3.jsonl", "f4.jsonl"]  # f2 read ahead in vain
+    monkeypatch.setattr(logs, "_same_schema", lambda a, b: False)  # every batch parsed at its commit
+    calls.clear()
+    reference = Lake(str(tmp_path / "reference"))
+    ref = ingest_logs(reference, str(src))
+    assert stored(ahead) == stored(reference)
+    assert (res.rows_written, res.rows_quarantined, res.skipped) == (ref.rows_written, ref.rows_quarantined, 0)
+    assert ahead.delta_table("bronze.events").schema() == reference.delta_table("bronze.events").schema()
