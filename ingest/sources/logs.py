@@ -8,6 +8,11 @@ the offset (see ``_Streams``).  A file already loaded is not read again; a file 
 from the committed offset; a file that shrank or whose content changed is new and read from 0;
 a run killed mid-file resumes at the last committed batch.  Bad lines go to
 ``<table>_quarantine`` before the batch's good rows.
+
+Commits are made one after another, in order; only reading and parsing run ahead: the next batch
+(the next file's first, after a file's last) is parsed in a thread while the one before it
+commits, and its commit takes that parse only if the stream and the table's schema are still
+what it was made with (``_FileLoader.read_ahead``, ``_write``).
 """
 
 from __future__ import annotations
