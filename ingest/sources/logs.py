@@ -159,13 +159,15 @@ class _FileLoader:
         """The bar counts bytes (for its ETA); people read files and lines beside it."""
         self.bar.note(f"{self.where} · {self.totals.rows + self.totals.quarantined:,} lines")
 
-    def _find(self) -> tuple[bytes, bytes | None, _Stream | None]:
-        """The file's head, its fingerprint key and the stream it continues (as the table stands)."""
+    def _find(self, snapshot: Any = None) -> tuple[bytes, bytes | None, _Stream | None]:
+        """The file's head, its fingerprint key and the stream it continues (as the table stands,
+        or as of ``snapshot``, which is not moved)."""
         head = self.read_content(0, FINGERPRINT_BYTES)
         key = fingerprint_key(head, whole=len(head) < FINGERPRINT_BYTES)
         if key is None:
             return head, None, None
-        return head, key, _Streams(self, self.committer.snapshot(), key, head).find()
+        dt = self.committer.snapshot() if snapshot is None else snapshot
+        return head, key, _Streams(self, dt, key, head).find()
 
     def load(self) -> None:
         head, key, found = self._find()
@@ -216,10 +218,10 @@ class _FileLoader:
         self.totals.bytes_read += reading.counted.n
         self._record_file()
 
-    def _read_next(self, reading: _Reading, line_no: int, schema: pa.Schema) -> None:
+    def _read_next(self, reading: _Reading, line_no: int, schema: pa.Schema, snapshot: Any) -> None:
         reading.upcoming = [reading.next(line_no, schema)]
         if reading.upcoming[0] is None and self.following is not None:
-            self.following.read_ahead(schema)
+            self.following.read_ahead(schema, snapshot)
 
     def _schema(self) -> pa.Schema | None:
         dt = self.committer.snapshot()
@@ -242,13 +244,14 @@ class _FileLoader:
         )
         return _Reading(self, _stream_key(st), stack, counted, batches)
 
-    def read_ahead(self, schema: pa.Schema) -> None:
+    def read_ahead(self, schema: pa.Schema, snapshot: Any) -> None:
         """Open this file and start parsing its first batch while the file before it commits
-        its last.  Only a guess: ``load`` takes it when it finds the same stream at the same
-        offset (nothing the other commit changed), and parses again if the table's schema moved."""
+        its last (against ``snapshot``, which must not move before that commit).  Only a guess:
+        ``load`` takes it when it finds the same stream at the same offset (nothing the other
+        commit changed), and parses again if the table's schema moved."""
         self.drop_ahead()
         try:
-            _, key, st = self._find()
+            _, key, st = self._find(snapshot)
             if key is None or st is None or st.done:
                 return
             reading = self._open(st)
@@ -340,11 +343,12 @@ class _FileLoader:
         st: _Stream,
         *,
         parsed: _Batch | None = None,
-        before_commit: Callable[[pa.Schema], None] | None = None,
+        before_commit: Callable[[pa.Schema, Any], None] | None = None,
     ) -> tuple[int, int]:
         """Commit the lines ``[line_no, line_no + len(lines))`` (ending at offset ``end``): their
         parse read ahead (``parsed``) if it was made with the table's schema as it stands, else
-        parsed now.  ``before_commit`` is called with the schema the commit will leave."""
+        parsed now.  ``before_commit`` is called with the schema the commit will leave and the
+        snapshot it is made against (which it must not move: the checks were made on it)."""
         # one snapshot for the schema, the exactly-once check and the commit (write_batch)
         dt = self.committer.snapshot()
         existing = pa.schema(dt.schema().to_arrow()) if dt is not None else None
@@ -362,7 +366,7 @@ class _FileLoader:
         cols = [c for c in rows.column_names if c != "_source_line"]
         data = pa.table([*(rows[c] for c in cols), *meta.values()], names=[*cols, *meta])
         if before_commit is not None:
-            before_commit(_schema_after(existing, data.schema))
+            before_commit(_schema_after(existing, data.schema), dt)
         # each commit is counted when it lands: a conflict that re-runs ``load`` must not forget it;
         # the quarantine is followed like the target (not loaded again for each batch)
         quarantine = self.committer.quarantine_snapshot() if bad else None

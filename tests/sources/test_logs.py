@@ -308,3 +308,38 @@ def test_batches_parsed_ahead_store_what_batches_parsed_at_their_commit_store(
     assert stored(ahead) == stored(reference)
     assert (res.rows_written, res.rows_quarantined, res.skipped) == (ref.rows_written, ref.rows_quarantined, 0)
     assert ahead.delta_table("bronze.events").schema() == reference.delta_table("bronze.events").schema()
+
+
+def test_reading_the_next_file_ahead_does_not_move_the_snapshot_a_commit_was_checked_on(
+    local_lake: Lake, tmp_path: Path, monkeypatch
+) -> None:
+    """The next file's stream is looked up while this file's last batch commits.  That lookup
+    must not bring the table forward under the commit: another writer's incompatible column
+    would then fail the run, where a commit against the snapshot it was checked on conflicts,
+    is retried, and quarantines what no longer fits."""
+    import pyarrow as pa
+
+    import ingest.sources.logs as logs
+    from ingest.delta import write_batch
+
+    (tmp_path / "first").mkdir()
+    (tmp_path / "first" / "g0.jsonl").write_text('{"event_id": "x"}\n')
+    ingest_logs(local_lake, str(tmp_path / "first"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "g1.jsonl").write_text('{"event_id": "g1", "k": "text"}\n')
+    (src / "g2.jsonl").write_text('{"event_id": "g2"}\n')
+    find = logs._FileLoader._find
+    looked: list[str] = []
+
+    def another_writer_commits_meanwhile(self, *args, **kwargs):
+        looked.append(self.f.name)
+        if looked == ["g1.jsonl", "g2.jsonl"]:  # g2 read ahead, while g1's batch waits to commit
+            write_batch(local_lake, "bronze.events", pa.table({"event_id": ["other"], "k": pa.array([1], pa.int64())}))
+        return find(self, *args, **kwargs)
+
+    monkeypatch.setattr(logs._FileLoader, "_find", another_writer_commits_meanwhile)
+    res = ingest_logs(local_lake, str(src))
+    assert (res.rows_written, res.rows_quarantined) == (1, 1)  # g1 no longer fits: quarantined, not a failure
+    (bad,) = read(local_lake, "bronze.events_quarantine")
+    assert bad["source_ref"] == "line 1" and "k" in bad["reason"]
