@@ -665,12 +665,14 @@ def _with_meta(t: pa.Table, run_id: str, now: datetime) -> pa.Table:
     return t.append_column("_ingested_at", pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), t.num_rows))
 
 
-def _new_bad(lake: Lake, tid: TableId, bad: list[Bad]) -> list[Bad]:
-    """Drop quarantine records already recorded for this source (re-reads of a window or snapshot)."""
+def _new_bad(lake: Lake, tid: TableId, bad: list[Bad], *, snapshot: Any = None) -> list[Bad]:
+    """Drop quarantine records already recorded for this source (re-reads of a window or
+    snapshot), as of ``snapshot`` (a loaded quarantine table) or now."""
     q = quarantine_table(tid)
-    if not bad or not lake.table_exists(q):
+    if not bad or (snapshot is None and not lake.table_exists(q)):
         return bad
-    stored = lake.dataset(q).to_table(columns=["raw", "reason"], filter=pads.field("source") == bad[0].source)
+    ds = plain_dataset(snapshot.to_pyarrow_dataset()) if snapshot is not None else lake.dataset(q)
+    stored = ds.to_table(columns=["raw", "reason"], filter=pads.field("source") == bad[0].source)
     seen = set(zip(stored["raw"].to_pylist(), stored["reason"].to_pylist(), strict=True))
     return [b for b in bad if (b.raw, b.reason[:2000]) not in seen]
 
@@ -702,12 +704,13 @@ def _load_batch(
         if created:
             ensure_table(lake, tid, _with_meta(good, run_id, utcnow()).schema)
             dt = committer.snapshot()
-        seq = committer.sequence(snapshot=dt)
+        quarantine = committer.quarantine_snapshot() if bad else None  # likewise for the bad rows
+        seq = committer.sequence(snapshot=dt, quarantine=quarantine)
         fresh = _rows_already_stored(good, snapshot=dt, cursor=cursor, keys=keys)
         rows = _with_meta(fresh, run_id, utcnow()) if fresh.num_rows or created else None
-        done = committer.commit(
-            Batch(seq, rows, _new_bad(lake, tid, bad), metadata={"run_id": run_id, "source": src.label}), snapshot=dt
-        )
+        new_bad = _new_bad(lake, tid, bad, snapshot=quarantine)
+        meta = {"run_id": run_id, "source": src.label}
+        done = committer.commit(Batch(seq, rows, new_bad, metadata=meta), snapshot=dt, quarantine=quarantine)
         counts.batches += int(done.written)
         counts.skipped += good.num_rows - fresh.num_rows
         counts.bytes_read += scratch.bytes_read

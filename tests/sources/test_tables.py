@@ -363,3 +363,43 @@ def test_rows_another_run_commits_after_our_lookup_are_stored_once(
     assert ids == [0, 1, 2, 3, 4]
     assert lookups == [5, 0]  # looked up again after the conflict: all stored by then
     assert r.rows_written == 0
+
+
+def test_bad_rows_another_run_quarantines_after_our_lookup_are_quarantined_once(
+    local_lake: Lake, tmp_path: Path, monkeypatch
+) -> None:
+    """The same for the quarantine: another run records the same bad row between our lookup of
+    the quarantine and our commit, under a smaller batch number (free there: the table took it).
+    Ours is committed against the quarantine the lookup read, so it conflicts and the batch is
+    looked up again."""
+    import ingest.sources.tables as tables
+
+    db = tmp_path / "t.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (id integer primary key, qty integer)")
+    con.executemany("insert into t values (?, ?)", [(1, 5), (2, 6)])
+    con.commit()
+    con.close()
+    ingest_table(local_lake, f"sqlite:///{db}", source_table="t", table="bronze.t", cursor="id")  # counter: 1
+    con = sqlite3.connect(db)
+    con.execute("insert into t values (3, 'heaps')")  # SQLite allows this: our batch 2 quarantines it
+    con.commit()
+    con.close()
+    lookups: list[int] = []
+    new_bad = tables._new_bad
+
+    def another_run_quarantines_after_the_lookup(lake, tid, bad, *, snapshot=None):
+        fresh = new_bad(lake, tid, bad, snapshot=snapshot)
+        lookups.append(len(fresh))
+        if len(lookups) == 1:
+            from ingest.sources.quarantine import write_quarantine
+
+            theirs = [b for b in bad if b"heaps" in b.raw]
+            write_quarantine(lake, tid, theirs, run_id="other", app_id="tables:bronze.t", batch_version=1)
+        return fresh
+
+    monkeypatch.setattr(tables, "_new_bad", another_run_quarantines_after_the_lookup)
+    ingest_table(local_lake, f"sqlite:///{db}", source_table="t", table="bronze.t", cursor="id")
+    raws = [r["raw"] for r in read(local_lake, "bronze.t_quarantine")]
+    assert raws == [b'{"id": 3, "qty": "heaps"}']  # once
+    assert lookups == [1, 0]  # looked up again after the conflict: recorded by then
