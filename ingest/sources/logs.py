@@ -22,6 +22,7 @@ import functools
 import gzip
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -99,7 +100,9 @@ def ingest_logs(
         states = StreamStates(lake, tid, run_id=run.run_id)
         with (
             progress_bar(progress, f"logs -> {tid}", total=sum(f.size for f in files), unit="bytes") as bar,
-            ThreadPoolExecutor(1, thread_name_prefix="logs-parse") as parser,
+            ThreadPoolExecutor(
+                env_int("INGEST_LOG_PARSE_THREADS", min(4, os.cpu_count() or 1)), thread_name_prefix="logs-parse"
+            ) as parser,
         ):
             loaders = [
                 _FileLoader(
@@ -267,13 +270,13 @@ class _FileLoader:
     def _take_ahead(self, st: _Stream) -> _Reading | None:
         reading, self.ahead = self.ahead, None
         if reading is not None and reading.key != _stream_key(st):
-            reading.stack.close()
+            reading.close()
             return None
         return reading
 
     def drop_ahead(self) -> None:
         if self.ahead is not None:
-            self.ahead.stack.close()
+            self.ahead.close()
             self.ahead = None
 
     def _record_file(self) -> None:
@@ -386,17 +389,24 @@ class _FileLoader:
     def _parse_block(
         self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None
     ) -> tuple[pa.Table, list[Bad]]:
-        """The batch's rows (data columns and ``_source_line``) and its bad lines: in columns
-        (``logparse``), and line by line only in the chunks that hold a line the columnar path
-        cannot take."""
+        """The batch's rows (data columns and ``_source_line``) and its bad lines."""
+        return self._start_parse(lines, line_no, existing).result()
+
+    def _start_parse(self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None) -> _Parse:
+        """Start parsing the batch in the parsing threads, one block of ``_BLOCK_LINES`` each: in
+        columns (``logparse``), and line by line only in the chunks that hold a line the columnar
+        path cannot take."""
+        spans = [(lines[lo : lo + _BLOCK_LINES], line_no + lo) for lo in range(0, len(lines), _BLOCK_LINES)]
+        return _Parse(self, existing, spans, [self.parser.submit(self._parse_alone, *span, existing) for span in spans])
+
+    def _parse_alone(
+        self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None
+    ) -> tuple[list[pa.Table], list[Bad]]:
+        """One block, as if no block came before it in the batch."""
         parts: list[pa.Table] = []
         bad: list[Bad] = []
-        for lo in range(0, len(lines), _BLOCK_LINES):
-            self._parse_span(lines[lo : lo + _BLOCK_LINES], line_no + lo, existing, parts, bad)
-        parts = [p for p in parts if p.num_columns]
-        if not parts:
-            return pa.table({}), bad
-        return pa.concat_tables(parts, promote_options="default"), bad
+        self._parse_span(lines, line_no, existing, parts, bad)
+        return parts, bad
 
     def _parse_span(
         self, lines: Sequence[bytes], line_no: int, existing: pa.Schema | None, parts: list[pa.Table], bad: list[Bad]
@@ -493,6 +503,18 @@ _NO_MATCH = "line does not match --pattern"
 
 def _with_lines(table: pa.Table, numbers: pa.Array) -> pa.Table:
     return table.append_column("_source_line", numbers)
+
+
+def _agrees(before: pa.Schema | None, parts: list[pa.Table]) -> bool:
+    """Whether every column of ``parts`` that ``before`` has is of the type ``before`` gives it."""
+    if before is None:
+        return True
+    for p in parts:
+        for f in p.schema:
+            i = before.get_field_index(f.name)
+            if i >= 0 and before.field(i).type != f.type:
+                return False
+    return True
 
 
 def _merged(existing: pa.Schema | None, parts: list[pa.Table]) -> pa.Schema | None:
@@ -638,6 +660,38 @@ class _Streams:
 
 
 @dataclass
+class _Parse:
+    """A batch's blocks, each parsed in a parsing thread with the table's schema alone.  In order,
+    a block would see the columns the blocks before it in the batch added; ``result`` keeps a
+    block's parse when every such column got the type those blocks gave it (then the parse is
+    the same: the types decide it), and parses the block again in order otherwise."""
+
+    loader: _FileLoader
+    existing: pa.Schema | None
+    spans: list[tuple[Sequence[bytes], int]]
+    alone: list[Future[tuple[list[pa.Table], list[Bad]]]]
+
+    def result(self) -> tuple[pa.Table, list[Bad]]:
+        parts: list[pa.Table] = []
+        bad: list[Bad] = []
+        for (lines, line_no), fut in zip(self.spans, self.alone, strict=True):
+            got_parts, got_bad = fut.result()
+            if _agrees(_merged(self.existing, parts), got_parts):
+                parts += got_parts
+                bad += got_bad
+            else:
+                self.loader._parse_span(lines, line_no, self.existing, parts, bad)
+        parts = [p for p in parts if p.num_columns]
+        if not parts:
+            return pa.table({}), bad
+        return pa.concat_tables(parts, promote_options="default"), bad
+
+    def cancel(self) -> None:
+        for fut in self.alone:
+            fut.cancel()
+
+
+@dataclass
 class _Batch:
     """One batch of a file's lines, read, with its parse under way in the parsing thread (made
     with the table's schema as it stood then)."""
@@ -647,7 +701,7 @@ class _Batch:
     tail: bytes  # the bytes before that offset (the stream's check)
     line_no: int  # lines before it
     schema: pa.Schema | None
-    parse: Future[tuple[pa.Table, list[Bad]]]
+    parse: _Parse
 
     def result(self) -> tuple[pa.Table, list[Bad]]:
         return self.parse.result()
@@ -667,6 +721,12 @@ class _Reading:
     first: _Batch | None = None  # read ahead before ``load`` took this reading
     upcoming: list[_Batch | None] = field(default_factory=list)  # the batch read while the one before commits
 
+    def close(self) -> None:
+        """Close the file; a parse read ahead in vain is cancelled where it has not started."""
+        if self.first is not None:
+            self.first.parse.cancel()
+        self.stack.close()
+
     def next(self, line_no: int, schema: pa.Schema | None) -> _Batch | None:
         """The next batch (None at the end), its parse started with ``schema``."""
         if self.first is not None:
@@ -678,7 +738,7 @@ class _Reading:
         if item is None:
             return None
         lines, end, tail = item
-        parse = self.loader.parser.submit(self.loader._parse_block, lines, line_no, schema)
+        parse = self.loader._start_parse(lines, line_no, schema)
         return _Batch(lines, end, tail, line_no, schema, parse)
 
 
