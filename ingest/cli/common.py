@@ -140,3 +140,32 @@ def run_cli(app: typer.Typer, argv: list[str]) -> None:
 
         gc.collect()  # free Arrow/Delta objects held in reference cycles now, not at shutdown
         sys.exit(code)
+
+
+class _NoPandasYet:
+    """A finder that makes ``import pandas`` fail, for the one question pyarrow asks."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is not needed by this command", name="pandas")
+
+
+def arrow_without_pandas() -> None:
+    """Tell pyarrow pandas is absent, for a command that never hands it pandas objects.
+
+    pyarrow asks, on its first conversion of any Python value (``pa.scalar``, ``pa.array`` of a
+    list), whether the value is a pandas object, and to answer it imports pandas: ~0.3 s of CPU,
+    a tenth of an ``ingest logs`` of 1M lines and most of a small one (apache/arrow#34994).
+    Made to fail once, that question is settled as "no pandas"; anything that does need pandas
+    through pyarrow (``to_pandas``, ``Table.from_pandas``) still imports it when it asks
+    (``tests/test_cli_arrow_without_pandas.py`` holds pyarrow to that)."""
+    if "pandas" in sys.modules:
+        return  # already paid for, and pandas objects may be about
+    import pyarrow as pa
+
+    finder = _NoPandasYet()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.scalar(0)
+    finally:
+        sys.meta_path.remove(finder)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ingest.cli.common import emit, state
+from ingest.cli.common import arrow_without_pandas, emit, state
 from ingest.cli.help import examples
 from ingest.settings import CURSOR_LAG_DEFAULT, CURSOR_LAG_HELP
 
@@ -114,6 +114,7 @@ def register(app: typer.Typer) -> None:
             source = LogSource(path=src, table=table, format=format, pattern=pattern)  # type: ignore[arg-type]  # format checked against the Literal above
             return _partitioned(ctx, source, partitions)
         st = state(ctx)
+        arrow_without_pandas()
         res = ingest_logs(st.lake_for_write, src, table=table, format=format, pattern=pattern, progress=st.progress)  # type: ignore[arg-type]  # format checked against the Literal above
         _emit(ctx, res)
 
