@@ -1,4 +1,4 @@
-"""``ingest logs`` runs without importing pandas (pyarrow would import it, ~0.3 s of CPU, only to
+"""``ingest logs`` and ``ingest images`` run without importing pandas (pyarrow would import it, ~0.3 s of CPU, only to
 ask whether a value is a pandas object), and pyarrow still gives pandas to what asks for it."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from PIL import Image
 
 from ingest.lake import Lake
 from tests.sources.conftest import read
@@ -27,21 +29,38 @@ main()
 """
 
 
+def _run_watched(tmp_path: Path, *args: str) -> tuple[Lake, Path]:
+    marker = tmp_path / "pandas-imported"
+    proc = subprocess.run(
+        [sys.executable, "-c", _WATCH, str(marker), "--lake", str(tmp_path / "lake"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return Lake(str(tmp_path / "lake"), s3=None), marker
+
+
 def test_ingest_logs_process_never_imports_pandas(tmp_path: Path) -> None:
     src = tmp_path / "logs"
     src.mkdir()
     (src / "app.log").write_text('{"ts": "2026-11-01T10:00:00Z", "n": 1, "f": 0.5}\n{bad\n{"n": 2}\n')
-    marker = tmp_path / "pandas-imported"
-    proc = subprocess.run(
-        [sys.executable, "-c", _WATCH, str(marker),
-         "--lake", str(tmp_path / "lake"), "logs", str(src), "--table", "bronze.ev"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lake = Lake(str(tmp_path / "lake"), s3=None)
+    lake, marker = _run_watched(tmp_path, "logs", str(src), "--table", "bronze.ev")
     assert sorted(r["n"] for r in read(lake, "bronze.ev")) == [1, 2]
     assert len(read(lake, "bronze.ev_quarantine")) == 1
     assert not marker.exists(), "pandas was imported by `ingest logs`"
+
+
+def test_ingest_images_process_never_imports_pandas(tmp_path: Path) -> None:
+    src = tmp_path / "images"
+    src.mkdir()
+    Image.new("RGB", (8, 6), (200, 10, 10)).save(src / "a.png")
+    Image.new("L", (5, 5), 7).save(src / "b.jpg")
+    (src / "c.png").write_bytes((src / "a.png").read_bytes()[:20])  # truncated: quarantined
+    lake, marker = _run_watched(tmp_path, "images", str(src), "--table", "bronze.img")
+    assert sorted((r["width"], r["height"]) for r in read(lake, "bronze.img")) == [(5, 5), (8, 6)]
+    assert len(read(lake, "bronze.img_quarantine")) == 1
+    assert not marker.exists(), "pandas was imported by `ingest images`"
 
 
 _AFTER = """

@@ -151,11 +151,13 @@ class _NoPandasYet:
 
 
 def arrow_without_pandas() -> None:
-    """Tell pyarrow pandas is absent, for a command that never hands it pandas objects.
+    """Tell pyarrow pandas is absent, for a command that never hands it pandas objects nor reads
+    nanosecond timestamps as Python values (``ingest logs``, ``ingest images``).
 
     pyarrow asks, on its first conversion of any Python value (``pa.scalar``, ``pa.array`` of a
     list), whether the value is a pandas object, and to answer it imports pandas: ~0.3 s of CPU,
-    a tenth of an ``ingest logs`` of 1M lines and most of a small one (apache/arrow#34994).
+    a tenth of an ``ingest logs`` of 1M lines and a third of a small ``ingest images``
+    (apache/arrow#34994).
     Made to fail once, that question is settled as "no pandas"; anything that does need pandas
     through pyarrow (``to_pandas``, ``Table.from_pandas``) still imports it when it asks
     (``tests/test_cli_arrow_without_pandas.py`` holds pyarrow to that)."""

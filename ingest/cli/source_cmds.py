@@ -82,6 +82,7 @@ def register(app: typer.Typer) -> None:
         if partitions > 1:
             return _partitioned(ctx, ImageSource(path=src, table=table), partitions)
         st = state(ctx)
+        arrow_without_pandas()
         _emit(ctx, ingest_images(st.lake_for_write, src, table=table, progress=st.progress))
 
     @app.command(
