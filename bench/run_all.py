@@ -17,6 +17,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES = {
     "ingest": ["bench_ingest.py"],
     "logs": ["bench_logs.py"],
+    "small_runs": ["bench_small_runs.py"],
     "sql": ["bench_sql.py"],
     "images_scale": ["bench_images_scale.py"],
     "transform": ["bench_transform.py"],
