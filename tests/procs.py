@@ -105,12 +105,17 @@ def assert_interleaved(lake: Lake, table: str, writer: Callable[[dict], str | No
     assert len(blocks) > len(set(blocks)) >= 2, f"{table}: commits did not interleave: {blocks}"
 
 
-def assert_runs_overlapped(lake: Lake, command: str) -> None:
-    """Every ``command`` run in ``_meta.runs`` was under way while another one was: for writers
-    that commit once per run, where commits cannot interleave."""
+def assert_runs_overlapped(lake: Lake, command: str, *, since: Any = None) -> None:
+    """Every ``command`` run in ``_meta.runs`` (started after ``since``, a datetime, if given) was
+    under way while another one was: for writers that commit once per run, where commits cannot
+    interleave."""
     from datetime import timedelta
 
-    runs = [r for r in lake.delta_table("_meta.runs").to_pyarrow_table().to_pylist() if r["command"] == command]
+    runs = [
+        r
+        for r in lake.delta_table("_meta.runs").to_pyarrow_table().to_pylist()
+        if r["command"] == command and (since is None or r["started_at"] > since)
+    ]
     spans = [(r["started_at"], r["started_at"] + timedelta(seconds=r["duration_s"])) for r in runs]
     assert len(spans) >= 2, runs
     for i, (start, end) in enumerate(spans):

@@ -72,9 +72,13 @@ class RunContext:
     # the transform's run id, for the commits (dbt runs models on its own threads, which do not
     # see ``ingest.runlog.current_run_id``)
     run_id: str | None = None
+    # filled by the plugin: model tables another transform committed to while this one ran
+    # (the model failed with ``WRITE_CONFLICT``; run again, it computes from their commit)
+    conflicts: set[str] = field(default_factory=set)
 
 
 _CONTEXT = RunContext()
+WRITE_CONFLICT = "another transform wrote this table while this one ran; run `ingest transform` again"
 _LOCK = threading.Lock()
 
 
@@ -366,9 +370,7 @@ class Plugin(BasePlugin):
         written: dict[str, Any] = dict(
             app_id=app_id, batch_version=next_sequence(self.lake, tid, app_id, snapshot=read), metadata=model_meta
         )
-        again = IngestError(
-            f"{tid}: another transform wrote this table while this one ran; run `ingest transform` again"
-        )
+        again = IngestError(f"{tid}: {WRITE_CONFLICT}")
         try:
             if mode != "overwrite" and data.num_rows == 0:
                 res = None  # nothing new: no empty commit, the table keeps its version
@@ -383,9 +385,11 @@ class Plugin(BasePlugin):
                 res = merge_batch(self.lake, tid, data, keys=keys, target_file_size=MODEL_FILE_BYTES, **written)
         except Exception as exc:
             if is_commit_conflict(exc):
+                _CONTEXT.conflicts.add(str(tid))
                 raise again from None
             raise
         if res is not None and res.skipped:
+            _CONTEXT.conflicts.add(str(tid))
             raise again
         version, total = self._expose(tid)
         self._expose_changes(tid, data if mode != "overwrite" and _CONTEXT.scope_tests else None)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ingest.errors import IngestError
+from ingest.errors import IngestError, TransientError
 from ingest.lake import Lake
 from ingest.settings import Settings
 
@@ -59,11 +59,17 @@ class TransformResult(BaseModel):
 
 
 class TransformFailed(IngestError):
-    """dbt (a model or a test) failed; ``result`` holds everything that did run."""
+    """dbt (a model or a test) failed; ``result`` holds everything that did run.
 
-    def __init__(self, message: str, result: TransformResult) -> None:
+    ``transient``: it failed only because another transform committed to its tables while it
+    ran; run again (exit 4, which the Prefect task retries), it computes from that commit."""
+
+    def __init__(self, message: str, result: TransformResult, *, transient: bool = False) -> None:
         super().__init__(message)
         self.result = result
+        self.transient = transient
+        if transient:
+            self.exit_code = TransientError.exit_code
 
 
 def dbt_args(
@@ -340,7 +346,10 @@ def run_dbt(
         tests_scoped=ctx.scope_tests,
     )
     if errors:  # a test that could not run is not a test that found bad rows: say why
-        raise TransformFailed(f"dbt failed: {errors[0]}", result)
+        from transforms.dbt_plugin import WRITE_CONFLICT
+
+        lost_race = bool(ctx.conflicts) and all(WRITE_CONFLICT in e for e in errors)
+        raise TransformFailed(f"dbt failed: {errors[0]}", result, transient=lost_race)
     if tests.failed:
         raise TransformFailed(
             f"dbt tests failed: {', '.join(tests.failed)} - fix the data or the model, then rerun `ingest transform`",

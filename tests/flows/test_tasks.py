@@ -22,6 +22,14 @@ def test_is_transient_classifies_errors():
     assert is_transient(TransientError("endpoint down"))
     assert not is_transient(IngestError("bad column type"))
     assert not is_transient(ValueError("bad value"))
+    # a transform that lost a commit race is retried (it recomputes from the winner's commit);
+    # one whose models or tests failed is not
+    from transforms.dbt_runner import TransformFailed, TransformResult
+
+    lost = TransformFailed("dbt failed: another transform wrote...", TransformResult(ok=False), transient=True)
+    assert is_transient(lost) and lost.exit_code == 4
+    failed = TransformFailed("dbt tests failed: unique_x", TransformResult(ok=False))
+    assert not is_transient(failed) and failed.exit_code == 2
 
 
 def _run(task, *args):

@@ -569,3 +569,38 @@ def test_a_lake_under_a_key_value_directory_gains_no_column(tmp_path) -> None:
     columns = [r[0] for r in con.execute("describe bronze.events").fetchall()]
     con.close()
     assert columns == lake.delta_table("bronze.events").schema().to_arrow().names
+
+
+DBT_MODELS = "int_events_deduplicated int_images_deduplicated int_photos_deduplicated photo_features daily_activity"
+
+
+def test_two_transforms_at_once_store_each_increment_once(local_lake: Lake, tmp_path) -> None:
+    """A scheduled `ingest transform` overlapping a manual one (two real processes released
+    together): each exits 0, or 4 (may pass on retry) with one line saying to run it again; after
+    that re-run every model table is what a full refresh computes - no increment appended twice."""
+    from tests.procs import assert_runs_overlapped, race_cli
+    from tests.sources.conftest import run_cli
+
+    events = build_bronze(local_lake)
+    build(local_lake)
+    loaded = T0 + timedelta(days=1)
+    make_photos(local_lake, range(13, 16), loaded=loaded)
+    make_images(local_lake, range(13, 16), loaded=loaded)
+    make_events(local_lake, event_rows(range(13, 16), prefix="b", day=1) + [events[0]], loaded=loaded)
+
+    before = datetime.now(timezone.utc)
+    results = race_cli(local_lake, [["transform", "--select", DBT_MODELS]] * 2, tmp_path)
+    assert_runs_overlapped(local_lake, "transform", since=before)
+    for code, _out, err in results:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 0 or (code == 4 and len(lines) == 1 and "run `ingest transform` again" in lines[0]), (code, err)
+    assert any(code == 0 for code, _, _ in results)
+
+    if any(code != 0 for code, _, _ in results):  # as the message says
+        run_cli(local_lake, "transform", "--select", DBT_MODELS)
+    after = {t: gold(local_lake, t, key) for t, key in MODEL_KEYS.items()}
+    assert len({r["event_id"] for r in after["silver.events"]}) == len(after["silver.events"])
+
+    build(local_lake, full_refresh=True)
+    for table, key in MODEL_KEYS.items():
+        assert gold(local_lake, table, key) == after[table], table
