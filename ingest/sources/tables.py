@@ -776,6 +776,21 @@ def _snapshot(committer: BatchCommitter, src: DbSource, query: str, batch_rows: 
     counts.batches += 1
     for f in ("rows", "quarantined", "bytes_read", "batches"):  # committed: a later failure keeps them
         setattr(total, f, getattr(total, f) + getattr(counts, f))
-    bad = _new_bad(lake, tid, bad_all)
-    if bad:  # after the rows, under the number they took (their commit made it this run's)
-        committer.retry(lambda: committer.write_bad(bad, version=seq))
+    if bad_all:  # after the rows: a crash in between leaves them to the re-run, which reads again
+        committer.retry(lambda: _quarantine_snapshot_bad(committer, bad_all, dt))
+
+
+def _quarantine_snapshot_bad(committer: BatchCommitter, bad_all: list[Bad], before: Any) -> None:
+    """Quarantine a snapshot's bad rows not recorded yet, under the number its overwrite took
+    (numbered from ``before``, the table as it stood then) unless the quarantine has passed it
+    since: a concurrent overwrite of the same table, which read the source later, may have
+    quarantined other rows under a higher number, and ours would be skipped as committed.  The
+    lookup, the number and the commit use one snapshot of the quarantine: a commit after it is
+    a conflict, and this runs again."""
+    quarantine = committer.quarantine_snapshot()
+    bad = _new_bad(committer.lake, committer.tid, bad_all, snapshot=quarantine)
+    if not bad:
+        return
+    version = committer.sequence(snapshot=before, quarantine=quarantine)
+    if not committer.write_bad(bad, version=version, snapshot=quarantine):
+        raise BatchTaken(f"tables:{committer.tid}")

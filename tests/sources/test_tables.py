@@ -365,6 +365,41 @@ def test_rows_another_run_commits_after_our_lookup_are_stored_once(
     assert r.rows_written == 0
 
 
+def test_snapshot_bad_rows_are_kept_when_a_concurrent_snapshot_quarantined_past_their_number(
+    local_lake: Lake, tmp_path: Path, monkeypatch
+) -> None:
+    """Two full-snapshot runs of one table at once: the other one, which read the source later,
+    quarantines its own bad row under a higher batch number just before ours.  Ours was skipped
+    as committed (its number was passed) and lost; now it is looked up and numbered again."""
+    import ingest.sources.tables as tables
+    from ingest.sources.quarantine import Bad, write_quarantine
+
+    db = tmp_path / "t.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (id integer, qty integer)")
+    con.executemany("insert into t values (?, ?)", [(1, 5), (2, "heaps")])
+    con.commit()
+    con.close()
+    lookups: list[int] = []
+    new_bad = tables._new_bad
+
+    def another_snapshot_quarantines_first(lake, tid, bad, *, snapshot=None):
+        if not lookups:
+            theirs = [Bad(bad[0].source, "row 2", "column 'qty' (int64): not an integer", b'{"id": 2, "qty": "heap"}')]
+            write_quarantine(lake, tid, theirs, run_id="other", app_id="tables:bronze.t", batch_version=5)
+        fresh = new_bad(lake, tid, bad, snapshot=snapshot)
+        lookups.append(len(fresh))
+        return fresh
+
+    monkeypatch.setattr(tables, "_new_bad", another_snapshot_quarantines_first)
+    res = ingest_table(local_lake, f"sqlite:///{db}", source_table="t", table="bronze.t")
+    assert [r["id"] for r in read(local_lake, "bronze.t")] == [1]
+    raws = sorted(r["raw"] for r in read(local_lake, "bronze.t_quarantine"))
+    assert raws == [b'{"id": 2, "qty": "heap"}', b'{"id": 2, "qty": "heaps"}']
+    assert res.rows_quarantined == 1
+    assert lookups == [1, 1]  # looked up again after its commit conflicted with theirs
+
+
 def test_bad_rows_another_run_quarantines_after_our_lookup_are_quarantined_once(
     local_lake: Lake, tmp_path: Path, monkeypatch
 ) -> None:
