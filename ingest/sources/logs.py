@@ -693,7 +693,7 @@ class _Parse:
 
 @dataclass
 class _Batch:
-    """One batch of a file's lines, read, with its parse under way in the parsing thread (made
+    """One batch of a file's lines, read, with its parse under way in the parsing threads (made
     with the table's schema as it stood then)."""
 
     lines: logparse.Lines
@@ -710,7 +710,7 @@ class _Batch:
 @dataclass
 class _Reading:
     """A file opened at a stream's offset (``key``), and its batches, each parsed in the
-    parsing thread once read."""
+    parsing threads once read."""
 
     loader: _FileLoader
     key: tuple[str, int, int, bytes]
