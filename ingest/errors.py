@@ -11,7 +11,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 if TYPE_CHECKING:
     from pydantic_core import ValidationError
@@ -45,9 +45,13 @@ class SchemaConflict(IngestError):
     """Incoming data changes a column's type in a way that cannot be cast exactly (``ingest.conform``)."""
 
     def __init__(self, table: str, columns: dict[str, tuple[str, str]]) -> None:
-        self.columns = columns
+        self.table, self.columns = table, columns
         detail = ", ".join(f"{c}: {old} -> {new}" for c, (old, new) in columns.items())
         super().__init__(f"{table}: incompatible column types ({detail})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled from a Dask worker to the flow: rebuilt from its own arguments, not the message
+        return (type(self), (self.table, self.columns), self.__dict__)
 
 
 class ConstraintViolation(IngestError):

@@ -71,6 +71,10 @@ class TransformFailed(IngestError):
         if transient:
             self.exit_code = TransientError.exit_code
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled across processes (a task runner, a result store): rebuilt from its arguments
+        return (type(self), (str(self), self.result), self.__dict__)
+
 
 def dbt_args(
     command: str,

@@ -204,3 +204,28 @@ def test_local_cluster_workers_import_the_ingesters_before_the_first_task() -> N
     with runner:
         loaded = runner.client.run(lambda: [m in sys.modules for m in ("ingest.sources.images", "deltalake")])
     assert list(loaded.values()) == [[True, True]]
+
+
+def test_a_worker_error_reaches_the_flow_as_itself(prefect_server: PrefectServer, tmp_path: Path) -> None:
+    """An error raised in a Dask worker is pickled back to the flow: the flow fails with its own
+    one-line message (one that could not be rebuilt there became a TypeError about ``__init__``)."""
+    import pyarrow as pa
+
+    from ingest.delta import write_batch
+
+    src = tmp_path / "src"
+    _write_images(src, 4)
+    lake = Lake(str(tmp_path / "lake"))
+    # a table whose width is a time: an image's int32 width cannot be stored in it
+    write_batch(lake, "bronze.images", pa.table({"sha256": ["0" * 64], "width": pa.array([0], pa.timestamp("us", "UTC"))}))
+    params = {"lake": lake.uri, "src": str(src), "partitions": 2, "task_runner": "dask", "dask_workers": 2}
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_FLOW, json.dumps(params)], cwd=ROOT, capture_output=True, text=True,
+        timeout=600, env={**prefect_server.env, "LAKEHOUSE_CONFIG": os.devnull}, check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 1 and lines, f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert not out["ok"]
+    assert "bronze.images: incompatible column types (width: timestamp[us, tz=UTC] -> int32)" in out["result"], out["result"]
+    assert "__init__" not in out["result"]
