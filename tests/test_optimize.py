@@ -104,3 +104,44 @@ def test_optimize_unknown_table_fails_with_one_line(local_lake: Lake) -> None:
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "gold.nope" in lines[0], r.stderr
+
+
+def test_optimize_while_logs_load_keeps_every_line_once(local_lake: Lake, tmp_path: Path) -> None:
+    """The maintenance deployment's optimize overlapping a scheduled `ingest logs` (two real
+    processes released together): both succeed, every line is stored once, and the next run
+    finds nothing new."""
+    from datetime import timedelta
+
+    from tests.procs import race_cli
+
+    src = tmp_path / "logs"
+    src.mkdir()
+    for f in range(24):
+        (src / f"app-{f:02d}.log").write_text("".join(f'{{"f": {f}, "i": {i}}}\n' for i in range(40)))
+    first = _ingest(local_lake, "logs", str(src), "--table", "bronze.events", INGEST_LOG_BATCH_LINES="10")
+    assert first.returncode == 0, first.stderr
+    for f in range(24, 48):  # more to load while optimize rewrites what is there
+        (src / f"app-{f:02d}.log").write_text("".join(f'{{"f": {f}, "i": {i}}}\n' for i in range(40)))
+    results = race_cli(
+        local_lake, [["logs", str(src), "--table", "bronze.events"], ["optimize", "bronze.events"]], tmp_path,
+        INGEST_LOG_BATCH_LINES="10",
+    )
+    assert [code for code, _, _ in results] == [0, 0], results
+    assert json.loads(results[1][1])["tables"][0]["files_removed"] > 1  # it did compact
+    runs = {r["command"]: r for r in local_lake.delta_table("_meta.runs").to_pyarrow_table().to_pylist()
+            if r["started_at"] > _first_run_end(local_lake)}
+    spans = {c: (r["started_at"], r["started_at"] + timedelta(seconds=r["duration_s"])) for c, r in runs.items()}
+    assert spans["optimize"][0] < spans["logs"][1] and spans["logs"][0] < spans["optimize"][1], spans  # at once
+    rows = local_lake.delta_table("bronze.events").to_pyarrow_table(columns=["f", "i"]).to_pylist()
+    assert sorted((r["f"], r["i"]) for r in rows) == [(f, i) for f in range(48) for i in range(40)]
+    again = _json(local_lake, "logs", str(src), "--table", "bronze.events")
+    assert again["rows_written"] == 0
+
+
+def _first_run_end(lake: Lake):
+    """When the first `ingest logs` run ended (the race's runs start after it)."""
+    from datetime import timedelta
+
+    first = min((r for r in lake.delta_table("_meta.runs").to_pyarrow_table().to_pylist() if r["command"] == "logs"),
+                key=lambda r: r["started_at"])
+    return first["started_at"] + timedelta(seconds=first["duration_s"])
