@@ -106,13 +106,36 @@ def test_optimize_unknown_table_fails_with_one_line(local_lake: Lake) -> None:
     assert len(lines) == 1 and "gold.nope" in lines[0], r.stderr
 
 
-def test_optimize_while_logs_load_keeps_every_line_once(local_lake: Lake, tmp_path: Path) -> None:
-    """The maintenance deployment's optimize overlapping a scheduled `ingest logs` (two real
-    processes released together): both succeed, every line is stored once, and the next run
-    finds nothing new."""
-    from datetime import timedelta
 
-    from tests.procs import race_cli
+def _optimize_mid_run(lake: Lake, table: str, proc, *args: str) -> dict:
+    """Run ``ingest optimize ARGS TABLE`` once ``proc`` (a loading run) has made 3 more commits to
+    ``table``, and check the optimize's transaction spanned some of its commits: it read a version
+    older than the one before its own (the loader committed meanwhile) or the loader committed
+    after it (the loader went on against a table rewritten under it)."""
+    import time
+
+    from tests.sources.conftest import commits
+
+    start = commits(lake, table)
+    deadline = time.monotonic() + 120
+    while commits(lake, table) < start + 3:
+        assert proc.poll() is None, f"the loading run ended first: {proc.communicate()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    optimized = _json(lake, "optimize", *args, table)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    history = lake.delta_table(table).history()
+    (opt,) = [c for c in history if c.get("operation") == "OPTIMIZE" and c["version"] > start]
+    last = max(c["version"] for c in history)
+    assert opt["readVersion"] < opt["version"] - 1 or last > opt["version"], (opt, last)
+    return {"optimize": optimized, "loaded": json.loads(out.strip().splitlines()[-1])}
+
+
+def test_optimize_while_logs_load_keeps_every_line_once(local_lake: Lake, tmp_path: Path) -> None:
+    """The maintenance deployment's optimize in the middle of a scheduled `ingest logs` (two real
+    processes): both succeed, every line is stored once, and the next run finds nothing new."""
+    from tests.sources.conftest import spawn_cli
 
     src = tmp_path / "logs"
     src.mkdir()
@@ -120,28 +143,36 @@ def test_optimize_while_logs_load_keeps_every_line_once(local_lake: Lake, tmp_pa
         (src / f"app-{f:02d}.log").write_text("".join(f'{{"f": {f}, "i": {i}}}\n' for i in range(40)))
     first = _ingest(local_lake, "logs", str(src), "--table", "bronze.events", INGEST_LOG_BATCH_LINES="10")
     assert first.returncode == 0, first.stderr
-    for f in range(24, 48):  # more to load while optimize rewrites what is there
+    for f in range(24, 72):  # more to load while optimize rewrites what is there
         (src / f"app-{f:02d}.log").write_text("".join(f'{{"f": {f}, "i": {i}}}\n' for i in range(40)))
-    results = race_cli(
-        local_lake, [["logs", str(src), "--table", "bronze.events"], ["optimize", "bronze.events"]], tmp_path,
-        INGEST_LOG_BATCH_LINES="10",
-    )
-    assert [code for code, _, _ in results] == [0, 0], results
-    assert json.loads(results[1][1])["tables"][0]["files_removed"] > 1  # it did compact
-    runs = {r["command"]: r for r in local_lake.delta_table("_meta.runs").to_pyarrow_table().to_pylist()
-            if r["started_at"] > _first_run_end(local_lake)}
-    spans = {c: (r["started_at"], r["started_at"] + timedelta(seconds=r["duration_s"])) for c, r in runs.items()}
-    assert spans["optimize"][0] < spans["logs"][1] and spans["logs"][0] < spans["optimize"][1], spans  # at once
+    proc = spawn_cli(local_lake, "logs", str(src), "--table", "bronze.events", INGEST_LOG_BATCH_LINES="10")
+    got = _optimize_mid_run(local_lake, "bronze.events", proc)
+    assert got["optimize"]["tables"][0]["files_removed"] > 1  # it did compact
+    assert got["loaded"]["rows_written"] == 48 * 40
     rows = local_lake.delta_table("bronze.events").to_pyarrow_table(columns=["f", "i"]).to_pylist()
-    assert sorted((r["f"], r["i"]) for r in rows) == [(f, i) for f in range(48) for i in range(40)]
+    assert sorted((r["f"], r["i"]) for r in rows) == [(f, i) for f in range(72) for i in range(40)]
     again = _json(local_lake, "logs", str(src), "--table", "bronze.events")
     assert again["rows_written"] == 0
 
 
-def _first_run_end(lake: Lake):
-    """When the first `ingest logs` run ended (the race's runs start after it)."""
-    from datetime import timedelta
+def test_z_order_while_images_load_stores_each_content_once(local_lake: Lake, tmp_path: Path) -> None:
+    """`ingest optimize --z-order` rewriting every file (and the saved hash index) in the middle of
+    an `ingest images` of new pictures and copies of stored ones: both succeed, every content is
+    stored once."""
+    import shutil
 
-    first = min((r for r in lake.delta_table("_meta.runs").to_pyarrow_table().to_pylist() if r["command"] == "logs"),
-                key=lambda r: r["started_at"])
-    return first["started_at"] + timedelta(seconds=first["duration_s"])
+    from tests.sources.conftest import spawn_cli
+
+    src = tmp_path / "imgs"
+    _images(src, 150)
+    assert _json(local_lake, "images", str(src), INGEST_IMAGE_BATCH_FILES="10")["rows_written"] == 150
+    _images(src / "new", 300, start=150)
+    (src / "copies").mkdir()
+    for i in range(0, 150, 3):  # stored contents under new names: must not be stored again
+        shutil.copy(src / f"img_{i:04d}.png", src / "copies" / f"copy_{i:04d}.png")
+    proc = spawn_cli(local_lake, "images", str(src), INGEST_IMAGE_BATCH_FILES="2")
+    got = _optimize_mid_run(local_lake, "bronze.images", proc, "--z-order")
+    assert got["optimize"]["tables"][0]["z_order"] == ["sha256"]
+    assert (got["loaded"]["rows_written"], got["loaded"]["skipped"]) == (300, 200)  # 150 stored, 50 copies
+    shas = [r["sha256"] for r in local_lake.dataset("bronze.images").to_table(columns=["sha256"]).to_pylist()]
+    assert len(shas) == len(set(shas)) == 450
