@@ -95,24 +95,21 @@ def optimize(
 
 
 def _optimize_table(lake: Lake, tid: TableId, *, z_order: bool, target_size: int | None) -> TableOptimize:
-    from deltalake import WriterProperties
+    from ingest.delta import is_commit_conflict, plain_files, with_commit_retry
+    from ingest.errors import TransientError
 
-    from ingest.delta import commit_properties, plain_files
-
-    dt = lake.delta_table(tid)
-    before, files_before = dt.version(), len(dt.file_uris())
-    columns = z_order_columns(tid, pa.schema(dt.schema().to_arrow())) if z_order else []
-    props = commit_properties({"maintenance": "optimize"})
-    writer = WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="SNAPPY")
     try:
-        if columns:
-            metrics = dt.optimize.z_order(
-                columns, target_size=target_size, writer_properties=writer, commit_properties=props
-            )
-        else:
-            metrics = dt.optimize.compact(target_size=target_size, writer_properties=writer, commit_properties=props)
-    except OSError as exc:
-        raise lake.storage_error(exc, f"cannot optimize {tid}") from None
+        # a writer that rewrote files this compaction read (a merge, another optimize) wins the
+        # commit: compact again from the table it left (the rows are the same either way)
+        before, files_before, columns, metrics = with_commit_retry(
+            lambda: _compact(lake, tid, z_order=z_order, target_size=target_size)
+        )
+    except Exception as exc:
+        if is_commit_conflict(exc):
+            raise TransientError(
+                f"cannot optimize {tid}: other writers kept rewriting its files; run `ingest optimize` again"
+            ) from None
+        raise
     dt = lake.delta_table(tid)
     if dt.version() != before:
         from ingest.sources.seen import refresh_saved_keys
@@ -134,6 +131,32 @@ def _optimize_table(lake: Lake, tid: TableId, *, z_order: bool, target_size: int
         z_order=columns,
         log_files_removed=entries - _log_entries(lake, tid),
     )
+
+
+def _compact(
+    lake: Lake, tid: TableId, *, z_order: bool, target_size: int | None
+) -> tuple[int, int, list[str], dict[str, Any]]:
+    """One compaction (or z-order) of the table as it stands: (version read, its files, the
+    z-order columns, delta-rs' metrics)."""
+    from deltalake import WriterProperties
+
+    from ingest.delta import commit_properties
+
+    dt = lake.delta_table(tid)
+    before, files_before = dt.version(), len(dt.file_uris())
+    columns = z_order_columns(tid, pa.schema(dt.schema().to_arrow())) if z_order else []
+    props = commit_properties({"maintenance": "optimize"})
+    writer = WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="SNAPPY")
+    try:
+        if columns:
+            metrics = dt.optimize.z_order(
+                columns, target_size=target_size, writer_properties=writer, commit_properties=props
+            )
+        else:
+            metrics = dt.optimize.compact(target_size=target_size, writer_properties=writer, commit_properties=props)
+    except OSError as exc:
+        raise lake.storage_error(exc, f"cannot optimize {tid}") from None
+    return before, files_before, columns, metrics
 
 
 def _log_entries(lake: Lake, tid: TableId) -> int:

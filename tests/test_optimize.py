@@ -176,3 +176,29 @@ def test_z_order_while_images_load_stores_each_content_once(local_lake: Lake, tm
     assert (got["loaded"]["rows_written"], got["loaded"]["skipped"]) == (300, 200)  # 150 stored, 50 copies
     shas = [r["sha256"] for r in local_lake.dataset("bronze.images").to_table(columns=["sha256"]).to_pylist()]
     assert len(shas) == len(set(shas)) == 450
+
+
+def test_optimize_while_a_table_merges_keeps_every_key_once(local_lake: Lake, tmp_path: Path) -> None:
+    """`ingest optimize` in the middle of an `ingest tables --primary-key` run whose batches merge
+    updates of stored keys and new keys (delta-rs MERGE against files the optimize removes):
+    both succeed, every key is stored once with its latest value."""
+    import sqlite3
+
+    from tests.sources.conftest import spawn_cli
+
+    db = tmp_path / "shop.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (id integer primary key, v text)")
+    con.executemany("insert into t values (?, ?)", [(i, f"v{i}") for i in range(2000)])
+    con.commit()
+    url = f"sqlite:///{db}"
+    args = ("tables", url, "--source-table", "t", "--table", "bronze.t", "--primary-key", "id")
+    assert _json(local_lake, *args, INGEST_TABLE_BATCH_ROWS="50")["rows_written"] == 2000
+    con.execute("update t set v = v || '-new' where id % 2 = 0")
+    con.executemany("insert into t values (?, ?)", [(i, f"v{i}") for i in range(2000, 4000)])
+    con.commit()
+    con.close()
+    proc = spawn_cli(local_lake, *args, INGEST_TABLE_BATCH_ROWS="50")
+    _optimize_mid_run(local_lake, "bronze.t", proc)
+    rows = local_lake.delta_table("bronze.t").to_pyarrow_table(columns=["id", "v"]).to_pylist()
+    assert sorted((r["id"], r["v"]) for r in rows) == [(i, f"v{i}-new" if i % 2 == 0 and i < 2000 else f"v{i}") for i in range(4000)]
