@@ -534,8 +534,8 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
 
     delta-rs's DataFusion operations (merge, delete, update, optimize) write string columns as
     ``string_view`` whatever the input, and pyarrow cannot filter those (see ``lake_type``).  The
-    copies hold the same rows, so the commit swaps files with ``dataChange=false`` (like OPTIMIZE)
-    and keeps the original statistics.  Readers cope with view types anyway
+    copies hold the same rows, so the commit swaps the files (marked ``SWAP_MARK``: the rows did
+    not change) and keeps the original statistics.  Readers cope with view types anyway
     (``Lake.dataset``), so a swap that loses a race to a concurrent writer is dropped, not
     retried.  Returns the number of files rewritten.
     """
@@ -574,8 +574,12 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
         written.append(dest)
         size = fs.get_file_info(dest).size
         parts = add.get("partitionValues") or {}
-        actions.append(AddAction(new_path, size, parts, now, False, add.get("stats") or ""))
-        actions.append(RemoveAction(path, False, now, add.get("size"), parts))
+        # dataChange=true, unlike OPTIMIZE: delta-rs checks a concurrent compaction against a
+        # data-changing removal only (one that moved the same file as ours would have committed
+        # too, and the rows would be there twice: bench/repro/swap_after_compaction.py).  The
+        # rows are the same: readers of the log tell it by the commit's SWAP_MARK (``moves_rows``)
+        actions.append(AddAction(new_path, size, parts, now, True, add.get("stats") or ""))
+        actions.append(RemoveAction(path, True, now, add.get("size"), parts))
     if not actions:
         return 0
     try:
@@ -584,9 +588,13 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
             mode="append",
             schema=dt.schema(),
             partition_by=dt.metadata().partition_columns or None,
-            commit_properties=commit_properties({**(metadata or {}), "rewrite": "view-typed files"}),
+            # no retry: delta-rs lets an append-mode transaction's removes pass its conflict check,
+            # so a swap committed after another writer removed (compacted, merged) the same file
+            # would add its rows back beside that writer's copy: any commit since our snapshot
+            # drops the swap instead (bench/repro/swap_after_compaction.py)
+            commit_properties=commit_properties({**(metadata or {}), **SWAP_MARK}, retries=0),
         )
-    except Exception:  # noqa: BLE001 - e.g. a concurrent writer removed a file first; readers cope
+    except Exception:  # noqa: BLE001 - a concurrent writer committed first; readers cope with view types
         for dest in written:
             try:
                 fs.delete_file(dest)
@@ -594,6 +602,17 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
                 pass
         return 0
     return len(written)
+
+
+SWAP_MARK = {"rewrite": "view-typed files"}  # a commit of ``plain_files``: the same rows in other files
+
+
+def moves_rows(action: dict[str, Any], commit: list[dict[str, Any]]) -> bool:
+    """Whether an add or remove ``action`` of a commit (its log entries) only moves rows: marked
+    ``dataChange=false`` (OPTIMIZE), or part of a ``plain_files`` swap."""
+    if not action.get("dataChange", True):
+        return True
+    return any(all(e["commitInfo"].get(k) == v for k, v in SWAP_MARK.items()) for e in commit if "commitInfo" in e)
 
 
 # actions that only describe a commit (or its writer's bookkeeping), never the table's rows
@@ -605,8 +624,7 @@ def appended_files(lake: Lake, table: str | TableId, *, since: int, until: int) 
     those commits only appended rows; None when any of them did more (removed or rewrote rows,
     changed the schema or protocol) or its log entry is gone (expired by log retention).
 
-    A file swapped with ``dataChange=false`` (OPTIMIZE, ``plain_files``) keeps its rows and is
-    not new, unless it replaced a file appended in the same range (the new rows moved: None).
+    A file swapped in (OPTIMIZE, ``plain_files``: ``moves_rows``) keeps its rows and is not new, unless it replaced a file appended in the same range (the new rows moved: None).
     An incremental reader reads these files and nothing else; None means "rebuild from all".
     """
     from urllib.parse import unquote
@@ -631,10 +649,10 @@ def appended_files(lake: Lake, table: str | TableId, *, since: int, until: int) 
                 path = action.get("path") or ""
                 if "://" in path or action.get("deletionVector"):
                     return None
-                if action.get("dataChange", True):
+                if not moves_rows(action, entries):
                     added.append(unquote(path))
                 continue
-            if kind == "remove" and not action.get("dataChange", True):
+            if kind == "remove" and moves_rows(action, entries):
                 if unquote(action.get("path") or "") in added:
                     return None
                 continue

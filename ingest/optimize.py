@@ -94,7 +94,85 @@ def optimize(
     return result
 
 
+# One optimize of a table at a time.  delta-rs lets two compactions of the same files both commit
+# (every row then twice: bench/repro/swap_after_compaction.py), so an optimize first claims the
+# table in its own Delta log: an app transaction whose version is the claim's time (even) or its
+# release (odd).  A claim is a commit that fails if anything committed since it read the table,
+# so of two optimizes only one claims; the other finds the claim and stops.  A claim older than
+# CLAIM_LEASE_S (an optimize killed before its release) no longer counts.
+CLAIM_APP_ID = "ingest:optimize"
+CLAIM_LEASE_S = 6 * 3600
+
+
+class OptimizeRunning(Exception):
+    """Another optimize holds the table's claim."""
+
+
+def _claimed_by_other(dt: Any, now_ms: int) -> int | None:
+    """When another optimize claimed the table (epoch ms), if its claim still counts."""
+    v = dt.transaction_version(CLAIM_APP_ID)
+    if v is None or v % 2:
+        return None
+    since = v // 2
+    return since if now_ms - since < CLAIM_LEASE_S * 1000 else None
+
+
+def _set_claim(lake: Lake, tid: TableId, *, claim: bool) -> int:
+    """Claim (or release) the table: one commit of only an app transaction, made against the
+    table as read here and failing if another commit came first.  Returns the claim's time."""
+    import time
+
+    from deltalake import CommitProperties, Transaction
+
+    from ingest.delta import COMMIT_RETRIES, CommitConflict, commit_metadata
+
+    now_ms = int(time.time() * 1000)
+    dt = lake.delta_table(tid)
+    if claim and (since := _claimed_by_other(dt, now_ms)) is not None:
+        raise OptimizeRunning(since)
+    version = now_ms * 2 + (0 if claim else 1)
+    try:
+        dt.create_write_transaction(
+            [],
+            mode="append",
+            schema=dt.schema(),
+            partition_by=dt.metadata().partition_columns or None,
+            commit_properties=CommitProperties(
+                custom_metadata=commit_metadata({"maintenance": "optimize claim" if claim else "optimize release"}),
+                app_transactions=[Transaction(CLAIM_APP_ID, version, now_ms)],
+                # a claim must see every commit before it; a release (no data) may be rebased
+                max_commit_retries=0 if claim else COMMIT_RETRIES,
+            ),
+        )
+    except Exception as exc:  # noqa: BLE001 - any commit since our read: read again (with_commit_retry)
+        raise CommitConflict(f"{tid}: {exc}") from None
+    return now_ms
+
+
 def _optimize_table(lake: Lake, tid: TableId, *, z_order: bool, target_size: int | None) -> TableOptimize:
+    from datetime import UTC, datetime
+
+    from ingest.delta import CommitConflict, with_commit_retry
+    from ingest.errors import TransientError
+
+    try:
+        with_commit_retry(lambda: _set_claim(lake, tid, claim=True))
+    except OptimizeRunning as running:
+        since = datetime.fromtimestamp(running.args[0] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        raise TransientError(
+            f"cannot optimize {tid}: another `ingest optimize` of it is running (since {since}); run it again later"
+        ) from None
+    except CommitConflict:
+        raise TransientError(
+            f"cannot optimize {tid}: other writers kept committing to it; run `ingest optimize` again"
+        ) from None
+    try:
+        return _optimize_claimed(lake, tid, z_order=z_order, target_size=target_size)
+    finally:
+        with_commit_retry(lambda: _set_claim(lake, tid, claim=False))
+
+
+def _optimize_claimed(lake: Lake, tid: TableId, *, z_order: bool, target_size: int | None) -> TableOptimize:
     from ingest.delta import is_commit_conflict, plain_files, with_commit_retry
     from ingest.errors import TransientError
 

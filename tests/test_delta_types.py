@@ -63,3 +63,31 @@ def test_merge_bounded_by_the_source_key_range_updates_and_inserts_exactly(local
     assert got == {"a'1": 10, "b": 2, "c": 30, "d": 4, "x": 5, "y": 6, "zz": 70}
     merge_batch(local_lake, "silver.k", pa.table({"k": ["y"], "n": pa.array([60], pa.int64())}), keys=["k"])
     assert local_lake.delta_table("silver.k").to_pyarrow_table().num_rows == 7
+
+
+def test_a_swap_after_another_writer_compacted_the_file_is_dropped_not_doubled(local_lake: Lake, monkeypatch) -> None:
+    """The swap of a merge's string_view file for a plain copy loses a race to an optimize that
+    compacted that file meanwhile: the swap is dropped (delta-rs would let it commit, and the
+    file's rows would be there twice: bench/repro/swap_after_compaction.py)."""
+    import ingest.delta as delta
+
+    write_batch(local_lake, "silver.s", pa.table({"id": pa.array(range(50), pa.int64()), "s": [f"a{i}" for i in range(50)]}))
+    write_batch(local_lake, "silver.s", pa.table({"id": pa.array(range(50, 100), pa.int64()), "s": [f"b{i}" for i in range(50)]}))
+    dt = local_lake.delta_table("silver.s")
+    dt.merge(pa.table({"id": pa.array([1], pa.int64()), "s": ["new"]}), predicate="t.id = s.id", source_alias="s",
+             target_alias="t").when_matched_update_all().execute()  # delta-rs writes the rewritten file as string_view
+    version = local_lake.delta_table("silver.s").version()
+    views: list[bool] = []
+    real = delta.has_view_types
+
+    def compacted_meanwhile(schema):
+        if not views:  # the swap has read the table and is copying the file: another writer compacts it
+            local_lake.delta_table("silver.s").optimize.compact()
+        views.append(real(schema))
+        return views[-1]
+
+    monkeypatch.setattr(delta, "has_view_types", compacted_meanwhile)
+    assert delta.plain_files(local_lake, "silver.s", version) == 0
+    assert views == [True]  # the swap was attempted
+    ids = local_lake.delta_table("silver.s").to_pyarrow_table()["id"].to_pylist()
+    assert sorted(ids) == list(range(100))

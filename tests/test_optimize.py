@@ -62,8 +62,9 @@ def test_optimize_compacts_and_pinned_snapshots_still_read(local_lake: Lake, tmp
     assert _sql(local_lake, count) == [7]
     assert _sql(local_lake, count, "--as-of", "pin") == [6]
     # the commit names the run that made it, like every other writer's
-    history = local_lake.delta_table("gold.photo_features").history(1)
-    assert history[0]["operation"] == "OPTIMIZE" and commit_run_id(history[0])
+    release, optimized, claim = local_lake.delta_table("gold.photo_features").history(3)  # newest first
+    assert optimized["operation"] == "OPTIMIZE" and commit_run_id(optimized)
+    assert commit_run_id(claim) == commit_run_id(optimized) == commit_run_id(release)  # its claim and release
     # a second optimize has nothing to do
     again = _json(local_lake, "optimize", "gold.photo_features")
     assert again["tables"][0]["files_removed"] == 0 and again["tables"][0]["files_after"] == 1
@@ -202,3 +203,30 @@ def test_optimize_while_a_table_merges_keeps_every_key_once(local_lake: Lake, tm
     _optimize_mid_run(local_lake, "bronze.t", proc)
     rows = local_lake.delta_table("bronze.t").to_pyarrow_table(columns=["id", "v"]).to_pylist()
     assert sorted((r["id"], r["v"]) for r in rows) == [(i, f"v{i}-new" if i % 2 == 0 and i < 2000 else f"v{i}") for i in range(4000)]
+
+
+def test_two_optimizes_at_once_compact_once(local_lake: Lake, tmp_path: Path) -> None:
+    """A manual `ingest optimize` while the scheduled one runs (two real processes released
+    together): one compacts, the other exits 4 saying another optimize is running, and every row
+    is there once (delta-rs lets two compactions of the same files both commit, every row then
+    twice: bench/repro/swap_after_compaction.py).  The claim is released after the run."""
+    from tests.procs import race_cli
+
+    for k in range(30):
+        write_batch(local_lake, "bronze.many", pa.table({"id": pa.array(range(k * 2000, (k + 1) * 2000), pa.int64())}))
+    outcomes = []
+    for _ in range(3):  # the race may go either way; a claim must never be held by both
+        results = race_cli(local_lake, [["optimize", "bronze.many"], ["optimize", "--z-order", "bronze.many"]], tmp_path)
+        outcomes.append(sorted(code for code, _, _ in results))
+        for code, _, err in results:
+            assert code == 0 or (code == 4 and "another `ingest optimize` of it is running" in err), err
+        ids = local_lake.delta_table("bronze.many").to_pyarrow_table()["id"].to_pylist()
+        assert sorted(ids) == list(range(60_000))
+        for k in range(2):  # more small files for the next round
+            write_batch(local_lake, "bronze.many", pa.table({"id": pa.array([60_000 + k], pa.int64())}))
+        local_lake.delta_table("bronze.many").delete("id >= 60000")
+    assert [4, 4] not in outcomes, outcomes  # (both refused: a claim left behind)
+    from ingest.optimize import CLAIM_APP_ID
+
+    assert local_lake.delta_table("bronze.many").transaction_version(CLAIM_APP_ID) % 2 == 1  # released
+    assert _json(local_lake, "optimize", "bronze.many")["tables"][0]["table"] == "bronze.many"  # and claimable

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from ingest.conform import lake_schema
-from ingest.delta import commit_actions, ensure_table, write_batch
+from ingest.delta import commit_actions, ensure_table, moves_rows, write_batch
 from ingest.lake import Lake, TableId, plain_dataset
 from ingest.sources.files import SourceFile, is_s3
 from ingest.sources.keyindex import PrefixIndex, SavedPrefixes, digest_prefixes, key_prefix
@@ -248,7 +248,7 @@ class StoredKeys:
                 return []
         out = []
         for add in (a["add"] for a in actions if "add" in a):
-            if not add.get("dataChange", True):
+            if moves_rows(add, actions):
                 continue  # the same rows moved (optimize, type rewrites): already searched
             stats = json.loads(add.get("stats") or "{}")
             lo, hi = (stats.get(k, {}).get(self.column) for k in ("minValues", "maxValues"))
