@@ -124,7 +124,7 @@ def _set_claim(lake: Lake, tid: TableId, *, claim: bool) -> int:
 
     from deltalake import CommitProperties, Transaction
 
-    from ingest.delta import COMMIT_RETRIES, CommitConflict, commit_metadata
+    from ingest.delta import COMMIT_RETRIES, CommitConflict, commit_metadata, is_commit_conflict, storage_failure
 
     now_ms = int(time.time() * 1000)
     dt = lake.delta_table(tid)
@@ -144,8 +144,10 @@ def _set_claim(lake: Lake, tid: TableId, *, claim: bool) -> int:
                 max_commit_retries=0 if claim else COMMIT_RETRIES,
             ),
         )
-    except Exception as exc:  # noqa: BLE001 - any commit since our read: read again (with_commit_retry)
-        raise CommitConflict(f"{tid}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a lost race is retried, a storage fault typed, anything else re-raised
+        if is_commit_conflict(exc):  # any commit since our read: read again (with_commit_retry)
+            raise CommitConflict(f"{tid}: {exc}") from None
+        raise storage_failure(lake, exc, tid) from None  # a storage fault as the lake's one-line error
     return now_ms
 
 
