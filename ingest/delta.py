@@ -607,12 +607,15 @@ def plain_files(lake: Lake, table: str | TableId, version: int, *, metadata: dic
 SWAP_MARK = {"rewrite": "view-typed files"}  # a commit of ``plain_files``: the same rows in other files
 
 
-def moves_rows(action: dict[str, Any], commit: list[dict[str, Any]]) -> bool:
-    """Whether an add or remove ``action`` of a commit (its log entries) only moves rows: marked
-    ``dataChange=false`` (OPTIMIZE), or part of a ``plain_files`` swap."""
-    if not action.get("dataChange", True):
-        return True
+def is_type_swap(commit: list[dict[str, Any]]) -> bool:
+    """Whether a commit (its log entries) is a ``plain_files`` swap: the same rows in other files."""
     return any(all(e["commitInfo"].get(k) == v for k, v in SWAP_MARK.items()) for e in commit if "commitInfo" in e)
+
+
+def moves_rows(action: dict[str, Any], *, swap: bool) -> bool:
+    """Whether an add or remove ``action`` only moves rows: marked ``dataChange=false`` (OPTIMIZE),
+    or part of a swap (``swap``: ``is_type_swap`` of its commit)."""
+    return swap or not action.get("dataChange", True)
 
 
 # actions that only describe a commit (or its writer's bookkeeping), never the table's rows
@@ -624,7 +627,8 @@ def appended_files(lake: Lake, table: str | TableId, *, since: int, until: int) 
     those commits only appended rows; None when any of them did more (removed or rewrote rows,
     changed the schema or protocol) or its log entry is gone (expired by log retention).
 
-    A file swapped in (OPTIMIZE, ``plain_files``: ``moves_rows``) keeps its rows and is not new, unless it replaced a file appended in the same range (the new rows moved: None).
+    A file swapped in (OPTIMIZE, ``plain_files``: ``moves_rows``) keeps its rows and is not new,
+    unless it replaced a file appended in the same range (the new rows moved: None).
     An incremental reader reads these files and nothing else; None means "rebuild from all".
     """
     from urllib.parse import unquote
@@ -640,6 +644,7 @@ def appended_files(lake: Lake, table: str | TableId, *, since: int, until: int) 
                 entries = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
         except (FileNotFoundError, OSError, ValueError):
             return None
+        swap = is_type_swap(entries)
         for entry in entries:
             kind = next(iter(entry), None)
             action = entry.get(kind) or {}
@@ -649,10 +654,10 @@ def appended_files(lake: Lake, table: str | TableId, *, since: int, until: int) 
                 path = action.get("path") or ""
                 if "://" in path or action.get("deletionVector"):
                     return None
-                if not moves_rows(action, entries):
+                if not moves_rows(action, swap=swap):
                     added.append(unquote(path))
                 continue
-            if kind == "remove" and moves_rows(action, entries):
+            if kind == "remove" and moves_rows(action, swap=swap):
                 if unquote(action.get("path") or "") in added:
                     return None
                 continue

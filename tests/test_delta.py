@@ -180,3 +180,18 @@ def test_a_stream_that_loses_the_creation_race_asks_for_a_retry(local_lake: Lake
     assert local_lake.delta_table("bronze.s").to_pyarrow_table()["id"].to_pylist() == [99]
     with pytest.raises(ValueError, match="overwrite mode only"):
         write_batch(local_lake, "bronze.s", reader, mode="append")
+
+
+def test_a_type_swap_after_a_merge_is_not_new_rows(local_lake: Lake) -> None:
+    """``plain_files`` swaps a merge's string_view file for a plain copy in a commit that says its
+    files changed (so delta-rs checks a concurrent compaction against it): readers of the log
+    still know it moved rows only."""
+    from ingest.delta import SWAP_MARK, appended_files, merge_batch
+
+    write_batch(local_lake, "silver.m", pa.table({"id": pa.array([1, 2, 3], pa.int64()), "s": ["a", "b", "c"]}))
+    merge_batch(local_lake, "silver.m", pa.table({"id": pa.array([2], pa.int64()), "s": ["B"]}), keys=["id"])
+    swap, merge = local_lake.delta_table("silver.m").history(2)
+    assert merge["operation"] == "MERGE" and all(swap.get(k) == v for k, v in SWAP_MARK.items())
+    v = swap["version"]
+    assert appended_files(local_lake, "silver.m", since=v - 1, until=v) == []  # the swap: nothing new
+    assert appended_files(local_lake, "silver.m", since=v - 2, until=v) is None  # the merge rewrote rows

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from ingest.conform import lake_schema
-from ingest.delta import commit_actions, ensure_table, moves_rows, write_batch
+from ingest.delta import commit_actions, ensure_table, is_type_swap, moves_rows, write_batch
 from ingest.lake import Lake, TableId, plain_dataset
 from ingest.sources.files import SourceFile, is_s3
 from ingest.sources.keyindex import PrefixIndex, SavedPrefixes, digest_prefixes, key_prefix
@@ -247,8 +247,9 @@ class StoredKeys:
             if txn and txn.get("appId") == self.app_id and txn.get("version") in self.our_batches:
                 return []
         out = []
+        swap = is_type_swap(actions)
         for add in (a["add"] for a in actions if "add" in a):
-            if moves_rows(add, actions):
+            if moves_rows(add, swap=swap):
                 continue  # the same rows moved (optimize, type rewrites): already searched
             stats = json.loads(add.get("stats") or "{}")
             lo, hi = (stats.get(k, {}).get(self.column) for k in ("minValues", "maxValues"))
