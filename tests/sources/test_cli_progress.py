@@ -11,11 +11,11 @@ from ingest.lake import Lake
 from tests.sources.conftest import INGEST, cli_env, read, run_cli
 
 
-def _run_in_terminal(lake: Lake, *args: str) -> tuple[int, str]:
+def _run_in_terminal(lake: Lake, *args: str, **env: str) -> tuple[int, str]:
     """Run the CLI with stdout and stderr on a pseudo-terminal; returns (exit code, output)."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen([INGEST, "--lake", lake.uri, *args], stdout=follower, stderr=follower,
-                            env={**cli_env(lake), "COLUMNS": "120", "TERM": "xterm"})
+                            env={**cli_env(lake), "COLUMNS": "120", "TERM": "xterm", **env})
     os.close(follower)
     out = b""
     while True:
@@ -65,7 +65,9 @@ def test_logs_bar_counts_files_and_lines_not_raw_bytes(local_lake: Lake, sample)
     and sizes in KiB/MiB, never a raw byte count such as ``48213/120334``."""
     import re
 
-    code, out = _run_in_terminal(local_lake, "logs", str(sample.logs))
+    # a commit every few lines: the run lasts long enough for the bar to be drawn while it moves
+    # (the whole sample loads in well under the bar's 0.1 s refresh, and the bar is transient)
+    code, out = _run_in_terminal(local_lake, "logs", str(sample.logs), INGEST_LOG_BATCH_LINES="3")
     assert code == 0, out
     assert "logs -> bronze.events" in out
     assert re.search(r"file \d+/\d+ · [\d,]+ lines", out), out
